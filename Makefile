@@ -1,0 +1,41 @@
+# The two quick-start commands:  make run   and   make test
+PYTHON ?= python3
+VENV ?= .venv
+HOST ?= 127.0.0.1
+PORT ?= 8000
+BIN := $(VENV)/bin
+
+.PHONY: run test install install-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+# mysqlclient needs MySQL/MariaDB client headers. Without them the suite still runs on SQLite
+# and skips the MariaDB tests, except in CI (CI=true), where that is an error.
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt requirements-mysql.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	@$(BIN)/pip install --quiet -r requirements-mysql.txt || { \
+	  if [ "$$CI" = "true" ]; then echo "error: mysqlclient did not build" >&2; exit 1; fi; \
+	  echo "warning: mysqlclient did not build (apt-get install default-libmysqlclient-dev pkg-config); MariaDB tests will be skipped" >&2; }
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+## Start tracesite on the embedded defaults: http://localhost:8000
+run: $(VENV)/.installed
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py seeddemo
+	$(BIN)/daphne -b $(HOST) -p $(PORT) tracesite.asgi:application
+
+## Run the whole test suite
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) var staticfiles

@@ -1,0 +1,76 @@
+"""Shared fixtures: services (MariaDB, Redis), users, sample traces."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from urllib.parse import urlsplit
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+TEST_MYSQL_URL = os.environ.get("TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, url: str, default_port: int, how: str) -> None:
+    """In CI a missing service fails the test; on a developer machine it skips, saying how to run it."""
+    if _reachable(url, default_port):
+        return
+    message = f"{name} is not reachable at {url}; {how}"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> str:
+    require_service("MariaDB/MySQL", TEST_MYSQL_URL, 3306, "start it or set TEST_MYSQL_URL to run this test")
+    try:
+        import MySQLdb  # noqa: F401
+    except ImportError:
+        if IN_CI:
+            pytest.fail("mysqlclient is not installed (pip install -r requirements-mysql.txt)")
+        pytest.skip("mysqlclient is not installed (pip install -r requirements-mysql.txt)")
+    return TEST_MYSQL_URL
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    require_service("Redis", TEST_REDIS_URL, 6379, "start it or set TEST_REDIS_URL to run this test")
+    return TEST_REDIS_URL
+
+
+@pytest.fixture
+def redis_layer(redis_url):
+    from channels_redis.core import RedisChannelLayer
+
+    return RedisChannelLayer(hosts=[redis_url], prefix=f"test{uuid.uuid4().hex[:8]}", capacity=10000, expiry=300)
+
+
+@pytest.fixture
+def staff_user(django_user_model):
+    return django_user_model.objects.create_user("alice", "alice@example.com", "pw-alice-123", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def staff_client(client, staff_user):
+    client.force_login(staff_user)
+    return client
+
+
+@pytest.fixture
+def make_trace():
+    from tests.factories import make_trace as factory
+
+    return factory

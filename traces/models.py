@@ -1,0 +1,164 @@
+"""The trace history: traces, their run tree, and the ordered event log.
+
+The rows of Trace and Run are a projection of the event log, kept up to date by the recorder;
+the events are the source of truth and hold the exact envelopes that were sent.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from traces import protocol
+
+
+class TraceQuerySet(models.QuerySet):
+    def running(self):
+        return self.filter(status=Trace.Status.RUNNING)
+
+    def finished(self):
+        return self.exclude(status=Trace.Status.RUNNING)
+
+    def search(self, text: str):
+        text = text.strip()
+        if not text:
+            return self
+        return self.filter(Q(request__icontains=text) | Q(final_response__icontains=text))
+
+    def for_session(self, session_id: str):
+        return self.filter(session_id=session_id)
+
+    def visible_to(self, user):
+        if user is None or not user.is_authenticated:
+            return self.filter(user__isnull=True)
+        if user.is_staff:
+            return self
+        return self.filter(Q(user=user) | Q(user__isnull=True))
+
+
+class Trace(models.Model):
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCESS = protocol.TraceOutcome.SUCCESS, "Success"
+        ERROR = protocol.TraceOutcome.ERROR, "Error"
+        CANCELLED = protocol.TraceOutcome.CANCELLED, "Cancelled"
+
+    class Source(models.TextChoices):
+        WEBSOCKET = "websocket", "WebSocket"
+        CLI = "cli", "Command line"
+        IMPORT = "import", "Import"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    session_id = models.CharField(max_length=100, blank=True)
+    agent_name = models.CharField(max_length=100)
+    request = models.TextField(help_text="The question the agent was asked.")
+    final_response = models.TextField(blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    max_steps = models.PositiveIntegerField(default=10)
+    current_step = models.PositiveIntegerField(default=0)
+    model = models.CharField(max_length=100, blank=True)
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.WEBSOCKET)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="traces")
+    rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns")
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    total_tokens = models.PositiveIntegerField(default=0)
+    total_cost = models.DecimalField(max_digits=14, decimal_places=8, default=0)
+    total_runs = models.PositiveIntegerField(default=0)
+    last_seq = models.PositiveIntegerField(default=0, help_text="The seq of the last stored event.")
+    error = models.TextField(blank=True)
+    error_type = models.CharField(max_length=100, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    objects = TraceQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [
+            # History list, newest first, and keyset pagination on (started_at, id).
+            models.Index(fields=["-started_at", "-id"], name="trace_started_idx"),
+            # History filtered by status (e.g. errors), and Trace.objects.running().
+            models.Index(fields=["status", "-started_at"], name="trace_status_started_idx"),
+            # Session view and the session's active trace on connect.
+            models.Index(fields=["session_id", "-started_at"], name="trace_session_started_idx"),
+            # History filtered by agent.
+            models.Index(fields=["agent_name", "-started_at"], name="trace_agent_started_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.request[:60]} ({self.status})"
+
+
+class Run(models.Model):
+    """One node of the run tree: an agent step, or a think or tool run under a step."""
+
+    class Type(models.TextChoices):
+        AGENT = protocol.RunType.AGENT, "Agent step"
+        THINK = protocol.RunType.THINK, "Think"
+        TOOL = protocol.RunType.TOOL, "Tool"
+
+    class Status(models.TextChoices):
+        RUNNING = protocol.RunStatus.RUNNING, "Running"
+        SUCCESS = protocol.RunStatus.SUCCESS, "Success"
+        ERROR = protocol.RunStatus.ERROR, "Error"
+        CANCELLED = protocol.RunStatus.CANCELLED, "Cancelled"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="runs")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
+    name = models.CharField(max_length=200)
+    run_type = models.CharField(max_length=16, choices=Type.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    start_time = models.DateTimeField()
+    end_time = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    inputs = models.JSONField(default=dict, blank=True)
+    outputs = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    error_type = models.CharField(max_length=100, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    total_tokens = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["start_time"]
+        indexes = [
+            # The run tree and waterfall of one trace, in time order.
+            models.Index(fields=["trace", "start_time"], name="run_trace_start_idx"),
+            # Dashboard: tool calls by tool and status.
+            models.Index(fields=["run_type", "name", "status"], name="run_type_name_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.run_type}, {self.status})"
+
+
+class Event(models.Model):
+    """One trace event exactly as it was sent, numbered 1, 2, 3... per trace with no gaps."""
+
+    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveIntegerField()
+    event_type = models.CharField(max_length=40, choices=[(t.value, t.value) for t in protocol.EventType])
+    timestamp = models.DateTimeField()
+    message_id = models.CharField(max_length=120)
+    run_id = models.UUIDField(null=True, blank=True)
+    envelope = models.TextField(help_text="The JSON message as sent to clients.")
+
+    class Meta:
+        ordering = ["trace", "seq"]
+        constraints = [
+            # No duplicate seq per trace; also the index that resume (seq > after_seq) and
+            # replay (ordered by seq) read through.
+            models.UniqueConstraint(fields=["trace", "seq"], name="event_trace_seq_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.event_type}"

@@ -1,0 +1,353 @@
+"""The wire protocol: event types, the envelope, client-message validation.
+
+This is the one place that spells event names, action names, error codes and group names.
+Consumers, the recorder, the agent, the CLI and the tests import them from here.
+It imports nothing from Django so the agent runtime can use it on its own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from tracesite import __version__ as SERVER_VERSION
+
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_QUESTION_CHARS = 4000
+MAX_STEPS_LIMIT = 50
+MAX_REPLAY_SPEED = 1000.0
+SESSION_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+
+
+class EventType(StrEnum):
+    # Seed events: the original MyAgent trace protocol.
+    CONNECTION_ESTABLISHED = "connection_established"
+    TRACE_STARTED = "trace_started"
+    THINK_COMPLETED = "think_completed"
+    TOOL_COMPLETED = "tool_completed"
+    RUN_ERROR = "run_error"
+    STATUS_UPDATE = "status_update"
+    TRACE_COMPLETED = "trace_completed"
+    # Extensions.
+    STEP_STARTED = "step_started"
+    THINK_STARTED = "think_started"
+    THINK_DELTA = "think_delta"
+    TOOL_STARTED = "tool_started"
+    RUN_COMPLETED = "run_completed"
+    PROGRESS_UPDATE = "progress_update"
+    REPLAY_STARTED = "replay_started"
+    REPLAY_COMPLETED = "replay_completed"
+    ERROR = "error"
+    PONG = "pong"
+
+
+# Events that belong to a trace: they carry trace_id and seq and are persisted.
+TRACE_EVENTS = frozenset(
+    {
+        EventType.TRACE_STARTED,
+        EventType.STEP_STARTED,
+        EventType.THINK_STARTED,
+        EventType.THINK_DELTA,
+        EventType.THINK_COMPLETED,
+        EventType.TOOL_STARTED,
+        EventType.TOOL_COMPLETED,
+        EventType.RUN_ERROR,
+        EventType.RUN_COMPLETED,
+        EventType.STATUS_UPDATE,
+        EventType.PROGRESS_UPDATE,
+        EventType.TRACE_COMPLETED,
+    }
+)
+# Events whose data are the run fields of one run.
+RUN_EVENTS = frozenset(
+    {
+        EventType.STEP_STARTED,
+        EventType.THINK_STARTED,
+        EventType.THINK_COMPLETED,
+        EventType.TOOL_STARTED,
+        EventType.TOOL_COMPLETED,
+        EventType.RUN_ERROR,
+        EventType.RUN_COMPLETED,
+    }
+)
+# Events the all-traces feed carries.
+FEED_EVENTS = frozenset({EventType.TRACE_STARTED, EventType.TRACE_COMPLETED})
+
+RUN_FIELDS = (
+    "run_id", "trace_id", "parent_run_id", "name", "run_type", "status", "start_time",
+    "end_time", "duration_ms", "inputs", "outputs", "error", "error_type", "metadata",
+)
+
+
+class RunType(StrEnum):
+    AGENT = "agent"
+    THINK = "think"
+    TOOL = "tool"
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    SUCCESS = "success"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+
+class TraceOutcome(StrEnum):
+    """`trace_completed.status` (a running trace has no outcome yet)."""
+
+    SUCCESS = "success"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+
+class AgentState(StrEnum):
+    IDLE = "IDLE"
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    ERROR = "ERROR"
+    CANCELLED = "CANCELLED"
+
+
+class Action(StrEnum):
+    START_AGENT = "start_agent"
+    CANCEL_AGENT = "cancel_agent"
+    SUBSCRIBE_TRACE = "subscribe_trace"
+    UNSUBSCRIBE_TRACE = "unsubscribe_trace"
+    SUBSCRIBE_ALL = "subscribe_all"
+    REPLAY_TRACE = "replay_trace"
+    PING = "ping"
+
+
+class ErrorCode(StrEnum):
+    INVALID_MESSAGE = "Invalid message format"
+    RATE_LIMITED = "rate_limited"
+    AGENT_BUSY = "agent_busy"
+    SERVER_BUSY = "server_busy"
+    NOT_FOUND = "not_found"
+    FORBIDDEN = "forbidden"
+    INTERNAL = "internal_error"
+
+
+class CloseCode:
+    INVALID_SESSION = 4400
+    UNAUTHORIZED = 4001
+    FLOODING = 4429
+
+
+# Channel-layer names. Group names must be ASCII and shorter than 100 characters.
+TRACE_EVENT_MESSAGE = "trace.event"
+ALL_TRACES_GROUP = "traces.all"
+
+
+def trace_group(trace_id: uuid.UUID | str) -> str:
+    return f"trace.{uuid.UUID(str(trace_id)).hex}"
+
+
+def session_group(session_id: str) -> str:
+    if len(session_id) <= 80:
+        return f"session.{session_id}"
+    return f"session.h{hashlib.sha256(session_id.encode()).hexdigest()[:40]}"
+
+
+# ---------------------------------------------------------------------------- envelope
+
+
+def format_timestamp(moment: dt.datetime) -> str:
+    """ISO 8601 in UTC with milliseconds and a ``Z``: ``2025-09-24T12:00:00.000Z``."""
+    moment = moment.astimezone(dt.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_timestamp(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def trace_message_id(event_type: str, trace_id: uuid.UUID | str, seq: int) -> str:
+    """The message id of a trace event: the same whenever the event is resumed or replayed."""
+    return f"{event_type}_{uuid.UUID(str(trace_id)).hex}_{seq}"
+
+
+def envelope(
+    event_type: EventType,
+    data: dict[str, Any],
+    *,
+    session_id: str,
+    timestamp: dt.datetime | None = None,
+    trace_id: uuid.UUID | str | None = None,
+    seq: int | None = None,
+    message_id: str | None = None,
+    replay: bool = False,
+) -> dict[str, Any]:
+    """Build a server → client message. Trace events pass ``trace_id`` and ``seq``."""
+    if seq is not None and trace_id is not None:
+        message_id = message_id or trace_message_id(event_type, trace_id, seq)
+    message: dict[str, Any] = {
+        "event_type": str(event_type),
+        "timestamp": format_timestamp(timestamp or utcnow()),
+        "message_id": message_id or f"{event_type}_{uuid.uuid4().hex[:12]}",
+        "session_id": session_id,
+        "data": data,
+    }
+    if trace_id is not None:
+        message["trace_id"] = str(trace_id)
+    if seq is not None:
+        message["seq"] = seq
+        message["replay"] = replay
+    return message
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def dumps(message: Any) -> str:
+    """Serialise once; the same text is stored and sent to every subscriber."""
+    return orjson.dumps(message, default=_default, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def loads(text: str | bytes) -> Any:
+    return orjson.loads(text)
+
+
+def mark_replay(text: str) -> str:
+    """The stored envelope text with ``replay`` set, for re-sending a stored event."""
+    message = orjson.loads(text)
+    message["replay"] = True
+    return dumps(message)
+
+
+# ---------------------------------------------------------------------------- client messages
+
+
+class ProtocolError(Exception):
+    """A client message that is refused; becomes an ``error`` event, the socket stays open."""
+
+    def __init__(self, detail: str, error: ErrorCode = ErrorCode.INVALID_MESSAGE):
+        super().__init__(detail)
+        self.error = error
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ClientMessage:
+    action: Action
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def _trace_id(message: dict, name: str = "trace_id") -> uuid.UUID:
+    raw = message.get(name)
+    if not isinstance(raw, str) or not raw:
+        raise ProtocolError(f"'{name}' is required and must be a string")
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise ProtocolError(f"'{name}' is not a valid trace id: {raw[:60]!r}") from None
+
+
+def _integer(message: dict, name: str, default: int | None, minimum: int, maximum: int | None = None) -> int | None:
+    raw = message.get(name, default)
+    if raw is None:
+        return default
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise ProtocolError(f"'{name}' must be an integer")
+    if raw < minimum or (maximum is not None and raw > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise ProtocolError(f"'{name}' must be {bound}")
+    return raw
+
+
+def _start_agent(message: dict) -> dict:
+    question = message.get("question")
+    if not isinstance(question, str):
+        raise ProtocolError("'question' is required and must be a string")
+    question = question.strip()
+    if not question:
+        raise ProtocolError("'question' must not be empty")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise ProtocolError(f"'question' is longer than {MAX_QUESTION_CHARS} characters")
+    model = message.get("model")
+    if model is not None and (not isinstance(model, str) or not 0 < len(model) <= 100):
+        raise ProtocolError("'model' must be a model name of 1 to 100 characters")
+    return {
+        "question": question,
+        "max_steps": _integer(message, "max_steps", None, 1, MAX_STEPS_LIMIT),
+        "model": model,
+    }
+
+
+def _subscribe_trace(message: dict) -> dict:
+    return {"trace_id": _trace_id(message), "after_seq": _integer(message, "after_seq", 0, 0)}
+
+
+def _replay_trace(message: dict) -> dict:
+    speed = message.get("speed", 1)
+    if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not 0 <= speed <= MAX_REPLAY_SPEED:
+        raise ProtocolError(f"'speed' must be a number from 0 to {MAX_REPLAY_SPEED:g} (0 = as fast as possible)")
+    return {"trace_id": _trace_id(message), "speed": float(speed)}
+
+
+def _ping(message: dict) -> dict:
+    client_time = message.get("client_time")
+    if client_time is not None and not isinstance(client_time, (str, int, float)):
+        raise ProtocolError("'client_time' must be a string or a number")
+    if isinstance(client_time, str):
+        client_time = client_time[:100]
+    return {"client_time": client_time}
+
+
+_PARSERS = {
+    Action.START_AGENT: _start_agent,
+    Action.CANCEL_AGENT: lambda message: {},
+    Action.SUBSCRIBE_TRACE: _subscribe_trace,
+    Action.UNSUBSCRIBE_TRACE: lambda message: {"trace_id": _trace_id(message)},
+    Action.SUBSCRIBE_ALL: lambda message: {},
+    Action.REPLAY_TRACE: _replay_trace,
+    Action.PING: _ping,
+}
+
+
+def parse_client_message(text: str | None = None, data: bytes | None = None) -> ClientMessage:
+    """Validate one WebSocket frame from a client."""
+    if text is None:
+        if data is None:
+            raise ProtocolError("empty message")
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise ProtocolError(f"message is larger than {MAX_MESSAGE_BYTES} bytes")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError("binary message is not UTF-8 JSON") from None
+    if len(text) > MAX_MESSAGE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(f"message is larger than {MAX_MESSAGE_BYTES} bytes")
+    try:
+        message = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(f"not valid JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("message must be a JSON object")
+    action = message.get("action")
+    if not isinstance(action, str) or not action:
+        raise ProtocolError("'action' is required")
+    try:
+        known = Action(action)
+    except ValueError:
+        raise ProtocolError(f"unknown action {action[:40]!r}; expected one of {', '.join(Action)}") from None
+    return ClientMessage(known, _PARSERS[known](message))

@@ -1,0 +1,368 @@
+"""The recorder: the trace sink the agent reports to.
+
+``TraceRecorder.emit()`` hands an event to the process's ``EventStore``, which
+
+1. numbers it (``seq`` 1, 2, 3... per trace, no gaps),
+2. writes it, together with the trace and run rows it changes, in one transaction per
+   *batch* of pending events (group commit, on a thread of its own so the event loop never
+   waits on the database), and only then
+3. publishes the stored envelope on the channel layer to the trace's group, the session's
+   group and, for trace start/end, the all-traces feed.
+
+So an event is delivered only after it is stored; if delivery fails (the channel layer is
+down) it is still stored, and clients backfill from the database by ``seq``. If storing
+fails after retries, ``emit()`` raises ``TraceStoreError`` and nothing is delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import logging
+import time
+import uuid
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from typing import Any
+
+from channels.layers import get_channel_layer
+from django.db import DatabaseError, connection, transaction
+
+from traces import protocol
+from traces.metrics import EVENT_PERSIST_SECONDS
+from traces.models import Event, Run, Trace
+from traces.protocol import EventType
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 500
+RETRY_DELAYS = (0.1, 0.3, 1.0, 2.0, 4.0)
+PUBLISH_TIMEOUT = 5.0
+
+# One thread writes for the whole process: a single connection, batches in order.
+_writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trace-recorder")
+
+
+class TraceStoreError(Exception):
+    """The trace history could not be written; the event was not stored and not delivered."""
+
+
+@dataclasses.dataclass
+class TraceState:
+    """What the writer thread knows of one trace: the committed rows, as field dicts."""
+
+    trace_id: uuid.UUID
+    session_id: str
+    trace: dict[str, Any]
+    runs: dict[uuid.UUID, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    last_seq: int = 0
+
+
+@dataclasses.dataclass
+class Pending:
+    state: TraceState
+    event_type: EventType
+    data: dict[str, Any]
+    timestamp: dt.datetime
+    future: asyncio.Future
+    # Filled in by the writer.
+    seq: int = 0
+    text: str = ""
+
+
+def _usage(data: dict) -> tuple[int, int, int]:
+    usage = data.get("token_usage") or {}
+    return (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), int(usage.get("total_tokens") or 0))
+
+
+def _time(value: Any) -> dt.datetime | None:
+    return protocol.parse_timestamp(value) if isinstance(value, str) and value else None
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+class Batch:
+    """The tentative effect of a batch: committed into the TraceStates only if the write succeeds."""
+
+    def __init__(self) -> None:
+        self.traces: dict[uuid.UUID, dict[str, Any]] = {}
+        self.runs: dict[uuid.UUID, dict[str, Any]] = {}
+        self.run_owner: dict[uuid.UUID, TraceState] = {}
+        self.seqs: dict[uuid.UUID, int] = {}
+        self.events: list[Event] = []
+
+    def trace_row(self, state: TraceState) -> dict[str, Any]:
+        row = self.traces.get(state.trace_id)
+        if row is None:
+            row = self.traces[state.trace_id] = dict(state.trace)
+        return row
+
+    def run_row(self, state: TraceState, run_id: uuid.UUID) -> dict[str, Any]:
+        row = self.runs.get(run_id)
+        if row is None:
+            row = dict(state.runs.get(run_id) or {"id": run_id, "trace_id": state.trace_id})
+            self.runs[run_id] = row
+            self.run_owner[run_id] = state
+        return row
+
+    def add(self, item: Pending) -> None:
+        state = item.state
+        seq = self.seqs.get(state.trace_id, state.last_seq) + 1
+        self.seqs[state.trace_id] = seq
+        item.seq = seq
+        message = protocol.envelope(
+            item.event_type, item.data, session_id=state.session_id, timestamp=item.timestamp,
+            trace_id=state.trace_id, seq=seq,
+        )
+        item.text = protocol.dumps(message)
+        trace = self.trace_row(state)
+        trace["last_seq"] = seq
+        run_id = self.project(item, trace)
+        self.events.append(
+            Event(
+                trace_id=state.trace_id, seq=seq, event_type=item.event_type, timestamp=item.timestamp,
+                message_id=message["message_id"], run_id=run_id, envelope=item.text,
+            )
+        )
+
+    def project(self, item: Pending, trace: dict[str, Any]) -> uuid.UUID | None:
+        """Apply one event to the trace and run rows; returns the run it concerns, if any."""
+        data, kind = item.data, item.event_type
+        if kind == EventType.TRACE_STARTED:
+            metadata = data.get("metadata") or {}
+            trace.update(
+                name=_text(data.get("trace_name"))[:200], request=_text(data.get("request")),
+                agent_name=_text(data.get("agent_name"))[:100], max_steps=int(data.get("max_steps") or 0),
+                model=_text(metadata.get("model"))[:100], metadata=metadata, started_at=item.timestamp,
+            )
+        elif kind == EventType.STATUS_UPDATE:
+            trace["current_step"] = int(data.get("current_step") or 0)
+        elif kind == EventType.TRACE_COMPLETED:
+            trace.update(
+                status=data.get("status") or Trace.Status.SUCCESS, ended_at=item.timestamp,
+                duration_ms=data.get("duration_ms"), total_runs=int(data.get("total_runs") or 0),
+                total_cost=Decimal(str(data.get("total_cost") or 0)),
+                final_response=_text(data.get("final_response")),
+                error=_text(data.get("error")), error_type=_text(data.get("error_type"))[:100],
+            )
+            if data.get("total_tokens") is not None:
+                trace["total_tokens"] = int(data["total_tokens"])
+        if kind not in protocol.RUN_EVENTS or not data.get("run_id"):
+            return uuid.UUID(data["run_id"]) if kind == EventType.THINK_DELTA and data.get("run_id") else None
+
+        run_id = uuid.UUID(str(data["run_id"]))
+        run = self.run_row(item.state, run_id)
+        parent = data.get("parent_run_id")
+        run.update(
+            parent_id=uuid.UUID(str(parent)) if parent else None,
+            name=_text(data.get("name"))[:200], run_type=data.get("run_type") or Run.Type.AGENT,
+            status=data.get("status") or Run.Status.RUNNING,
+            start_time=_time(data.get("start_time")) or run.get("start_time") or item.timestamp,
+            end_time=_time(data.get("end_time")), duration_ms=data.get("duration_ms"),
+            inputs=data.get("inputs") or {}, outputs=data.get("outputs") or {},
+            error=_text(data.get("error")), error_type=_text(data.get("error_type"))[:100],
+            metadata=data.get("metadata") or {},
+        )
+        if kind == EventType.THINK_COMPLETED or (kind == EventType.RUN_ERROR and data.get("token_usage")):
+            prompt, completion, total = _usage(data)
+            run.update(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
+            trace["prompt_tokens"] = trace.get("prompt_tokens", 0) + prompt
+            trace["completion_tokens"] = trace.get("completion_tokens", 0) + completion
+            trace["total_tokens"] = trace.get("total_tokens", 0) + total
+        return run_id
+
+    def write(self) -> None:
+        """Runs on the writer thread: one transaction for the whole batch."""
+        upsert = {"update_conflicts": True}
+        if connection.features.supports_update_conflicts_with_target:
+            upsert["unique_fields"] = ["id"]
+        with transaction.atomic():
+            Trace.objects.bulk_create([Trace(**row) for row in self.traces.values()], update_fields=TRACE_FIELDS, **upsert)
+            if self.runs:
+                Run.objects.bulk_create([Run(**row) for row in self.runs.values()], update_fields=RUN_FIELDS, **upsert)
+            Event.objects.bulk_create(self.events)
+
+    def commit(self, items: list[Pending]) -> None:
+        """After a successful write, the tentative rows become the committed state."""
+        states = {item.state.trace_id: item.state for item in items}
+        for trace_id, row in self.traces.items():
+            state = states[trace_id]
+            state.trace = row
+            state.last_seq = self.seqs[trace_id]
+        for run_id, row in self.runs.items():
+            self.run_owner[run_id].runs[run_id] = row
+
+
+TRACE_FIELDS = [
+    f.name for f in Trace._meta.concrete_fields if f.name not in {"id", "user", "rerun_of", "session_id", "source"}
+]
+RUN_FIELDS = [f.attname for f in Run._meta.concrete_fields if f.name not in {"id", "trace"}]
+
+
+class EventStore:
+    """Group commit and in-order publishing for every trace recorded by this event loop."""
+
+    def __init__(self, channel_layer=None) -> None:
+        self.channel_layer = channel_layer if channel_layer is not None else get_channel_layer()
+        self.queue: asyncio.Queue[Pending] = asyncio.Queue()
+        self.published: asyncio.Queue[list[Pending]] = asyncio.Queue()
+        self.delivery_ok = True
+        self.store_ok = True
+        self._tasks: list[asyncio.Task] = []
+
+    def _ensure_started(self) -> None:
+        if not self._tasks:
+            self._tasks = [asyncio.create_task(self._write_loop()), asyncio.create_task(self._publish_loop())]
+
+    async def submit(self, item: Pending) -> None:
+        self._ensure_started()
+        await self.queue.put(item)
+
+    async def _take_batch(self) -> list[Pending]:
+        items = [await self.queue.get()]
+        while len(items) < MAX_BATCH and not self.queue.empty():
+            items.append(self.queue.get_nowait())
+        return items
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            items = await self._take_batch()
+            started = time.perf_counter()
+            try:
+                batch = await loop.run_in_executor(_writer_thread, _write_with_retries, items)
+            except Exception as exc:  # the database stayed down: fail these emits, deliver nothing
+                if self.store_ok:
+                    logger.error("trace history unavailable, %d event(s) not stored: %s", len(items), exc)
+                self.store_ok = False
+                for item in items:
+                    if not item.future.done():
+                        item.future.set_exception(TraceStoreError(f"trace history unavailable: {exc}"))
+                continue
+            if not self.store_ok:
+                logger.warning("trace history writable again")
+                self.store_ok = True
+            batch.commit(items)
+            EVENT_PERSIST_SECONDS.observe(time.perf_counter() - started)
+            for item in items:
+                if not item.future.done():
+                    item.future.set_result((item.seq, item.text))
+            await self.published.put(items)
+
+    async def _publish_loop(self) -> None:
+        while True:
+            await self._publish(await self.published.get())
+
+    async def _publish(self, items: list[Pending]) -> None:
+        """Deliver one committed batch: in order within each group, groups concurrently."""
+        if self.channel_layer is None:
+            return
+        by_group: dict[str, list[dict]] = {}
+        for item in items:
+            message = {"type": protocol.TRACE_EVENT_MESSAGE, "trace_id": str(item.state.trace_id), "seq": item.seq, "text": item.text}
+            by_group.setdefault(protocol.trace_group(item.state.trace_id), []).append(message)
+            by_group.setdefault(protocol.session_group(item.state.session_id), []).append(message)
+            if item.event_type in protocol.FEED_EVENTS:
+                by_group.setdefault(protocol.ALL_TRACES_GROUP, []).append(message)
+
+        async def send_in_order(group: str, messages: list[dict]) -> None:
+            for message in messages:
+                await self.channel_layer.group_send(group, message)
+
+        try:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                await asyncio.gather(*(send_in_order(group, messages) for group, messages in by_group.items()))
+        except Exception as exc:  # stored already; clients backfill by seq once delivery is back
+            if self.delivery_ok:
+                logger.warning("live delivery failing, events are still stored: %r", exc)
+            self.delivery_ok = False
+            return
+        if not self.delivery_ok:
+            logger.warning("live delivery restored")
+            self.delivery_ok = True
+
+    async def drain(self) -> None:
+        """Wait until everything submitted so far is stored and published."""
+        while not self.queue.empty() or not self.published.empty():
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0)
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+
+def _write_with_retries(items: list[Pending]) -> Batch:
+    for attempt, delay in enumerate((0.0, *RETRY_DELAYS)):
+        time.sleep(delay)
+        batch = Batch()
+        for item in items:
+            batch.add(item)
+        try:
+            batch.write()
+            return batch
+        except DatabaseError as exc:
+            logger.debug("trace batch write failed (attempt %d): %s", attempt + 1, exc)
+            last = exc
+            connection.close()  # reconnect on the next attempt
+    raise last
+
+
+_stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, EventStore] = weakref.WeakKeyDictionary()
+
+
+def get_event_store() -> EventStore:
+    """The EventStore of the running event loop."""
+    loop = asyncio.get_running_loop()
+    store = _stores.get(loop)
+    if store is None:
+        store = _stores[loop] = EventStore()
+    return store
+
+
+class TraceRecorder:
+    """The ``TraceSink`` for one trace: persists, then publishes, each event the agent emits."""
+
+    def __init__(
+        self,
+        *,
+        trace_id: uuid.UUID | None = None,
+        session_id: str = "",
+        source: str = Trace.Source.WEBSOCKET,
+        user_id: int | None = None,
+        rerun_of: uuid.UUID | None = None,
+        store: EventStore | None = None,
+    ) -> None:
+        self.trace_id = trace_id or uuid.uuid4()
+        self.session_id = session_id
+        self.store = store or get_event_store()
+        now = protocol.utcnow()
+        self.state = TraceState(
+            trace_id=self.trace_id,
+            session_id=session_id,
+            trace={
+                "id": self.trace_id, "session_id": session_id, "source": source, "user_id": user_id,
+                "rerun_of_id": rerun_of, "name": "", "agent_name": "", "request": "", "started_at": now,
+                "status": Trace.Status.RUNNING,
+            },
+        )
+
+    async def emit(self, event_type: EventType, data: dict[str, Any], timestamp: dt.datetime | None = None) -> dict[str, Any]:
+        """Store the event and queue it for delivery; returns the envelope as sent."""
+        if event_type not in protocol.TRACE_EVENTS:
+            raise ValueError(f"{event_type} is not a trace event")
+        future = asyncio.get_running_loop().create_future()
+        await self.store.submit(Pending(self.state, event_type, data, timestamp or protocol.utcnow(), future))
+        seq, text = await future
+        return protocol.loads(text)
+
+    @property
+    def last_seq(self) -> int:
+        return self.state.last_seq

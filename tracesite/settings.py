@@ -1,0 +1,166 @@
+"""Settings, read from the environment (and a ``.env`` file in the project root).
+
+With nothing set, everything is embedded: SQLite files under ``var/``, the in-memory channel
+layer, DEBUG on and the offline built-in model. ``.env.example`` documents every variable.
+"""
+
+from pathlib import Path
+
+from tracesite import env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env.load_dotenv(env.string("TRACESITE_ENV_FILE", str(BASE_DIR / ".env")))
+
+DEBUG = env.boolean("DJANGO_DEBUG", default=True)
+DATA_DIR = Path(env.string("TRACESITE_DATA_DIR") or BASE_DIR / "var")
+SECRET_KEY = env.secret_key("DJANGO_SECRET_KEY", debug=DEBUG, data_dir=DATA_DIR)
+ALLOWED_HOSTS = env.strings("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
+if not ALLOWED_HOSTS:
+    raise env.ImproperlyConfigured("DJANGO_ALLOWED_HOSTS must be set when DJANGO_DEBUG is off (e.g. traces.example.com)")
+CSRF_TRUSTED_ORIGINS = env.strings("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+# Extra WebSocket/CORS origins, e.g. a separately served front end on http://localhost:3000.
+TRACE_ALLOWED_ORIGINS = env.strings("TRACE_ALLOWED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",  # first: makes runserver the ASGI server
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "channels",
+    "traces",
+    "agents",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "tracesite.urls"
+ASGI_APPLICATION = "tracesite.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Django's own tables and the trace history. The agent's data lives in "agent", never here.
+DATABASES = {
+    "default": env.database_url("DATABASE_URL", default_sqlite=DATA_DIR / "tracesite.sqlite3"),
+    "agent": env.agent_database(default_sqlite=DATA_DIR / "demo.sqlite3"),
+}
+env.ensure_separate(DATABASES["default"], DATABASES["agent"])
+DATABASE_ROUTERS = ["tracesite.routers.AgentDatabaseRouter"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Persistent connections leak under ASGI (each thread keeps its own); keep the default of 0.
+CONN_MAX_AGE = 0
+
+REDIS_URL = env.redis_url("REDIS_URL")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                # Sized so a burst of a few hundred events to a slow socket is not dropped;
+                # clients still backfill any gap in `seq` from the database.
+                "capacity": env.integer("CHANNEL_CAPACITY", 1000, minimum=10),
+                "expiry": 60,
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": env.integer("CHANNEL_CAPACITY", 1000, minimum=10), "expiry": 60},
+        }
+    }
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.string("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = Path(env.string("STATIC_ROOT") or BASE_DIR / "staticfiles")
+# In DEBUG, serve straight from the source folders (no collectstatic needed).
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env.boolean("DJANGO_SECURE_COOKIES", default=True)
+    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# The agent.
+OPENAI_API_KEY = env.string("OPENAI_API_KEY")
+OPENAI_BASE_URL = env.string("OPENAI_BASE_URL")
+OPENAI_MODEL = env.string("OPENAI_MODEL", "gpt-4o-mini")
+OPENAI_TIMEOUT = env.number("OPENAI_TIMEOUT", 60.0, minimum=1.0)
+OPENAI_MAX_RETRIES = env.integer("OPENAI_MAX_RETRIES", 3, minimum=0, maximum=10)
+# JSON file of extra prices, {"model": {"prompt": usd_per_1m, "completion": usd_per_1m}}.
+AGENT_PRICES_FILE = env.string("AGENT_PRICES_FILE")
+AGENT_MAX_STEPS = env.integer("AGENT_MAX_STEPS", 10, minimum=1, maximum=50)
+AGENT_ROW_LIMIT = env.integer("AGENT_ROW_LIMIT", 200, minimum=1, maximum=10000)
+AGENT_QUERY_TIMEOUT = env.number("AGENT_QUERY_TIMEOUT", 5.0, minimum=0.1)
+
+# The live service.
+TRACE_REQUIRE_AUTH = env.boolean("TRACE_REQUIRE_AUTH", default=not DEBUG)
+TRACE_RATE_LIMIT = env.integer("TRACE_RATE_LIMIT", 10, minimum=1)
+TRACE_MAX_CONCURRENT_RUNS = env.integer("TRACE_MAX_CONCURRENT_RUNS", 20, minimum=1)
+
+LOG_LEVEL = env.choice("LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
+LOG_FILE = env.string("LOG_FILE")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        **({"file": {"class": "logging.FileHandler", "filename": LOG_FILE, "formatter": "plain"}} if LOG_FILE else {}),
+    },
+    "root": {"handlers": ["console", "file"] if LOG_FILE else ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # daphne logs every connection at INFO; our own consumer logs one line per connection.
+        "daphne": {"level": "WARNING"},
+        "django.channels.server": {"level": "WARNING"},
+    },
+}

@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 MAX_BATCH = 500
 RETRY_DELAYS = (0.1, 0.3, 1.0, 2.0, 4.0)
 PUBLISH_TIMEOUT = 5.0
+PUBLISH_CONCURRENCY = 4
 
 # One thread writes for the whole process: a single connection, batches in order.
 _writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trace-recorder")
@@ -212,6 +213,8 @@ class EventStore:
         self.published: asyncio.Queue[list[Pending]] = asyncio.Queue()
         self.delivery_ok = True
         self.store_ok = True
+        # A few groups at a time: enough to overlap round trips, few enough for the layer's pool.
+        self.publish_slots = asyncio.Semaphore(PUBLISH_CONCURRENCY)
         self._tasks: list[asyncio.Task] = []
 
     def _ensure_started(self) -> None:
@@ -270,8 +273,9 @@ class EventStore:
                 by_group.setdefault(protocol.ALL_TRACES_GROUP, []).append(message)
 
         async def send_in_order(group: str, messages: list[dict]) -> None:
-            for message in messages:
-                await self.channel_layer.group_send(group, message)
+            async with self.publish_slots:
+                for message in messages:
+                    await self.channel_layer.group_send(group, message)
 
         try:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.

@@ -1,0 +1,62 @@
+"""The chat-model interface the agent loop talks to: OpenAI-style messages and tool calls."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+TextCallback = Callable[[str], Awaitable[None]]
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens, "total_tokens": self.total_tokens}
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # raw JSON text, as the model wrote it
+
+    def as_openai(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+
+@dataclass
+class Completion:
+    content: str
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    model: str = ""
+    cost: float = 0.0
+    finish_reason: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class ChatModelError(Exception):
+    """The model call failed for good (after the client's retries)."""
+
+    def __init__(self, message: str, error_type: str = "ChatModelError"):
+        super().__init__(message)
+        self.error_type = error_type
+
+
+class ChatModel(ABC):
+    #: The model name recorded on traces and shown in the UI.
+    name: str = ""
+    #: True for the offline built-in model.
+    offline: bool = False
+
+    @abstractmethod
+    async def complete(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, on_text: TextCallback | None = None
+    ) -> Completion:
+        """One chat-completions call. ``on_text`` receives the answer's text as it streams."""

@@ -1,0 +1,118 @@
+"""The tools the model may call. Name, description and JSON-schema parameters are what it sees."""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.database import QueryError, SqlDatabase
+from agents.guard import SqlRejected
+from traces.protocol import dumps
+
+
+class ToolError(Exception):
+    """The tool run failed; the message goes back to the model so it can correct itself."""
+
+    def __init__(self, message: str, error_type: str = "ToolError", outputs: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.error_type = error_type
+        self.outputs = outputs or {}
+
+
+@dataclass
+class ToolResult:
+    output: str  # the text the model reads
+    outputs: dict[str, Any] = field(default_factory=dict)  # extra structured fields for the trace
+
+
+class Tool(ABC):
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": "function", "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
+
+    @abstractmethod
+    async def run(self, arguments: dict[str, Any]) -> ToolResult: ...
+
+
+class SchemaTool(Tool):
+    name = "describe_schema"
+    description = (
+        "Look at the analytics database. Without arguments: list its tables with their row counts and "
+        "aliases (other names people use for them, e.g. in Chinese). With `table`: that table's columns "
+        "(type, key, nullability, aliases) and a few sample values. Call this before writing SQL."
+    )
+    parameters = {
+        "type": "object",
+        "properties": {"table": {"type": "string", "description": "A table name from the table list."}},
+        "additionalProperties": False,
+    }
+
+    def __init__(self, database: SqlDatabase) -> None:
+        self.database = database
+
+    async def run(self, arguments: dict[str, Any]) -> ToolResult:
+        table = arguments.get("table")
+        if table is not None and not isinstance(table, str):
+            raise ToolError("`table` must be a string", "InvalidArguments")
+        try:
+            if not table:
+                tables = await asyncio.to_thread(self.database.tables)
+                listing = [{"name": t.name, "rows": t.row_count, "aliases": t.aliases} for t in tables]
+                return ToolResult(dumps({"dialect": self.database.dialect_label, "tables": listing}),
+                                  {"columns": ["table", "rows", "aliases"], "rows": [[t["name"], t["rows"], ", ".join(t["aliases"])] for t in listing]})
+            described = await asyncio.to_thread(self.database.describe, table)
+        except QueryError as exc:
+            raise ToolError(str(exc), exc.error_type) from None
+        columns = [
+            {"name": c.name, "type": c.type, "nullable": c.nullable, "key": c.key, "aliases": c.aliases, "samples": c.samples}
+            for c in described.columns
+        ]
+        return ToolResult(
+            dumps({"table": described.name, "rows": described.row_count, "aliases": described.aliases, "columns": columns}),
+            {"columns": ["column", "type", "key", "nullable", "aliases", "samples"],
+             "rows": [[c["name"], c["type"], c["key"], c["nullable"], ", ".join(c["aliases"]), ", ".join(map(str, c["samples"]))] for c in columns]},
+        )
+
+
+class QueryTool(Tool):
+    name = "run_sql"
+    description = (
+        "Run ONE read-only SQL statement (SELECT, WITH ... SELECT, SHOW, DESCRIBE/EXPLAIN) on the analytics "
+        "database and get the columns and rows back. Writes, DDL, several statements, locking reads, "
+        "variables, file access, SLEEP and other databases are refused. At most {limit} rows come back; "
+        "aggregate in SQL rather than fetching everything. Dialect: {dialect}."
+    )
+    parameters = {
+        "type": "object",
+        "properties": {"sql": {"type": "string", "description": "One read-only SQL statement."}},
+        "required": ["sql"],
+        "additionalProperties": False,
+    }
+
+    def __init__(self, database: SqlDatabase) -> None:
+        self.database = database
+        self.description = self.description.format(limit=database.row_limit, dialect="SQLite" if database.vendor == "sqlite" else "MySQL/MariaDB")
+
+    async def run(self, arguments: dict[str, Any]) -> ToolResult:
+        sql = arguments.get("sql")
+        if not isinstance(sql, str) or not sql.strip():
+            raise ToolError("`sql` is required: one read-only SQL statement", "InvalidArguments")
+        try:
+            result = await self.database.run(sql)
+        except SqlRejected as exc:
+            raise ToolError(f"query rejected by the SQL guard: {exc}", "SqlRejected", {"sql": sql, "guard": "rejected"}) from None
+        except QueryError as exc:
+            raise ToolError(f"the database returned an error: {exc}", exc.error_type, {"sql": sql, "guard": "allowed"}) from None
+        body = {"columns": result.columns, "rows": result.rows, "row_count": len(result.rows), "truncated": result.truncated}
+        if result.truncated:
+            body["note"] = f"only the first {self.database.row_limit} rows are shown"
+        return ToolResult(
+            dumps(body),
+            {"sql": result.sql, "guard": "allowed", "columns": result.columns, "rows": result.rows,
+             "row_count": len(result.rows), "truncated": result.truncated, "query_ms": result.duration_ms},
+        )

@@ -96,6 +96,9 @@ def parse_limit(question: str) -> int | None:
     match = re.search(f"([{ZH_NUMBER}]+)\\s*(?:条|个|名|行|位|笔|件|项|家|本)", question) or re.search(f"前([{ZH_NUMBER}]+)", question)
     if match:
         return zh_number(match.group(1))
+    match = re.search(r"\b(?:the|top|first)\s+(\d{1,4})\b", q)
+    if match:
+        return int(match.group(1))
     match = re.search(r"\b(one|two|three|four|five|six|seven|eight|nine|ten|twenty)\b", q)
     if match:
         return ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"].index(match.group(1)) + 1 if match.group(1) != "twenty" else 20
@@ -303,6 +306,8 @@ class _Conversation:
             return f"SELECT {col}, COUNT(*) AS row_count FROM {name} GROUP BY {col} ORDER BY row_count DESC, {col}"
         if intent.kind in ("top", "aggregate"):
             column = self.match_column(table, prefer=NUMERIC_TYPES, anywhere=True)
+            if column is None and re.search(r"cheap|expensive|便宜|贵", self.question.lower()):
+                column = next((c for c in table.columns if re.search(r"price|cost|价", c["name"].lower() + " ".join(c.get("aliases") or []))), None)
             if column is None:
                 return _Unmapped(self.t(f"I could not tell which numeric column of {table.name} the question is about.", f"无法确定问题指的是表 {table.name} 的哪个数值列。"))
             col = _ident(column["name"], self.dialect_vendor)

@@ -147,6 +147,7 @@ class SqlDatabase:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             state.cancel()
+            task.add_done_callback(lambda f: f.cancelled() or f.exception())  # the abandoned query's outcome is not needed
             raise
 
     def _execute(self, checked: guard.CheckedSql, state: "_QueryState") -> QueryResult:
@@ -284,8 +285,10 @@ class _QueryState:
         self._conn = None
 
     def attach(self, db: SqlDatabase, conn) -> None:
+        # The MySQL thread id is read here, on the connection's own thread.
+        thread_id = conn.thread_id() if db.vendor == "mysql" else None
         with self._lock:
-            self._db, self._conn = db, conn
+            self._db, self._conn, self._thread_id = db, conn, thread_id
 
     def detach(self) -> None:
         with self._lock:
@@ -300,7 +303,7 @@ class _QueryState:
         if db.vendor == "sqlite":
             conn.interrupt()
         else:
-            threading.Thread(target=_kill_mysql_query, args=(db, conn.thread_id()), daemon=True).start()
+            threading.Thread(target=_kill_mysql_query, args=(db, self._thread_id), daemon=True).start()
 
 
 def _kill_mysql_query(db: SqlDatabase, thread_id: int) -> None:

@@ -137,16 +137,21 @@ def seed(alias: str = "agent", force: bool = False) -> dict[str, int]:
             f"the agent's database already has some of the demo tables ({', '.join(sorted(present))}) "
             "but not all; use --force to drop and recreate them"
         )
-    data = rows()
-    ddl = _ddl(connection.vendor)
     with connection.cursor() as cursor:
-        for name in TABLES:
-            if name in present:
-                cursor.execute(f"DROP TABLE {name}")
-        for name in reversed(TABLES):
-            cursor.execute(ddl[name])
-        for name in reversed(TABLES):
-            table_rows = data[name]
-            marks = ", ".join(["%s"] * len(table_rows[0]))
-            cursor.executemany(f"INSERT INTO {name} VALUES ({marks})", table_rows)
+        return create(cursor, connection.vendor, "%s", present)
+
+
+def create(cursor, vendor: str, placeholder: str, present: set[str] | frozenset[str] = frozenset()) -> dict[str, int]:
+    """Drop ``present`` demo tables, then create and fill all of them through a DB-API cursor."""
+    data = rows()
+    ddl = _ddl(vendor)
+    for name in TABLES:
+        if name in present:
+            cursor.execute(f"DROP TABLE {name}")
+    for name in reversed(TABLES):
+        cursor.execute(ddl[name])
+    for name in reversed(TABLES):
+        table_rows = data[name]
+        marks = ", ".join([placeholder] * len(table_rows[0]))
+        cursor.executemany(f"INSERT INTO {name} VALUES ({marks})", table_rows)
     return {name: len(data[name]) for name in TABLES}

@@ -74,3 +74,53 @@ def make_trace():
     from tests.factories import make_trace as factory
 
     return factory
+
+
+@pytest.fixture(scope="session")
+def demo_sqlite(tmp_path_factory):
+    from tests.agentdb import sqlite_database
+
+    return sqlite_database(tmp_path_factory.mktemp("agentdb") / "demo.sqlite3", "demo")
+
+
+@pytest.fixture(scope="session")
+def library_sqlite(tmp_path_factory):
+    from tests.agentdb import sqlite_database
+
+    return sqlite_database(tmp_path_factory.mktemp("agentdb") / "library.sqlite3", "library")
+
+
+@pytest.fixture(scope="session")
+def demo_mysql(mysql_url):
+    from tests.agentdb import mysql_database
+
+    with mysql_database(mysql_url, "demo") as database:
+        yield database
+
+
+@pytest.fixture(scope="session")
+def library_mysql(mysql_url):
+    from tests.agentdb import mysql_database
+
+    with mysql_database(mysql_url, "library") as database:
+        yield database
+
+
+@pytest.fixture(params=["sqlite", "mysql"])
+def demo_db(request):
+    """The demo shop on SQLite, then on MariaDB."""
+    return request.getfixturevalue(f"demo_{request.param}")
+
+
+@pytest.fixture(params=["sqlite", "mysql"])
+def library_db(request):
+    return request.getfixturevalue(f"library_{request.param}")
+
+
+@pytest.fixture(scope="session")
+def configured_agent_db(django_db_blocker):
+    """The agent database from settings (what runagent and the consumer use), seeded."""
+    from django.core.management import call_command
+
+    with django_db_blocker.unblock():
+        call_command("seeddemo", verbosity=0)

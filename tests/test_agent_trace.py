@@ -1,0 +1,65 @@
+"""A whole agent run, recorded: the persisted trace matches PROTOCOL.md."""
+
+from __future__ import annotations
+
+import pytest
+from channels.layers import InMemoryChannelLayer
+
+from traces import protocol
+from traces.models import Event, Run, Trace
+from traces.protocol import RUN_FIELDS, EventType
+from traces.recorder import EventStore
+from traces.runner import run_trace
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("configured_agent_db")]
+
+SEED_FIELDS = {
+    EventType.TRACE_STARTED: {"trace_id", "trace_name", "request", "agent_name", "max_steps", "metadata"},
+    EventType.STATUS_UPDATE: {"current_step", "max_steps", "agent_state", "message", "progress_percentage"},
+    EventType.TRACE_COMPLETED: {"trace_id", "duration_ms", "total_runs", "status", "total_cost", "total_tokens", "final_response"},
+    EventType.PROGRESS_UPDATE: {"current_step", "total_steps", "step_name", "step_description", "percentage"},
+    EventType.THINK_DELTA: {"run_id", "delta"},
+}
+
+
+async def test_it_answers_the_original_question_with_a_complete_persisted_trace():
+    store = EventStore(channel_layer=InMemoryChannelLayer())
+    seen = []
+    result = await run_trace("显示用户表的10条用户数据", session_id="session_xyz789", source=Trace.Source.WEBSOCKET, listener=seen.append, store=store)
+    await store.drain()
+    await store.aclose()
+
+    trace = await Trace.objects.aget()
+    assert trace.status == Trace.Status.SUCCESS and result.status == "success"
+    assert trace.request == "显示用户表的10条用户数据"
+    assert trace.model == "builtin" and trace.agent_name == "sql_agent" and trace.name == "sql_agent_execution"
+    assert "| 1 | Alice |" in trace.final_response and trace.final_response.count("\n| ") == 11  # header + 10 rows
+    assert trace.total_tokens > 0 and trace.duration_ms is not None and trace.ended_at is not None
+
+    events = [e async for e in Event.objects.filter(trace=trace).order_by("seq")]
+    assert [e.seq for e in events] == list(range(1, len(events) + 1)) == [m["seq"] for m in seen]
+    envelopes = [protocol.loads(e.envelope) for e in events]
+    assert envelopes == seen  # stored exactly as it was sent
+    for envelope in envelopes:
+        assert {"event_type", "timestamp", "message_id", "session_id", "data", "trace_id", "seq", "replay"} <= envelope.keys()
+        kind = EventType(envelope["event_type"])
+        if kind in protocol.RUN_EVENTS:
+            assert set(RUN_FIELDS) <= envelope["data"].keys(), kind
+        else:
+            assert SEED_FIELDS[kind] <= envelope["data"].keys(), kind
+    think = next(e for e in envelopes if e["event_type"] == "think_completed")["data"]
+    assert {"content"} <= think["inputs"].keys() and {"content", "tool_calls"} <= think["outputs"].keys()
+    assert {"prompt_tokens", "completion_tokens", "total_tokens"} == think["token_usage"].keys()
+    query = next(e for e in envelopes if e["event_type"] == "tool_completed" and e["data"]["name"] == "run_sql")["data"]
+    assert query["inputs"]["sql"] and query["outputs"]["sql"].startswith("SELECT")
+    assert len(query["outputs"]["rows"]) == 10 and query["outputs"]["columns"][:2] == ["id", "name"]
+    assert "Alice" in query["outputs"]["output"]
+
+    # The run tree: steps at the top, think and tool runs under them.
+    runs = [r async for r in Run.objects.filter(trace=trace)]
+    steps = {r.id: r for r in runs if r.run_type == Run.Type.AGENT}
+    assert len(steps) == 4 and all(r.parent_id is None for r in steps.values())
+    children = [r for r in runs if r.run_type != Run.Type.AGENT]
+    assert children and all(r.parent_id in steps for r in children)
+    assert sum(r.total_tokens for r in runs if r.run_type == Run.Type.THINK) == trace.total_tokens
+    assert trace.total_runs == len(runs)

@@ -1,0 +1,179 @@
+"""The agent through the real openai client against a local chat-completions server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from agents.loop import Agent
+from agents.openai_model import OpenAIChatModel
+from agents.sink import ListSink
+from agents.tools import QueryTool, SchemaTool
+from tests.fake_openai import FakeOpenAI, Reply, tool
+from traces.protocol import EventType, RunStatus, TraceOutcome
+
+QUESTION = "显示用户表的10条用户数据"
+
+
+@pytest.fixture
+def llm():
+    with FakeOpenAI() as server:
+        yield server
+
+
+def make_agent(llm: FakeOpenAI, database, *, stream: bool = True, max_retries: int = 2, max_steps: int = 10) -> Agent:
+    model = OpenAIChatModel(api_key="sk-test", base_url=llm.url, model="gpt-4o-mini", timeout=10, max_retries=max_retries, stream=stream)
+    return Agent(model, [SchemaTool(database), QueryTool(database)], max_steps=max_steps)
+
+
+def script_full_run(llm: FakeOpenAI) -> None:
+    llm.script(
+        Reply("Let me look at the tables.", [tool("describe_schema", {})], usage=(120, 12)),
+        Reply("", [tool("describe_schema", {"table": "users"})], usage=(300, 10)),
+        Reply("", [tool("run_sql", {"sql": "SELECT id, name FROM users ORDER BY id LIMIT 10"})], usage=(500, 20)),
+        Reply("Here are the first 10 users: Alice, Bob, Charlie and 7 more.", usage=(700, 30)),
+    )
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["streaming", "json"])
+async def test_it_runs_a_full_tool_calling_trace(llm, demo_sqlite, stream):
+    script_full_run(llm)
+    sink = ListSink()
+    result = await make_agent(llm, demo_sqlite, stream=stream).run(QUESTION, sink)
+
+    assert result.status == TraceOutcome.SUCCESS
+    assert result.final_response.startswith("Here are the first 10 users")
+    assert result.total_tokens == 132 + 310 + 520 + 730
+    assert result.total_cost == pytest.approx((1620 * 0.15 + 72 * 0.60) / 1e6)
+    kinds = [e["event_type"] for e in sink.events]
+    assert kinds[0] == "trace_started" and kinds[-1] == "trace_completed"
+    assert kinds.count("think_completed") == 4 and kinds.count("tool_completed") == 3
+    query = [e for e in sink.of_type(EventType.TOOL_COMPLETED) if e["data"]["name"] == "run_sql"][0]["data"]
+    assert query["inputs"] == {"sql": "SELECT id, name FROM users ORDER BY id LIMIT 10"}
+    assert query["outputs"]["rows"][:3] == [[1, "Alice"], [2, "Bob"], [3, "Charlie"]]
+    assert len(query["outputs"]["rows"]) == 10
+    think = sink.of_type(EventType.THINK_COMPLETED)[0]["data"]
+    assert think["token_usage"] == {"prompt_tokens": 120, "completion_tokens": 12, "total_tokens": 132}
+    assert think["model"] == "gpt-4o-mini-2024-07-18"
+    assert think["outputs"]["tool_calls"][0]["function"]["name"] == "describe_schema"
+    assert QUESTION in think["inputs"]["content"]
+    # What the model was sent: tools, then the tool results in OpenAI's message format.
+    first, last = llm.requests[0]["body"], llm.requests[-1]["body"]
+    assert {t["function"]["name"] for t in first["tools"]} == {"describe_schema", "run_sql"}
+    assert llm.requests[0]["auth"] == "Bearer sk-test"
+    assert [m["role"] for m in last["messages"]][-2:] == ["assistant", "tool"]
+    assert '"Alice"' in last["messages"][-1]["content"]
+    if stream:
+        assert first["stream"] is True and first["stream_options"] == {"include_usage": True}
+
+
+async def test_it_streams_text_as_think_deltas(llm, demo_sqlite):
+    llm.script(Reply("one two three four five six seven eight", usage=(10, 8), chunk_delay=0.03))
+    sink = ListSink()
+    result = await make_agent(llm, demo_sqlite).run("say something", sink)
+    deltas = sink.of_type(EventType.THINK_DELTA)
+    assert len(deltas) >= 2  # throttled, but more than one
+    assert "".join(d["data"]["delta"] for d in deltas) == "one two three four five six seven eight"
+    think_run = sink.of_type(EventType.THINK_COMPLETED)[0]["data"]
+    assert {d["data"]["run_id"] for d in deltas} == {think_run["run_id"]}
+    assert think_run["token_usage"]["total_tokens"] == 18
+    assert result.final_response == "one two three four five six seven eight"
+
+
+async def test_it_retries_a_429_and_succeeds(llm, demo_sqlite):
+    llm.script(Reply(status=429), Reply(status=429), Reply("All good.", usage=(5, 3)))
+    sink = ListSink()
+    result = await make_agent(llm, demo_sqlite, max_retries=3).run("hello", sink)
+    assert result.status == TraceOutcome.SUCCESS and result.final_response == "All good."
+    assert len(llm.requests) == 3
+    assert not sink.of_type(EventType.RUN_ERROR)
+
+
+async def test_it_ends_the_trace_in_error_after_repeated_500s(llm, demo_sqlite):
+    llm.default = Reply(status=500)
+    sink = ListSink()
+    result = await make_agent(llm, demo_sqlite, max_retries=2).run("hello", sink)
+    assert result.status == TraceOutcome.ERROR
+    assert "HTTP 500" in result.error
+    assert len(llm.requests) == 3  # the first try and two retries
+    errors = sink.of_type(EventType.RUN_ERROR)
+    assert errors[0]["data"]["run_type"] == "think" and errors[0]["data"]["error_type"] == "InternalServerError"
+    completed = sink.of_type(EventType.TRACE_COMPLETED)[0]["data"]
+    assert completed["status"] == "error" and "HTTP 500" in completed["error"]
+    status = sink.of_type(EventType.STATUS_UPDATE)[-1]["data"]
+    assert status["agent_state"] == "ERROR"
+
+
+async def test_it_feeds_back_invalid_tool_arguments_and_recovers(llm, demo_sqlite):
+    llm.script(
+        Reply("", [tool("run_sql", '{"sql": "SELECT COUNT(*) FROM users"')]),  # missing brace
+        Reply("", [tool("run_sql", {"sql": "SELECT COUNT(*) AS n FROM users"})]),
+        Reply("There are 300 users."),
+    )
+    sink = ListSink()
+    result = await make_agent(llm, demo_sqlite).run("how many users?", sink)
+    assert result.status == TraceOutcome.SUCCESS and result.final_response == "There are 300 users."
+    error = sink.of_type(EventType.RUN_ERROR)[0]["data"]
+    assert error["name"] == "run_sql" and error["error_type"] == "InvalidArguments" and error["status"] == RunStatus.ERROR
+    fed_back = llm.requests[1]["body"]["messages"][-1]
+    assert fed_back["role"] == "tool" and "invalid JSON" in fed_back["content"]
+    assert sink.of_type(EventType.TOOL_COMPLETED)[0]["data"]["outputs"]["rows"] == [[300]]
+
+
+async def test_it_feeds_back_a_rejected_query(llm, demo_sqlite):
+    llm.script(
+        Reply("", [tool("run_sql", {"sql": "DELETE FROM users"})]),
+        Reply("", [tool("run_sql", {"sql": "SELECT COUNT(*) FROM users"})]),
+        Reply("300."),
+    )
+    sink = ListSink()
+    await make_agent(llm, demo_sqlite).run("delete everyone", sink)
+    error = sink.of_type(EventType.RUN_ERROR)[0]["data"]
+    assert error["error_type"] == "SqlRejected" and error["outputs"]["guard"] == "rejected"
+    assert "rejected by the SQL guard" in llm.requests[1]["body"]["messages"][-1]["content"]
+
+
+async def test_it_stops_a_model_that_never_stops_at_max_steps(llm, demo_sqlite):
+    llm.default = Reply("", [tool("describe_schema", {})], usage=(10, 2))
+    sink = ListSink()
+    result = await make_agent(llm, demo_sqlite, max_steps=3).run("loop forever", sink)
+    # The last call has no tools and asks for the best answer so far.
+    assert "tools" not in llm.requests[-1]["body"]
+    assert "step limit" in llm.requests[-1]["body"]["messages"][-1]["content"]
+    assert result.stopped_by == "max_steps" and result.status == TraceOutcome.SUCCESS
+    assert len(llm.requests) == 4
+    steps = [e["data"]["name"] for e in sink.of_type(EventType.STEP_STARTED)]
+    assert steps == ["step_1", "step_2", "step_3", "final_answer"]
+    assert sink.of_type(EventType.TRACE_COMPLETED)[0]["data"]["stopped_by"] == "max_steps"
+
+
+async def test_it_runs_several_tool_calls_of_one_turn_concurrently(llm, demo_sqlite):
+    llm.script(
+        Reply("", [tool("run_sql", {"sql": "SELECT COUNT(*) FROM users"}), tool("run_sql", {"sql": "SELECT COUNT(*) FROM orders"})]),
+        Reply("300 users, 2000 orders."),
+    )
+    sink = ListSink()
+    await make_agent(llm, demo_sqlite).run("users and orders?", sink)
+    kinds = [e["event_type"] for e in sink.events if e["event_type"] in ("tool_started", "tool_completed")]
+    assert kinds[:2] == ["tool_started", "tool_started"]  # both started before either finished
+    tool_messages = [m for m in llm.requests[1]["body"]["messages"] if m["role"] == "tool"]
+    assert [m["tool_call_id"] for m in tool_messages] == ["call_0", "call_1"]
+
+
+async def test_it_cancels_mid_stream(llm, demo_sqlite):
+    llm.script(Reply(" ".join(["word"] * 200), chunk_delay=0.02))
+    sink = ListSink()
+    task = asyncio.create_task(make_agent(llm, demo_sqlite).run("talk slowly", sink))
+    while not sink.of_type(EventType.THINK_DELTA):
+        await asyncio.sleep(0.01)
+    task.cancel()
+    result = await task
+    assert result.status == TraceOutcome.CANCELLED
+    completed = sink.of_type(EventType.TRACE_COMPLETED)[0]["data"]
+    assert completed["status"] == "cancelled"
+    cancelled = sink.of_type(EventType.RUN_ERROR)
+    assert [e["data"]["run_type"] for e in cancelled] == ["think"] and cancelled[0]["data"]["status"] == "cancelled"
+    assert sink.of_type(EventType.STATUS_UPDATE)[-1]["data"]["agent_state"] == "CANCELLED"
+    await asyncio.sleep(0.3)
+    assert llm.disconnects == 1  # the stream was abandoned, not read to the end

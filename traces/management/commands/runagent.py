@@ -1,0 +1,80 @@
+"""Run the agent in the terminal, watch its trace live, and record it like a browser-started run."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from rich.console import Console
+
+from traces import protocol
+from traces.models import Trace
+from traces.protocol import TraceOutcome
+from traces.recorder import get_event_store
+from traces.runner import run_trace
+from traces.terminal import TerminalView
+
+EXIT_CANCELLED = 130
+
+
+class Command(BaseCommand):
+    help = 'Ask the agent a question, e.g. runagent "how many orders per country?". The trace is stored and published live.'
+
+    def add_arguments(self, parser):
+        parser.add_argument("question", help="The question for the agent.")
+        parser.add_argument("--model", help='Model name (default OPENAI_MODEL; "builtin" for the offline model).')
+        parser.add_argument("--max-steps", type=int, help="Step limit (default AGENT_MAX_STEPS).")
+        parser.add_argument("--session", default="cli", help="Session id the trace belongs to (default: cli).")
+        parser.add_argument("--user", help="Username the trace belongs to (default: none).")
+        parser.add_argument("--json", action="store_true", help="Print one protocol envelope per line and nothing else.")
+        parser.add_argument("--quiet", action="store_true", help="Print only the final answer.")
+
+    def handle(self, *args, question: str, model, max_steps, session, user, json: bool, quiet: bool, **options):
+        if not protocol.SESSION_ID_RE.fullmatch(session):
+            raise CommandError("--session must match [A-Za-z0-9_.-]{1,100}")
+        if max_steps is not None and not 1 <= max_steps <= protocol.MAX_STEPS_LIMIT:
+            raise CommandError(f"--max-steps must be between 1 and {protocol.MAX_STEPS_LIMIT}")
+        user_id = self._user_id(user)
+        if options["verbosity"] < 2:
+            logging.getLogger("traces").setLevel(logging.WARNING)  # the view below says it all
+        if json:
+            def listener(message):
+                self.stdout.write(protocol.dumps(message))
+                self.stdout.flush()
+        else:
+            listener = TerminalView(Console(file=self.stdout._out, highlight=False), quiet=quiet)
+        result = asyncio.run(self._run(question.strip(), session, user_id, model, max_steps, listener))
+        if result.status == TraceOutcome.CANCELLED:
+            self.stderr.write("Cancelled; the trace is recorded as cancelled.")
+            sys.exit(EXIT_CANCELLED)
+        if result.status != TraceOutcome.SUCCESS:
+            raise CommandError(f"the run failed: {result.error}")
+
+    @staticmethod
+    def _user_id(username: str | None) -> int | None:
+        if not username:
+            return None
+        try:
+            return get_user_model().objects.get(username=username).pk
+        except get_user_model().DoesNotExist:
+            raise CommandError(f"no user named {username!r}") from None
+
+    async def _run(self, question, session, user_id, model, max_steps, listener):
+        task = asyncio.create_task(run_trace(question, session_id=session, source=Trace.Source.CLI, user_id=user_id,
+                                             model=model, max_steps=max_steps, listener=listener))
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, task.cancel)
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            result = await task
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+            loop.remove_signal_handler(signal.SIGTERM)
+        store = get_event_store()
+        await store.drain()  # every stored event is published before the process exits
+        await store.aclose()
+        return result

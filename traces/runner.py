@@ -1,0 +1,71 @@
+"""Runs one agent trace end to end: the agent reports to a recorder, which stores and publishes.
+
+Used by the WebSocket consumer and by ``manage.py runagent``; both get the same persisted trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from agents.config import build_agent
+from agents.loop import Agent, AgentResult
+from traces.protocol import EventType, TraceOutcome
+from traces.recorder import EventStore, TraceRecorder, TraceStoreError
+
+logger = logging.getLogger(__name__)
+
+Listener = Callable[[dict[str, Any]], Awaitable[None] | None]
+
+
+class ObservedRecorder(TraceRecorder):
+    """A recorder that also hands each stored envelope to a local listener (the terminal view)."""
+
+    def __init__(self, listener: Listener | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.listener = listener
+
+    async def emit(self, event_type: EventType, data: dict[str, Any], timestamp=None) -> dict[str, Any]:
+        message = await super().emit(event_type, data, timestamp)
+        if self.listener is not None:
+            try:
+                result = self.listener(message)
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception as exc:  # a closed terminal must not fail the recorded run
+                logger.warning("trace listener failed and was detached: %r", exc)
+                self.listener = None
+        return message
+
+
+async def run_trace(
+    question: str,
+    *,
+    session_id: str,
+    source: str,
+    user_id: int | None = None,
+    model: str | None = None,
+    max_steps: int | None = None,
+    trace_id: uuid.UUID | None = None,
+    rerun_of: uuid.UUID | None = None,
+    agent: Agent | None = None,
+    listener: Listener | None = None,
+    store: EventStore | None = None,
+) -> AgentResult:
+    """Run the agent on ``question`` and record the trace. Never raises for agent failures."""
+    recorder = ObservedRecorder(
+        listener, trace_id=trace_id, session_id=session_id, source=source, user_id=user_id, rerun_of=rerun_of, store=store,
+    )
+    agent = agent or build_agent(model, max_steps)
+    logger.info("run started trace=%s session=%s source=%s model=%s", recorder.trace_id, session_id, source, agent.model.name)
+    try:
+        result = await agent.run(question, recorder)
+    except TraceStoreError as exc:
+        # The history database went away and the agent could not even record its failure.
+        logger.error("run aborted trace=%s: %s", recorder.trace_id, exc)
+        return AgentResult(TraceOutcome.ERROR, "", str(exc), "TraceStoreError", stopped_by="error")
+    logger.info("run finished trace=%s session=%s status=%s steps=%s tokens=%s", recorder.trace_id, session_id, result.status, result.steps, result.total_tokens)
+    return result

@@ -97,6 +97,7 @@ class _Run:
         try:
             answer, stopped_by = await self.loop()
         except asyncio.CancelledError:
+            asyncio.current_task().uncancel()  # the cancellation is handled: finish recording it
             return await self.end(TraceOutcome.CANCELLED, "", "cancelled", "Cancelled by the user", "Cancelled")
         except ChatModelError as exc:
             return await self.end(TraceOutcome.ERROR, "", "error", str(exc), exc.error_type)

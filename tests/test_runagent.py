@@ -97,3 +97,38 @@ def test_it_cancels_cleanly_on_ctrl_c(settings, tmp_path):
     trace = Trace.objects.get()
     assert trace.status == Trace.Status.CANCELLED
     assert json.loads(stdout.splitlines()[-1])["data"]["status"] == "cancelled"
+
+
+@pytest.mark.redis
+async def test_it_publishes_live_to_a_shared_redis_layer(redis_url):
+    """Browsers on other processes see a CLI run live when REDIS_URL is set."""
+    import asyncio
+
+    from channels_redis.core import RedisChannelLayer
+    from django.db import connection
+
+    from traces import protocol
+
+    session = f"cli-live-{os.getpid()}"
+    layer = RedisChannelLayer(hosts=[redis_url])
+    channel = await layer.new_channel()
+    await layer.group_add(protocol.session_group(session), channel)
+    env = {**os.environ, "TRACESITE_ENV_FILE": "", "REDIS_URL": redis_url, "OPENAI_API_KEY": ""}
+    if connection.vendor == "sqlite":
+        env["DATABASE_URL"] = f"sqlite:///{connection.settings_dict['NAME']}"
+    else:
+        s = connection.settings_dict
+        env["DATABASE_URL"] = f"mysql://{s['USER']}:{s['PASSWORD']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "manage.py", "runagent", "how many users?", "--session", session, "--quiet", cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    received = []
+    async with asyncio.timeout(60):
+        while not received or received[-1]["event_type"] != "trace_completed":
+            message = await layer.receive(channel)
+            received.append(protocol.loads(message["text"]))
+    await process.communicate()
+    assert process.returncode == 0
+    assert [m["seq"] for m in received] == list(range(1, len(received) + 1))
+    assert received[0]["data"]["request"] == "how many users?"
+    await layer.flush()

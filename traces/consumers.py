@@ -1,56 +1,343 @@
-"""The live trace WebSocket: ``ws://HOST/ws/<session_id>``; see PROTOCOL.md."""
+"""The live trace WebSocket, ``ws://HOST/ws/<session_id>``: every action of PROTOCOL.md.
+
+Delivery is lossless by ``seq``: the socket remembers the last seq it sent per trace, drops
+duplicates, and backfills any gap from the database (events are stored before they are
+published, so the database always has them).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import logging
+import time
+import uuid
 from typing import Any
 
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
 
+from agents.config import model_label
 from traces import protocol
+from traces.live import live_runs, sockets
+from traces.metrics import CONNECTIONS, MESSAGES_IN, MESSAGES_OUT, REJECTED
+from traces.models import Event, Trace
 from traces.protocol import Action, ClientMessage, CloseCode, ErrorCode, EventType, ProtocolError
+from traces.security import group_user, socket_user
 
 logger = logging.getLogger(__name__)
+
+FLOOD_STRIKES = 3  # close after this many seconds' worth of refused messages in a row
+BACKFILL_CHUNK = 500
+STALE_AFTER = dt.timedelta(hours=1)
+HOLD_SECONDS = 2.0
+
+
+class RateLimiter:
+    """A token bucket: ``rate`` messages per second, bursts up to ``rate``."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self.tokens = float(rate)
+        self.updated = time.monotonic()
+        self.refused_in_a_row = 0
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            self.refused_in_a_row = 0
+            return True
+        self.refused_in_a_row += 1
+        return False
+
+    @property
+    def flooding(self) -> bool:
+        return self.refused_in_a_row > self.rate * FLOOD_STRIKES
+
+
+@database_sync_to_async
+def _active_trace(session_id: str, owner: int | None) -> tuple[str | None, int]:
+    close_old_connections()
+    # A run older than STALE_AFTER without finishing died with its process; it does not block the session.
+    traces = Trace.objects.running().for_session(session_id).filter(started_at__gte=timezone.now() - STALE_AFTER)
+    traces = traces.filter(user_id=owner) if settings.TRACE_REQUIRE_AUTH else traces
+    trace = traces.order_by("-started_at").only("id", "last_seq").first()
+    return (str(trace.pk), trace.last_seq) if trace else (None, 0)
+
+
+@database_sync_to_async
+def _visible_trace(trace_id: uuid.UUID, user) -> Trace | None | bool:
+    """The trace, None if it does not exist, False if this user may not see it."""
+    close_old_connections()
+    trace = Trace.objects.filter(pk=trace_id).only("id", "user_id", "status", "last_seq").first()
+    if trace is None:
+        return None
+    if settings.TRACE_REQUIRE_AUTH and not (user is not None and (user.is_staff or trace.user_id in (None, user.pk))):
+        return False
+    return trace
+
+
+@database_sync_to_async
+def _events_after(trace_id: uuid.UUID, after_seq: int, up_to: int | None = None, limit: int = BACKFILL_CHUNK) -> list[tuple[int, Any, str]]:
+    close_old_connections()
+    events = Event.objects.filter(trace_id=trace_id, seq__gt=after_seq)
+    if up_to is not None:
+        events = events.filter(seq__lte=up_to)
+    return list(events.order_by("seq").values_list("seq", "timestamp", "envelope")[:limit])
 
 
 class TraceConsumer(AsyncWebsocketConsumer):
     session_id: str = ""
+    user = None
+
+    # ------------------------------------------------------------------ connection
 
     async def connect(self) -> None:
         self.session_id = self.scope["url_route"]["kwargs"]["session_id"]
         if not protocol.SESSION_ID_RE.fullmatch(self.session_id):
+            REJECTED.labels("invalid_session").inc()
             await self.close(code=CloseCode.INVALID_SESSION)
             return
-        self.group = protocol.session_group(self.session_id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.user = await socket_user(self.scope)
+        if settings.TRACE_REQUIRE_AUTH and self.user is None:
+            REJECTED.labels("unauthorized").inc()
+            await self.close(code=CloseCode.UNAUTHORIZED)
+            return
+        self.owner = self.user.pk if self.user is not None else None
+        self.group_user = group_user(self.owner)
+        self.limiter = RateLimiter(settings.TRACE_RATE_LIMIT)
+        self.delivered: dict[str, int] = {}  # trace id -> last seq sent
+        self.subscribed: set[str] = set()
+        self.feed = False
+        self.replays: dict[str, asyncio.Task] = {}
+        self.held: dict[str, list[dict]] = {}
+        self.groups_joined = [protocol.session_group(self.session_id, self.group_user)]
+        await self.channel_layer.group_add(self.groups_joined[0], self.channel_name)
         await self.accept()
-        logger.info("websocket connected session=%s", self.session_id)
-        await self.send_event(
-            EventType.CONNECTION_ESTABLISHED,
-            {"status": "connected", "session_id": self.session_id, "active_trace_id": None, "last_seq": 0,
-             "server_version": protocol.SERVER_VERSION},
-        )
+        sockets.connections += 1
+        sockets.sessions[self.session_id] += 1
+        CONNECTIONS.inc()
+        logger.info("websocket opened session=%s user=%s", self.session_id, self.owner)
+        active_trace_id, last_seq = await _active_trace(self.session_id, self.owner)
+        if active_trace_id:
+            # A reconnect mid-run: hold that trace's live events until the client says where to
+            # resume (subscribe_trace + after_seq), so it gets them in order, or until HOLD_SECONDS.
+            self.delivered[active_trace_id] = last_seq
+            self.held[active_trace_id] = []
+            asyncio.create_task(self._release_later(active_trace_id))
+        await self.send_event(EventType.CONNECTION_ESTABLISHED, {
+            "status": "connected", "session_id": self.session_id, "active_trace_id": active_trace_id,
+            "last_seq": last_seq, "server_version": protocol.SERVER_VERSION, "model": model_label(),
+            "user": self.user.get_username() if self.user is not None else None,
+        })
 
     async def disconnect(self, code: int) -> None:
-        if getattr(self, "group", None):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-            logger.info("websocket closed session=%s code=%s", self.session_id, code)
+        if not hasattr(self, "limiter"):
+            return  # refused before accept
+        for task in self.replays.values():
+            task.cancel()
+        for group in self.groups_joined:
+            try:
+                await self.channel_layer.group_discard(group, self.channel_name)
+            except Exception:
+                pass  # the layer is down; its group membership expires on its own
+        sockets.connections -= 1
+        sockets.sessions[self.session_id] -= 1
+        if sockets.sessions[self.session_id] <= 0:
+            del sockets.sessions[self.session_id]
+        CONNECTIONS.dec()
+        logger.info("websocket closed session=%s code=%s", self.session_id, code)
+
+    # ------------------------------------------------------------------ client messages
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if not self.limiter.allow():
+            REJECTED.labels("rate_limited").inc()
+            if self.limiter.flooding:
+                logger.warning("closing a flooding socket session=%s", self.session_id)
+                await self.close(code=CloseCode.FLOODING)
+                return
+            await self.send_error(ErrorCode.RATE_LIMITED, f"more than {self.limiter.rate} messages per second")
+            return
         try:
             message = protocol.parse_client_message(text_data, bytes_data)
-            await self.dispatch_action(message)
         except ProtocolError as exc:
-            await self.send_event(EventType.ERROR, {"error": str(exc.error), "detail": exc.detail})
-
-    async def dispatch_action(self, message: ClientMessage) -> None:
-        if message.action == Action.PING:
-            await self.send_event(EventType.PONG, {"client_time": message.fields["client_time"]})
+            REJECTED.labels("invalid").inc()
+            await self.send_error(exc.error, exc.detail)
             return
-        raise ProtocolError(f"action {message.action} is not available on this server", ErrorCode.INVALID_MESSAGE)
+        MESSAGES_IN.labels(str(message.action)).inc()
+        try:
+            await getattr(self, f"action_{message.action}")(message)
+        except ProtocolError as exc:
+            REJECTED.labels(str(exc.error)).inc()
+            await self.send_error(exc.error, exc.detail)
 
-    async def send_event(self, event_type: EventType, data: dict[str, Any]) -> None:
-        await self.send(text_data=protocol.dumps(protocol.envelope(event_type, data, session_id=self.session_id)))
+    async def action_start_agent(self, message: ClientMessage) -> None:
+        runs = live_runs()
+        if runs.get(self.session_id, self.group_user) is not None or (await _active_trace(self.session_id, self.owner))[0]:
+            raise ProtocolError("an agent is already running in this session; cancel it or wait for it to finish", ErrorCode.AGENT_BUSY)
+        if len(runs) >= settings.TRACE_MAX_CONCURRENT_RUNS:
+            raise ProtocolError(f"the server is running {len(runs)} agents, its limit; try again shortly", ErrorCode.SERVER_BUSY)
+        fields = message.fields
+        handle = runs.start(
+            fields["question"], session_id=self.session_id, group_user=self.group_user, user_id=self.owner,
+            model=fields["model"], max_steps=fields["max_steps"], source=Trace.Source.WEBSOCKET,
+        )
+        self.delivered.setdefault(str(handle.trace_id), 0)
+
+    async def action_cancel_agent(self, message: ClientMessage) -> None:
+        if live_runs().cancel_local(self.session_id, self.group_user):
+            return
+        if (await _active_trace(self.session_id, self.owner))[0] is None:
+            raise ProtocolError("no agent is running in this session", ErrorCode.NOT_FOUND)
+        # Running in another process: its cancel listener is in the session's control group.
+        await self.channel_layer.group_send(protocol.control_group(self.session_id, self.group_user), {"type": protocol.AGENT_CANCEL_MESSAGE})
+
+    async def action_subscribe_trace(self, message: ClientMessage) -> None:
+        trace_id = message.fields["trace_id"]
+        await self._require_visible(trace_id)
+        key = str(trace_id)
+        # Join first, then read the backlog: live events that arrive meanwhile wait in this
+        # socket's channel and are deduplicated by seq afterwards. No gap, no duplicate.
+        if key not in self.subscribed:
+            group = protocol.trace_group(trace_id)
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.groups_joined.append(group)
+            self.subscribed.add(key)
+        after_seq = message.fields["after_seq"]
+        held = self.held.pop(key, None)
+        if key in self.delivered and held is None:
+            after_seq = max(after_seq, self.delivered[key])  # never resend on the same socket
+        self.delivered[key] = after_seq
+        await self._backfill(key, None)
+        for pending in held or []:
+            await self.trace_event(pending)
+
+    async def action_unsubscribe_trace(self, message: ClientMessage) -> None:
+        key = str(message.fields["trace_id"])
+        replay = self.replays.pop(key, None)
+        if replay is not None:
+            replay.cancel()
+        if key in self.subscribed:
+            group = protocol.trace_group(key)
+            await self.channel_layer.group_discard(group, self.channel_name)
+            self.groups_joined.remove(group)
+            self.subscribed.discard(key)
+            self.delivered.pop(key, None)
+
+    async def action_subscribe_all(self, message: ClientMessage) -> None:
+        if not self.feed:
+            await self.channel_layer.group_add(protocol.ALL_TRACES_GROUP, self.channel_name)
+            self.groups_joined.append(protocol.ALL_TRACES_GROUP)
+            self.feed = True
+
+    async def action_replay_trace(self, message: ClientMessage) -> None:
+        trace_id, speed = message.fields["trace_id"], message.fields["speed"]
+        await self._require_visible(trace_id)
+        key = str(trace_id)
+        previous = self.replays.pop(key, None)
+        if previous is not None:
+            previous.cancel()
+        self.replays[key] = asyncio.create_task(self._replay(key, speed))
+
+    async def action_ping(self, message: ClientMessage) -> None:
+        await self.send_event(EventType.PONG, {"client_time": message.fields["client_time"],
+                                               "server_time": protocol.format_timestamp(protocol.utcnow())})
+
+    # ------------------------------------------------------------------ channel-layer messages
 
     async def trace_event(self, message: dict[str, Any]) -> None:
-        await self.send(text_data=message["text"])
+        """An event of a trace this socket follows (its session's, or subscribed)."""
+        key, seq = message["trace_id"], message["seq"]
+        if key in self.held:
+            self.held[key].append(message)
+            return
+        last = self.delivered.get(key)
+        if last is None:
+            # First sight of a trace started in this session: follow it from here.
+            self.delivered[key] = seq - 1
+            last = seq - 1
+        if seq <= last:
+            return  # already sent (backlog, or the same event through another group)
+        if seq > last + 1:
+            await self._backfill(key, seq - 1)  # the layer dropped something: the database has it
+        if seq == self.delivered[key] + 1:
+            await self._send_text(message["text"], event_type=None)
+            self.delivered[key] = seq
+
+    async def held_release(self, message: dict[str, Any]) -> None:
+        """The client did not ask to resume the trace that was running when it connected: follow it."""
+        for pending in self.held.pop(message["trace_id"], None) or []:
+            await self.trace_event(pending)
+
+    async def _release_later(self, key: str) -> None:
+        await asyncio.sleep(HOLD_SECONDS)
+        if key in self.held:  # through the layer, so it is handled in order with everything else
+            await self.channel_layer.send(self.channel_name, {"type": "held.release", "trace_id": key})
+
+    async def trace_feed(self, message: dict[str, Any]) -> None:
+        """trace_started / trace_completed of any trace, for subscribe_all."""
+        if message["trace_id"] in self.delivered:
+            return  # followed already: it arrives through trace_event
+        owner = message.get("user_id")
+        if settings.TRACE_REQUIRE_AUTH and not (self.user is not None and (self.user.is_staff or owner in (None, self.owner))):
+            return
+        await self._send_text(message["text"], event_type=None)
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _require_visible(self, trace_id: uuid.UUID) -> Trace:
+        trace = await _visible_trace(trace_id, self.user)
+        if trace is None:
+            raise ProtocolError(f"no trace {trace_id}", ErrorCode.NOT_FOUND)
+        if trace is False:
+            raise ProtocolError(f"trace {trace_id} belongs to another user", ErrorCode.FORBIDDEN)
+        return trace
+
+    async def _backfill(self, key: str, up_to: int | None) -> None:
+        """Send stored events after the last delivered one, up to ``up_to`` (or all)."""
+        while True:
+            rows = await _events_after(uuid.UUID(key), self.delivered[key], up_to)
+            for seq, _, text in rows:
+                await self._send_text(text, event_type=None)
+                self.delivered[key] = seq
+            if len(rows) < BACKFILL_CHUNK:
+                return
+
+    async def _replay(self, key: str, speed: float) -> None:
+        trace_id = uuid.UUID(key)
+        rows: list[tuple[int, Any, str]] = []
+        while True:
+            chunk = await _events_after(trace_id, rows[-1][0] if rows else 0, limit=5000)
+            rows.extend(chunk)
+            if len(chunk) < 5000:
+                break
+        info = {"trace_id": key, "speed": speed, "events": len(rows)}
+        await self.send_event(EventType.REPLAY_STARTED, info)
+        started = time.monotonic()
+        first = rows[0][1] if rows else None
+        for seq, timestamp, text in rows:
+            if speed > 0 and first is not None:
+                due = (timestamp - first).total_seconds() / speed
+                delay = due - (time.monotonic() - started)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await self._send_text(protocol.mark_replay(text), event_type=None)
+        await self.send_event(EventType.REPLAY_COMPLETED, info)
+        self.replays.pop(key, None)
+
+    async def send_event(self, event_type: EventType, data: dict[str, Any]) -> None:
+        await self._send_text(protocol.dumps(protocol.envelope(event_type, data, session_id=self.session_id)), event_type)
+
+    async def send_error(self, error: ErrorCode, detail: str) -> None:
+        await self.send_event(EventType.ERROR, {"error": str(error), "detail": detail})
+
+    async def _send_text(self, text: str, event_type: EventType | None) -> None:
+        MESSAGES_OUT.labels(str(event_type) if event_type else "trace_event").inc()
+        await self.send(text_data=text)

@@ -143,7 +143,9 @@ class CloseCode:
 
 
 # Channel-layer names. Group names must be ASCII and shorter than 100 characters.
-TRACE_EVENT_MESSAGE = "trace.event"
+TRACE_EVENT_MESSAGE = "trace.event"  # an event of a trace the socket follows
+TRACE_FEED_MESSAGE = "trace.feed"  # trace_started / trace_completed of any trace (subscribe_all)
+AGENT_CANCEL_MESSAGE = "agent.cancel"  # to a session's running agent, wherever it runs
 ALL_TRACES_GROUP = "traces.all"
 
 
@@ -151,10 +153,17 @@ def trace_group(trace_id: uuid.UUID | str) -> str:
     return f"trace.{uuid.UUID(str(trace_id)).hex}"
 
 
-def session_group(session_id: str) -> str:
-    if len(session_id) <= 80:
-        return f"session.{session_id}"
-    return f"session.h{hashlib.sha256(session_id.encode()).hexdigest()[:40]}"
+def session_group(session_id: str, user_id: int | None = None) -> str:
+    """A session's sockets. With auth, sessions are per user: another user's same id is another session."""
+    name = session_id if user_id is None else f"u{user_id}.{session_id}"
+    if len(name) <= 80:
+        return f"session.{name}"
+    return f"session.h{hashlib.sha256(name.encode()).hexdigest()[:40]}"
+
+
+def control_group(session_id: str, user_id: int | None = None) -> str:
+    """The running agents of a session listen here for cancel requests."""
+    return "control." + session_group(session_id, user_id).removeprefix("session.")
 
 
 # ---------------------------------------------------------------------------- envelope

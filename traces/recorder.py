@@ -31,9 +31,10 @@ from channels.layers import get_channel_layer
 from django.db import DatabaseError, connection, transaction
 
 from traces import protocol
-from traces.metrics import EVENT_PERSIST_SECONDS
+from traces.metrics import EVENT_PERSIST_SECONDS, RUN_SECONDS, RUNS, TOKENS, TOOL_CALLS
 from traces.models import Event, Run, Trace
 from traces.protocol import EventType
+from traces.security import group_user
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class TraceState:
     trace_id: uuid.UUID
     session_id: str
     trace: dict[str, Any]
+    user_id: int | None = None
     runs: dict[uuid.UUID, dict[str, Any]] = dataclasses.field(default_factory=dict)
     last_seq: int = 0
 
@@ -254,6 +256,7 @@ class EventStore:
             for item in items:
                 if not item.future.done():
                     item.future.set_result((item.seq, item.text))
+                _count(item)
             await self.published.put(items)
 
     async def _publish_loop(self) -> None:
@@ -266,11 +269,13 @@ class EventStore:
             return
         by_group: dict[str, list[dict]] = {}
         for item in items:
-            message = {"type": protocol.TRACE_EVENT_MESSAGE, "trace_id": str(item.state.trace_id), "seq": item.seq, "text": item.text}
-            by_group.setdefault(protocol.trace_group(item.state.trace_id), []).append(message)
-            by_group.setdefault(protocol.session_group(item.state.session_id), []).append(message)
+            state = item.state
+            message = {"type": protocol.TRACE_EVENT_MESSAGE, "trace_id": str(state.trace_id), "seq": item.seq,
+                       "user_id": state.trace.get("user_id"), "text": item.text}
+            by_group.setdefault(protocol.trace_group(state.trace_id), []).append(message)
+            by_group.setdefault(protocol.session_group(state.session_id, state.user_id), []).append(message)
             if item.event_type in protocol.FEED_EVENTS:
-                by_group.setdefault(protocol.ALL_TRACES_GROUP, []).append(message)
+                by_group.setdefault(protocol.ALL_TRACES_GROUP, []).append({**message, "type": protocol.TRACE_FEED_MESSAGE})
 
         async def send_in_order(group: str, messages: list[dict]) -> None:
             async with self.publish_slots:
@@ -301,6 +306,20 @@ class EventStore:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+
+
+def _count(item: Pending) -> None:
+    data, kind = item.data, item.event_type
+    if kind == EventType.TRACE_COMPLETED:
+        RUNS.labels(data.get("status") or "unknown").inc()
+        if data.get("duration_ms") is not None:
+            RUN_SECONDS.observe(data["duration_ms"] / 1000)
+    elif kind == EventType.THINK_COMPLETED:
+        prompt, completion, _ = _usage(data)
+        TOKENS.labels("prompt").inc(prompt)
+        TOKENS.labels("completion").inc(completion)
+    elif kind in (EventType.TOOL_COMPLETED, EventType.RUN_ERROR) and data.get("run_type") == "tool":
+        TOOL_CALLS.labels(data.get("name") or "", data.get("status") or "").inc()
 
 
 def _write_with_retries(items: list[Pending]) -> Batch:
@@ -351,6 +370,7 @@ class TraceRecorder:
         self.state = TraceState(
             trace_id=self.trace_id,
             session_id=session_id,
+            user_id=group_user(user_id),
             trace={
                 "id": self.trace_id, "session_id": session_id, "source": source, "user_id": user_id,
                 "rerun_of_id": rerun_of, "name": "", "agent_name": "", "request": "", "started_at": now,

@@ -3,5 +3,6 @@ from django.urls import re_path
 from traces import consumers
 
 websocket_urlpatterns = [
-    re_path(r"^ws/(?P<session_id>[^/]*)$", consumers.TraceConsumer.as_asgi()),
+    # Any path segment: the consumer refuses a bad session id with close code 4400.
+    re_path(r"^ws/(?P<session_id>[^/?]*)/?$", consumers.TraceConsumer.as_asgi()),
 ]

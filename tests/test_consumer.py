@@ -1,0 +1,277 @@
+"""The live WebSocket, through the real ASGI stack with WebsocketCommunicator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+from channels.db import database_sync_to_async
+
+from tests.live import connect, receive, receive_until, send
+from traces.models import ApiToken, Event, Trace
+from traces.protocol import CloseCode
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("configured_agent_db")]
+
+ORIGINAL_EVENTS = {"trace_started", "think_completed", "tool_completed", "status_update", "trace_completed"}
+
+
+async def opened(path: str = "/ws/session_xyz789", headers=None):
+    communicator = connect(path, headers)
+    connected, _ = await communicator.connect()
+    assert connected
+    hello = await receive(communicator)
+    assert hello["event_type"] == "connection_established"
+    return communicator, hello
+
+
+async def test_it_plays_the_original_client_flow():
+    """Exactly what the original guide's JavaScript client does."""
+    communicator, hello = await opened()
+    assert hello["data"]["status"] == "connected" and hello["data"]["session_id"] == "session_xyz789"
+    assert hello["session_id"] == "session_xyz789" and hello["message_id"]
+    await send(communicator, action="start_agent", question="显示用户表的10条用户数据")
+    messages = await receive_until(communicator, "trace_completed")
+    kinds = [m["event_type"] for m in messages]
+    assert ORIGINAL_EVENTS <= set(kinds)
+    assert kinds[0] == "trace_started"
+    started = messages[0]["data"]
+    assert started["trace_name"] == "sql_agent_execution" and started["request"] == "显示用户表的10条用户数据"
+    think = next(m for m in messages if m["event_type"] == "think_completed")["data"]
+    assert {"run_id", "trace_id", "parent_run_id", "name", "run_type", "status", "start_time", "end_time", "duration_ms",
+            "inputs", "outputs", "error", "error_type", "metadata"} <= think.keys()
+    tool = next(m for m in messages if m["event_type"] == "tool_completed" and m["data"]["name"] == "run_sql")["data"]
+    assert "Alice" in tool["outputs"]["output"]
+    done = messages[-1]["data"]
+    assert done["status"] == "success" and "Alice" in done["final_response"]
+    assert [m["seq"] for m in messages] == list(range(1, len(messages) + 1))
+    await communicator.disconnect()
+
+
+async def test_it_refuses_an_invalid_session_id():
+    communicator = connect("/ws/bad%20id!")
+    connected, code = await communicator.connect()
+    assert not connected and code == CloseCode.INVALID_SESSION
+
+
+@pytest.mark.parametrize(
+    "frame, detail",
+    [
+        ("not json", "not valid JSON"),
+        ("[1,2,3]", "JSON object"),
+        ('{"action": "fly"}', "unknown action"),
+        ('{"action": "start_agent"}', "'question' is required"),
+        ('{"action": "start_agent", "question": ""}', "must not be empty"),
+        (json.dumps({"action": "start_agent", "question": "x" * 4001}), "longer than 4000"),
+        (json.dumps({"action": "ping", "pad": "x" * 70000}), "larger than"),
+        ('{"action": "subscribe_trace", "trace_id": "nope"}', "not a valid trace id"),
+    ],
+)
+async def test_it_answers_bad_input_with_an_error_and_stays_open(frame, detail):
+    communicator, _ = await opened("/ws/bad-input")
+    await communicator.send_to(text_data=frame)
+    error = await receive(communicator)
+    assert error["event_type"] == "error" and error["data"]["error"] == "Invalid message format"
+    assert detail in error["data"]["detail"]
+    await send(communicator, action="ping", client_time=42)
+    assert (await receive(communicator))["data"]["client_time"] == 42
+    await communicator.disconnect()
+
+
+async def test_it_answers_binary_garbage_with_an_error():
+    communicator, _ = await opened("/ws/binary")
+    await communicator.send_to(bytes_data=b"\xff\x00\xfe")
+    assert (await receive(communicator))["data"]["error"] == "Invalid message format"
+    await communicator.disconnect()
+
+
+async def test_it_refuses_unknown_traces():
+    communicator, _ = await opened("/ws/unknown")
+    for action in ("subscribe_trace", "replay_trace"):
+        await send(communicator, action=action, trace_id=str(uuid.uuid4()))
+        error = await receive(communicator)
+        assert error["event_type"] == "error" and error["data"]["error"] == "not_found"
+    await send(communicator, action="cancel_agent")
+    assert (await receive(communicator))["data"]["error"] == "not_found"
+    await communicator.disconnect()
+
+
+async def test_it_rate_limits_and_closes_a_flood(settings):
+    settings.TRACE_RATE_LIMIT = 5
+    communicator, _ = await opened("/ws/flood")
+    for _ in range(40):
+        await send(communicator, action="ping")
+    replies = []
+    while True:
+        output = await communicator.receive_output(timeout=5)
+        if output["type"] == "websocket.close":
+            assert output["code"] == CloseCode.FLOODING
+            break
+        replies.append(json.loads(output["text"]))
+    assert sum(r["event_type"] == "pong" for r in replies) == 5
+    assert {r["data"]["error"] for r in replies if r["event_type"] == "error"} == {"rate_limited"}
+
+
+async def test_it_allows_one_running_agent_per_session():
+    communicator, _ = await opened("/ws/busy")
+    await send(communicator, action="start_agent", question="how many users?")
+    await send(communicator, action="start_agent", question="how many orders?")
+    messages = await receive_until(communicator, "trace_completed")
+    errors = [m for m in messages if m["event_type"] == "error"]
+    assert [e["data"]["error"] for e in errors] == ["agent_busy"]
+    assert await Trace.objects.acount() == 1
+    await communicator.disconnect()
+
+
+async def test_it_refuses_beyond_the_server_wide_limit(settings):
+    settings.TRACE_MAX_CONCURRENT_RUNS = 1
+    settings.OPENAI_API_KEY = ""
+    first, _ = await opened("/ws/limit-a")
+    second, _ = await opened("/ws/limit-b")
+    await send(first, action="start_agent", question="how many users?")
+    await receive_until(first, "trace_started")
+    await send(second, action="start_agent", question="how many users?")
+    messages = await receive_until(second, "error")
+    assert messages[-1]["data"]["error"] == "server_busy"
+    await receive_until(first, "trace_completed")
+    await first.disconnect()
+    await second.disconnect()
+
+
+async def test_it_shares_a_session_between_tabs_and_reports_the_active_trace():
+    tab1, _ = await opened("/ws/two-tabs")
+    tab2, _ = await opened("/ws/two-tabs")
+    await send(tab1, action="start_agent", question="显示用户表的10条用户数据")
+    one = await receive_until(tab1, "trace_completed")
+    two = await receive_until(tab2, "trace_completed")
+    assert [m["seq"] for m in one] == [m["seq"] for m in two]
+    await tab1.disconnect()
+    await tab2.disconnect()
+
+
+async def test_a_run_outlives_its_socket_and_a_reconnect_resumes_losslessly():
+    tab, _ = await opened("/ws/resume")
+    await send(tab, action="start_agent", question="显示用户表的10条用户数据")
+    first = await receive_until(tab, "think_completed")
+    trace_id = first[0]["trace_id"]
+    await tab.disconnect()  # the browser closes mid-run
+
+    again, hello = await opened("/ws/resume")
+    if hello["data"]["active_trace_id"]:
+        assert hello["data"]["active_trace_id"] == trace_id and hello["data"]["last_seq"] >= first[-1]["seq"]
+    await send(again, action="subscribe_trace", trace_id=trace_id, after_seq=first[-1]["seq"])
+    rest = await receive_until(again, "trace_completed")
+    seqs = [m["seq"] for m in first] + [m["seq"] for m in rest if "seq" in m]
+    assert seqs == list(range(1, len(seqs) + 1))  # every seq exactly once
+    trace = await Trace.objects.aget(pk=trace_id)
+    assert trace.status == "success" and trace.last_seq == seqs[-1]
+    await again.disconnect()
+
+
+async def test_it_cancels_a_run():
+    communicator, _ = await opened("/ws/cancel")
+    await send(communicator, action="start_agent", question="显示用户表的10条用户数据")
+    await receive_until(communicator, "trace_started")
+    await send(communicator, action="cancel_agent")
+    messages = await receive_until(communicator, "trace_completed")
+    assert messages[-1]["data"]["status"] in {"cancelled", "success"}  # the offline model may finish first
+    statuses = [m["data"]["agent_state"] for m in messages if m["event_type"] == "status_update"]
+    if messages[-1]["data"]["status"] == "cancelled":
+        assert statuses[-1] == "CANCELLED"
+        assert (await Trace.objects.aget(pk=messages[-1]["trace_id"])).status == "cancelled"
+    await communicator.disconnect()
+
+
+async def test_it_replays_a_stored_trace_as_fast_as_possible():
+    communicator, _ = await opened("/ws/replay")
+    await send(communicator, action="start_agent", question="how many users?")
+    live = await receive_until(communicator, "trace_completed")
+    trace_id = live[0]["trace_id"]
+    await send(communicator, action="replay_trace", trace_id=trace_id, speed=0)
+    replayed = await receive_until(communicator, "replay_completed")
+    assert replayed[0]["event_type"] == "replay_started" and replayed[0]["data"]["events"] == len(live)
+    body = replayed[1:-1]
+    assert all(m["replay"] is True for m in body)
+    assert [(m["message_id"], m["seq"], m["data"]) for m in body] == [(m["message_id"], m["seq"], m["data"]) for m in live]
+    await communicator.disconnect()
+
+
+async def test_it_streams_every_trace_start_and_end_with_subscribe_all():
+    watcher, _ = await opened("/ws/watcher")
+    await send(watcher, action="subscribe_all")
+    await asyncio.sleep(0.05)
+    worker, _ = await opened("/ws/worker")
+    await send(worker, action="start_agent", question="how many users?")
+    feed = await receive_until(watcher, "trace_completed")
+    assert [m["event_type"] for m in feed] == ["trace_started", "trace_completed"]
+    await watcher.disconnect()
+    await worker.disconnect()
+
+
+async def test_it_answers_ping_with_pong():
+    communicator, _ = await opened("/ws/ping")
+    await send(communicator, action="ping", client_time="2025-09-24T12:00:00.000Z")
+    pong = await receive(communicator)
+    assert pong["event_type"] == "pong" and pong["data"]["client_time"] == "2025-09-24T12:00:00.000Z"
+    assert "seq" not in pong
+    await communicator.disconnect()
+
+
+async def test_it_requires_a_login_or_token_when_auth_is_on(settings, django_user_model):
+    settings.TRACE_REQUIRE_AUTH = True
+    communicator = connect("/ws/private")
+    connected, code = await communicator.connect()
+    assert not connected and code == CloseCode.UNAUTHORIZED
+
+    user = await database_sync_to_async(django_user_model.objects.create_user)("erin")
+    token, key = await database_sync_to_async(ApiToken.issue)(user, "tests")
+    communicator = connect(f"/ws/private?token={key}")
+    connected, _ = await communicator.connect()
+    assert connected
+    hello = await receive(communicator)
+    assert hello["data"]["user"] == "erin"
+    await communicator.disconnect()
+
+    await database_sync_to_async(ApiToken.objects.filter(pk=token.pk).update)(revoked_at="2025-01-01T00:00:00Z")
+    communicator = connect(f"/ws/private?token={key}")
+    connected, code = await communicator.connect()
+    assert not connected and code == CloseCode.UNAUTHORIZED
+
+
+async def test_a_user_cannot_follow_someone_elses_trace(settings, django_user_model):
+    settings.TRACE_REQUIRE_AUTH = True
+    owner = await database_sync_to_async(django_user_model.objects.create_user)("owner")
+    other = await database_sync_to_async(django_user_model.objects.create_user)("other")
+    _, owner_key = await database_sync_to_async(ApiToken.issue)(owner, "t")
+    _, other_key = await database_sync_to_async(ApiToken.issue)(other, "t")
+    mine, _ = await opened(f"/ws/shared-name?token={owner_key}")
+    await send(mine, action="start_agent", question="how many users?")
+    messages = await receive_until(mine, "trace_completed")
+    theirs, hello = await opened(f"/ws/shared-name?token={other_key}")
+    assert hello["data"]["active_trace_id"] is None  # same session id, another user: another session
+    await send(theirs, action="subscribe_trace", trace_id=messages[0]["trace_id"])
+    assert (await receive(theirs))["data"]["error"] == "forbidden"
+    assert await theirs.receive_nothing(0.2)
+    await mine.disconnect()
+    await theirs.disconnect()
+
+
+async def test_it_refuses_foreign_origins_but_allows_configured_ones(settings):
+    communicator = connect("/ws/origin", headers=[(b"origin", b"http://evil.example.com")])
+    connected, _ = await communicator.connect()
+    assert not connected
+    communicator = connect("/ws/origin", headers=[(b"origin", b"http://localhost:8000")])
+    connected, _ = await communicator.connect()
+    assert connected
+    await communicator.disconnect()
+
+
+async def test_every_event_a_client_saw_is_stored():
+    communicator, _ = await opened("/ws/stored")
+    await send(communicator, action="start_agent", question="top 5 products by price")
+    messages = await receive_until(communicator, "trace_completed")
+    stored = {e.message_id async for e in Event.objects.filter(trace_id=messages[0]["trace_id"])}
+    assert {m["message_id"] for m in messages} == stored
+    await communicator.disconnect()

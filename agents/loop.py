@@ -98,12 +98,12 @@ class _Run:
             answer, stopped_by = await self.loop()
         except asyncio.CancelledError:
             asyncio.current_task().uncancel()  # the cancellation is handled: finish recording it
-            return await self.end(TraceOutcome.CANCELLED, "", "cancelled", "Cancelled by the user", "Cancelled")
+            return await _uninterruptible(self.end(TraceOutcome.CANCELLED, "", "cancelled", "Cancelled by the user", "Cancelled"))
         except ChatModelError as exc:
-            return await self.end(TraceOutcome.ERROR, "", "error", str(exc), exc.error_type)
+            return await _uninterruptible(self.end(TraceOutcome.ERROR, "", "error", str(exc), exc.error_type))
         except Exception as exc:  # a bug or a lost database: end the trace, never leave it running
-            return await self.end(TraceOutcome.ERROR, "", "error", f"{type(exc).__name__}: {exc}", type(exc).__name__)
-        return await self.end(TraceOutcome.SUCCESS, answer, stopped_by)
+            return await _uninterruptible(self.end(TraceOutcome.ERROR, "", "error", f"{type(exc).__name__}: {exc}", type(exc).__name__))
+        return await _uninterruptible(self.end(TraceOutcome.SUCCESS, answer, stopped_by))
 
     async def loop(self) -> tuple[str, str]:
         tools = [tool.spec() for tool in self.agent.tools.values()]
@@ -210,6 +210,18 @@ class _Run:
             data.update(error=error, error_type=error_type)
         await self.tracer.emit(EventType.TRACE_COMPLETED, data)
         return AgentResult(outcome, answer, error, error_type, self.step, self.usage_total, self.cost_total, stopped_by)
+
+
+async def _uninterruptible(coro):
+    """Finish recording the end of a trace even if a cancel arrives meanwhile."""
+    task = asyncio.ensure_future(coro)
+    while True:
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                return task.result()
+            asyncio.current_task().uncancel()
 
 
 def _pending_prompt(messages: list[dict[str, Any]]) -> str:

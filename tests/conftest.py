@@ -124,3 +124,20 @@ def configured_agent_db(django_db_blocker):
 
     with django_db_blocker.unblock():
         call_command("seeddemo", verbosity=0)
+
+
+@pytest.fixture
+def slow_llm(settings):
+    """The OpenAI path against a local server whose answers stream slowly: runs last seconds."""
+    from tests.fake_openai import FakeOpenAI, Reply, tool
+
+    with FakeOpenAI() as server:
+        server.script(
+            Reply("Looking at the tables.", [tool("describe_schema", {})], usage=(50, 5), chunk_delay=0.05),
+            Reply("", [tool("run_sql", {"sql": "SELECT id, name FROM users LIMIT 3"})], usage=(80, 8), chunk_delay=0.05),
+        )
+        server.default = Reply(" ".join(f"w{i}" for i in range(60)), usage=(100, 60), chunk_delay=0.05)
+        settings.OPENAI_API_KEY = "sk-test"
+        settings.OPENAI_BASE_URL = server.url
+        settings.OPENAI_MAX_RETRIES = 0
+        yield server

@@ -45,7 +45,8 @@ def test_it_refuses_a_duplicate_seq():
 
 
 @pytest.mark.django_db
-def test_it_filters_through_queryset_methods(django_user_model):
+def test_it_filters_through_queryset_methods(django_user_model, settings):
+    settings.TRACE_REQUIRE_AUTH = True
     running = make_trace("running one", status=Trace.Status.RUNNING, session_id="s-1")
     done = make_trace("done one", session_id="s-2")
     assert list(Trace.objects.running()) == [running]

@@ -102,12 +102,12 @@ class TraceConsumer(AsyncWebsocketConsumer):
         self.session_id = self.scope["url_route"]["kwargs"]["session_id"]
         if not protocol.SESSION_ID_RE.fullmatch(self.session_id):
             REJECTED.labels("invalid_session").inc()
-            await self.close(code=CloseCode.INVALID_SESSION)
+            await self._refuse(CloseCode.INVALID_SESSION)
             return
         self.user = await socket_user(self.scope)
         if settings.TRACE_REQUIRE_AUTH and self.user is None:
             REJECTED.labels("unauthorized").inc()
-            await self.close(code=CloseCode.UNAUTHORIZED)
+            await self._refuse(CloseCode.UNAUTHORIZED)
             return
         self.owner = self.user.pk if self.user is not None else None
         self.group_user = group_user(self.owner)
@@ -118,8 +118,12 @@ class TraceConsumer(AsyncWebsocketConsumer):
         self.replays: dict[str, asyncio.Task] = {}
         self.held: dict[str, list[dict]] = {}
         self.groups_joined = [protocol.session_group(self.session_id, self.group_user)]
-        await self.channel_layer.group_add(self.groups_joined[0], self.channel_name)
+        try:
+            await self.channel_layer.group_add(self.groups_joined[0], self.channel_name)
+        except Exception as exc:  # the layer is down: history, resume and replay still work
+            logger.warning("channel layer unavailable, socket accepted without live events: %r", exc)
         await self.accept()
+        self.refresher = asyncio.create_task(self._refresh_groups())
         sockets.connections += 1
         sockets.sessions[self.session_id] += 1
         CONNECTIONS.inc()
@@ -137,9 +141,15 @@ class TraceConsumer(AsyncWebsocketConsumer):
             "user": self.user.get_username() if self.user is not None else None,
         })
 
+    async def _refuse(self, code: int) -> None:
+        # Accept, then close: a close during the handshake reaches clients as HTTP 403, losing the code.
+        await self.accept()
+        await self.close(code=code)
+
     async def disconnect(self, code: int) -> None:
         if not hasattr(self, "limiter"):
             return  # refused before accept
+        self.refresher.cancel()
         for task in self.replays.values():
             task.cancel()
         for group in self.groups_joined:
@@ -275,6 +285,16 @@ class TraceConsumer(AsyncWebsocketConsumer):
         """The client did not ask to resume the trace that was running when it connected: follow it."""
         for pending in self.held.pop(message["trace_id"], None) or []:
             await self.trace_event(pending)
+
+    async def _refresh_groups(self) -> None:
+        """Re-join groups now and then: a restarted Redis has forgotten them, and they expire."""
+        while True:
+            await asyncio.sleep(settings.TRACE_GROUP_REFRESH)
+            for group in list(self.groups_joined):
+                try:
+                    await self.channel_layer.group_add(group, self.channel_name)
+                except Exception:
+                    break
 
     async def _release_later(self, key: str) -> None:
         await asyncio.sleep(HOLD_SECONDS)

@@ -10,4 +10,5 @@ urlpatterns = [
     path("traces/<uuid:trace_id>/", views.trace_detail, name="detail"),
     path("traces/<uuid:trace_id>/export.json", views.trace_export, name="export"),
     path("health", views.health, name="health"),
+    path("metrics", views.metrics, name="metrics"),
 ]

@@ -1,16 +1,21 @@
 from __future__ import annotations
 
-import datetime as dt
+import asyncio
+import os
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.paginator import Paginator
-from django.db import connection
+from django.db import close_old_connections, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
+
+from agents.config import model_label
 from traces import protocol
+from traces.live import running_agents, sockets
 from traces.models import Trace
 from traces.serializers import trace_document
 
@@ -19,7 +24,7 @@ PAGE_SIZE = 50
 
 def live(request: HttpRequest) -> HttpResponse:
     recent = Trace.objects.visible_to(request.user)[:10]
-    return render(request, "traces/live.html", {"recent": recent, "model_name": _model_label()})
+    return render(request, "traces/live.html", {"recent": recent, "model_name": model_label()})
 
 
 def trace_list(request: HttpRequest) -> HttpResponse:
@@ -45,38 +50,55 @@ def trace_export(request: HttpRequest, trace_id) -> JsonResponse:
     return response
 
 
-def health(request: HttpRequest) -> JsonResponse:
-    checks = {"database": _check_database(), "channel_layer": _check_channel_layer()}
-    healthy = all(value == "ok" for value in checks.values())
+async def health(request: HttpRequest) -> JsonResponse:
+    """200 when healthy; 503 "degraded" without the channel layer, "unhealthy" without the database."""
+    database, layer = await asyncio.gather(_check_database(), _check_channel_layer())
+    status = "unhealthy" if database != "ok" else "degraded" if layer != "ok" else "healthy"
     body = {
-        "status": "healthy" if healthy else "unhealthy",
+        "status": status,
         "timestamp": protocol.format_timestamp(protocol.utcnow()),
         "server_version": protocol.SERVER_VERSION,
-        "checks": checks,
-        "running_traces": Trace.objects.running().count() if checks["database"] == "ok" else None,
+        "active_connections": sockets.connections,
+        "active_sessions": len(sockets.sessions),
+        "running_agents": running_agents(),
+        "model": model_label(),
+        "checks": {"database": database, "channel_layer": layer},
     }
-    return JsonResponse(body, status=200 if healthy else 503)
+    return JsonResponse(body, status=200 if status == "healthy" else 503)
 
 
-def _check_database() -> str:
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        return "ok"
-    except Exception as exc:
-        return f"error: {exc}"
+async def _check_database() -> str:
+    def check() -> str:
+        close_old_connections()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            return "ok"
+        except Exception as exc:
+            return f"error: {exc}"
+
+    return await sync_to_async(check)()
 
 
-def _check_channel_layer() -> str:
+async def _check_channel_layer() -> str:
     layer = get_channel_layer()
     if layer is None:
         return "error: no channel layer configured"
     try:
-        async_to_sync(layer.group_send)("health.check", {"type": "health.check"})
+        async with asyncio.timeout(2):
+            await layer.group_send("health.check", {"type": "health.check"})
         return "ok"
     except Exception as exc:
-        return f"error: {exc}"
+        return f"error: {exc!r}"
 
 
-def _model_label() -> str:
-    return settings.OPENAI_MODEL if settings.OPENAI_API_KEY else "builtin (offline)"
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus text format; aggregated across processes when PROMETHEUS_MULTIPROC_DIR is set."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+

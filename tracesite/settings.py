@@ -146,6 +146,8 @@ AGENT_QUERY_TIMEOUT = env.number("AGENT_QUERY_TIMEOUT", 5.0, minimum=0.1)
 TRACE_REQUIRE_AUTH = env.boolean("TRACE_REQUIRE_AUTH", default=not DEBUG)
 TRACE_RATE_LIMIT = env.integer("TRACE_RATE_LIMIT", 10, minimum=1)
 TRACE_MAX_CONCURRENT_RUNS = env.integer("TRACE_MAX_CONCURRENT_RUNS", 20, minimum=1)
+# Seconds between a socket re-joining its channel-layer groups (after a Redis restart, expiry).
+TRACE_GROUP_REFRESH = env.number("TRACE_GROUP_REFRESH", 30.0, minimum=0.1)
 
 LOG_LEVEL = env.choice("LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
 LOG_FILE = env.string("LOG_FILE")

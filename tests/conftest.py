@@ -55,7 +55,9 @@ def redis_url() -> str:
 def redis_layer(redis_url):
     from channels_redis.core import RedisChannelLayer
 
-    return RedisChannelLayer(hosts=[redis_url], prefix=f"test{uuid.uuid4().hex[:8]}", capacity=10000, expiry=300)
+    from tracesite.env import redis_hosts
+
+    return RedisChannelLayer(hosts=redis_hosts(redis_url), prefix=f"test{uuid.uuid4().hex[:8]}", capacity=10000, expiry=300)
 
 
 @pytest.fixture

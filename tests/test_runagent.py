@@ -110,7 +110,9 @@ async def test_it_publishes_live_to_a_shared_redis_layer(redis_url):
     from traces import protocol
 
     session = f"cli-live-{os.getpid()}"
-    layer = RedisChannelLayer(hosts=[redis_url])
+    from tracesite.env import redis_hosts
+
+    layer = RedisChannelLayer(hosts=redis_hosts(redis_url))
     channel = await layer.new_channel()
     await layer.group_add(protocol.session_group(session), channel)
     env = {**os.environ, "TRACESITE_ENV_FILE": "", "REDIS_URL": redis_url, "OPENAI_API_KEY": ""}

@@ -75,7 +75,7 @@ def test_it_reads_every_variable(load):
     agent = s["DATABASES"]["agent"]
     assert (agent["NAME"], agent["USER"], agent["HOST"], agent["PORT"]) == ("shop", "reader", "analytics", "3308")
     assert s["CHANNEL_LAYERS"]["default"]["BACKEND"] == "channels_redis.core.RedisChannelLayer"
-    assert s["CHANNEL_LAYERS"]["default"]["CONFIG"]["hosts"] == ["redis://cache:6379/2"]
+    assert s["CHANNEL_LAYERS"]["default"]["CONFIG"]["hosts"][0]["address"] == "redis://cache:6379/2"
     assert s["LOG_LEVEL"] == "DEBUG"
     assert s["TRACE_ALLOWED_ORIGINS"] == ["http://localhost:3000"]
     assert s["TRACE_REQUIRE_AUTH"] is True  # follows DEBUG off

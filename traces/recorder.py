@@ -147,7 +147,9 @@ class Batch:
         elif kind == EventType.TRACE_COMPLETED:
             trace.update(
                 status=data.get("status") or Trace.Status.SUCCESS, ended_at=item.timestamp,
-                duration_ms=data.get("duration_ms"), total_runs=int(data.get("total_runs") or 0),
+                duration_ms=data.get("duration_ms") if data.get("duration_ms") is not None
+                else int((item.timestamp - trace["started_at"]).total_seconds() * 1000),
+                total_runs=int(data.get("total_runs") or 0),
                 total_cost=Decimal(str(data.get("total_cost") or 0)),
                 final_response=_text(data.get("final_response")),
                 error=_text(data.get("error")), error_type=_text(data.get("error_type"))[:100],

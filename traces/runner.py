@@ -41,6 +41,27 @@ class ObservedRecorder(TraceRecorder):
         return message
 
 
+FINALIZE_ATTEMPTS = 60
+FINALIZE_INTERVAL = 5.0
+
+
+async def close_when_writable(recorder: TraceRecorder, error: str) -> bool:
+    """Retry recording the end of a trace whose database went away mid-run."""
+    for _ in range(FINALIZE_ATTEMPTS):
+        try:
+            await recorder.emit(EventType.TRACE_COMPLETED, {
+                "trace_id": str(recorder.trace_id), "duration_ms": None, "total_runs": None, "status": str(TraceOutcome.ERROR),
+                "total_cost": 0, "total_tokens": None, "final_response": "", "error": error, "error_type": "TraceStoreError",
+                "stopped_by": "error",
+            })
+            logger.warning("trace=%s recorded as failed after the history database came back", recorder.trace_id)
+            return True
+        except TraceStoreError:
+            await asyncio.sleep(FINALIZE_INTERVAL)
+    logger.error("trace=%s could not be recorded as failed; it stays 'running' in the history", recorder.trace_id)
+    return False
+
+
 async def run_trace(
     question: str,
     *,
@@ -64,8 +85,10 @@ async def run_trace(
     try:
         result = await agent.run(question, recorder)
     except TraceStoreError as exc:
-        # The history database went away and the agent could not even record its failure.
+        # The history database went away and the agent could not even record its failure:
+        # record it as soon as the database is back, so it is never left looking like it runs.
         logger.error("run aborted trace=%s: %s", recorder.trace_id, exc)
+        asyncio.get_running_loop().create_task(close_when_writable(recorder, str(exc)))
         return AgentResult(TraceOutcome.ERROR, "", str(exc), "TraceStoreError", stopped_by="error")
     logger.info("run finished trace=%s session=%s status=%s steps=%s tokens=%s", recorder.trace_id, session_id, result.status, result.steps, result.total_tokens)
     return result

@@ -211,3 +211,12 @@ def ensure_separate(default: dict, agent: dict) -> None:
             "MYSQL_DATABASE names the same database as DATABASE_URL: the agent's database must be "
             "separate from the one holding Django's tables"
         )
+
+
+def redis_hosts(url: str) -> list[dict]:
+    """channels-redis hosts for ``url``.
+
+    redis-py reads with a 5 s socket timeout by default, the same 5 s channels-redis blocks in
+    BZPOPMIN; an idle socket then fails with "Timeout reading from ...". Reads get more time.
+    """
+    return [{"address": url, "socket_timeout": 15, "socket_connect_timeout": 5}]

@@ -82,7 +82,7 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                "hosts": env.redis_hosts(REDIS_URL),
                 # Sized so a burst of a few hundred events to a slow socket is not dropped;
                 # clients still backfill any gap in `seq` from the database.
                 "capacity": env.integer("CHANNEL_CAPACITY", 1000, minimum=10),

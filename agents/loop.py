@@ -84,17 +84,17 @@ class _Run:
         })
 
     async def execute(self) -> AgentResult:
-        await self.tracer.emit(EventType.TRACE_STARTED, {
-            "trace_id": str(self.tracer.trace_id),
-            "trace_name": f"{self.agent.name}_execution",
-            "request": self.question,
-            "agent_name": self.agent.name,
-            "max_steps": self.max_steps,
-            "metadata": {"model": self.agent.model.name, "offline_model": self.agent.model.offline,
-                         "tools": list(self.agent.tools), **self.metadata},
-        })
-        await self.status(AgentState.RUNNING, "Agent started", 0)
         try:
+            await self.tracer.emit(EventType.TRACE_STARTED, {
+                "trace_id": str(self.tracer.trace_id),
+                "trace_name": f"{self.agent.name}_execution",
+                "request": self.question,
+                "agent_name": self.agent.name,
+                "max_steps": self.max_steps,
+                "metadata": {"model": self.agent.model.name, "offline_model": self.agent.model.offline,
+                             "tools": list(self.agent.tools), **self.metadata},
+            })
+            await self.status(AgentState.RUNNING, "Agent started", 0)
             answer, stopped_by = await self.loop()
         except asyncio.CancelledError:
             asyncio.current_task().uncancel()  # the cancellation is handled: finish recording it

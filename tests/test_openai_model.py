@@ -177,3 +177,26 @@ async def test_it_cancels_mid_stream(llm, demo_sqlite):
     assert sink.of_type(EventType.STATUS_UPDATE)[-1]["data"]["agent_state"] == "CANCELLED"
     await asyncio.sleep(0.3)
     assert llm.disconnects == 1  # the stream was abandoned, not read to the end
+
+
+@pytest.mark.parametrize("after", ["trace_started", "status_update", "step_started", "think_started"])
+async def test_a_cancel_at_any_point_still_completes_the_trace(llm, demo_sqlite, after):
+    llm.default = Reply(" ".join(["word"] * 50), chunk_delay=0.02)
+    sink = ListSink()
+    reached = asyncio.Event()
+    original = sink.emit
+
+    async def emit(event_type, data, timestamp=None):
+        message = await original(event_type, data, timestamp)
+        if event_type == after and not reached.is_set():
+            reached.set()
+            await asyncio.sleep(0.05)  # the cancel lands while the agent is emitting
+        return message
+
+    sink.emit = emit
+    task = asyncio.create_task(make_agent(llm, demo_sqlite).run("q", sink))
+    await reached.wait()
+    task.cancel()
+    result = await task
+    assert result.status == TraceOutcome.CANCELLED
+    assert sink.events[-1]["event_type"] == "trace_completed" and sink.events[-1]["data"]["status"] == "cancelled"

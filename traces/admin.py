@@ -1,10 +1,11 @@
 """Read-only admin over the trace history: recorded data is never added or edited here."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.utils import timezone
 from django.utils.html import format_html
 
 from traces import protocol
-from traces.models import Event, Run, Trace
+from traces.models import ApiToken, Event, Run, Trace
 
 
 class ReadOnlyMixin:
@@ -64,3 +65,27 @@ class EventAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
         text = json.dumps(protocol.loads(obj.envelope), indent=2, ensure_ascii=False)
         return format_html("<details open><summary>JSON</summary><pre>{}</pre></details>", text)
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Tokens are issued here (the key is shown once, on save) and revoked, never edited."""
+
+    list_display = ["key_prefix", "name", "user", "created_at", "last_used_at", "revoked_at"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "user__username", "key_prefix"]
+    fields = ["user", "name"]
+    actions = ["revoke"]
+
+    def has_change_permission(self, request, obj=None):
+        return obj is None and super().has_change_permission(request, obj)
+
+    def save_model(self, request, obj, form, change):
+        token, key = ApiToken.issue(obj.user, obj.name)
+        obj.pk = token.pk
+        messages.warning(request, f"Token for {obj.user}: {key} — copy it now, it is not shown again.")
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke(self, request, queryset):
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"Revoked {count} token(s).")

@@ -13,9 +13,10 @@ from traces.models import Event, Run, Trace
 
 def make_trace(request: str = "显示用户表的10条用户数据", *, status: str = Trace.Status.SUCCESS, runs: int = 2, **fields) -> Trace:
     started = fields.pop("started_at", timezone.now() - dt.timedelta(seconds=5))
+    fields.setdefault("model", "builtin")
     trace = Trace.objects.create(
         name="sql_agent_execution", agent_name="sql_agent", request=request, status=status, started_at=started,
-        ended_at=started + dt.timedelta(seconds=2), duration_ms=2000, model="builtin",
+        ended_at=started + dt.timedelta(seconds=2), duration_ms=2000,
         final_response=fields.pop("final_response", "Here are the rows."), total_tokens=120, **fields,
     )
     step = Run.objects.create(trace=trace, name="step_1", run_type=Run.Type.AGENT, status=Run.Status.SUCCESS, start_time=started)

@@ -77,13 +77,14 @@ def parse(message) -> protocol.ClientMessage:
 def test_it_accepts_the_original_start_agent_message():
     message = parse({"action": "start_agent", "question": "显示用户表的10条用户数据"})
     assert message.action == Action.START_AGENT
-    assert message.fields == {"question": "显示用户表的10条用户数据", "max_steps": None, "model": None}
+    assert message.fields == {"question": "显示用户表的10条用户数据", "max_steps": None, "model": None, "rerun_of": None}
 
 
 @pytest.mark.parametrize(
     "message, fields",
     [
-        ({"action": "start_agent", "question": " hi ", "max_steps": 3, "model": "gpt-4o"}, {"question": "hi", "max_steps": 3, "model": "gpt-4o"}),
+        ({"action": "start_agent", "question": " hi ", "max_steps": 3, "model": "gpt-4o"}, {"question": "hi", "max_steps": 3, "model": "gpt-4o", "rerun_of": None}),
+        ({"action": "start_agent", "question": "hi", "rerun_of": str(TRACE_ID)}, {"question": "hi", "max_steps": None, "model": None, "rerun_of": TRACE_ID}),
         ({"action": "cancel_agent"}, {}),
         ({"action": "subscribe_trace", "trace_id": str(TRACE_ID)}, {"trace_id": TRACE_ID, "after_seq": 0}),
         ({"action": "subscribe_trace", "trace_id": str(TRACE_ID), "after_seq": 12}, {"trace_id": TRACE_ID, "after_seq": 12}),

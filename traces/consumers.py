@@ -195,9 +195,11 @@ class TraceConsumer(AsyncWebsocketConsumer):
         if len(runs) >= settings.TRACE_MAX_CONCURRENT_RUNS:
             raise ProtocolError(f"the server is running {len(runs)} agents, its limit; try again shortly", ErrorCode.SERVER_BUSY)
         fields = message.fields
+        if fields["rerun_of"] is not None:
+            await self._require_visible(fields["rerun_of"])
         handle = runs.start(
             fields["question"], session_id=self.session_id, group_user=self.group_user, user_id=self.owner,
-            model=fields["model"], max_steps=fields["max_steps"], source=Trace.Source.WEBSOCKET,
+            model=fields["model"], max_steps=fields["max_steps"], source=Trace.Source.WEBSOCKET, rerun_of=fields["rerun_of"],
         )
         self.delivered.setdefault(str(handle.trace_id), 0)
 

@@ -79,6 +79,8 @@ class Trace(models.Model):
     error = models.TextField(blank=True)
     error_type = models.CharField(max_length=100, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    feedback = models.SmallIntegerField(null=True, blank=True, choices=[(1, "👍 Good"), (-1, "👎 Bad")])
+    feedback_comment = models.TextField(blank=True)
 
     objects = TraceQuerySet.as_manager()
 

@@ -299,6 +299,7 @@ def _start_agent(message: dict) -> dict:
         "question": question,
         "max_steps": _integer(message, "max_steps", None, 1, MAX_STEPS_LIMIT),
         "model": model,
+        "rerun_of": _trace_id(message, "rerun_of") if message.get("rerun_of") is not None else None,
     }
 
 

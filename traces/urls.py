@@ -7,8 +7,12 @@ app_name = "traces"
 urlpatterns = [
     path("", views.live, name="live"),
     path("traces/", views.trace_list, name="list"),
+    path("traces/compare/", views.trace_compare, name="compare"),
     path("traces/<uuid:trace_id>/", views.trace_detail, name="detail"),
     path("traces/<uuid:trace_id>/export.json", views.trace_export, name="export"),
+    path("traces/<uuid:trace_id>/feedback", views.trace_feedback, name="feedback"),
+    path("sessions/<str:session_id>/", views.session_detail, name="session"),
+    path("dashboard/", views.dashboard, name="dashboard"),
     path("health", views.health, name="health"),
     path("metrics", views.metrics, name="metrics"),
 ]

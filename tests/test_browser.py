@@ -1,0 +1,154 @@
+"""The pages in a real headless Chromium against a real daphne."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from channels.db import database_sync_to_async
+
+from tests.conftest import IN_CI
+from tests.servers import daphne
+from traces.models import Event, Trace
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("configured_agent_db"), pytest.mark.browser]
+
+CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+SCREENSHOTS = os.environ.get("TRACESITE_SCREENSHOT_DIR")
+XSS = '<img src=x onerror="window.__xss=1;alert(1)"><script>window.__xss=2</script> 显示用户表的10条用户数据'
+
+
+@pytest.fixture
+async def browser():
+    if not Path(CHROMIUM).exists():
+        message = f"Chromium not found at {CHROMIUM} (apt-get install chromium)"
+        pytest.fail(message) if IN_CI else pytest.skip(message)
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture
+async def page(browser):
+    page = await browser.new_page(viewport={"width": 1300, "height": 900})
+    page.dialogs = []
+    page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
+    yield page
+    await page.close()
+
+
+async def shot(page, name: str) -> None:
+    if SCREENSHOTS:
+        await page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=False)
+
+
+async def ask(page, host: str, question: str) -> None:
+    await page.goto(f"http://{host}/")
+    await page.wait_for_selector("[data-connection][data-state=connected]")
+    await page.fill("textarea", question)
+    await page.keyboard.press("Enter")
+
+
+async def test_it_answers_a_question_live_with_the_result_table(page):
+    with daphne() as host:
+        await ask(page, host, "显示用户表的10条用户数据")
+        await page.wait_for_selector(".event-done", timeout=20000)
+        answer = page.locator("[data-answer]")
+        assert "Alice" in await answer.inner_text()
+        assert await answer.locator("table tbody tr").count() == 10
+        assert await page.locator(".event-tool table.result").count() >= 1
+        assert await page.locator("pre.sql .kw").first.inner_text() == "SELECT"
+        assert "built-in offline model" in await page.locator("[data-model]").inner_text()
+        await shot(page, "live")
+
+
+async def test_it_cancels_a_run(page, slow_llm):
+    with daphne(OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=slow_llm.url, OPENAI_MAX_RETRIES="0") as host:
+        await ask(page, host, "how many users?")
+        await page.wait_for_selector(".event-think .stream:not(:empty)", timeout=20000)
+        await page.click("[data-cancel]")
+        await page.wait_for_selector(".event-done", timeout=20000)
+        assert await page.locator("[data-trace-status]").inner_text() == "cancelled"
+        trace = await Trace.objects.aget()
+        assert trace.status == "cancelled"
+
+
+async def test_a_dropped_socket_resumes_with_every_seq_exactly_once(page, slow_llm):
+    with daphne(OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=slow_llm.url, OPENAI_MAX_RETRIES="0") as host:
+        await ask(page, host, "how many users?")
+        await page.wait_for_selector(".event-think .stream:not(:empty)", timeout=20000)
+        await page.evaluate("window.tracesite.socket.drop()")
+        await page.wait_for_selector("[data-connection][data-state=reconnecting]", state="attached", timeout=5000)
+        await page.wait_for_selector(".event-done", timeout=30000)
+        seqs = await page.evaluate("window.tracesite.view.seqs")
+        trace = await Trace.objects.aget()
+        assert sorted(seqs) == list(range(1, trace.last_seq + 1))  # all of them
+        assert len(seqs) == len(set(seqs))  # none twice
+        rendered = await page.eval_on_selector_all("[data-seq]", "nodes => nodes.map(n => Number(n.dataset.seq))")
+        assert len(rendered) == len(set(rendered))
+
+
+async def test_it_replays_a_finished_trace(page):
+    with daphne() as host:
+        await ask(page, host, "top 5 products by price")
+        await page.wait_for_selector(".event-done", timeout=20000)
+        trace = await Trace.objects.aget()
+        await page.goto(f"http://{host}/traces/{trace.pk}/")
+        assert await page.locator(".tree .run-row").count() >= 4
+        await page.locator(".run-row.run-tool").last.click()
+        assert "SQL guard: allowed" in await page.locator("[data-run-panel]").inner_text()
+        await shot(page, "detail")
+        await page.click("[data-replay='0']")
+        await page.wait_for_selector(".event-replay >> text=Replay finished", timeout=20000)
+        replayed = await page.evaluate("window.tracesite.view.seqs")
+        stored = await database_sync_to_async(lambda: list(Event.objects.filter(trace=trace).order_by("seq").values_list("seq", flat=True)))()
+        assert replayed == stored  # every stored event, in order, once
+        assert await page.locator(".event.replayed").count() > 0
+        assert "Alice" not in await page.locator("[data-answer]").inner_text()
+        assert "Standing Desk" in await page.locator("[data-answer]").inner_text()
+
+
+async def test_untrusted_text_is_shown_as_text_and_never_runs(page):
+    with daphne() as host:
+        await ask(page, host, XSS)
+        await page.wait_for_selector(".event-done", timeout=20000)
+        assert "<img src=x" in await page.locator(".event-trace q").inner_text()
+        trace = await Trace.objects.aget()
+        for url in (f"/traces/{trace.pk}/", f"/traces/?q=onerror", "/", "/dashboard/"):
+            await page.goto(f"http://{host}{url}")
+            await page.wait_for_load_state("networkidle")
+        await page.goto(f"http://{host}/traces/{trace.pk}/")
+        assert "<script>" in await page.locator("h1.question").inner_text()
+        assert await page.evaluate("window.__xss") is None
+        assert page.dialogs == []
+
+
+async def test_history_search_finds_a_chinese_question(page):
+    with daphne() as host:
+        await ask(page, host, "用户的平均年龄")
+        await page.wait_for_selector(".event-done", timeout=20000)
+        await ask(page, host, "how many orders per country?")
+        await page.wait_for_selector(".event-done", timeout=20000)
+        await page.goto(f"http://{host}/traces/")
+        await page.fill("input[name=q]", "平均年龄")
+        await page.click("form.filters button[type=submit]")
+        rows = page.locator("tbody tr[data-trace-row]")
+        assert await rows.count() == 1
+        assert "用户的平均年龄" in await rows.first.inner_text()
+        await shot(page, "history")
+
+
+async def test_the_dashboard_renders(page):
+    with daphne() as host:
+        await ask(page, host, "how many users?")
+        await page.wait_for_selector(".event-done", timeout=20000)
+        await page.goto(f"http://{host}/dashboard/")
+        assert await page.locator("svg.chart rect").count() >= 1
+        assert "describe_schema" in await page.locator("body").inner_text()
+        await shot(page, "dashboard")

@@ -1,0 +1,138 @@
+"""The history, detail, compare, feedback, session and dashboard pages."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from tests.factories import make_trace
+from traces.models import Run, Trace
+
+pytestmark = pytest.mark.django_db
+
+
+def bulk_traces(count: int) -> None:
+    now = timezone.now()
+    Trace.objects.bulk_create([
+        Trace(name="sql_agent_execution", agent_name="sql_agent", request=f"question {i} 订单 {'用户' if i % 3 == 0 else ''}",
+              status=[Trace.Status.SUCCESS, Trace.Status.ERROR][i % 2], started_at=now - dt.timedelta(minutes=i),
+              duration_ms=100 + i, model="builtin", source="websocket", session_id=f"s{i % 7}", total_tokens=i)
+        for i in range(count)
+    ])
+
+
+@pytest.mark.parametrize("query", ["", "?q=订单", "?status=error", "?sort=slowest", "?page=15", "?min_ms=500&has_error=on",
+                                   "?since=2000-01-01&until=2100-01-01&model=builtin&source=websocket&session=s3&feedback=none"])
+def test_the_history_list_is_a_constant_number_of_queries(client, django_assert_max_num_queries, query):
+    bulk_traces(1200)
+    with django_assert_max_num_queries(4):
+        response = client.get(reverse("traces:list") + query)
+    assert response.status_code == 200
+
+
+def test_it_searches_chinese_and_english_and_filters(client):
+    make_trace("显示用户表的10条用户数据", final_response="共 10 行")
+    make_trace("how many orders per country?", final_response="Canada leads", status=Trace.Status.ERROR, error="boom")
+    make_trace("top 5 products by price", source=Trace.Source.CLI, feedback=1)
+    page = lambda **q: client.get(reverse("traces:list"), q).content.decode()
+    assert "显示用户表" in page(q="用户表") and "how many orders" not in page(q="用户表")
+    assert "how many orders" in page(q="Canada")
+    assert "how many orders" in page(has_error="on") and "显示用户表" not in page(has_error="on")
+    assert "top 5 products" in page(source="cli") and "显示用户表" not in page(source="cli")
+    assert "top 5 products" in page(feedback="up") and "how many orders" not in page(feedback="up")
+    assert "No traces match" in page(since="2999-01-01")
+    assert client.get(reverse("traces:list"), {"since": "not-a-date"}).status_code == 200  # ignored, not an error
+
+
+def test_it_paginates(client):
+    bulk_traces(120)
+    first = client.get(reverse("traces:list")).content.decode()
+    third = client.get(reverse("traces:list"), {"page": 3}).content.decode()
+    assert "question 0 " in first and "Page 1 of 3" in first
+    assert "question 119" in third and "question 0 " not in third
+
+
+def test_the_detail_page_shows_the_tree_waterfall_and_events(client):
+    trace = make_trace("<b>bold?</b> 显示用户表的10条用户数据")
+    body = client.get(reverse("traces:detail", args=[trace.pk])).content.decode()
+    assert "&lt;b&gt;bold?&lt;/b&gt;" in body and "<b>bold?</b>" not in body
+    assert body.count('class="wf-row') == Run.objects.filter(trace=trace).count()
+    assert 'id="trace-events"' in body and 'id="trace-runs"' in body
+    events = json.loads(body.split('id="trace-events" type="application/json">')[1].split("</script>")[0])
+    assert [e["seq"] for e in events] == [1, 2]
+
+
+def test_the_detail_page_is_a_constant_number_of_queries(client, django_assert_max_num_queries):
+    trace = make_trace(runs=50)
+    with django_assert_max_num_queries(6):
+        assert client.get(reverse("traces:detail", args=[trace.pk])).status_code == 200
+
+
+def test_it_exports_a_trace_as_json(client):
+    trace = make_trace("显示用户表的10条用户数据")
+    response = client.get(reverse("traces:export", args=[trace.pk]))
+    document = json.loads(response.content)
+    assert response["Content-Disposition"].startswith("attachment")
+    assert document["request"] == "显示用户表的10条用户数据" and len(document["runs"]) == 3 and len(document["events"]) == 2
+
+
+def test_feedback_is_stored_and_filterable(client):
+    trace = make_trace()
+    client.post(reverse("traces:feedback", args=[trace.pk]), {"rating": "down", "comment": "wrong table"})
+    trace.refresh_from_db()
+    assert (trace.feedback, trace.feedback_comment) == (-1, "wrong table")
+    assert "👎" in client.get(reverse("traces:list"), {"feedback": "down"}).content.decode()
+    assert client.get(reverse("traces:feedback", args=[trace.pk])).status_code == 405
+
+
+def test_compare_aligns_steps_and_diffs_sql(client):
+    a = make_trace("q", model="builtin")
+    b = make_trace("q", model="gpt-4o-mini", rerun_of=a)
+    for trace, sql in ((a, "SELECT * FROM users\nLIMIT 10"), (b, "SELECT name FROM users\nLIMIT 10")):
+        step = trace.runs.get(run_type=Run.Type.AGENT)
+        Run.objects.create(trace=trace, parent=step, name="run_sql", run_type=Run.Type.TOOL, status="success",
+                           start_time=trace.started_at, outputs={"sql": sql})
+    body = client.get(reverse("traces:compare"), {"a": a.pk, "b": b.pk}).content.decode()
+    assert "Step 1" in body and "gpt-4o-mini" in body
+    assert 'class="diff-removed">- SELECT * FROM users' in body and 'class="diff-added">+ SELECT name FROM users' in body
+    assert client.get(reverse("traces:compare"), {"a": a.pk}).status_code == 404
+
+
+def test_a_session_page_groups_its_traces(client):
+    make_trace("first", session_id="tab-1")
+    make_trace("second", session_id="tab-1")
+    make_trace("elsewhere", session_id="tab-2")
+    body = client.get(reverse("traces:session", args=["tab-1"])).content.decode()
+    assert "first" in body and "second" in body and "elsewhere" not in body
+    assert client.get(reverse("traces:session", args=["nobody"])).status_code == 404
+
+
+def test_the_dashboard_summarises_a_time_range(client, django_assert_max_num_queries):
+    make_trace("q1", status=Trace.Status.SUCCESS)
+    make_trace("q1", status=Trace.Status.ERROR)
+    old = make_trace("ancient", started_at=timezone.now() - dt.timedelta(days=60))
+    with django_assert_max_num_queries(8):
+        body = client.get(reverse("traces:dashboard"), {"range": "7d"}).content.decode()
+    assert "<svg" in body and "50%" in body and "ancient" not in body
+    assert "ancient" in client.get(reverse("traces:dashboard"), {"range": "90d"}).content.decode()
+    assert old
+
+
+def test_the_live_page_offers_run_again(client):
+    trace = make_trace("how many users?")
+    body = client.get(reverse("traces:live"), {"rerun": trace.pk}).content.decode()
+    assert f'data-rerun-of="{trace.pk}"' in body and "how many users?" in body
+
+
+def test_traces_of_other_users_are_hidden_when_auth_is_on(client, settings, django_user_model):
+    settings.TRACE_REQUIRE_AUTH = True
+    owner = django_user_model.objects.create_user("hal")
+    trace = make_trace("secret question", user=owner)
+    assert client.get(reverse("traces:detail", args=[trace.pk])).status_code == 404
+    assert "secret question" not in client.get(reverse("traces:list")).content.decode()
+    client.force_login(owner)
+    assert client.get(reverse("traces:detail", args=[trace.pk])).status_code == 200

@@ -1,0 +1,47 @@
+"""Export traces with their runs and events, one JSON document per line (or a CSV of traces)."""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from traces.forms import _start_of
+from traces.models import Trace
+from traces.transfer import export_csv, export_jsonl
+
+
+class Command(BaseCommand):
+    help = "Stream traces to a file or stdout, in constant memory. JSONL holds runs and events too."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--since", help="Traces started on or after this date (YYYY-MM-DD).")
+        parser.add_argument("--until", help="Traces started before the end of this date (YYYY-MM-DD).")
+        parser.add_argument("--status", action="append", choices=Trace.Status.values, help="Only this status (repeatable).")
+        parser.add_argument("--agent", help="Only this agent.")
+        parser.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="jsonl (default): everything; csv: one row per trace.")
+        parser.add_argument("-o", "--output", help="File to write (default: stdout).")
+
+    def handle(self, *args, since, until, status, agent, format, output, **options):
+        import datetime as dt
+
+        traces = Trace.objects.all()
+        try:
+            if since:
+                traces = traces.filter(started_at__gte=_start_of(dt.date.fromisoformat(since)))
+            if until:
+                traces = traces.filter(started_at__lt=_start_of(dt.date.fromisoformat(until) + dt.timedelta(days=1)))
+        except ValueError as exc:
+            raise CommandError(f"dates are YYYY-MM-DD: {exc}") from None
+        if status:
+            traces = traces.filter(status__in=status)
+        if agent:
+            traces = traces.filter(agent_name=agent)
+        chunks = export_jsonl(traces) if format == "jsonl" else export_csv(traces)
+        stream = open(output, "w", encoding="utf-8", newline="") if output else self.stdout._out
+        count = 0
+        try:
+            for chunk in chunks:
+                stream.write(chunk)
+                count += format == "jsonl"
+        finally:
+            if output:
+                stream.close()
+        if output:
+            self.stderr.write(f"Wrote {output}" + (f" ({count} traces)" if format == "jsonl" else ""))

@@ -71,10 +71,8 @@ def import_document(document: dict) -> bool:
     fields = {name: document.get(name) for name in TRACE_EXPORT_FIELDS}
     fields.update(started_at=_time(fields["started_at"]), ended_at=_time(fields["ended_at"]),
                   total_cost=Decimal(str(fields["total_cost"] or 0)), metadata=fields["metadata"] or {})
-    rerun_of = document.get("rerun_of")
-    if rerun_of and not Trace.objects.filter(pk=rerun_of).exists():
-        rerun_of = None
-    Trace.objects.create(id=trace_id, rerun_of_id=rerun_of, **fields)
+    # rerun_of is linked by link_reruns() once the whole file is in: the original may come later.
+    Trace.objects.create(id=trace_id, **fields)
     runs = []
     for run in document.get("runs", []):
         values = {name: run.get(name) for name in RUN_EXPORT_FIELDS}
@@ -89,3 +87,13 @@ def import_document(document: dict) -> bool:
         for message in document.get("events", [])
     ], batch_size=500)
     return True
+
+
+def link_reruns(links: dict[str, str]) -> int:
+    """Set rerun_of (trace id -> original id) where the original is here."""
+    present = set(map(str, Trace.objects.filter(pk__in=list(links.values())).values_list("pk", flat=True)))
+    linked = 0
+    for trace_id, original in links.items():
+        if str(uuid.UUID(original)) in present:
+            linked += Trace.objects.filter(pk=trace_id, rerun_of__isnull=True).update(rerun_of=original)
+    return linked

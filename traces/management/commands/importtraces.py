@@ -4,7 +4,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from traces.transfer import import_document
+from traces.transfer import import_document, link_reruns
 
 
 class Command(BaseCommand):
@@ -18,6 +18,7 @@ class Command(BaseCommand):
 
         stream = sys.stdin if file == "-" else open(file, encoding="utf-8")
         imported = skipped = 0
+        links: dict[str, str] = {}
         try:
             for number, line in enumerate(stream, start=1):
                 if not line.strip():
@@ -28,9 +29,12 @@ class Command(BaseCommand):
                     raise CommandError(f"line {number} is not JSON: {exc}") from None
                 if import_document(document):
                     imported += 1
+                    if document.get("rerun_of"):
+                        links[document["id"]] = document["rerun_of"]
                 else:
                     skipped += 1
         finally:
             if stream is not sys.stdin:
                 stream.close()
+        link_reruns(links)
         self.stdout.write(self.style.SUCCESS(f"Imported {imported} traces; {skipped} were already here."))

@@ -120,7 +120,7 @@ async def test_untrusted_text_is_shown_as_text_and_never_runs(page):
         await page.wait_for_selector(".event-done", timeout=20000)
         assert "<img src=x" in await page.locator(".event-trace q").inner_text()
         trace = await Trace.objects.aget()
-        for url in (f"/traces/{trace.pk}/", f"/traces/?q=onerror", "/", "/dashboard/"):
+        for url in (f"/traces/{trace.pk}/", "/traces/?q=onerror", "/", "/dashboard/"):
             await page.goto(f"http://{host}{url}")
             await page.wait_for_load_state("networkidle")
         await page.goto(f"http://{host}/traces/{trace.pk}/")

@@ -25,7 +25,7 @@ from traces import protocol
 from traces.live import live_runs, sockets
 from traces.metrics import CONNECTIONS, MESSAGES_IN, MESSAGES_OUT, REJECTED
 from traces.models import Event, Trace
-from traces.protocol import Action, ClientMessage, CloseCode, ErrorCode, EventType, ProtocolError
+from traces.protocol import ClientMessage, CloseCode, ErrorCode, EventType, ProtocolError
 from traces.security import group_user, socket_user
 
 logger = logging.getLogger(__name__)

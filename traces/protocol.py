@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from tracesite import __version__ as SERVER_VERSION
+from tracesite import __version__ as SERVER_VERSION  # noqa: F401  (sent in connection_established)
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_QUESTION_CHARS = 4000

@@ -141,3 +141,11 @@ def test_it_refuses_to_start_without_a_secret_in_production(tmp_path):
     )
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY must be set" in result.stderr
+
+
+def test_it_logs_to_a_file_when_asked(load, tmp_path):
+    s = load(LOG_FILE=str(tmp_path / "websocket_trace.log"), LOG_LEVEL="DEBUG")
+    assert s["LOGGING"]["handlers"]["file"]["filename"] == str(tmp_path / "websocket_trace.log")
+    assert s["LOGGING"]["root"] == {"handlers": ["console", "file"], "level": "DEBUG"}
+    assert s["LOGGING"]["loggers"]["daphne"]["level"] == "WARNING"  # not one line per message
+    assert "file" not in load()["LOGGING"]["handlers"]

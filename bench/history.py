@@ -84,21 +84,28 @@ def main() -> None:
     print(f"filled {Trace.objects.count()} traces / {Event.objects.count()} events in {time.perf_counter() - started:.0f} s ({connection.vendor})")
     client = Client()
     sample = Trace.objects.order_by("-started_at").first()
+    from urllib.parse import quote
+
+    from traces.pagination import encode
+
+    deep = Trace.objects.order_by("-started_at", "-id")[min(49_950, Trace.objects.count() - 1)]
     pages = {
         "history, first page": "/traces/",
-        "history, page 1000": "/traces/?page=1000",
+        "history, 1000 pages deep (keyset)": f"/traces/?after={quote(encode(deep))}",
+        "history, ?page=1000 (offset)": "/traces/?page=1000",
         "search, English": "/traces/?q=orders+per+country",
         "search, Chinese": "/traces/?q=%E7%94%A8%E6%88%B7%E6%95%B0%E6%8D%AE",
+        "search, a term in one trace (full scan)": "/traces/?q=answer+99999+",
         "filter, status=error": "/traces/?status=error",
         "filter, slower than 4000 ms": "/traces/?min_ms=4000",
         "session view": "/sessions/s7/",
         "trace detail": f"/traces/{sample.pk}/",
         "dashboard, 7 days": "/dashboard/?range=7d",
     }
-    print(f"{'page':32} {'median ms':>10} {'queries':>8}")
+    print(f"{'page':36} {'median ms':>10} {'queries':>8}")
     for name, url in pages.items():
         ms, queries = timed(client, url, args.repeat)
-        print(f"{name:32} {ms:10.1f} {queries:8d}")
+        print(f"{name:36} {ms:10.1f} {queries:8d}")
 
 
 if __name__ == "__main__":

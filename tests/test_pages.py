@@ -25,7 +25,7 @@ def bulk_traces(count: int) -> None:
     ])
 
 
-@pytest.mark.parametrize("query", ["", "?q=订单", "?status=error", "?sort=slowest", "?page=15", "?min_ms=500&has_error=on",
+@pytest.mark.parametrize("query", ["", "?after=2000-01-01T00:00:00%2B00:00~00000000000000000000000000000000", "?q=订单", "?status=error", "?sort=slowest", "?page=15", "?min_ms=500&has_error=on",
                                    "?since=2000-01-01&until=2100-01-01&model=builtin&source=websocket&session=s3&feedback=none"])
 def test_the_history_list_is_a_constant_number_of_queries(client, django_assert_max_num_queries, query):
     bulk_traces(1200)
@@ -48,12 +48,21 @@ def test_it_searches_chinese_and_english_and_filters(client):
     assert client.get(reverse("traces:list"), {"since": "not-a-date"}).status_code == 200  # ignored, not an error
 
 
-def test_it_paginates(client):
+def test_it_paginates_by_keyset_by_default_and_by_page_number_on_request(client):
     bulk_traces(120)
-    first = client.get(reverse("traces:list")).content.decode()
+    url, seen = reverse("traces:list"), []
+    for _ in range(3):
+        body = client.get(url).content.decode()
+        seen += [line for line in body.split("data-trace-row")[1:]]
+        older = body.split('href="?&amp;after=')
+        if len(older) < 2:
+            break
+        url = reverse("traces:list") + "?after=" + older[1].split('"')[0].replace("&amp;", "&")
+    assert len(seen) == 120 and "Older" not in body  # three pages of 50, 50, 20; all rows once
+    assert "question 119" in body
     third = client.get(reverse("traces:list"), {"page": 3}).content.decode()
-    assert "question 0 " in first and "Page 1 of 3" in first
-    assert "question 119" in third and "question 0 " not in third
+    assert "question 119" in third and "question 0 " not in third and "Page 3 of 3" in third
+    assert client.get(reverse("traces:list"), {"after": "garbage"}).status_code == 200  # first page
 
 
 def test_the_detail_page_shows_the_tree_waterfall_and_events(client):

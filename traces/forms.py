@@ -32,6 +32,10 @@ class HistoryFilter(forms.Form):
     feedback = forms.ChoiceField(required=False, choices=[("", "Any feedback"), ("up", "👍"), ("down", "👎"), ("none", "None")])
     sort = forms.ChoiceField(required=False, choices=[(key, key.title()) for key in SORTS])
 
+    @property
+    def newest_first(self) -> bool:
+        return not self.is_bound or not self.is_valid() or self.cleaned_data["sort"] in ("", "newest")
+
     def apply(self, traces):
         if not self.is_valid():
             return traces.order_by(*SORTS["newest"])

@@ -11,6 +11,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 
 async def test_it_logs_connections_and_runs_without_their_content(caplog):
     caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="traces")
     communicator = connect("/ws/logged")
     await communicator.connect()
     await receive(communicator)

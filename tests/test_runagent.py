@@ -42,9 +42,13 @@ def test_it_prints_one_envelope_per_line_with_json():
 
 
 def test_it_prints_only_the_answer_with_quiet():
+    import logging
+
+    level = logging.getLogger("traces").level
     out = io.StringIO()
     call_command("runagent", "how many users?", "--quiet", stdout=out)
     assert out.getvalue().strip().startswith("The answer is **300**")
+    assert logging.getLogger("traces").level == level  # the process's logging is left as it was
 
 
 def test_it_rejects_bad_flags():

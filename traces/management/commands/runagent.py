@@ -39,15 +39,21 @@ class Command(BaseCommand):
         if max_steps is not None and not 1 <= max_steps <= protocol.MAX_STEPS_LIMIT:
             raise CommandError(f"--max-steps must be between 1 and {protocol.MAX_STEPS_LIMIT}")
         user_id = self._user_id(user)
-        if options["verbosity"] < 2:
-            logging.getLogger("traces").setLevel(logging.WARNING)  # the view below says it all
+        quiet_logs = options["verbosity"] < 2  # the terminal view says it all
+        traces_logger = logging.getLogger("traces")
+        previous_level = traces_logger.level
+        if quiet_logs:
+            traces_logger.setLevel(logging.WARNING)
         if json:
             def listener(message):
                 self.stdout.write(protocol.dumps(message))
                 self.stdout.flush()
         else:
             listener = TerminalView(Console(file=self.stdout._out, highlight=False), quiet=quiet)
-        result = asyncio.run(self._run(question.strip(), session, user_id, model, max_steps, listener))
+        try:
+            result = asyncio.run(self._run(question.strip(), session, user_id, model, max_steps, listener))
+        finally:
+            traces_logger.setLevel(previous_level)
         if result.status == TraceOutcome.CANCELLED:
             self.stderr.write("Cancelled; the trace is recorded as cancelled.")
             sys.exit(EXIT_CANCELLED)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 
 from channels.layers import get_channel_layer
 
 from traces import protocol
+from traces.loops import PerLoop
 from traces.metrics import RUNNING_AGENTS
 from traces.runner import run_trace
 
@@ -106,17 +106,13 @@ class Sockets:
     sessions: Counter = field(default_factory=Counter)
 
 
-_runs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LiveRuns] = weakref.WeakKeyDictionary()
+_runs: PerLoop[LiveRuns] = PerLoop(LiveRuns)
 sockets = Sockets()
 
 
 def live_runs() -> LiveRuns:
-    loop = asyncio.get_running_loop()
-    runs = _runs.get(loop)
-    if runs is None:
-        runs = _runs[loop] = LiveRuns()
-    return runs
+    return _runs.get()
 
 
 def running_agents() -> int:
-    return sum(len(runs) for runs in list(_runs.values()))
+    return sum(len(runs) for runs in _runs.all())

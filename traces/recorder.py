@@ -22,7 +22,6 @@ import datetime as dt
 import logging
 import time
 import uuid
-import weakref
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
@@ -31,6 +30,7 @@ from channels.layers import get_channel_layer
 from django.db import DatabaseError, connection, transaction
 
 from traces import protocol
+from traces.loops import PerLoop
 from traces.metrics import EVENT_PERSIST_SECONDS, RUN_SECONDS, RUNS, TOKENS, TOOL_CALLS
 from traces.models import Event, Run, Trace
 from traces.protocol import EventType
@@ -340,16 +340,12 @@ def _write_with_retries(items: list[Pending]) -> Batch:
     raise last
 
 
-_stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, EventStore] = weakref.WeakKeyDictionary()
+_stores: PerLoop[EventStore] = PerLoop(EventStore)
 
 
 def get_event_store() -> EventStore:
     """The EventStore of the running event loop."""
-    loop = asyncio.get_running_loop()
-    store = _stores.get(loop)
-    if store is None:
-        store = _stores[loop] = EventStore()
-    return store
+    return _stores.get()
 
 
 class TraceRecorder:

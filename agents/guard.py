@@ -117,6 +117,8 @@ def _comments(tree: exp.Expression) -> list[str]:
 
 def _check_tree(tree: exp.Expression, vendor: str, database: str | None) -> None:
     for node in tree.walk():
+        if isinstance(node, exp.Select) and not node.expressions:
+            raise SqlRejected("a SELECT needs at least one column or expression, e.g. SELECT * FROM users")
         if isinstance(node, FORBIDDEN_NODES):
             what = "SELECT ... INTO" if isinstance(node, exp.Into) else "locking reads (FOR UPDATE / LOCK IN SHARE MODE)" if isinstance(node, exp.Lock) else node.key.upper()
             raise SqlRejected(f"{what} is not allowed: the agent's queries are read-only")

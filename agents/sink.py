@@ -13,8 +13,8 @@ from traces.protocol import EventType
 class TraceSink(Protocol):
     trace_id: uuid.UUID
 
-    async def emit(self, event_type: EventType, data: dict[str, Any], timestamp: dt.datetime | None = None) -> dict[str, Any]:
-        """Record one trace event; returns the envelope as it was sent."""
+    async def emit(self, event_type: EventType, data: dict[str, Any], timestamp: dt.datetime | None = None) -> None:
+        """Record one trace event. May return before it is stored; raises if recording has failed."""
         ...
 
 
@@ -26,13 +26,12 @@ class ListSink:
         self.session_id = session_id
         self.events: list[dict[str, Any]] = []
 
-    async def emit(self, event_type: EventType, data: dict[str, Any], timestamp: dt.datetime | None = None) -> dict[str, Any]:
+    async def emit(self, event_type: EventType, data: dict[str, Any], timestamp: dt.datetime | None = None) -> None:
         message = protocol.envelope(
             event_type, data, session_id=self.session_id, timestamp=timestamp,
             trace_id=self.trace_id, seq=len(self.events) + 1,
         )
         self.events.append(message)
-        return message
 
     def of_type(self, event_type: EventType) -> list[dict[str, Any]]:
         return [e for e in self.events if e["event_type"] == event_type]

@@ -61,8 +61,8 @@ class Tracer:
             "metadata": run.metadata,
         }
 
-    async def emit(self, event_type: EventType, data: dict[str, Any]) -> dict[str, Any]:
-        return await self.sink.emit(event_type, data)
+    async def emit(self, event_type: EventType, data: dict[str, Any]) -> None:
+        await self.sink.emit(event_type, data)
 
     async def start(self, name: str, run_type: RunType, parent: RunRecord | None = None, inputs: dict | None = None, metadata: dict | None = None) -> RunRecord:
         run = RunRecord(name, run_type, parent, inputs or {}, metadata=metadata or {})

@@ -1,10 +1,23 @@
-"""Live fan-out: N sessions each running R traces back to back with the built-in model.
+"""Live fan-out: N sessions each running R traces back to back, against tracesite and the baselines.
 
-    python bench/live.py --sessions 50 --traces 5 --clients 2
+    python bench/live.py --server emitter --sessions 10 50 200 --traces 5 --repeat 5
+    python bench/live.py --server emitter --backend mysql --processes 2 --sessions 50
+    python bench/live.py --server fastapi --sessions 50          # the original guide's design
+    python bench/live.py --server websockets --sessions 50       # bare websockets: the ceiling
+    python bench/live.py --server agent --sessions 50            # the real built-in agent
 
-Starts daphne on the embedded defaults in a fresh data directory (or on DATABASE_URL/REDIS_URL
-if set), then drives it from --clients separate processes (one process saturates first).
-Prints delivered events/s, traces/s, emit→receive latency p50/p99/max, and delivered vs stored.
+Servers:
+  emitter     tracesite under daphne (bench/emitter.py): the product with its agent replaced by
+              one that emits a recorded 36-event trace; every event is persisted and published.
+  agent       tracesite under daphne with the built-in model doing its real SQL work.
+  fastapi     bench/baseline_fastapi.py under uvicorn: sockets in a dict, pydantic, no storage.
+  websockets  bench/baseline_websockets.py: pre-serialised messages, nothing else.
+
+Backends (tracesite only): ``embedded`` (SQLite + in-memory layer, a fresh data directory) or
+``mysql`` (MariaDB database ``tracesite_bench_live`` re-created, Redis db 13 flushed; override
+with BENCH_MYSQL_URL / BENCH_REDIS_URL). Clients run in ``--clients`` separate processes.
+Each event's latency is its ``timestamp`` (set when the agent emitted it) to its arrival.
+Prints one row per run and the medians, with delivered and stored counts (stored only for tracesite).
 """
 
 from __future__ import annotations
@@ -14,7 +27,6 @@ import asyncio
 import json
 import multiprocessing
 import os
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -22,81 +34,198 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+QUESTION = "显示用户表的10条用户数据"
+MYSQL_URL = os.environ.get("BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306/tracesite_bench_live")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 
-async def session(url: str, name: str, traces: int, latencies: list[float], counts: list[int]) -> None:
+# ---------------------------------------------------------------------------------- clients
+
+
+def parse_time(stamp: str) -> float:
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+
+
+async def session(url: str, traces: int, latencies: list[float], counts: list[int]) -> None:
     import websockets
 
-    async with websockets.connect(f"{url}/ws/{name}", max_size=None) as ws:
+    async with websockets.connect(url, max_size=None, compression=None, open_timeout=60) as ws:
         json.loads(await ws.recv())
         for _ in range(traces):
-            await ws.send(json.dumps({"action": "start_agent", "question": "显示用户表的10条用户数据"}))
+            await ws.send(json.dumps({"action": "start_agent", "question": QUESTION}))
             while True:
                 message = json.loads(await ws.recv())
                 received = time.time()
                 if "seq" in message:
-                    sent = datetime.strptime(message["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
-                    latencies.append((received - sent) * 1000)
+                    latencies.append((received - parse_time(message["timestamp"])) * 1000)
                     counts[0] += 1
+                elif message["event_type"] == "error":
+                    raise RuntimeError(f"server error: {message['data']}")
                 if message["event_type"] == "trace_completed":
                     break
 
 
-def client(url: str, names: list[str], traces: int, queue) -> None:
+def client(urls: list[str], traces: int, start, queue) -> None:
     latencies: list[float] = []
     counts = [0]
 
     async def run() -> None:
-        await asyncio.gather(*(session(url, name, traces, latencies, counts) for name in names))
+        await asyncio.gather(*(session(url, traces, latencies, counts) for url in urls))
 
-    asyncio.run(run())
-    queue.put((counts[0], latencies))
+    start.wait()
+    try:
+        asyncio.run(run())
+        queue.put((counts[0], latencies, None))
+    except Exception as exc:
+        queue.put((counts[0], latencies, repr(exc)))
+
+
+def swarm(urls: list[str], traces: int, processes: int) -> tuple[int, list[float], float]:
+    """Run every session (one URL each) from ``processes`` client processes; returns delivered, latencies, seconds."""
+    context = multiprocessing.get_context("spawn")
+    queue, start = context.Queue(), context.Event()
+    workers = [context.Process(target=client, args=(urls[i::processes], traces, start, queue)) for i in range(processes)]
+    for worker in workers:
+        worker.start()
+    time.sleep(1.0)  # let the clients import before the clock starts
+    started = time.perf_counter()
+    start.set()
+    results = [queue.get() for _ in workers]
+    elapsed = time.perf_counter() - started
+    for worker in workers:
+        worker.join()
+    errors = [error for _, _, error in results if error]
+    if errors:
+        raise RuntimeError(f"client failed: {errors[0]}")
+    return sum(count for count, _, _ in results), sorted(v for _, values, _ in results for v in values), elapsed
+
+
+# ---------------------------------------------------------------------------------- servers
+
+
+def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 60) -> None:
+    import socket
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
+def tracesite_env(backend: str, sessions: int) -> dict[str, str]:
+    env = {**os.environ, "TRACESITE_ENV_FILE": "", "OPENAI_API_KEY": "", "LOG_LEVEL": "WARNING", "DJANGO_DEBUG": "0",
+           "DJANGO_SECRET_KEY": "bench-" + "x" * 50, "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+           "TRACE_MAX_CONCURRENT_RUNS": str(sessions * 2), "TRACE_REQUIRE_AUTH": "0", "TRACESITE_DATA_DIR": tempfile.mkdtemp(prefix="tracesite-bench-"),
+           "PYTHONPATH": str(ROOT)}
+    if backend == "mysql":
+        import MySQLdb
+        import redis
+
+        parts = urlsplit(MYSQL_URL)
+        conn = MySQLdb.connect(host=parts.hostname, port=parts.port or 3306, user=parts.username or "root", passwd=parts.password or "")
+        name = parts.path.lstrip("/")
+        conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
+        conn.cursor().execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+        conn.close()
+        redis.Redis.from_url(REDIS_URL).flushdb()
+        env.update(DATABASE_URL=MYSQL_URL, REDIS_URL=REDIS_URL)
+    else:
+        env.pop("DATABASE_URL", None)
+        env.pop("REDIS_URL", None)
+    return env
+
+
+def start_servers(kind: str, backend: str, processes: int, port: int, sessions: int) -> tuple[list[subprocess.Popen], dict[str, str]]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if kind in ("emitter", "agent"):
+        env = tracesite_env(backend, sessions)
+        for command in (["migrate", "--noinput", "-v0"], ["seeddemo", "-v0"]):
+            subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+        target = "bench.emitter:application" if kind == "emitter" else "tracesite.asgi:application"
+        commands = [[sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port + i), target] for i in range(processes)]
+    elif kind == "fastapi":
+        commands = [[sys.executable, "-m", "uvicorn", "bench.baseline_fastapi:app", "--port", str(port), "--log-level", "warning"]]
+    else:
+        commands = [[sys.executable, "bench/baseline_websockets.py", "--port", str(port)]]
+    log = open(Path(tempfile.gettempdir()) / "tracesite-bench-server.log", "w")  # noqa: SIM115
+    servers = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT) for command in commands]
+    for i, server in enumerate(servers):
+        wait_for_port(port + i, server)
+    return servers, env
+
+
+def stored_events(env: dict[str, str], prefix: str) -> int:
+    """Events persisted for the traces of sessions named ``prefix…``, read by a separate process."""
+    code = ("from traces.models import Event; "
+            f"print(Event.objects.filter(trace__session_id__startswith={prefix!r}).count())")
+    out = subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    return int(out.stdout.split()[-1])
+
+
+# ---------------------------------------------------------------------------------- main
+
+
+def percentile(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sessions", type=int, default=50)
-    parser.add_argument("--traces", type=int, default=5)
-    parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--server", choices=["emitter", "agent", "fastapi", "websockets"], default="emitter")
+    parser.add_argument("--backend", choices=["embedded", "mysql"], default="embedded")
+    parser.add_argument("--processes", type=int, default=1, help="daphne processes (tracesite only); sessions alternate")
+    parser.add_argument("--sessions", type=int, nargs="+", default=[50])
+    parser.add_argument("--traces", type=int, default=5, help="traces per session, back to back")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--clients", type=int, default=2, help="client processes")
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()
+    if args.server in ("fastapi", "websockets") and args.processes != 1:
+        parser.error("the baselines run as one process")
 
-    data = tempfile.mkdtemp(prefix="tracesite-bench-")
-    env = {**os.environ, "TRACESITE_DATA_DIR": data, "TRACESITE_ENV_FILE": "", "OPENAI_API_KEY": "", "LOG_LEVEL": "WARNING",
-           "TRACE_MAX_CONCURRENT_RUNS": str(args.sessions * 2)}
-    for command in (["migrate", "--noinput", "-v0"], ["seeddemo", "-v0"]):
-        subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True)
-    server = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(args.port), "tracesite.asgi:application"],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    servers, env = start_servers(args.server, args.backend, args.processes, args.port, max(args.sessions))
+    persisted = args.server in ("emitter", "agent")
+    label = f"{args.server} {args.backend if persisted else ''} x{args.processes}".replace("  ", " ")
+    summary = []
     try:
-        time.sleep(3)
-        url = f"ws://127.0.0.1:{args.port}"
-        names = [f"bench-{i}" for i in range(args.sessions)]
-        queue = multiprocessing.Queue()
-        started = time.perf_counter()
-        workers = [multiprocessing.Process(target=client, args=(url, names[i::args.clients], args.traces, queue)) for i in range(args.clients)]
-        for worker in workers:
-            worker.start()
-        results = [queue.get() for _ in workers]
-        for worker in workers:
-            worker.join()
-        elapsed = time.perf_counter() - started
+        for sessions in args.sessions:
+            rows = []
+            for run in range(args.repeat):
+                prefix = f"b{sessions}r{run}-"
+                urls = [f"ws://127.0.0.1:{args.port + i % args.processes}/ws/{prefix}{i}" for i in range(sessions)]
+                delivered, latencies, elapsed = swarm(urls, args.traces, min(args.clients, sessions))
+                stored = stored_events(env, prefix) if persisted else None
+                row = {"delivered": delivered, "stored": stored, "events_s": delivered / elapsed,
+                       "traces_s": sessions * args.traces / elapsed, "p50": statistics.median(latencies),
+                       "p99": percentile(latencies, 0.99), "max": latencies[-1]}
+                rows.append(row)
+                print(f"{label} {sessions}x{args.traces} run {run + 1}: delivered {delivered} stored {stored} "
+                      f"{row['events_s']:.0f} ev/s {row['traces_s']:.1f} traces/s p50 {row['p50']:.1f} "
+                      f"p99 {row['p99']:.1f} max {row['max']:.1f} ms", flush=True)
+            median = {key: statistics.median(r[key] for r in rows) for key in ("events_s", "traces_s", "p50", "p99", "max")}
+            lost = sum(r["delivered"] - r["stored"] for r in rows) if persisted else None
+            summary.append((sessions, rows, median, lost))
     finally:
-        server.terminate()
-        server.wait(10)
-    delivered = sum(count for count, _ in results)
-    latencies = sorted(value for _, values in results for value in values)
-    stored = "?"
-    if not os.environ.get("DATABASE_URL"):
-        with sqlite3.connect(Path(data) / "tracesite.sqlite3") as db:
-            stored = db.execute("SELECT COUNT(*) FROM traces_event").fetchone()[0]
-    p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
-    print(f"sessions={args.sessions} traces/session={args.traces} client processes={args.clients}")
-    print(f"delivered {delivered} events, stored {stored}, in {elapsed:.1f} s")
-    print(f"events/s {delivered / elapsed:.0f}   traces/s {args.sessions * args.traces / elapsed:.1f}")
-    print(f"latency ms p50 {statistics.median(latencies):.1f}  p99 {p(0.99):.1f}  max {latencies[-1]:.1f}")
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            server.wait(15)
+    print(f"\n| server | sessions × traces | events/s | traces/s | p50 ms | p99 ms | max ms | delivered − stored |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for sessions, rows, m, lost in summary:
+        print(f"| {label} | {sessions} × {args.traces} | {m['events_s']:,.0f} | {m['traces_s']:.1f} | {m['p50']:.1f} | "
+              f"{m['p99']:.1f} | {m['max']:.1f} | {'n/a' if lost is None else lost} |")
+    print(json.dumps({"label": label, "traces": args.traces, "results": [
+        {"sessions": s, "median": m, "lost": lost, "runs": rows} for s, rows, m, lost in summary]}), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -127,11 +127,14 @@ async def test_it_projects_events_onto_the_trace_and_run_rows():
     assert all(t.parent_id in {s.id for s in steps} and t.total_tokens == 15 for t in thinks)
 
 
-async def test_it_returns_the_envelope_as_sent():
+async def test_submit_gives_the_envelope_as_stored_and_sent():
     store = EventStore(channel_layer=InMemoryChannelLayer())
     recorder = TraceRecorder(session_id="s2", store=store)
-    sent = await recorder.emit(EventType.TRACE_STARTED, {"trace_id": str(recorder.trace_id), "request": "q", "metadata": {}})
+    future = await recorder.submit(EventType.TRACE_STARTED, {"trace_id": str(recorder.trace_id), "request": "q", "metadata": {}})
+    seq, text = await future
+    sent = protocol.loads(text)
     await store.aclose()
+    assert seq == 1
     assert sent["seq"] == 1 and sent["replay"] is False and sent["session_id"] == "s2"
     assert sent["message_id"] == f"trace_started_{recorder.trace_id.hex}_1"
     event = await Event.objects.aget(trace_id=recorder.trace_id, seq=1)

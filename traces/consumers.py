@@ -14,6 +14,7 @@ import time
 import uuid
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -22,6 +23,7 @@ from django.utils import timezone
 
 from agents.config import model_label
 from traces import protocol
+from traces.backpressure import SendBuffer
 from traces.live import live_runs, sockets
 from traces.metrics import CONNECTIONS, MESSAGES_IN, MESSAGES_OUT, REJECTED
 from traces.models import Event, Trace
@@ -95,6 +97,17 @@ def _events_after(trace_id: uuid.UUID, after_seq: int, up_to: int | None = None,
 class TraceConsumer(AsyncWebsocketConsumer):
     session_id: str = ""
     user = None
+    dropped = False
+    send_buffer = SendBuffer(None)
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels' dispatch first closes stale database connections on the sync thread: a thread
+        # hop per message, per socket, which cost more than the rest of delivering a live event.
+        # Every database call here runs through database_sync_to_async, which does that itself.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']}")
+        await handler(message)
 
     # ------------------------------------------------------------------ connection
 
@@ -123,6 +136,8 @@ class TraceConsumer(AsyncWebsocketConsumer):
         except Exception as exc:  # the layer is down: history, resume and replay still work
             logger.warning("channel layer unavailable, socket accepted without live events: %r", exc)
         await self.accept()
+        self.send_buffer = SendBuffer(self.base_send)
+        self.dropped = False
         self.refresher = asyncio.create_task(self._refresh_groups())
         sockets.connections += 1
         sockets.sessions[self.session_id] += 1
@@ -362,4 +377,26 @@ class TraceConsumer(AsyncWebsocketConsumer):
 
     async def _send_text(self, text: str, event_type: EventType | None) -> None:
         MESSAGES_OUT.labels(str(event_type) if event_type else "trace_event").inc()
+        if self.dropped:
+            return
         await self.send(text_data=text)
+        pending = self.send_buffer.pending()
+        if pending is not None and pending > settings.TRACE_SEND_BUFFER_BYTES:
+            await self._wait_for_client()
+
+    async def _wait_for_client(self) -> None:
+        """Backpressure: more than TRACE_SEND_BUFFER_BYTES wait for this client. Let it catch up
+        (to half of that) within TRACE_SLOW_CLIENT_SECONDS, or drop it rather than buffer its
+        events without bound. Only this socket waits; its missed live events are stored, and a
+        reconnect resumes by seq (``subscribe_trace`` + ``after_seq``). A run it started goes on.
+        """
+        deadline = time.monotonic() + settings.TRACE_SLOW_CLIENT_SECONDS
+        while (pending := self.send_buffer.pending() or 0) > settings.TRACE_SEND_BUFFER_BYTES // 2:
+            if time.monotonic() > deadline:
+                REJECTED.labels("slow_client").inc()
+                logger.warning("dropping a slow client session=%s: %d bytes unsent after %ss", self.session_id, pending,
+                               settings.TRACE_SLOW_CLIENT_SECONDS)
+                self.dropped = True
+                self.send_buffer.abort()
+                return
+            await asyncio.sleep(0.02)

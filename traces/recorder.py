@@ -1,6 +1,7 @@
 """The recorder: the trace sink the agent reports to.
 
-``TraceRecorder.emit()`` hands an event to the process's ``EventStore``, which
+``TraceRecorder.emit()`` hands an event to the process's ``EventStore`` and returns without
+waiting for the database (the agent is not slowed by it; see "pipelining" below). The store
 
 1. numbers it (``seq`` 1, 2, 3... per trace, no gaps),
 2. writes it, together with the trace and run rows it changes, in one transaction per
@@ -10,13 +11,19 @@
    group and, for trace start/end, the all-traces feed.
 
 So an event is delivered only after it is stored; if delivery fails (the channel layer is
-down) it is still stored, and clients backfill from the database by ``seq``. If storing
-fails after retries, ``emit()`` raises ``TraceStoreError`` and nothing is delivered.
+down) it is still stored, and clients backfill from the database by ``seq``.
+
+Pipelining: a trace may have up to ``MAX_IN_FLIGHT`` events queued or being written; the
+agent goes on meanwhile, so batches fill from every running trace at once. ``trace_completed``
+waits until everything before it is stored, so a finished run is a stored run. If storing fails
+after retries, that event and every later event of the trace are refused (nothing is delivered,
+the stored trace has no holes), and the trace's next ``emit()`` raises ``TraceStoreError``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import datetime as dt
 import logging
@@ -42,6 +49,7 @@ MAX_BATCH = 500
 RETRY_DELAYS = (0.1, 0.3, 1.0, 2.0, 4.0)
 PUBLISH_TIMEOUT = 5.0
 PUBLISH_CONCURRENCY = 4
+MAX_IN_FLIGHT = 256  # events of one trace queued or being written before emit() waits
 
 # One thread writes for the whole process: a single connection, batches in order.
 _writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trace-recorder")
@@ -61,6 +69,7 @@ class TraceState:
     user_id: int | None = None
     runs: dict[uuid.UUID, dict[str, Any]] = dataclasses.field(default_factory=dict)
     last_seq: int = 0
+    failed: bool = False  # an event could not be stored: refuse the rest, so the trace has no holes
 
 
 @dataclasses.dataclass
@@ -238,32 +247,52 @@ class EventStore:
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            items = await self._take_batch()
-            started = time.perf_counter()
+            taken = await self._take_batch()
             try:
-                batch = await loop.run_in_executor(_writer_thread, _write_with_retries, items)
-            except Exception as exc:  # the database stayed down: fail these emits, deliver nothing
-                if self.store_ok:
-                    logger.error("trace history unavailable, %d event(s) not stored: %s", len(items), exc)
-                self.store_ok = False
-                for item in items:
-                    if not item.future.done():
-                        item.future.set_exception(TraceStoreError(f"trace history unavailable: {exc}"))
-                continue
-            if not self.store_ok:
-                logger.warning("trace history writable again")
-                self.store_ok = True
-            batch.commit(items)
-            EVENT_PERSIST_SECONDS.observe(time.perf_counter() - started)
+                await self._write(loop, taken)
+            finally:
+                for _ in taken:
+                    self.queue.task_done()
+
+    async def _write(self, loop: asyncio.AbstractEventLoop, taken: list[Pending]) -> None:
+        """Store one batch, then hand it to the publisher; failures fail the events' futures."""
+        items = []
+        for item in taken:
+            if item.state.failed:
+                _fail(item, TraceStoreError("trace history unavailable: an earlier event of this trace was not stored"))
+            else:
+                items.append(item)
+        if not items:
+            return
+        started = time.perf_counter()
+        try:
+            batch = await loop.run_in_executor(_writer_thread, _write_with_retries, items)
+        except Exception as exc:  # the database stayed down: fail these events, deliver nothing
+            if self.store_ok:
+                logger.error("trace history unavailable, %d event(s) not stored: %s", len(items), exc)
+            self.store_ok = False
             for item in items:
-                if not item.future.done():
-                    item.future.set_result((item.seq, item.text))
-                _count(item)
-            await self.published.put(items)
+                item.state.failed = True
+                _fail(item, TraceStoreError(f"trace history unavailable: {exc}"))
+            return
+        if not self.store_ok:
+            logger.warning("trace history writable again")
+            self.store_ok = True
+        batch.commit(items)
+        EVENT_PERSIST_SECONDS.observe(time.perf_counter() - started)
+        for item in items:
+            if not item.future.done():
+                item.future.set_result((item.seq, item.text))
+            _count(item)
+        await self.published.put(items)
 
     async def _publish_loop(self) -> None:
         while True:
-            await self._publish(await self.published.get())
+            items = await self.published.get()
+            try:
+                await self._publish(items)
+            finally:
+                self.published.task_done()
 
     async def _publish(self, items: list[Pending]) -> None:
         """Deliver one committed batch: in order within each group, groups concurrently."""
@@ -298,16 +327,20 @@ class EventStore:
             self.delivery_ok = True
 
     async def drain(self) -> None:
-        """Wait until everything submitted so far is stored and published."""
-        while not self.queue.empty() or not self.published.empty():
-            await asyncio.sleep(0.005)
-        await asyncio.sleep(0)
+        """Wait until everything submitted so far is stored and published (or has failed)."""
+        await self.queue.join()
+        await self.published.join()
 
     async def aclose(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+
+
+def _fail(item: Pending, error: TraceStoreError) -> None:
+    if not item.future.done():
+        item.future.set_exception(error)
 
 
 def _count(item: Pending) -> None:
@@ -349,7 +382,7 @@ def get_event_store() -> EventStore:
 
 
 class TraceRecorder:
-    """The ``TraceSink`` for one trace: persists, then publishes, each event the agent emits."""
+    """The ``TraceSink`` for one trace: queues each event the agent emits to be stored, then published."""
 
     def __init__(
         self,
@@ -364,6 +397,8 @@ class TraceRecorder:
         self.trace_id = trace_id or uuid.uuid4()
         self.session_id = session_id
         self.store = store or get_event_store()
+        self.in_flight: collections.deque[asyncio.Future] = collections.deque()
+        self.failure: TraceStoreError | None = None
         now = protocol.utcnow()
         self.state = TraceState(
             trace_id=self.trace_id,
@@ -376,14 +411,47 @@ class TraceRecorder:
             },
         )
 
-    async def emit(self, event_type: EventType, data: dict[str, Any], timestamp: dt.datetime | None = None) -> dict[str, Any]:
-        """Store the event and queue it for delivery; returns the envelope as sent."""
+    async def emit(self, event_type: EventType, data: dict[str, Any], timestamp: dt.datetime | None = None) -> None:
+        """Queue the event; it is stored, then delivered, shortly after. See the module docstring."""
+        await self.submit(event_type, data, timestamp)
+
+    async def submit(self, event_type: EventType, data: dict[str, Any], timestamp: dt.datetime | None = None) -> asyncio.Future:
+        """Queue the event; returns a future of ``(seq, envelope text)`` that resolves once it is stored.
+
+        Raises ``TraceStoreError`` if an earlier event of this trace could not be stored.
+        """
         if event_type not in protocol.TRACE_EVENTS:
             raise ValueError(f"{event_type} is not a trace event")
+        if self.failure is not None:
+            raise self.failure
         future = asyncio.get_running_loop().create_future()
+        future.add_done_callback(self._settled)
         await self.store.submit(Pending(self.state, event_type, data, timestamp or protocol.utcnow(), future))
-        seq, text = await future
-        return protocol.loads(text)
+        self.in_flight.append(future)
+        while self.in_flight and self.in_flight[0].done():
+            self.in_flight.popleft()
+        if event_type == EventType.TRACE_COMPLETED:
+            await self.flush()
+        elif len(self.in_flight) >= MAX_IN_FLIGHT:
+            await asyncio.wait([self.in_flight[0]])
+        return future
+
+    def _settled(self, future: asyncio.Future) -> None:
+        if not future.cancelled() and future.exception() is not None and self.failure is None:
+            self.failure = future.exception()
+
+    async def flush(self) -> None:
+        """Wait until every event emitted so far is stored; raises ``TraceStoreError`` if one was not."""
+        if self.in_flight:
+            await asyncio.wait(list(self.in_flight))
+            self.in_flight.clear()
+        if self.failure is not None:
+            raise self.failure
+
+    def reset_failure(self) -> None:
+        """Accept events again after a failure (to record how the trace ended once the database is back)."""
+        self.failure = None
+        self.state.failed = False
 
     @property
     def last_seq(self) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 
 from agents.config import build_agent
 from agents.loop import Agent, AgentResult
+from traces import protocol
 from traces.protocol import EventType, TraceOutcome
 from traces.recorder import EventStore, TraceRecorder, TraceStoreError
 
@@ -28,17 +29,18 @@ class ObservedRecorder(TraceRecorder):
         super().__init__(**kwargs)
         self.listener = listener
 
-    async def emit(self, event_type: EventType, data: dict[str, Any], timestamp=None) -> dict[str, Any]:
-        message = await super().emit(event_type, data, timestamp)
+    async def emit(self, event_type: EventType, data: dict[str, Any], timestamp=None) -> None:
+        future = await self.submit(event_type, data, timestamp)
         if self.listener is not None:
+            # The listener is shown only what is stored: wait for this event's batch.
+            _, text = await future
             try:
-                result = self.listener(message)
+                result = self.listener(protocol.loads(text))
                 if asyncio.iscoroutine(result):
                     await result
             except Exception as exc:  # a closed terminal must not fail the recorded run
                 logger.warning("trace listener failed and was detached: %r", exc)
                 self.listener = None
-        return message
 
 
 FINALIZE_ATTEMPTS = 60
@@ -48,6 +50,7 @@ FINALIZE_INTERVAL = 5.0
 async def close_when_writable(recorder: TraceRecorder, error: str) -> bool:
     """Retry recording the end of a trace whose database went away mid-run."""
     for _ in range(FINALIZE_ATTEMPTS):
+        recorder.reset_failure()
         try:
             await recorder.emit(EventType.TRACE_COMPLETED, {
                 "trace_id": str(recorder.trace_id), "duration_ms": None, "total_runs": None, "status": str(TraceOutcome.ERROR),
@@ -84,6 +87,7 @@ async def run_trace(
     logger.info("run started trace=%s session=%s source=%s model=%s", recorder.trace_id, session_id, source, agent.model.name)
     try:
         result = await agent.run(question, recorder)
+        await recorder.flush()
     except TraceStoreError as exc:
         # The history database went away and the agent could not even record its failure:
         # record it as soon as the database is back, so it is never left looking like it runs.

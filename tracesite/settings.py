@@ -145,6 +145,10 @@ AGENT_QUERY_TIMEOUT = env.number("AGENT_QUERY_TIMEOUT", 5.0, minimum=0.1)
 # The live service.
 TRACE_REQUIRE_AUTH = env.boolean("TRACE_REQUIRE_AUTH", default=not DEBUG)
 TRACE_RATE_LIMIT = env.integer("TRACE_RATE_LIMIT", 10, minimum=1)
+# A client that stops reading: above this many unsent bytes its socket waits for it to catch up,
+# and is dropped if it has not within TRACE_SLOW_CLIENT_SECONDS (it resumes by seq on return).
+TRACE_SEND_BUFFER_BYTES = env.integer("TRACE_SEND_BUFFER_BYTES", 1024 * 1024, minimum=16 * 1024)
+TRACE_SLOW_CLIENT_SECONDS = env.number("TRACE_SLOW_CLIENT_SECONDS", 10.0, minimum=0.1)
 TRACE_MAX_CONCURRENT_RUNS = env.integer("TRACE_MAX_CONCURRENT_RUNS", 20, minimum=1)
 # Seconds between a socket re-joining its channel-layer groups (after a Redis restart, expiry).
 TRACE_GROUP_REFRESH = env.number("TRACE_GROUP_REFRESH", 30.0, minimum=0.1)

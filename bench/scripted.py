@@ -1,0 +1,96 @@
+"""A recorded trace, emitted again: the agent stand-in for the emitter-only benchmarks.
+
+``bench/trace.json`` is one run of the built-in model on "显示用户表的10条用户数据" (36 events,
+about 1 KB each). ``ScriptedAgent`` emits the same events through whatever sink it is given,
+with fresh trace and run ids, so a benchmark measures the live path (consumer, recorder, database,
+channel layer, server), not the agent's own SQL work. The baselines send the same sequence.
+
+    python bench/scripted.py          # re-record bench/trace.json with the built-in model
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+TRACE_FILE = Path(__file__).resolve().parent / "trace.json"
+QUESTION = "显示用户表的10条用户数据"
+UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+@cache
+def recorded() -> list[tuple[str, dict[str, Any]]]:
+    return [(event["event_type"], event["data"]) for event in json.loads(TRACE_FILE.read_text())]
+
+
+def fresh_events(trace_id: uuid.UUID) -> list[tuple[str, dict[str, Any]]]:
+    """The recorded events with the trace id replaced and every run id made new."""
+    ids: dict[str, str] = {}
+    first = recorded()[0][1]["trace_id"]
+    ids[first] = str(trace_id)
+
+    def swap(value: Any) -> Any:
+        if isinstance(value, str) and UUID_RE.fullmatch(value):
+            return ids.setdefault(value, str(uuid.uuid4()))
+        if isinstance(value, dict):
+            return {key: swap(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [swap(item) for item in value]
+        return value
+
+    return [(kind, swap(data)) for kind, data in recorded()]
+
+
+class ScriptedModel:
+    name = "scripted"
+
+
+class ScriptedAgent:
+    """Quacks like ``agents.loop.Agent`` for ``traces.runner.run_trace``."""
+
+    name = "sql_agent"
+    model = ScriptedModel()
+
+    async def run(self, question: str, sink, metadata: dict[str, Any] | None = None):
+        from agents.loop import AgentResult
+        from traces.protocol import EventType, TraceOutcome
+
+        for kind, data in fresh_events(sink.trace_id):
+            await sink.emit(EventType(kind), data)
+        return AgentResult(TraceOutcome.SUCCESS, data.get("final_response", ""), stopped_by="answer")
+
+
+def record() -> None:
+    import asyncio
+    import os
+    import sys
+    import tempfile
+
+    sys.path.insert(0, str(TRACE_FILE.parent.parent))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tracesite.settings")
+    import django
+
+    django.setup()
+    from agents import demo
+    from agents.config import build_agent
+    from agents.database import SqlDatabase
+    from agents.sink import ListSink
+    from tracesite import env
+
+    path = Path(tempfile.mkdtemp()) / "demo.sqlite3"
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        demo.create(conn.cursor(), "sqlite", "?")
+    sink = ListSink(session_id="bench")
+    asyncio.run(build_agent("builtin", database=SqlDatabase(env.sqlite_database(path))).run(QUESTION, sink))
+    TRACE_FILE.write_text(json.dumps(sink.events, ensure_ascii=False, indent=1) + "\n")
+    print(f"{len(sink.events)} events written to {TRACE_FILE}")
+
+
+if __name__ == "__main__":
+    record()

@@ -43,7 +43,7 @@ def test_it_uses_embedded_defaults(load, tmp_path):
     assert s["DATABASES"]["default"]["NAME"] == str(tmp_path / "data" / "tracesite.sqlite3")
     assert s["DATABASES"]["agent"]["NAME"] == str(tmp_path / "data" / "demo.sqlite3")
     assert "journal_mode=WAL" in s["DATABASES"]["default"]["OPTIONS"]["init_command"]
-    assert s["CHANNEL_LAYERS"]["default"]["BACKEND"] == "channels.layers.InMemoryChannelLayer"
+    assert s["CHANNEL_LAYERS"]["default"]["BACKEND"] == "traces.layers.InMemoryChannelLayer"
     assert s["OPENAI_API_KEY"] == ""
     assert s["TRACE_REQUIRE_AUTH"] is False
     assert s["CONN_MAX_AGE"] == 0

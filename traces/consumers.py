@@ -15,15 +15,14 @@ import uuid
 from typing import Any
 
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from django.db import close_old_connections
 from django.utils import timezone
 
 from agents.config import model_label
 from traces import protocol
 from traces.backpressure import SendBuffer
+from traces.db import live_read
 from traces.live import live_runs, sockets
 from traces.metrics import CONNECTIONS, MESSAGES_IN, MESSAGES_OUT, REJECTED
 from traces.models import Event, Trace
@@ -63,9 +62,8 @@ class RateLimiter:
         return self.refused_in_a_row > self.rate * FLOOD_STRIKES
 
 
-@database_sync_to_async
+@live_read
 def _active_trace(session_id: str, owner: int | None) -> tuple[str | None, int]:
-    close_old_connections()
     # A run older than STALE_AFTER without finishing died with its process; it does not block the session.
     traces = Trace.objects.running().for_session(session_id).filter(started_at__gte=timezone.now() - STALE_AFTER)
     traces = traces.filter(user_id=owner) if settings.TRACE_REQUIRE_AUTH else traces
@@ -73,10 +71,9 @@ def _active_trace(session_id: str, owner: int | None) -> tuple[str | None, int]:
     return (str(trace.pk), trace.last_seq) if trace else (None, 0)
 
 
-@database_sync_to_async
+@live_read
 def _visible_trace(trace_id: uuid.UUID, user) -> Trace | None | bool:
     """The trace, None if it does not exist, False if this user may not see it."""
-    close_old_connections()
     trace = Trace.objects.filter(pk=trace_id).only("id", "user_id", "status", "last_seq").first()
     if trace is None:
         return None
@@ -85,9 +82,8 @@ def _visible_trace(trace_id: uuid.UUID, user) -> Trace | None | bool:
     return trace
 
 
-@database_sync_to_async
+@live_read
 def _events_after(trace_id: uuid.UUID, after_seq: int, up_to: int | None = None, limit: int = BACKFILL_CHUNK) -> list[tuple[int, Any, str]]:
-    close_old_connections()
     events = Event.objects.filter(trace_id=trace_id, seq__gt=after_seq)
     if up_to is not None:
         events = events.filter(seq__lte=up_to)
@@ -103,7 +99,7 @@ class TraceConsumer(AsyncWebsocketConsumer):
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels' dispatch first closes stale database connections on the sync thread: a thread
         # hop per message, per socket, which cost more than the rest of delivering a live event.
-        # Every database call here runs through database_sync_to_async, which does that itself.
+        # Its database reads run on traces.db's reader threads (or database_sync_to_async), which manage theirs.
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"no handler for message type {message['type']}")

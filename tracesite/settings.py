@@ -93,7 +93,7 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "BACKEND": "traces.layers.InMemoryChannelLayer",
             "CONFIG": {"capacity": env.integer("CHANNEL_CAPACITY", 1000, minimum=10), "expiry": 60},
         }
     }

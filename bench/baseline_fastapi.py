@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel
 
-from bench.scripted import fresh_events
+from bench.scripted import fresh_events, gap
 
 
 class WebSocketMessage(BaseModel):
@@ -56,12 +56,14 @@ app = FastAPI()
 
 
 async def run_agent(session_id: str) -> None:
-    trace_id = uuid.uuid4()
+    trace_id, pause = uuid.uuid4(), gap()
     for seq, (kind, data) in enumerate(fresh_events(trace_id), start=1):
         await manager.send_message(session_id, WebSocketMessage(
             event_type=kind, timestamp=now(), message_id=f"{kind}_{trace_id.hex}_{seq}", session_id=session_id,
             data=data, trace_id=str(trace_id), seq=seq,
         ))
+        if pause:
+            await asyncio.sleep(pause)
 
 
 @app.websocket("/ws/{session_id}")

@@ -19,7 +19,7 @@ import orjson
 from websockets.asyncio.server import serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.scripted import fresh_events  # noqa: E402
+from bench.scripted import fresh_events, gap  # noqa: E402
 
 
 def now() -> str:
@@ -33,11 +33,19 @@ async def handler(websocket) -> None:
     async for frame in websocket:
         if orjson.loads(frame).get("action") != "start_agent":
             continue
-        trace_id, stamp = uuid.uuid4(), now()
+        trace_id, stamp, pause = uuid.uuid4(), now(), gap()
+        events = list(enumerate(fresh_events(trace_id), start=1))
+        if pause:  # paced: each message stamped when it is due, so latency means the same as elsewhere
+            for seq, (kind, data) in events:
+                await websocket.send(orjson.dumps({"event_type": kind, "timestamp": now(), "message_id": f"{kind}_{trace_id.hex}_{seq}",
+                                                   "session_id": session_id, "data": data, "trace_id": str(trace_id), "seq": seq,
+                                                   "replay": False}).decode())
+                await asyncio.sleep(pause)
+            continue
         messages = [orjson.dumps({"event_type": kind, "timestamp": stamp, "message_id": f"{kind}_{trace_id.hex}_{seq}",
                                   "session_id": session_id, "data": data, "trace_id": str(trace_id), "seq": seq,
                                   "replay": False}).decode()
-                    for seq, (kind, data) in enumerate(fresh_events(trace_id), start=1)]
+                    for seq, (kind, data) in events]
         for message in messages:
             await websocket.send(message)
 

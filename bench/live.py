@@ -5,6 +5,8 @@
     python bench/live.py --server fastapi --sessions 50          # the original guide's design
     python bench/live.py --server websockets --sessions 50       # bare websockets: the ceiling
     python bench/live.py --server agent --sessions 50            # the real built-in agent
+    python bench/live.py --server emitter --gap-ms 50            # paced like an agent: latency below saturation
+    python bench/live.py --server emitter --asgi uvicorn         # tracesite under uvicorn instead of daphne
 
 Servers:
   emitter     tracesite under daphne (bench/emitter.py): the product with its agent replaced by
@@ -144,14 +146,19 @@ def tracesite_env(backend: str, sessions: int) -> dict[str, str]:
     return env
 
 
-def start_servers(kind: str, backend: str, processes: int, port: int, sessions: int) -> tuple[list[subprocess.Popen], dict[str, str]]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def start_servers(kind: str, backend: str, processes: int, port: int, sessions: int, asgi: str = "daphne",
+                  gap_ms: float = 0) -> tuple[list[subprocess.Popen], dict[str, str]]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_EVENT_GAP_MS": str(gap_ms)}
     if kind in ("emitter", "agent"):
-        env = tracesite_env(backend, sessions)
+        env = {**tracesite_env(backend, sessions), "BENCH_EVENT_GAP_MS": str(gap_ms)}
         for command in (["migrate", "--noinput", "-v0"], ["seeddemo", "-v0"]):
             subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
         target = "bench.emitter:application" if kind == "emitter" else "tracesite.asgi:application"
-        commands = [[sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port + i), target] for i in range(processes)]
+        if asgi == "uvicorn":
+            commands = [[sys.executable, "-m", "uvicorn", target, "--port", str(port + i), "--log-level", "warning",
+                         "--ws-per-message-deflate", "false"] for i in range(processes)]
+        else:
+            commands = [[sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port + i), target] for i in range(processes)]
     elif kind == "fastapi":
         commands = [[sys.executable, "-m", "uvicorn", "bench.baseline_fastapi:app", "--port", str(port), "--log-level", "warning"]]
     else:
@@ -188,13 +195,17 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--clients", type=int, default=2, help="client processes")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--asgi", choices=["daphne", "uvicorn"], default="daphne", help="the server tracesite runs under")
+    parser.add_argument("--gap-ms", type=float, default=0,
+                        help="pause between a trace's events (emitter and baselines): paces the load like an agent; 0 = back to back")
     args = parser.parse_args()
     if args.server in ("fastapi", "websockets") and args.processes != 1:
         parser.error("the baselines run as one process")
 
-    servers, env = start_servers(args.server, args.backend, args.processes, args.port, max(args.sessions))
+    servers, env = start_servers(args.server, args.backend, args.processes, args.port, max(args.sessions), args.asgi, args.gap_ms)
     persisted = args.server in ("emitter", "agent")
-    label = f"{args.server} {args.backend if persisted else ''} x{args.processes}".replace("  ", " ")
+    label = " ".join(filter(None, [args.server, args.backend if persisted else "", args.asgi if persisted and args.asgi != "daphne" else "",
+                                   f"x{args.processes}", f"gap {args.gap_ms:g} ms" if args.gap_ms else ""]))
     summary = []
     try:
         for sessions in args.sessions:

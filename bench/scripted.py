@@ -10,7 +10,9 @@ channel layer, server), not the agent's own SQL work. The baselines send the sam
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import re
 import uuid
 from functools import cache
@@ -20,6 +22,11 @@ from typing import Any
 TRACE_FILE = Path(__file__).resolve().parent / "trace.json"
 QUESTION = "显示用户表的10条用户数据"
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def gap() -> float:
+    """Seconds between events (BENCH_EVENT_GAP_MS): 0 emits back to back, more paces the run like an agent."""
+    return float(os.environ.get("BENCH_EVENT_GAP_MS") or 0) / 1000
 
 
 @cache
@@ -59,8 +66,11 @@ class ScriptedAgent:
         from agents.loop import AgentResult
         from traces.protocol import EventType, TraceOutcome
 
+        pause = gap()
         for kind, data in fresh_events(sink.trace_id):
             await sink.emit(EventType(kind), data)
+            if pause:
+                await asyncio.sleep(pause)
         return AgentResult(TraceOutcome.SUCCESS, data.get("final_response", ""), stopped_by="answer")
 
 

@@ -1,0 +1,49 @@
+"""The benchmark scripts run, at a tiny scale, so they keep working; figures are in docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str, timeout: float = 180) -> str:
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return result.stdout
+
+
+@pytest.mark.parametrize("server", ["emitter", "agent", "fastapi", "websockets"])
+def test_live_fan_out_runs_and_loses_nothing(server):
+    out = run("bench/live.py", "--server", server, "--sessions", "3", "--traces", "2", "--repeat", "1", "--clients", "1",
+              "--port", str(8900 + ["emitter", "agent", "fastapi", "websockets"].index(server) * 10))
+    row = re.search(r"run 1: delivered (\d+) stored (\w+) ", out)
+    assert row, out
+    delivered = int(row.group(1))
+    assert delivered >= 3 * 2 * 30  # every trace arrived whole (36–39 events each)
+    if server in ("emitter", "agent"):
+        assert row.group(2) == str(delivered)  # zero loss: delivered = stored
+    if server != "agent":
+        assert delivered == 3 * 2 * 36  # the recorded trace, event for event
+
+
+def test_replay_runs():
+    out = run("bench/replay.py", "--events", "200", "--repeat", "1", "--port", "8950")
+    assert re.search(r"replay run 1: 200 events", out), out
+    assert "| embedded | detail page, 200 events |" in out
+
+
+def test_connections_runs_and_the_broadcast_reaches_every_socket():
+    out = run("bench/connections.py", "--sockets", "40", "--clients", "2", "--port", "8960")
+    assert "| 40 / 40 |" in out.replace(",", ""), out
+
+
+def test_soak_runs_and_checks_itself():
+    out = run("bench/soak.py", "--minutes", "0.3", "--sessions", "3", "--drop", "0.05", "--port", "8970", timeout=240)
+    assert "OK: no loss" in out, out

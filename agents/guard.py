@@ -83,6 +83,8 @@ def check(sql: str, vendor: str, row_limit: int, database: str | None = None) ->
         statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
     except (ParseError, TokenError) as exc:
         raise SqlRejected(f"the query could not be parsed as {dialect} SQL: {str(exc).splitlines()[0][:200]}") from None
+    except Exception:  # the parser's own bugs (e.g. IndexError on "SHOW TABLE"): refuse, never crash
+        raise SqlRejected(f"the query could not be parsed as {dialect} SQL") from None
     if len(statements) == 1 and isinstance(statements[0], exp.Command):
         verb = str(statements[0].this).upper()
         if vendor == "sqlite" and verb == "EXPLAIN":
@@ -105,7 +107,18 @@ def check(sql: str, vendor: str, row_limit: int, database: str | None = None) ->
         raise SqlRejected(f"only SELECT, SHOW and DESCRIBE/EXPLAIN are allowed, not {tree.key.upper()}")
     _check_tree(tree, vendor, database)
     limited = _apply_limit(tree, row_limit)
-    return CheckedSql(tree.sql(dialect=dialect, comments=False), "select", limited)
+    return _reparsed(CheckedSql(tree.sql(dialect=dialect, comments=False), "select", limited), dialect)
+
+
+def _reparsed(checked: CheckedSql, dialect: str) -> CheckedSql:
+    """What runs is regenerated SQL: it must itself parse as the one statement that was checked."""
+    try:
+        again = [s for s in sqlglot.parse(checked.sql, read=dialect) if s is not None]
+    except Exception:
+        again = []
+    if len(again) != 1 or type(again[0]) is exp.Command:
+        raise SqlRejected(f"the query could not be parsed as {dialect} SQL: it is incomplete")
+    return checked
 
 
 def _comments(tree: exp.Expression) -> list[str]:

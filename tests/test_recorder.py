@@ -159,3 +159,29 @@ async def test_it_refuses_non_trace_events():
     recorder = TraceRecorder(session_id="s4", store=EventStore(channel_layer=InMemoryChannelLayer()))
     with pytest.raises(ValueError):
         await recorder.emit(EventType.PONG, {})
+
+
+async def test_after_a_failed_write_the_trace_refuses_events_until_reset(monkeypatch):
+    from traces import recorder as recorder_module
+    from traces.recorder import TraceStoreError
+
+    monkeypatch.setattr(recorder_module, "RETRY_DELAYS", (0.0,))
+    store = EventStore(channel_layer=InMemoryChannelLayer())
+    recorder = TraceRecorder(session_id="s5", store=store)
+    await recorder.emit(EventType.TRACE_STARTED, {"trace_id": str(recorder.trace_id), "request": "q", "metadata": {}})
+    await recorder.flush()
+    # A row already at seq 2 makes the next batch fail in the database itself.
+    blocker = await Event.objects.acreate(trace_id=recorder.trace_id, seq=2, event_type="status_update",
+                                          timestamp=protocol.utcnow(), message_id="blocker", envelope="{}")
+    await recorder.emit(EventType.STATUS_UPDATE, {"current_step": 1})  # returns before the write
+    with pytest.raises(TraceStoreError):
+        await recorder.flush()
+    with pytest.raises(TraceStoreError):
+        await recorder.emit(EventType.STATUS_UPDATE, {"current_step": 2})
+    await blocker.adelete()
+    await recorder.reset_failure()
+    await recorder.emit(EventType.TRACE_COMPLETED, {"trace_id": str(recorder.trace_id), "status": "error", "final_response": ""})
+    await store.aclose()
+    stored = [(e.seq, e.event_type) async for e in Event.objects.filter(trace_id=recorder.trace_id).order_by("seq")]
+    assert stored == [(1, "trace_started"), (2, "trace_completed")]  # no hole, the refused events absent
+    assert (await Trace.objects.aget(pk=recorder.trace_id)).status == "error"

@@ -456,8 +456,12 @@ class TraceRecorder:
         if self.failure is not None:
             raise self.failure
 
-    def reset_failure(self) -> None:
-        """Accept events again after a failure (to record how the trace ended once the database is back)."""
+    async def reset_failure(self) -> None:
+        """Accept events again after a failure (to record how the trace ended once the database is
+        back), once everything queued before it has been refused: the stored trace keeps no holes."""
+        if self.in_flight:
+            await asyncio.wait(list(self.in_flight))
+            self.in_flight.clear()
         self.failure = None
         self.state.failed = False
 

@@ -50,7 +50,7 @@ FINALIZE_INTERVAL = 5.0
 async def close_when_writable(recorder: TraceRecorder, error: str) -> bool:
     """Retry recording the end of a trace whose database went away mid-run."""
     for _ in range(FINALIZE_ATTEMPTS):
-        recorder.reset_failure()
+        await recorder.reset_failure()
         try:
             await recorder.emit(EventType.TRACE_COMPLETED, {
                 "trace_id": str(recorder.trace_id), "duration_ms": None, "total_runs": None, "status": str(TraceOutcome.ERROR),

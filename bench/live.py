@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTION = "显示用户表的10条用户数据"
+STALL_SECONDS = 30.0
 MYSQL_URL = os.environ.get("BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306/tracesite_bench_live")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 
@@ -59,7 +60,11 @@ async def session(url: str, traces: int, latencies: list[float], counts: list[in
         for _ in range(traces):
             await ws.send(json.dumps({"action": "start_agent", "question": QUESTION}))
             while True:
-                message = json.loads(await ws.recv())
+                try:
+                    message = json.loads(await asyncio.wait_for(ws.recv(), STALL_SECONDS))
+                except TimeoutError:
+                    counts[1] += 1  # a session that stopped receiving: reported, not waited for
+                    return
                 received = time.time()
                 if "seq" in message:
                     latencies.append((received - parse_time(message["timestamp"])) * 1000)
@@ -72,7 +77,7 @@ async def session(url: str, traces: int, latencies: list[float], counts: list[in
 
 def client(urls: list[str], traces: int, start, queue) -> None:
     latencies: list[float] = []
-    counts = [0]
+    counts = [0, 0]  # events received, sessions stalled
 
     async def run() -> None:
         await asyncio.gather(*(session(url, traces, latencies, counts) for url in urls))
@@ -80,9 +85,11 @@ def client(urls: list[str], traces: int, start, queue) -> None:
     start.wait()
     try:
         asyncio.run(run())
-        queue.put((counts[0], latencies, None))
-    except Exception as exc:
-        queue.put((counts[0], latencies, repr(exc)))
+        queue.put((counts[0], latencies, None, counts[1]))
+    except BaseException as exc:  # whatever it was, the parent must hear of it
+        import traceback
+
+        queue.put((counts[0], latencies, "".join(traceback.format_exception(exc))[-3000:], counts[1]))
 
 
 def swarm(urls: list[str], traces: int, processes: int) -> tuple[int, list[float], float]:
@@ -95,14 +102,23 @@ def swarm(urls: list[str], traces: int, processes: int) -> tuple[int, list[float
     time.sleep(1.0)  # let the clients import before the clock starts
     started = time.perf_counter()
     start.set()
-    results = [queue.get() for _ in workers]
+    results = []
+    while len(results) < len(workers):
+        try:
+            results.append(queue.get(timeout=5))
+        except Exception:
+            if all(not worker.is_alive() for worker in workers) and queue.empty():
+                raise RuntimeError(f"client processes exited without results: {[w.exitcode for w in workers]}") from None
     elapsed = time.perf_counter() - started
     for worker in workers:
         worker.join()
-    errors = [error for _, _, error in results if error]
+    errors = [error for _, _, error, _ in results if error]
     if errors:
         raise RuntimeError(f"client failed: {errors[0]}")
-    return sum(count for count, _, _ in results), sorted(v for _, values, _ in results for v in values), elapsed
+    stalled = sum(r[3] for r in results)
+    if stalled:
+        print(f"WARNING: {stalled} session(s) received nothing for {STALL_SECONDS:g} s and were abandoned", flush=True)
+    return sum(r[0] for r in results), sorted(v for r in results for v in r[1]), elapsed
 
 
 # ---------------------------------------------------------------------------------- servers

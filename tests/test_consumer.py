@@ -11,7 +11,7 @@ from channels.db import database_sync_to_async
 
 from tests.live import connect, receive, receive_until, send
 from traces.models import ApiToken, Event, Trace
-from traces.protocol import CloseCode
+from traces.protocol import CloseCode, EventType
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("configured_agent_db")]
 
@@ -324,4 +324,29 @@ async def test_every_event_a_client_saw_is_stored():
     messages = await receive_until(communicator, "trace_completed")
     stored = {e.message_id async for e in Event.objects.filter(trace_id=messages[0]["trace_id"])}
     assert {m["message_id"] for m in messages} == stored
+    await communicator.disconnect()
+
+
+async def test_events_the_layer_dropped_still_arrive(monkeypatch):
+    """The channel layer drops silently when a channel is full; a quiet, unfinished trace is caught up from the database."""
+    from traces import consumers
+    from traces.recorder import EventStore, TraceRecorder, get_event_store
+
+    monkeypatch.setattr(consumers, "CATCH_UP_SECONDS", 0.2)
+    communicator, _ = await opened("/ws/dropped")
+    recorder = TraceRecorder(session_id="dropped", store=get_event_store())
+    await recorder.emit(EventType.TRACE_STARTED, {"trace_id": str(recorder.trace_id), "request": "q", "metadata": {}})
+    await recorder.flush()
+    assert (await receive(communicator))["seq"] == 1
+    # The rest is stored but never published, as if the layer had dropped every message.
+    silent = EventStore(channel_layer=None)
+    silent.channel_layer = None
+    recorder.store = silent
+    for step in range(1, 4):
+        await recorder.emit(EventType.STATUS_UPDATE, {"current_step": step})
+    await recorder.emit(EventType.TRACE_COMPLETED, {"trace_id": str(recorder.trace_id), "status": "success", "final_response": "ok"})
+    messages = await receive_until(communicator, "trace_completed", timeout=20)
+    assert [m["seq"] for m in messages] == [2, 3, 4, 5]
+    assert await communicator.receive_nothing(0.6)  # finished: no more catching up, nothing twice
+    await silent.aclose()
     await communicator.disconnect()

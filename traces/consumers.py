@@ -35,6 +35,8 @@ FLOOD_STRIKES = 3  # close after this many seconds' worth of refused messages in
 BACKFILL_CHUNK = 500
 STALE_AFTER = dt.timedelta(hours=1)
 HOLD_SECONDS = 2.0
+CATCH_UP_SECONDS = 5.0
+COMPLETED_PREFIX = '{"event_type":"trace_completed"'  # how a stored trace_completed envelope begins
 
 
 class RateLimiter:
@@ -134,7 +136,9 @@ class TraceConsumer(AsyncWebsocketConsumer):
         await self.accept()
         self.send_buffer = SendBuffer(self.base_send)
         self.dropped = False
+        self.watching: dict[str, float] = {}  # unfinished followed traces -> when their last event was sent
         self.refresher = asyncio.create_task(self._refresh_groups())
+        self.catcher = asyncio.create_task(self._catch_up_later())
         sockets.connections += 1
         sockets.sessions[self.session_id] += 1
         CONNECTIONS.inc()
@@ -161,6 +165,7 @@ class TraceConsumer(AsyncWebsocketConsumer):
         if not hasattr(self, "limiter"):
             return  # refused before accept
         self.refresher.cancel()
+        self.catcher.cancel()
         for task in self.replays.values():
             task.cancel()
         for group in self.groups_joined:
@@ -253,6 +258,7 @@ class TraceConsumer(AsyncWebsocketConsumer):
             self.groups_joined.remove(group)
             self.subscribed.discard(key)
             self.delivered.pop(key, None)
+            self.watching.pop(key, None)
 
     async def action_subscribe_all(self, message: ClientMessage) -> None:
         if not self.feed:
@@ -291,8 +297,9 @@ class TraceConsumer(AsyncWebsocketConsumer):
         if seq > last + 1:
             await self._backfill(key, seq - 1)  # the layer dropped something: the database has it
         if seq == self.delivered[key] + 1:
-            await self._send_text(message["text"], event_type=None)
             self.delivered[key] = seq
+            self._sent(key, message["text"])
+            await self._send_text(message["text"], event_type=None)
 
     async def held_release(self, message: dict[str, Any]) -> None:
         """The client did not ask to resume the trace that was running when it connected: follow it."""
@@ -308,6 +315,32 @@ class TraceConsumer(AsyncWebsocketConsumer):
                     await self.channel_layer.group_add(group, self.channel_name)
                 except Exception:
                     break
+
+    def _sent(self, key: str, text: str) -> None:
+        if text.startswith(COMPLETED_PREFIX):
+            self.watching.pop(key, None)
+        else:
+            self.watching[key] = time.monotonic()
+
+    async def _catch_up_later(self) -> None:
+        """A safety net for live events the channel layer dropped (it drops silently when a channel
+        is over capacity): a followed trace that has been quiet for CATCH_UP_SECONDS without
+        finishing gets whatever the database holds after its last delivered seq. Asked through
+        the layer, so it runs in order with everything else this socket handles."""
+        while True:
+            await asyncio.sleep(CATCH_UP_SECONDS)
+            quiet = time.monotonic() - CATCH_UP_SECONDS
+            if any(at <= quiet for at in self.watching.values()):
+                try:
+                    await self.channel_layer.send(self.channel_name, {"type": "trace.catch_up"})
+                except Exception:
+                    pass  # the layer is down: nothing is arriving through it either; try again later
+
+    async def trace_catch_up(self, message: dict[str, Any]) -> None:
+        quiet = time.monotonic() - CATCH_UP_SECONDS
+        for key in [key for key, at in self.watching.items() if at <= quiet and key not in self.held]:
+            self.watching[key] = time.monotonic()  # checked now; again after another quiet spell
+            await self._backfill(key, None)
 
     async def _release_later(self, key: str) -> None:
         await asyncio.sleep(HOLD_SECONDS)
@@ -338,8 +371,9 @@ class TraceConsumer(AsyncWebsocketConsumer):
         while True:
             rows = await _events_after(uuid.UUID(key), self.delivered[key], up_to)
             for seq, _, text in rows:
-                await self._send_text(text, event_type=None)
                 self.delivered[key] = seq
+                self._sent(key, text)
+                await self._send_text(text, event_type=None)
             if len(rows) < BACKFILL_CHUNK:
                 return
 

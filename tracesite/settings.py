@@ -86,6 +86,10 @@ if REDIS_URL:
                 # Sized so a burst of a few hundred events to a slow socket is not dropped;
                 # clients still backfill any gap in `seq` from the database.
                 "capacity": env.integer("CHANNEL_CAPACITY", 1000, minimum=10),
+                # channels-redis queues the messages of *all* of a process's sockets in one Redis
+                # list and applies the capacity to that list: a process's share must be far larger
+                # than one socket's, or a burst to many sockets at once is dropped.
+                "channel_capacity": {"specific.*": max(100_000, env.integer("CHANNEL_CAPACITY", 1000, minimum=10))},
                 "expiry": 60,
             },
         }

@@ -68,9 +68,9 @@ class ScriptedAgent:
 
         pause = gap()
         for kind, data in fresh_events(sink.trace_id):
-            await sink.emit(EventType(kind), data)
-            if pause:
+            if pause and kind != "trace_started":
                 await asyncio.sleep(pause)
+            await sink.emit(EventType(kind), data)
         return AgentResult(TraceOutcome.SUCCESS, data.get("final_response", ""), stopped_by="answer")
 
 

@@ -125,16 +125,37 @@ async def test_it_allows_one_running_agent_per_session():
     await communicator.disconnect()
 
 
-async def test_it_refuses_beyond_the_server_wide_limit(settings):
+async def test_a_question_right_after_trace_completed_is_not_refused_as_busy(monkeypatch):
+    """The client may see trace_completed before the finished run has tidied up (here: slowly)."""
+    from traces import live
+
+    real_run_trace = live.run_trace
+
+    async def slow_to_tidy_up(*args, **kwargs):
+        result = await real_run_trace(*args, **kwargs)
+        await asyncio.sleep(0.3)
+        return result
+
+    monkeypatch.setattr(live, "run_trace", slow_to_tidy_up)
+    communicator, _ = await opened("/ws/back-to-back")
+    for question in ("how many users?", "how many orders?", "top 5 products by price", "how many users?", "how many orders?"):
+        await send(communicator, action="start_agent", question=question)
+        messages = await receive_until(communicator, "trace_completed")
+        assert not [m for m in messages if m["event_type"] == "error"], messages
+    assert await Trace.objects.acount() == 5
+    await communicator.disconnect()
+
+
+async def test_it_refuses_beyond_the_server_wide_limit(settings, slow_llm):
     settings.TRACE_MAX_CONCURRENT_RUNS = 1
-    settings.OPENAI_API_KEY = ""
     first, _ = await opened("/ws/limit-a")
     second, _ = await opened("/ws/limit-b")
     await send(first, action="start_agent", question="how many users?")
-    await receive_until(first, "trace_started")
+    await receive_until(first, "think_delta")  # running, for seconds
     await send(second, action="start_agent", question="how many users?")
     messages = await receive_until(second, "error")
     assert messages[-1]["data"]["error"] == "server_busy"
+    await send(first, action="cancel_agent")
     await receive_until(first, "trace_completed")
     await first.disconnect()
     await second.disconnect()
@@ -169,6 +190,32 @@ async def test_a_run_outlives_its_socket_and_a_reconnect_resumes_losslessly(slow
     assert seqs == list(range(1, len(seqs) + 1))  # every seq exactly once, in order
     trace = await Trace.objects.aget(pk=trace_id)
     assert trace.status == "success" and trace.last_seq == seqs[-1]
+    await again.disconnect()
+
+
+async def test_a_resume_that_comes_after_the_hold_still_gets_every_event_once(slow_llm, monkeypatch):
+    """On a busy server the client's subscribe_trace can come after the hold ran out and live
+    events were sent: the events in between come then, so no seq is missing or sent twice."""
+    from traces import consumers
+
+    monkeypatch.setattr(consumers, "HOLD_SECONDS", 0.1)
+    tab, _ = await opened("/ws/late-resume")
+    await send(tab, action="start_agent", question="显示用户表的10条用户数据")
+    first = await receive_until(tab, "think_completed")
+    trace_id = first[0]["trace_id"]
+    await tab.disconnect()
+    await asyncio.sleep(0.5)
+    again, hello = await opened("/ws/late-resume")
+    skipped_up_to = hello["data"]["last_seq"]
+    assert skipped_up_to > first[-1]["seq"]
+    live = [await receive(again)]  # the hold ran out: live events after last_seq come unasked
+    assert live[0]["seq"] == skipped_up_to + 1
+    await send(again, action="subscribe_trace", trace_id=trace_id, after_seq=first[-1]["seq"])
+    rest = live + await receive_until(again, "trace_completed")
+    seqs = [m["seq"] for m in first + rest]
+    assert sorted(seqs) == list(range(1, seqs[-1] + 1))  # every seq exactly once
+    late = [m["seq"] for m in rest if m["seq"] <= skipped_up_to]
+    assert late == list(range(first[-1]["seq"] + 1, skipped_up_to + 1))  # the skipped ones, in order
     await again.disconnect()
 
 

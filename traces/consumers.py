@@ -8,6 +8,7 @@ published, so the database always has them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -36,6 +37,7 @@ BACKFILL_CHUNK = 500
 STALE_AFTER = dt.timedelta(hours=1)
 HOLD_SECONDS = 2.0
 CATCH_UP_SECONDS = 5.0
+FINISHING_SECONDS = 5.0  # how long start_agent waits for a finished run to tidy up
 COMPLETED_PREFIX = '{"event_type":"trace_completed"'  # how a stored trace_completed envelope begins
 
 
@@ -71,6 +73,11 @@ def _active_trace(session_id: str, owner: int | None) -> tuple[str | None, int]:
     traces = traces.filter(user_id=owner) if settings.TRACE_REQUIRE_AUTH else traces
     trace = traces.order_by("-started_at").only("id", "last_seq").first()
     return (str(trace.pk), trace.last_seq) if trace else (None, 0)
+
+
+@live_read
+def _finished(trace_id: uuid.UUID) -> bool:
+    return Trace.objects.finished().filter(pk=trace_id).exists()
 
 
 @live_read
@@ -128,6 +135,7 @@ class TraceConsumer(AsyncWebsocketConsumer):
         self.feed = False
         self.replays: dict[str, asyncio.Task] = {}
         self.held: dict[str, list[dict]] = {}
+        self.skipped: dict[str, int] = {}  # trace id -> last seq stored before this socket followed it unasked
         self.groups_joined = [protocol.session_group(self.session_id, self.group_user)]
         try:
             await self.channel_layer.group_add(self.groups_joined[0], self.channel_name)
@@ -206,7 +214,15 @@ class TraceConsumer(AsyncWebsocketConsumer):
 
     async def action_start_agent(self, message: ClientMessage) -> None:
         runs = live_runs()
-        if runs.get(self.session_id, self.group_user) is not None or (await _active_trace(self.session_id, self.owner))[0]:
+        handle = runs.get(self.session_id, self.group_user)
+        if handle is not None and await _finished(handle.trace_id):
+            # Its trace_completed is stored, and the client may have seen it already: the run is
+            # only tidying up. A new question right after it is not a second agent.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FINISHING_SECONDS):
+                    await handle.done.wait()
+            handle = runs.get(self.session_id, self.group_user)
+        if handle is not None or (await _active_trace(self.session_id, self.owner))[0]:
             raise ProtocolError("an agent is already running in this session; cancel it or wait for it to finish", ErrorCode.AGENT_BUSY)
         if len(runs) >= settings.TRACE_MAX_CONCURRENT_RUNS:
             raise ProtocolError(f"the server is running {len(runs)} agents, its limit; try again shortly", ErrorCode.SERVER_BUSY)
@@ -240,7 +256,12 @@ class TraceConsumer(AsyncWebsocketConsumer):
             self.subscribed.add(key)
         after_seq = message.fields["after_seq"]
         held = self.held.pop(key, None)
+        skipped = self.skipped.pop(key, None)
         if key in self.delivered and held is None:
+            if skipped is not None and after_seq < skipped:
+                # The hold ran out before the client asked (a busy server): the events this socket
+                # skipped come now, after the live ones it has sent meanwhile. Each seq still once.
+                await self._send_range(key, after_seq, skipped)
             after_seq = max(after_seq, self.delivered[key])  # never resend on the same socket
         self.delivered[key] = after_seq
         await self._backfill(key, None)
@@ -259,6 +280,7 @@ class TraceConsumer(AsyncWebsocketConsumer):
             self.subscribed.discard(key)
             self.delivered.pop(key, None)
             self.watching.pop(key, None)
+            self.skipped.pop(key, None)
 
     async def action_subscribe_all(self, message: ClientMessage) -> None:
         if not self.feed:
@@ -303,7 +325,11 @@ class TraceConsumer(AsyncWebsocketConsumer):
 
     async def held_release(self, message: dict[str, Any]) -> None:
         """The client did not ask to resume the trace that was running when it connected: follow it."""
-        for pending in self.held.pop(message["trace_id"], None) or []:
+        key = message["trace_id"]
+        if key not in self.held:
+            return
+        self.skipped[key] = self.delivered[key]  # a late subscribe_trace can still ask for these
+        for pending in self.held.pop(key):
             await self.trace_event(pending)
 
     async def _refresh_groups(self) -> None:
@@ -373,6 +399,16 @@ class TraceConsumer(AsyncWebsocketConsumer):
             for seq, _, text in rows:
                 self.delivered[key] = seq
                 self._sent(key, text)
+                await self._send_text(text, event_type=None)
+            if len(rows) < BACKFILL_CHUNK:
+                return
+
+    async def _send_range(self, key: str, after_seq: int, up_to: int) -> None:
+        """Send stored events ``after_seq < seq <= up_to`` without moving the live position."""
+        while after_seq < up_to:
+            rows = await _events_after(uuid.UUID(key), after_seq, up_to)
+            for seq, _, text in rows:
+                after_seq = seq
                 await self._send_text(text, event_type=None)
             if len(rows) < BACKFILL_CHUNK:
                 return

@@ -4,7 +4,9 @@
     DATABASE_URL=mysql://root@127.0.0.1:3306/tracesite_bench python bench/history.py --traces 100000
 
 It fills the configured database (migrating it first) with N traces of 10 events each, then times
-each page through Django's test client (median of --repeat runs) and prints one line per page.
+each page through Django's test client (median of --repeat runs) and prints one line per page,
+then exports a quarter of the traces and all of them with ``exporttraces``, each in a process of
+its own, with its time, query count and peak memory.
 """
 
 from __future__ import annotations
@@ -106,6 +108,42 @@ def main() -> None:
     for name, url in pages.items():
         ms, queries = timed(client, url, args.repeat)
         print(f"{name:36} {ms:10.1f} {queries:8d}")
+    print(f"\n{'exporttraces (JSONL)':36} {'traces':>8} {'seconds':>8} {'MiB out':>8} {'queries':>8} {'peak RSS MiB':>13}")
+    for name, options in (("status=error (a quarter)", ["--status", "error"]), ("everything", [])):
+        traces, seconds, size, queries, peak = export(options)
+        print(f"{name:36} {traces:8d} {seconds:8.1f} {size / 2**20:8.1f} {queries:8d} {peak:13.1f}")
+
+
+EXPORT = """
+import resource, sys, time
+import django
+django.setup()
+from django.core.management import call_command
+from django.db import connection
+queries = 0
+def count(execute, sql, params, many, context):
+    global queries
+    queries += 1
+    return execute(sql, params, many, context)
+started = time.perf_counter()
+with connection.execute_wrapper(count):
+    call_command("exporttraces", *sys.argv[1:], stderr=open("/dev/null", "w"))
+print(time.perf_counter() - started, queries, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def export(options: list[str]) -> tuple[int, float, int, int, float]:
+    """exporttraces in a process of its own: its time, query count and peak RSS (constant memory: same peak for any count)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".jsonl") as out:
+        result = subprocess.run([sys.executable, "-c", EXPORT, *options, "-o", out.name], capture_output=True, text=True,
+                                check=True, cwd=Path(__file__).resolve().parent.parent)
+        seconds, queries, peak = result.stdout.split()
+        with open(out.name, "rb") as written:
+            traces = sum(1 for _ in written)
+        return traces, float(seconds), os.path.getsize(out.name), int(queries), float(peak)
 
 
 if __name__ == "__main__":

@@ -47,3 +47,16 @@ def test_connections_runs_and_the_broadcast_reaches_every_socket():
 def test_soak_runs_and_checks_itself():
     out = run("bench/soak.py", "--minutes", "0.3", "--sessions", "3", "--drop", "0.05", "--port", "8970", timeout=240)
     assert "OK: no loss" in out, out
+
+
+def test_history_runs_every_page_and_the_export(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "bench/history.py", "--traces", "60", "--repeat", "1"], cwd=ROOT, capture_output=True, text=True, timeout=180,
+        env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", "PYTHONPATH": str(ROOT), "TRACESITE_DATA_DIR": str(tmp_path), "TRACESITE_ENV_FILE": ""},
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert "filled 60 traces / 600 events" in out.stdout
+    assert re.search(r"trace detail\s+[\d.]+\s+4\n", out.stdout), out.stdout
+    assert re.search(r"status=error \(a quarter\)\s+15 ", out.stdout), out.stdout
+    # One chunk of 60: the traces, their runs, their events, then the empty next page.
+    assert re.search(r"everything\s+60 +[\d.]+ +[\d.]+ +4 ", out.stdout), out.stdout

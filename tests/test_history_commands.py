@@ -69,6 +69,18 @@ def test_export_streams_in_chunks(django_assert_max_num_queries, monkeypatch):
     assert len(list(chunks)) == 11
 
 
+def test_export_reads_runs_and_events_per_chunk_not_per_trace(django_assert_num_queries, monkeypatch):
+    from traces import transfer
+    from traces.serializers import trace_document
+
+    monkeypatch.setattr(transfer, "CHUNK", 5)
+    traces = [make_trace(f"q{i}") for i in range(12)]
+    with django_assert_num_queries(3 * 3 + 1):  # per chunk of 5: traces, runs, events; then an empty page
+        lines = list(transfer.export_jsonl(Trace.objects.all()))
+    by_id = {json.loads(line)["id"]: json.loads(line) for line in lines}
+    assert by_id == {str(t.pk): json.loads(json.dumps(trace_document(t))) for t in Trace.objects.filter(pk__in=[t.pk for t in traces])}
+
+
 def test_prune_deletes_old_finished_traces_in_batches(monkeypatch):
     from traces import retention
 

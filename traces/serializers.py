@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from traces import protocol
-from traces.models import Trace
+from traces.models import Event, Run, Trace
 
 TRACE_EXPORT_FIELDS = [
     "name", "session_id", "agent_name", "request", "final_response", "status", "max_steps", "current_step",
@@ -28,12 +30,29 @@ def _value(value: Any) -> Any:
 
 def trace_document(trace: Trace) -> dict[str, Any]:
     """The trace, its runs and its events (the exact envelopes, in seq order)."""
+    return _document(trace, trace.runs.order_by("start_time", "id"), trace.events.order_by("seq").values_list("envelope", flat=True))
+
+
+def trace_documents(traces: list[Trace]) -> Iterator[dict[str, Any]]:
+    """``trace_document`` of each trace, with two queries for the whole list instead of two per trace."""
+    ids = [trace.pk for trace in traces]
+    runs: dict[Any, list[Run]] = defaultdict(list)
+    for run in Run.objects.filter(trace_id__in=ids).order_by("start_time", "id"):
+        runs[run.trace_id].append(run)
+    events: dict[Any, list[str]] = defaultdict(list)
+    for trace_id, text in Event.objects.filter(trace_id__in=ids).order_by("trace_id", "seq").values_list("trace_id", "envelope"):
+        events[trace_id].append(text)
+    for trace in traces:
+        yield _document(trace, runs[trace.pk], events[trace.pk])
+
+
+def _document(trace: Trace, runs: Iterable[Run], envelopes: Iterable[str]) -> dict[str, Any]:
     document = {"id": str(trace.pk), **{name: _value(getattr(trace, name)) for name in TRACE_EXPORT_FIELDS}}
     document["rerun_of"] = str(trace.rerun_of_id) if trace.rerun_of_id else None
     document["runs"] = [
         {"id": str(run.pk), "parent_id": str(run.parent_id) if run.parent_id else None,
          **{name: _value(getattr(run, name)) for name in RUN_EXPORT_FIELDS}}
-        for run in trace.runs.order_by("start_time", "id")
+        for run in runs
     ]
-    document["events"] = [protocol.loads(text) for text in trace.events.order_by("seq").values_list("envelope", flat=True)]
+    document["events"] = [protocol.loads(text) for text in envelopes]
     return document

@@ -12,7 +12,7 @@ from django.db import transaction
 
 from traces import protocol
 from traces.models import Event, Run, Trace
-from traces.serializers import RUN_EXPORT_FIELDS, TRACE_EXPORT_FIELDS, trace_document
+from traces.serializers import RUN_EXPORT_FIELDS, TRACE_EXPORT_FIELDS, trace_documents
 
 CHUNK = 200
 CSV_FIELDS = ["id", *TRACE_EXPORT_FIELDS]
@@ -34,8 +34,8 @@ def _chunks(traces) -> Iterator[list[Trace]]:
 
 def export_jsonl(traces) -> Iterator[str]:
     for batch in _chunks(traces):
-        for trace in batch:
-            yield protocol.dumps(trace_document(trace)) + "\n"
+        for document in trace_documents(batch):
+            yield protocol.dumps(document) + "\n"
 
 
 def export_csv(traces) -> Iterator[str]:

@@ -11,6 +11,7 @@ from channels.db import database_sync_to_async
 
 from tests.live import connect, receive, receive_until, send
 from traces.models import ApiToken, Event, Trace
+from traces import protocol
 from traces.protocol import CloseCode, EventType
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("configured_agent_db")]
@@ -397,3 +398,35 @@ async def test_events_the_layer_dropped_still_arrive(monkeypatch):
     assert await communicator.receive_nothing(0.6)  # finished: no more catching up, nothing twice
     await silent.aclose()
     await communicator.disconnect()
+
+
+async def test_a_resume_gets_every_event_when_publishing_lags_behind_storing():
+    """Publishing runs a little behind storing: a client can reconnect when its trace is already
+    finished in the database (so the hello reports no running trace) and still receive live
+    events of it. Its subscribe_trace + after_seq must still get every event exactly once."""
+    from channels.layers import get_channel_layer
+
+    from traces.recorder import EventStore, TraceRecorder
+
+    silent = EventStore(channel_layer=None)
+    silent.channel_layer = None  # stored, not yet published
+    recorder = TraceRecorder(session_id="lagging", store=silent)
+    await recorder.emit(EventType.TRACE_STARTED, {"trace_id": str(recorder.trace_id), "request": "q", "metadata": {}})
+    for step in range(1, 5):
+        await recorder.emit(EventType.STATUS_UPDATE, {"current_step": step})
+    await recorder.emit(EventType.TRACE_COMPLETED, {"trace_id": str(recorder.trace_id), "status": "success", "final_response": "ok"})
+    await recorder.flush()
+    await silent.aclose()
+
+    again, hello = await opened("/ws/lagging")
+    assert hello["data"]["active_trace_id"] is None  # finished, as far as the database knows
+    stored = await database_sync_to_async(lambda: list(Event.objects.filter(trace_id=recorder.trace_id).order_by("seq").values_list("seq", "envelope")))()
+    layer = get_channel_layer()
+    for seq, text in stored[3:]:  # the lagging publisher delivers seq 4..6 now
+        await layer.group_send(protocol.session_group("lagging"), {"type": protocol.TRACE_EVENT_MESSAGE, "trace_id": str(recorder.trace_id),
+                                                                     "seq": seq, "user_id": None, "text": text})
+    await send(again, action="subscribe_trace", trace_id=str(recorder.trace_id), after_seq=1)
+    messages = await receive_until(again, "trace_completed")
+    assert [m["seq"] for m in messages] == [2, 3, 4, 5, 6]
+    assert await again.receive_nothing(0.3)
+    await again.disconnect()

@@ -311,9 +311,15 @@ class TraceConsumer(AsyncWebsocketConsumer):
             return
         last = self.delivered.get(key)
         if last is None:
-            # First sight of a trace started in this session: follow it from here.
-            self.delivered[key] = seq - 1
-            last = seq - 1
+            self.delivered[key] = last = seq - 1
+            if seq > 1:
+                # A trace of this session that was under way before this socket joined (publishing
+                # runs a little behind storing, so even one already finished in the database): the
+                # client may be about to resume it by seq, so hold it as connect() does.
+                self.held[key] = [message]
+                asyncio.create_task(self._release_later(key))
+                return
+            # Otherwise a trace started in this session after this socket joined: follow it.
         if seq <= last:
             return  # already sent (backlog, or the same event through another group)
         if seq > last + 1:

@@ -430,3 +430,52 @@ async def test_a_resume_gets_every_event_when_publishing_lags_behind_storing():
     assert [m["seq"] for m in messages] == [2, 3, 4, 5, 6]
     assert await again.receive_nothing(0.3)
     await again.disconnect()
+
+
+def _background_tasks() -> list[asyncio.Task]:
+    return [t for t in asyncio.all_tasks() if getattr(t.get_coro(), "__name__", "") in ("_refresh_groups", "_catch_up_later")]
+
+
+async def test_a_client_gone_mid_run_ends_its_socket_cleanly():
+    """Daphne raises when the app sends on a closed connection; the socket stops sending instead of crashing."""
+    from channels.testing import WebsocketCommunicator
+
+    from tracesite.asgi import application
+    from traces.live import sockets
+
+    gone = False
+
+    async def server(scope, receive, send):
+        async def send_or_raise(message):
+            if gone and message["type"] == "websocket.send":
+                raise OSError("Attempt to send on a closed protocol")
+            await send(message)
+
+        await application(scope, receive, send_or_raise)
+
+    before = sockets.connections
+    communicator = WebsocketCommunicator(server, "/ws/gone-mid-run")
+    assert (await communicator.connect())[0]
+    await receive(communicator)
+    await send(communicator, action="start_agent", question="显示用户表的10条用户数据")
+    await receive_until(communicator, "trace_started")
+    gone = True
+    await asyncio.sleep(0.5)  # the run goes on; the socket's sends fail
+    assert not communicator.future.done()  # it did not crash
+    await communicator.disconnect()
+    assert communicator.future.done() and communicator.future.exception() is None
+    assert sockets.connections == before and not _background_tasks()
+
+
+async def test_a_socket_the_server_cancels_leaves_nothing_running():
+    """Daphne kills an app that is slow to close after a disconnect: its tasks and counts must go with it."""
+    from traces.live import sockets
+
+    before = sockets.connections
+    communicator, _ = await opened("/ws/cancelled")
+    assert sockets.connections == before + 1 and len(_background_tasks()) == 2
+    communicator.future.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await communicator.future
+    await asyncio.sleep(0)
+    assert sockets.connections == before and not _background_tasks()

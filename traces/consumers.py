@@ -99,10 +99,14 @@ def _events_after(trace_id: uuid.UUID, after_seq: int, up_to: int | None = None,
     return list(events.order_by("seq").values_list("seq", "timestamp", "envelope")[:limit])
 
 
+_leaving: set[asyncio.Task] = set()  # group discards of consumers that ended without a disconnect
+
+
 class TraceConsumer(AsyncWebsocketConsumer):
     session_id: str = ""
     user = None
-    dropped = False
+    dropped = False  # the client is gone or too slow: send nothing more
+    counted = False  # open and counted in ``sockets``; stopped once, by disconnect() or __call__
     send_buffer = SendBuffer(None)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
@@ -150,6 +154,7 @@ class TraceConsumer(AsyncWebsocketConsumer):
         sockets.connections += 1
         sockets.sessions[self.session_id] += 1
         CONNECTIONS.inc()
+        self.counted = True
         logger.info("websocket opened session=%s user=%s", self.session_id, self.owner)
         active_trace_id, last_seq = await _active_trace(self.session_id, self.owner)
         if active_trace_id:
@@ -170,23 +175,43 @@ class TraceConsumer(AsyncWebsocketConsumer):
         await self.close(code=code)
 
     async def disconnect(self, code: int) -> None:
-        if not hasattr(self, "limiter"):
-            return  # refused before accept
-        self.refresher.cancel()
-        self.catcher.cancel()
-        for task in self.replays.values():
+        if not self._stop():
+            return  # refused before accept, or already stopped
+        await self._leave_groups()
+        logger.info("websocket closed session=%s code=%s", self.session_id, code)
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self._stop():
+                # The consumer ended without a websocket.disconnect (a handler raised, or the
+                # server cancelled it): its background tasks must not outlive it.
+                logger.info("websocket ended without a disconnect session=%s", self.session_id)
+                task = asyncio.get_running_loop().create_task(self._leave_groups())
+                _leaving.add(task)
+                task.add_done_callback(_leaving.discard)
+
+    def _stop(self) -> bool:
+        """Stop this socket's background work and count it closed; True only the first time."""
+        if not self.counted:
+            return False
+        self.counted = False
+        for task in (self.refresher, self.catcher, *self.replays.values()):
             task.cancel()
-        for group in self.groups_joined:
-            try:
-                await self.channel_layer.group_discard(group, self.channel_name)
-            except Exception:
-                pass  # the layer is down; its group membership expires on its own
         sockets.connections -= 1
         sockets.sessions[self.session_id] -= 1
         if sockets.sessions[self.session_id] <= 0:
             del sockets.sessions[self.session_id]
         CONNECTIONS.dec()
-        logger.info("websocket closed session=%s code=%s", self.session_id, code)
+        return True
+
+    async def _leave_groups(self) -> None:
+        for group in self.groups_joined:
+            try:
+                await self.channel_layer.group_discard(group, self.channel_name)
+            except Exception:
+                pass  # the layer is down; its group membership expires on its own
 
     # ------------------------------------------------------------------ client messages
 
@@ -451,7 +476,14 @@ class TraceConsumer(AsyncWebsocketConsumer):
         MESSAGES_OUT.labels(str(event_type) if event_type else "trace_event").inc()
         if self.dropped:
             return
-        await self.send(text_data=text)
+        try:
+            await self.send(text_data=text)
+        except Exception as exc:  # noqa: BLE001 - each server has its own "connection closed" error
+            # The client went away while this socket still had events to send (daphne raises
+            # autobahn's Disconnected, others an OSError). Its websocket.disconnect follows.
+            logger.debug("send on a closed socket session=%s: %r", self.session_id, exc)
+            self.dropped = True
+            return
         pending = self.send_buffer.pending()
         if pending is not None and pending > settings.TRACE_SEND_BUFFER_BYTES:
             await self._wait_for_client()

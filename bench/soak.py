@@ -61,11 +61,13 @@ class Session:
                         await ws.send(json.dumps({"action": "subscribe_trace", "trace_id": current, "after_seq": last}))
                     elif hello["active_trace_id"]:
                         raise RuntimeError(f"{self.name}: server reports an active trace the client does not know")
+                    asked = False
                     while True:
-                        if current is None:
+                        if current is None and not asked:
                             if time.time() >= deadline:
                                 return
                             await ws.send(json.dumps({"action": "start_agent", "question": self.rng.choice(QUESTIONS)}))
+                            asked = True
                         message = json.loads(await ws.recv())
                         kind = message["event_type"]
                         if kind == "error":
@@ -74,7 +76,7 @@ class Session:
                             continue
                         trace_id = message["trace_id"]
                         if current is None and kind == "trace_started":
-                            current = trace_id
+                            current, asked = trace_id, False
                         self.received.setdefault(trace_id, []).append(message["seq"])
                         if kind == "trace_completed":
                             self.completed.add(trace_id)

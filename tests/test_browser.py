@@ -94,6 +94,20 @@ async def test_a_dropped_socket_resumes_with_every_seq_exactly_once(page, slow_l
         assert len(rendered) == len(set(rendered))
 
 
+async def test_events_that_arrive_late_are_shown_in_seq_order(page):
+    """A resume that comes after the server's hold delivers some events after later ones."""
+    with daphne() as host:
+        await ask(page, host, "显示用户表的10条用户数据")
+        await page.wait_for_selector(".event-done", timeout=20000)
+        trace = await Trace.objects.aget()
+        envelopes = [e async for e in Event.objects.filter(trace=trace).order_by("seq").values_list("envelope", flat=True)]
+        order = [*range(0, 5), *range(20, len(envelopes)), *range(5, 20)]  # 1–5, 21–last, then 6–20
+        await page.evaluate("(texts) => { const view = window.tracesite.view; view.reset(); for (const t of texts) view.apply(JSON.parse(t)); }",
+                            [envelopes[i] for i in order])
+        rendered = await page.eval_on_selector_all("[data-timeline] [data-seq]", "nodes => nodes.map(n => Number(n.dataset.seq))")
+        assert rendered == sorted(rendered) and len(rendered) >= 10
+
+
 async def test_it_replays_a_finished_trace(page):
     with daphne() as host:
         await ask(page, host, "top 5 products by price")

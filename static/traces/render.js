@@ -131,11 +131,13 @@ export class TraceView {
   }
 
   apply(message) {
+    let late = false;  // an earlier seq than one shown already (a resume that came late): goes in its place
     if (message.seq !== undefined) {
       const key = `${message.trace_id}:${message.seq}`;
       if (this.seen.has(key)) return false;
       this.seen.add(key);
       this.seqs.push(message.seq);
+      late = message.seq < this.lastSeq && message.trace_id === this.traceId;
       this.lastSeq = Math.max(this.lastSeq, message.seq);
       this.traceId = message.trace_id;
     }
@@ -144,7 +146,9 @@ export class TraceView {
     if (node && this.timeline) {
       if (message.seq !== undefined) node.dataset.seq = String(message.seq);
       if (message.replay) node.classList.add("replayed");
-      this.timeline.append(node);
+      const next = late ? [...this.timeline.children].find((child) => Number(child.dataset.seq) > message.seq) : null;
+      if (next) this.timeline.insertBefore(node, next);
+      else this.timeline.append(node);
       node.scrollIntoView?.({block: "nearest"});
     }
     return true;

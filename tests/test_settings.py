@@ -74,7 +74,7 @@ def test_it_reads_every_variable(load):
     assert default["OPTIONS"]["charset"] == "utf8mb4"
     agent = s["DATABASES"]["agent"]
     assert (agent["NAME"], agent["USER"], agent["HOST"], agent["PORT"]) == ("shop", "reader", "analytics", "3308")
-    assert s["CHANNEL_LAYERS"]["default"]["BACKEND"] == "channels_redis.core.RedisChannelLayer"
+    assert s["CHANNEL_LAYERS"]["default"]["BACKEND"] == "traces.layers.RedisChannelLayer"
     assert s["CHANNEL_LAYERS"]["default"]["CONFIG"]["hosts"][0]["address"] == "redis://cache:6379/2"
     assert s["LOG_LEVEL"] == "DEBUG"
     assert s["TRACE_ALLOWED_ORIGINS"] == ["http://localhost:3000"]

@@ -184,6 +184,10 @@ class TraceConsumer(AsyncWebsocketConsumer):
         try:
             await super().__call__(scope, receive, send)
         finally:
+            # Its channel is not read again: the layer need not keep what still arrives for it.
+            forget = getattr(self.channel_layer, "forget_channel", None)
+            if forget is not None and getattr(self, "channel_name", None):
+                forget(self.channel_name)
             if self._stop():
                 # The consumer ended without a websocket.disconnect (a handler raised, or the
                 # server cancelled it): its background tasks must not outlive it.

@@ -80,7 +80,7 @@ REDIS_URL = env.redis_url("REDIS_URL")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "traces.layers.RedisChannelLayer",
             "CONFIG": {
                 "hosts": env.redis_hosts(REDIS_URL),
                 # Sized so a burst of a few hundred events to a slow socket is not dropped;

@@ -6,7 +6,8 @@
 import os
 
 import pytest
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+from channels_redis.core import RedisChannelLayer
 from django.db import connections
 
 EXPECTED = os.environ.get("TRACESITE_EXPECT_BACKENDS", "")
@@ -17,4 +18,4 @@ def test_it_runs_on_the_expected_backends():
     vendor, layer = EXPECTED.split("+")
     assert connections["default"].vendor == vendor
     assert connections["agent"].vendor == vendor
-    assert type(get_channel_layer()).__module__.startswith({"redis": "channels_redis", "memory": "channels.layers"}[layer])
+    assert isinstance(get_channel_layer(), {"redis": RedisChannelLayer, "memory": InMemoryChannelLayer}[layer])

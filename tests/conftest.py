@@ -143,3 +143,16 @@ def slow_llm(settings):
         settings.OPENAI_BASE_URL = server.url
         settings.OPENAI_MAX_RETRIES = 0
         yield server
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layer():
+    """Each test runs on an event loop of its own, and a channel layer holds state bound to one
+    loop (channels-redis's receive lock, the in-memory layer's queues): a socket or run still
+    receiving when its test ended would leave the next test a layer it cannot use. A server
+    process has one loop; each test gets its own layer."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -24,5 +25,31 @@ async def test_the_redis_layer_keeps_nothing_for_a_closed_channel(redis_url):
     assert (await layer.receive(reader))["to"] == reader
     assert closed not in layer.receive_buffer  # dropped: nobody will read it
     assert (await layer.receive(still_open))["to"] == still_open  # the others are kept as before
+    await layer.flush()
+    await layer.close_pools()
+
+
+async def test_a_receive_cancelled_after_its_socket_closed_ends_as_cancelled_and_frees_the_layer(redis_url):
+    """A consumer cancelled by the server can close its channel before its receive task has
+    finished being cancelled. That receive must still end as cancelled, not as a KeyError that
+    a retry loop would take for a layer error, and leave the receive lock to the others."""
+    from tracesite.env import redis_hosts
+    from traces.layers import RedisChannelLayer
+
+    layer = RedisChannelLayer(hosts=redis_hosts(redis_url), prefix=f"test{uuid.uuid4().hex[:8]}", expiry=60)
+    holder, closing, later = [await layer.new_channel() for _ in range(3)]
+    reading = asyncio.create_task(layer.receive(holder))  # takes the receive lock and reads Redis
+    await asyncio.sleep(0.1)
+    waiting = asyncio.create_task(layer.receive(closing))  # waits for the lock or for its buffer
+    await asyncio.sleep(0.1)
+    waiting.cancel()
+    layer.forget_channel(closing)
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await layer.send(holder, {"type": "trace.event", "to": holder})
+    assert (await asyncio.wait_for(reading, 10))["to"] == holder
+    assert layer.receive_count == 0 and layer.receive_lock is None  # nobody is left holding it
+    await layer.send(later, {"type": "trace.event", "to": later})
+    assert (await asyncio.wait_for(layer.receive(later), 10))["to"] == later
     await layer.flush()
     await layer.close_pools()

@@ -57,6 +57,13 @@ class _ReceiveBuffers(dict):
             self[channel] = queue
         return queue  # a closed channel's message goes into a queue that is thrown away
 
+    def __delitem__(self, channel: str) -> None:
+        # channels-redis deletes a channel's buffer when a receive on it ends, and when one is
+        # cancelled. A consumer that is cancelled itself can close its channel before its
+        # receive task has finished being cancelled: that buffer is gone already, and a
+        # KeyError there would replace the CancelledError and skip releasing the receive lock.
+        self.pop(channel, None)
+
     def close(self, channel: str) -> None:
         self.pop(channel, None)
         now = time.monotonic()

@@ -25,6 +25,7 @@ from traces import protocol
 from traces.backpressure import SendBuffer
 from traces.db import live_read
 from traces.live import live_runs, sockets
+from traces.loops import raise_if_cancelled
 from traces.metrics import CONNECTIONS, MESSAGES_IN, MESSAGES_OUT, REJECTED
 from traces.models import Event, Trace
 from traces.protocol import ClientMessage, CloseCode, ErrorCode, EventType, ProtocolError
@@ -375,6 +376,7 @@ class TraceConsumer(AsyncWebsocketConsumer):
                 try:
                     await self.channel_layer.group_add(group, self.channel_name)
                 except Exception:
+                    raise_if_cancelled()
                     break
 
     def _sent(self, key: str, text: str) -> None:
@@ -394,8 +396,8 @@ class TraceConsumer(AsyncWebsocketConsumer):
             if any(at <= quiet for at in self.watching.values()):
                 try:
                     await self.channel_layer.send(self.channel_name, {"type": "trace.catch_up"})
-                except Exception:
-                    pass  # the layer is down: nothing is arriving through it either; try again later
+                except Exception:  # the layer is down: nothing is arriving through it either; try again later
+                    raise_if_cancelled()
 
     async def trace_catch_up(self, message: dict[str, Any]) -> None:
         quiet = time.monotonic() - CATCH_UP_SECONDS

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from channels.layers import get_channel_layer
 
 from traces import protocol
-from traces.loops import PerLoop
+from traces.loops import PerLoop, raise_if_cancelled
 from traces.metrics import RUNNING_AGENTS
 from traces.runner import run_trace
 
@@ -82,6 +82,7 @@ class LiveRuns:
                 except asyncio.CancelledError:
                     raise
                 except Exception:
+                    raise_if_cancelled()
                     await asyncio.sleep(1)  # the layer is down; try again
                     continue
                 if message.get("type") == protocol.AGENT_CANCEL_MESSAGE and handle.task is not None:

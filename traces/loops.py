@@ -26,3 +26,14 @@ class PerLoop(Generic[T]):
 
     def all(self) -> list[T]:
         return list(self.instances.values())
+
+
+def raise_if_cancelled() -> None:
+    """Re-raise a cancellation that a library turned into another exception.
+
+    A long-lived loop that retries on ``Exception`` would otherwise swallow it and never end.
+    Call it first thing in such an ``except Exception`` block.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -37,7 +37,7 @@ from channels.layers import get_channel_layer
 from django.db import DatabaseError, connection, transaction
 
 from traces import protocol
-from traces.loops import PerLoop
+from traces.loops import PerLoop, raise_if_cancelled
 from traces.metrics import EVENT_PERSIST_SECONDS, RUN_SECONDS, RUNS, TOKENS, TOOL_CALLS
 from traces.models import Event, Run, Trace
 from traces.protocol import EventType
@@ -326,6 +326,7 @@ class EventStore:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 await asyncio.gather(*(send_in_order(group, messages) for group, messages in by_group.items()))
         except Exception as exc:  # stored already; clients backfill by seq once delivery is back
+            raise_if_cancelled()
             if self.delivery_ok:
                 logger.warning("live delivery failing, events are still stored: %r", exc)
             self.delivery_ok = False

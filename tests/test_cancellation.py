@@ -1,0 +1,78 @@
+"""The live service's background loops end when they are cancelled, even when the channel layer
+turns the cancellation into another error (channels-redis 4.3 raised KeyError from a receive
+whose buffer was already gone). A loop that retried on that error would never end, and a server
+shutdown, or a test's event loop, would wait for it for ever."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from traces import protocol
+from traces.layers import InMemoryChannelLayer
+from traces.live import LiveRuns, RunHandle
+from traces.protocol import EventType
+from traces.recorder import EventStore, TraceRecorder
+
+
+class CancelAsKeyError(InMemoryChannelLayer):
+    """Blocks in receive and group_send until cancelled, and raises KeyError for the first cancel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocked = asyncio.Event()
+        self.converted = False
+
+    async def _block(self, channel: str):
+        self.blocked.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            if self.converted:
+                raise  # only the first: a loop that swallowed it fails the test instead of hanging it
+            self.converted = True
+            raise KeyError(channel) from None
+
+    async def receive(self, channel):
+        return await self._block(channel)
+
+    async def group_send(self, group, message):
+        await self._block(group)
+
+
+async def ended_within(task: asyncio.Task, seconds: float) -> bool:
+    await asyncio.wait([task], timeout=seconds)
+    if task.done():
+        return True
+    task.cancel()  # it swallowed the cancellation: end it now, so that the test fails and does not hang
+    await asyncio.wait([task], timeout=seconds)
+    return False
+
+
+async def test_the_cancel_listener_of_a_run_ends_when_cancelled(settings):
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "tests.test_cancellation.CancelAsKeyError"}}
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    handle = RunHandle(uuid.uuid4(), "cancel-listener", None)
+    listener = asyncio.create_task(LiveRuns()._listen_for_cancel(handle))
+    await asyncio.wait_for(layer.blocked.wait(), 5)
+    listener.cancel()
+    assert await ended_within(listener, 5)
+    assert listener.cancelled()
+    assert protocol.control_group("cancel-listener", None) not in layer.groups  # it left its group
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_event_store_closes_while_a_publish_is_stuck():
+    layer = CancelAsKeyError()
+    store = EventStore(channel_layer=layer)
+    recorder = TraceRecorder(session_id="cancel-publisher", store=store)
+    await recorder.emit(EventType.TRACE_STARTED, {"trace_id": str(recorder.trace_id), "trace_name": "t", "request": "q",
+                                                  "agent_name": "a", "max_steps": 1, "metadata": {}})
+    await recorder.flush()  # stored; its publish is stuck in the layer
+    await asyncio.wait_for(layer.blocked.wait(), 5)
+    closing = asyncio.create_task(store.aclose())
+    assert await ended_within(closing, 5)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import io
 import os
 import socket
 import uuid
@@ -156,3 +159,35 @@ def fresh_channel_layer():
     channel_layers.backends.clear()
     yield
     channel_layers.backends.clear()
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if inspect.iscoroutinefunction(getattr(item, "obj", None)):
+            item.fixturenames.insert(0, "tasks_end_when_cancelled")  # first up, last down
+
+
+@pytest.fixture
+async def tasks_end_when_cancelled():
+    """After an async test, every task it left running must end when cancelled.
+
+    The event loop's close would cancel them too, then wait for ever for one that swallows its
+    cancellation (a retry loop catching the error a library turned it into). This names that
+    task and shows where it is, instead of a test that hangs until its timeout.
+    """
+    yield
+    current = asyncio.current_task()
+    left = {task for task in asyncio.all_tasks() if task is not current and not task.done()}
+    for _ in range(2):  # a second cancel, as the loop's close would send
+        if not left:
+            return
+        for task in left:
+            task.cancel()
+        _, left = await asyncio.wait(left, timeout=10)
+    stacks = []
+    for task in left:
+        buffer = io.StringIO()
+        task.print_stack(file=buffer)
+        stacks.append(buffer.getvalue())
+        asyncio.tasks._unregister_task(task)  # so that closing the loop does not wait for it
+    pytest.fail("tasks that do not end when cancelled:\n" + "\n".join(stacks), pytrace=False)

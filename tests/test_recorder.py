@@ -13,7 +13,7 @@ from tests.factories import run_fields
 from traces import protocol
 from traces.models import Event, Run, Trace
 from traces.protocol import EventType
-from traces.recorder import EVENTS_PER_MESSAGE, EventStore, TraceRecorder
+from traces.recorder import EventStore, TraceRecorder
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -51,14 +51,11 @@ async def emit_trace(recorder: TraceRecorder, events: int) -> None:
 
 
 async def subscribe(layer, trace_id: uuid.UUID, inbox: list[dict]) -> None:
-    """A group member that keeps receiving, as a consumer does; ``inbox`` gets each event."""
+    """A group member that keeps receiving, as a consumer does."""
     channel = await layer.new_channel()
     await layer.group_add(protocol.trace_group(trace_id), channel)
     while True:
-        message = await layer.receive(channel)
-        assert message["type"] == protocol.TRACE_EVENTS_MESSAGE
-        assert 1 <= len(message["events"]) <= EVENTS_PER_MESSAGE
-        inbox.extend(message["events"])
+        inbox.append(await layer.receive(channel))
 
 
 async def wait_for_counts(inboxes: list[list], count: int, seconds: float) -> None:
@@ -108,24 +105,6 @@ async def test_it_stores_and_delivers_concurrent_traces_in_order_on_the_in_memor
 async def test_it_stores_and_delivers_concurrent_traces_in_order_on_redis(redis_layer):
     await record_many(redis_layer)
     await redis_layer.flush()
-
-
-async def test_a_stored_batch_reaches_each_group_in_one_message_per_hundred_events():
-    """A group_send costs Redis round trips whatever it carries: a batch goes out in few messages."""
-    layer = InMemoryChannelLayer(capacity=10000)
-    store = EventStore(channel_layer=layer)
-    recorder = TraceRecorder(session_id="batched", store=store)
-    by_group = {}
-    for group in (protocol.trace_group(recorder.trace_id), protocol.session_group("batched", None)):
-        by_group[group] = await layer.new_channel()
-        await layer.group_add(group, by_group[group])
-    await emit_trace(recorder, 250)  # queued at once (emit does not wait for the database): one batch
-    await store.drain()
-    await store.aclose()
-    for channel in by_group.values():
-        messages = [await layer.receive(channel) for _ in range(3)]
-        assert [len(m["events"]) for m in messages] == [100, 100, 50]
-        assert [e["seq"] for m in messages for e in m["events"]] == list(range(1, 251))
 
 
 async def test_it_projects_events_onto_the_trace_and_run_rows():

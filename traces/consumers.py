@@ -333,11 +333,6 @@ class TraceConsumer(AsyncWebsocketConsumer):
 
     # ------------------------------------------------------------------ channel-layer messages
 
-    async def trace_events(self, message: dict[str, Any]) -> None:
-        """Events of traces this socket follows, as one stored batch published them (in seq order)."""
-        for event in message["events"]:
-            await self.trace_event(event)
-
     async def trace_event(self, message: dict[str, Any]) -> None:
         """An event of a trace this socket follows (its session's, or subscribed)."""
         key, seq = message["trace_id"], message["seq"]

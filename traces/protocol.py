@@ -143,8 +143,7 @@ class CloseCode:
 
 
 # Channel-layer names. Group names must be ASCII and shorter than 100 characters.
-TRACE_EVENTS_MESSAGE = "trace.events"  # events of a trace the socket follows, in seq order ("events": [...])
-TRACE_EVENT_MESSAGE = "trace.event"  # one such event (trace_id, seq, user_id, text): what earlier versions publish
+TRACE_EVENT_MESSAGE = "trace.event"  # an event of a trace the socket follows
 TRACE_FEED_MESSAGE = "trace.feed"  # trace_started / trace_completed of any trace (subscribe_all)
 AGENT_CANCEL_MESSAGE = "agent.cancel"  # to a session's running agent, wherever it runs
 ALL_TRACES_GROUP = "traces.all"

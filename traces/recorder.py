@@ -8,9 +8,7 @@ waiting for the database (the agent is not slowed by it; see "pipelining" below)
    *batch* of pending events (group commit, on a thread of its own so the event loop never
    waits on the database), and only then
 3. publishes the stored envelope on the channel layer to the trace's group, the session's
-   group and, for trace start/end, the all-traces feed. A group gets each committed batch's
-   events in one message (``trace.events``, up to ``EVENTS_PER_MESSAGE``, in seq order): a
-   ``group_send`` is a few Redis round trips, whatever it carries.
+   group and, for trace start/end, the all-traces feed.
 
 So an event is delivered only after it is stored; if delivery fails (the channel layer is
 down) it is still stored, and clients backfill from the database by ``seq``.
@@ -51,7 +49,6 @@ MAX_BATCH = 500
 RETRY_DELAYS = (0.1, 0.3, 1.0, 2.0, 4.0)
 PUBLISH_TIMEOUT = 5.0
 PUBLISH_CONCURRENCY = 4
-EVENTS_PER_MESSAGE = 100  # events of one batch in one channel-layer message, at most
 MAX_IN_FLIGHT = 256  # events of one trace queued or being written before emit() waits
 
 # One thread writes for the whole process: a single connection, batches in order.
@@ -310,21 +307,14 @@ class EventStore:
         if self.channel_layer is None:
             return
         by_group: dict[str, list[dict]] = {}
-        feed: list[dict] = []
         for item in items:
             state = item.state
-            event = {"trace_id": str(state.trace_id), "seq": item.seq, "user_id": state.trace.get("user_id"), "text": item.text}
-            by_group.setdefault(protocol.trace_group(state.trace_id), []).append(event)
-            by_group.setdefault(protocol.session_group(state.session_id, state.user_id), []).append(event)
+            message = {"type": protocol.TRACE_EVENT_MESSAGE, "trace_id": str(state.trace_id), "seq": item.seq,
+                       "user_id": state.trace.get("user_id"), "text": item.text}
+            by_group.setdefault(protocol.trace_group(state.trace_id), []).append(message)
+            by_group.setdefault(protocol.session_group(state.session_id, state.user_id), []).append(message)
             if item.event_type in protocol.FEED_EVENTS:
-                feed.append({"type": protocol.TRACE_FEED_MESSAGE, **event})
-        outbox = {
-            group: [{"type": protocol.TRACE_EVENTS_MESSAGE, "events": events[start:start + EVENTS_PER_MESSAGE]}
-                    for start in range(0, len(events), EVENTS_PER_MESSAGE)]
-            for group, events in by_group.items()
-        }
-        if feed:
-            outbox[protocol.ALL_TRACES_GROUP] = feed
+                by_group.setdefault(protocol.ALL_TRACES_GROUP, []).append({**message, "type": protocol.TRACE_FEED_MESSAGE})
 
         async def send_in_order(group: str, messages: list[dict]) -> None:
             async with self.publish_slots:
@@ -334,7 +324,7 @@ class EventStore:
         try:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
             async with asyncio.timeout(PUBLISH_TIMEOUT):
-                await asyncio.gather(*(send_in_order(group, messages) for group, messages in outbox.items()))
+                await asyncio.gather(*(send_in_order(group, messages) for group, messages in by_group.items()))
         except Exception as exc:  # stored already; clients backfill by seq once delivery is back
             raise_if_cancelled()
             if self.delivery_ok:

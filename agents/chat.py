@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.events import TokenUsage
+
 TextCallback = Callable[[str], Awaitable[None]]
 
 
@@ -16,8 +18,10 @@ class Usage:
     completion_tokens: int = 0
     total_tokens: int = 0
 
-    def as_dict(self) -> dict[str, int]:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens, "total_tokens": self.total_tokens}
+    def as_dict(self) -> TokenUsage:
+        return TokenUsage(
+            prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens, total_tokens=self.total_tokens
+        )
 
 
 @dataclass

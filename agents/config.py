@@ -6,7 +6,7 @@ from django.conf import settings
 
 from agents.builtin import BuiltinModel
 from agents.chat import ChatModel
-from agents.database import SqlDatabase
+from agents.database import SqlDatabase, open_database
 from agents.loop import Agent
 from agents.openai_model import OpenAIChatModel
 from agents.pricing import PriceTable
@@ -16,7 +16,7 @@ BUILTIN = "builtin"
 
 
 def agent_database() -> SqlDatabase:
-    return SqlDatabase(settings.DATABASES["agent"], row_limit=settings.AGENT_ROW_LIMIT, timeout=settings.AGENT_QUERY_TIMEOUT)
+    return open_database(settings.DATABASES["agent"], row_limit=settings.AGENT_ROW_LIMIT, timeout=settings.AGENT_QUERY_TIMEOUT)
 
 
 def chat_model(name: str | None = None) -> ChatModel:

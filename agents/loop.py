@@ -16,10 +16,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.chat import ChatModel, ChatModelError, Completion
+from agents.events import (
+    AgentState,
+    EventType,
+    ProgressUpdate,
+    RunStatus,
+    RunType,
+    StatusUpdate,
+    StopReason,
+    ThinkDelta,
+    TraceCompleted,
+    TraceOutcome,
+    TraceStarted,
+)
 from agents.sink import TraceSink
 from agents.tools import Tool, ToolError, ToolResult
-from agents.tracing import RunRecord, Tracer
-from traces.protocol import AgentState, EventType, RunStatus, RunType, TraceOutcome
+from agents.tracing import LlmUsage, RunRecord, Tracer
 
 SYSTEM_PROMPT = """You are a careful data analyst with read-only access to an SQL database.
 Answer the user's question from the data, in the user's language.
@@ -39,7 +51,7 @@ class AgentResult:
     steps: int = 0
     total_tokens: int = 0
     total_cost: float = 0.0
-    stopped_by: str = ""  # answer | max_steps | error | cancelled
+    stopped_by: str = ""  # StopReason
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
@@ -78,34 +90,34 @@ class _Run:
         return self.agent.max_steps
 
     async def status(self, state: AgentState, message: str, progress: int) -> None:
-        await self.tracer.emit(EventType.STATUS_UPDATE, {
-            "current_step": self.step, "max_steps": self.max_steps, "agent_state": str(state),
-            "message": message, "progress_percentage": progress,
-        })
+        await self.tracer.emit(EventType.STATUS_UPDATE, StatusUpdate(
+            current_step=self.step, max_steps=self.max_steps, agent_state=str(state),
+            message=message, progress_percentage=progress,
+        ))
 
     async def execute(self) -> AgentResult:
         try:
-            await self.tracer.emit(EventType.TRACE_STARTED, {
-                "trace_id": str(self.tracer.trace_id),
-                "trace_name": f"{self.agent.name}_execution",
-                "request": self.question,
-                "agent_name": self.agent.name,
-                "max_steps": self.max_steps,
-                "metadata": {"model": self.agent.model.name, "offline_model": self.agent.model.offline,
-                             "tools": list(self.agent.tools), **self.metadata},
-            })
+            await self.tracer.emit(EventType.TRACE_STARTED, TraceStarted(
+                trace_id=str(self.tracer.trace_id),
+                trace_name=f"{self.agent.name}_execution",
+                request=self.question,
+                agent_name=self.agent.name,
+                max_steps=self.max_steps,
+                metadata={"model": self.agent.model.name, "offline_model": self.agent.model.offline,
+                          "tools": list(self.agent.tools), **self.metadata},
+            ))
             await self.status(AgentState.RUNNING, "Agent started", 0)
             answer, stopped_by = await self.loop()
         except asyncio.CancelledError:
             asyncio.current_task().uncancel()  # the cancellation is handled: finish recording it
-            return await _uninterruptible(self.end(TraceOutcome.CANCELLED, "", "cancelled", "Cancelled by the user", "Cancelled"))
+            return await _uninterruptible(self.end(TraceOutcome.CANCELLED, "", StopReason.CANCELLED, "Cancelled by the user", "Cancelled"))
         except ChatModelError as exc:
-            return await _uninterruptible(self.end(TraceOutcome.ERROR, "", "error", str(exc), exc.error_type))
+            return await _uninterruptible(self.end(TraceOutcome.ERROR, "", StopReason.ERROR, str(exc), exc.error_type))
         except Exception as exc:  # a bug or a lost database: end the trace, never leave it running
-            return await _uninterruptible(self.end(TraceOutcome.ERROR, "", "error", f"{type(exc).__name__}: {exc}", type(exc).__name__))
+            return await _uninterruptible(self.end(TraceOutcome.ERROR, "", StopReason.ERROR, f"{type(exc).__name__}: {exc}", type(exc).__name__))
         return await _uninterruptible(self.end(TraceOutcome.SUCCESS, answer, stopped_by))
 
-    async def loop(self) -> tuple[str, str]:
+    async def loop(self) -> tuple[str, StopReason]:
         tools = [tool.spec() for tool in self.agent.tools.values()]
         while self.step < self.max_steps:
             self.step += 1
@@ -121,24 +133,24 @@ class _Run:
                 continue
             await self.tracer.finish(step, outputs={"content": completion.content})
             await self.progress(f"step_{self.step}", "Answered")
-            return completion.content, "answer"
+            return completion.content, StopReason.ANSWER
         # Step limit: one last call without tools for the best answer from what is known.
         self.step += 1
-        step = await self.tracer.start("final_answer", RunType.AGENT, inputs={"reason": "max_steps"}, metadata={"forced_final": True})
+        step = await self.tracer.start("final_answer", RunType.AGENT, inputs={"reason": str(StopReason.MAX_STEPS)}, metadata={"forced_final": True})
         await self.status(AgentState.RUNNING, f"Reached the limit of {self.max_steps} steps; asking for a final answer", 95)
         self.messages.append({"role": "user", "content": FINAL_PROMPT})
         completion = await self.think(step, None)
         await self.tracer.finish(step, outputs={"content": completion.content})
-        return completion.content, "max_steps"
+        return completion.content, StopReason.MAX_STEPS
 
     def _progress(self) -> int:
         return min(99, int((self.step - 1) * 100 / self.max_steps))
 
     async def progress(self, name: str, description: str) -> None:
-        await self.tracer.emit(EventType.PROGRESS_UPDATE, {
-            "current_step": self.step, "total_steps": self.max_steps, "step_name": name,
-            "step_description": description, "percentage": min(100, int(self.step * 100 / self.max_steps)),
-        })
+        await self.tracer.emit(EventType.PROGRESS_UPDATE, ProgressUpdate(
+            current_step=self.step, total_steps=self.max_steps, step_name=name,
+            step_description=description, percentage=min(100, int(self.step * 100 / self.max_steps)),
+        ))
 
     async def think(self, step: RunRecord, tools: list[dict] | None) -> Completion:
         prompt = _pending_prompt(self.messages)
@@ -158,7 +170,7 @@ class _Run:
         calls = [call.as_openai() for call in completion.tool_calls]
         await self.tracer.finish(
             run, outputs={"content": completion.content, "tool_calls": calls},
-            token_usage=completion.usage.as_dict(), model=completion.model or self.agent.model.name, cost=completion.cost,
+            usage=LlmUsage(completion.usage.as_dict(), completion.model or self.agent.model.name, completion.cost),
         )
         assistant: dict[str, Any] = {"role": "assistant", "content": completion.content or None}
         if calls:
@@ -192,20 +204,20 @@ class _Run:
         await self.tracer.finish(run, outputs={"output": result.output, **result.outputs})
         return {"role": "tool", "tool_call_id": call.id, "content": result.output}
 
-    async def end(self, outcome: TraceOutcome, answer: str, stopped_by: str, error: str | None = None, error_type: str | None = None) -> AgentResult:
+    async def end(self, outcome: TraceOutcome, answer: str, stopped_by: StopReason, error: str | None = None, error_type: str | None = None) -> AgentResult:
         run_status = {TraceOutcome.CANCELLED: RunStatus.CANCELLED}.get(outcome, RunStatus.ERROR)
         if self.tracer.open_runs:
             await self.tracer.close_open_runs(run_status, error or "stopped", error_type or "Stopped")
         state = {TraceOutcome.SUCCESS: AgentState.FINISHED, TraceOutcome.ERROR: AgentState.ERROR, TraceOutcome.CANCELLED: AgentState.CANCELLED}[outcome]
-        message = {TraceOutcome.SUCCESS: "Finished" if stopped_by == "answer" else f"Stopped at the limit of {self.max_steps} steps",
+        message = {TraceOutcome.SUCCESS: "Finished" if stopped_by == StopReason.ANSWER else f"Stopped at the limit of {self.max_steps} steps",
                    TraceOutcome.ERROR: f"Failed: {error}", TraceOutcome.CANCELLED: "Cancelled"}[outcome]
         await self.status(state, message, 100 if outcome == TraceOutcome.SUCCESS else self._progress())
         duration_ms = int((time.perf_counter() - self.started) * 1000)
-        data = {
-            "trace_id": str(self.tracer.trace_id), "duration_ms": duration_ms, "total_runs": self.tracer.total_runs,
-            "status": str(outcome), "total_cost": round(self.cost_total, 8), "total_tokens": self.usage_total,
-            "final_response": answer, "stopped_by": stopped_by,
-        }
+        data = TraceCompleted(
+            trace_id=str(self.tracer.trace_id), duration_ms=duration_ms, total_runs=self.tracer.total_runs,
+            status=str(outcome), total_cost=round(self.cost_total, 8), total_tokens=self.usage_total,
+            final_response=answer, stopped_by=str(stopped_by),
+        )
         if error:
             data.update(error=error, error_type=error_type)
         await self.tracer.emit(EventType.TRACE_COMPLETED, data)
@@ -258,4 +270,4 @@ class _DeltaThrottle:
         if self.buffer:
             delta, self.buffer = "".join(self.buffer), []
             self.last = time.perf_counter()
-            await self.tracer.emit(EventType.THINK_DELTA, {"run_id": str(self.run.run_id), "delta": delta})
+            await self.tracer.emit(EventType.THINK_DELTA, ThinkDelta(run_id=str(self.run.run_id), delta=delta))

@@ -9,7 +9,7 @@ from typing import Any
 
 from agents.database import QueryError, SqlDatabase
 from agents.guard import SqlRejected
-from traces.protocol import dumps
+from agents.events import to_json
 
 
 class ToolError(Exception):
@@ -63,7 +63,7 @@ class SchemaTool(Tool):
             if not table:
                 tables = await asyncio.to_thread(self.database.tables)
                 listing = [{"name": t.name, "rows": t.row_count, "aliases": t.aliases} for t in tables]
-                return ToolResult(dumps({"dialect": self.database.dialect_label, "tables": listing}),
+                return ToolResult(to_json({"dialect": self.database.dialect_label, "tables": listing}),
                                   {"columns": ["table", "rows", "aliases"], "rows": [[t["name"], t["rows"], ", ".join(t["aliases"])] for t in listing]})
             described = await asyncio.to_thread(self.database.describe, table)
         except QueryError as exc:
@@ -73,7 +73,7 @@ class SchemaTool(Tool):
             for c in described.columns
         ]
         return ToolResult(
-            dumps({"table": described.name, "rows": described.row_count, "aliases": described.aliases, "columns": columns}),
+            to_json({"table": described.name, "rows": described.row_count, "aliases": described.aliases, "columns": columns}),
             {"columns": ["column", "type", "key", "nullable", "aliases", "samples"],
              "rows": [[c["name"], c["type"], c["key"], c["nullable"], ", ".join(c["aliases"]), ", ".join(map(str, c["samples"]))] for c in columns]},
         )
@@ -96,7 +96,7 @@ class QueryTool(Tool):
 
     def __init__(self, database: SqlDatabase) -> None:
         self.database = database
-        self.description = self.description.format(limit=database.row_limit, dialect="SQLite" if database.vendor == "sqlite" else "MySQL/MariaDB")
+        self.description = self.description.format(limit=database.row_limit, dialect=database.dialect_family)
 
     async def run(self, arguments: dict[str, Any]) -> ToolResult:
         sql = arguments.get("sql")
@@ -112,7 +112,7 @@ class QueryTool(Tool):
         if result.truncated:
             body["note"] = f"only the first {self.database.row_limit} rows are shown"
         return ToolResult(
-            dumps(body),
+            to_json(body),
             {"sql": result.sql, "guard": "allowed", "columns": result.columns, "rows": result.rows,
              "row_count": len(result.rows), "truncated": result.truncated, "query_ms": result.duration_ms},
         )

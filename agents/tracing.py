@@ -8,12 +8,20 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.events import EventData, EventType, RunFields, TokenUsage, RunStatus, RunType, format_timestamp, utcnow
 from agents.sink import TraceSink
-from traces import protocol
-from traces.protocol import EventType, RunStatus, RunType
 
 STARTED_EVENT = {RunType.AGENT: EventType.STEP_STARTED, RunType.THINK: EventType.THINK_STARTED, RunType.TOOL: EventType.TOOL_STARTED}
 COMPLETED_EVENT = {RunType.AGENT: EventType.RUN_COMPLETED, RunType.THINK: EventType.THINK_COMPLETED, RunType.TOOL: EventType.TOOL_COMPLETED}
+
+
+@dataclass
+class LlmUsage:
+    """What a model call used: reported on its think run."""
+
+    tokens: TokenUsage
+    model: str
+    cost: float
 
 
 @dataclass
@@ -26,7 +34,7 @@ class RunRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
     run_id: uuid.UUID = field(default_factory=uuid.uuid4)
     status: RunStatus = RunStatus.RUNNING
-    started_at: dt.datetime = field(default_factory=protocol.utcnow)
+    started_at: dt.datetime = field(default_factory=utcnow)
     started_clock: float = field(default_factory=time.perf_counter)
     ended_at: dt.datetime | None = None
     duration_ms: int | None = None
@@ -43,25 +51,25 @@ class Tracer:
         self.open_runs: dict[uuid.UUID, RunRecord] = {}
         self.total_runs = 0
 
-    def fields(self, run: RunRecord) -> dict[str, Any]:
-        return {
-            "run_id": str(run.run_id),
-            "trace_id": str(self.trace_id),
-            "parent_run_id": str(run.parent.run_id) if run.parent else None,
-            "name": run.name,
-            "run_type": str(run.run_type),
-            "status": str(run.status),
-            "start_time": protocol.format_timestamp(run.started_at),
-            "end_time": protocol.format_timestamp(run.ended_at) if run.ended_at else None,
-            "duration_ms": run.duration_ms,
-            "inputs": run.inputs,
-            "outputs": run.outputs,
-            "error": run.error,
-            "error_type": run.error_type,
-            "metadata": run.metadata,
-        }
+    def fields(self, run: RunRecord) -> RunFields:
+        return RunFields(
+            run_id=str(run.run_id),
+            trace_id=str(self.trace_id),
+            parent_run_id=str(run.parent.run_id) if run.parent else None,
+            name=run.name,
+            run_type=str(run.run_type),
+            status=str(run.status),
+            start_time=format_timestamp(run.started_at),
+            end_time=format_timestamp(run.ended_at) if run.ended_at else None,
+            duration_ms=run.duration_ms,
+            inputs=run.inputs,
+            outputs=run.outputs,
+            error=run.error,
+            error_type=run.error_type,
+            metadata=run.metadata,
+        )
 
-    async def emit(self, event_type: EventType, data: dict[str, Any]) -> None:
+    async def emit(self, event_type: EventType, data: EventData) -> None:
         await self.sink.emit(event_type, data)
 
     async def start(self, name: str, run_type: RunType, parent: RunRecord | None = None, inputs: dict | None = None, metadata: dict | None = None) -> RunRecord:
@@ -78,11 +86,11 @@ class Tracer:
         outputs: dict | None = None,
         error: str | None = None,
         error_type: str | None = None,
-        **extra: Any,
+        usage: LlmUsage | None = None,
     ) -> None:
         """Close a run: its completed event, or ``run_error`` when it failed or was cancelled."""
         run.status = status
-        run.ended_at = protocol.utcnow()
+        run.ended_at = utcnow()
         run.duration_ms = int((time.perf_counter() - run.started_clock) * 1000)
         if outputs is not None:
             run.outputs = outputs
@@ -90,7 +98,10 @@ class Tracer:
         self.open_runs.pop(run.run_id, None)
         failed = status in (RunStatus.ERROR, RunStatus.CANCELLED) and run.run_type != RunType.AGENT
         event_type = EventType.RUN_ERROR if failed else COMPLETED_EVENT[run.run_type]
-        await self.emit(event_type, {**self.fields(run), **extra})
+        data = self.fields(run)
+        if usage is not None:
+            data.update(token_usage=usage.tokens, model=usage.model, cost=usage.cost)
+        await self.emit(event_type, data)
 
     async def close_open_runs(self, status: RunStatus, error: str, error_type: str) -> None:
         """Innermost first, so children end before their step."""

@@ -131,17 +131,17 @@ def check_guard(sql: str, vendor: str, conn: sqlite3.Connection | None) -> None:
 
 def check_validator(kind: str, frame) -> None:
     from traces import protocol
-    from traces.protocol import Action, EventType, ProtocolError
+    from traces.protocol import Action, ProtocolError, ServerEvent
 
     text, data = (frame, None) if kind == "text" else (None, frame)
     try:
         message = protocol.parse_client_message(text, data)
     except ProtocolError as exc:
-        protocol.dumps(protocol.envelope(EventType.ERROR, {"error": str(exc.error), "detail": exc.detail}, session_id="s"))
+        protocol.dumps(protocol.envelope(ServerEvent.ERROR, {"error": str(exc.error), "detail": exc.detail}, session_id="s"))
         return
     assert isinstance(message.action, Action)
     if message.action == Action.PING:
-        protocol.dumps(protocol.envelope(EventType.PONG, {"client_time": message.fields["client_time"]}, session_id="s"))
+        protocol.dumps(protocol.envelope(ServerEvent.PONG, {"client_time": message.fields["client_time"]}, session_id="s"))
     if message.action == Action.REPLAY_TRACE:
         assert 0 <= message.fields["speed"] <= protocol.MAX_REPLAY_SPEED
     if message.action == Action.SUBSCRIBE_TRACE:

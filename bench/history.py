@@ -34,6 +34,7 @@ from django.db import connection, reset_queries  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
+from agents.events import EventType  # noqa: E402
 from traces import protocol  # noqa: E402
 from traces.models import Event, Trace  # noqa: E402
 
@@ -55,7 +56,7 @@ def fill(count: int, events_per_trace: int = 10) -> None:
                                 model="builtin", source="websocket", session_id=f"s{i % 1000}", total_tokens=1000 + i % 700,
                                 last_seq=events_per_trace))
             for seq in range(1, events_per_trace + 1):
-                message = protocol.envelope(protocol.EventType.STATUS_UPDATE, {"current_step": seq}, session_id="s", trace_id=trace_id, seq=seq, timestamp=started)
+                message = protocol.envelope(EventType.STATUS_UPDATE, {"current_step": seq}, session_id="s", trace_id=trace_id, seq=seq, timestamp=started)
                 events.append(Event(trace_id=trace_id, seq=seq, event_type="status_update", timestamp=started, message_id=message["message_id"], envelope=protocol.dumps(message)))
         Trace.objects.bulk_create(traces)
         Event.objects.bulk_create(events, batch_size=5000)

@@ -34,11 +34,12 @@ MYSQL_URL = os.environ.get("BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306/trace
 
 async def record(events: int) -> uuid.UUID:
     from bench.scripted import fresh_events
-    from traces.protocol import EventType
+    from agents.events import EventType
+    from traces.access import SessionKey
     from traces.recorder import EventStore, TraceRecorder
 
     store = EventStore()
-    recorder = TraceRecorder(session_id="replay-bench", store=store)
+    recorder = TraceRecorder(session=SessionKey("replay-bench"), store=store)
     first, *middle, last = fresh_events(recorder.trace_id)
     await recorder.emit(EventType(first[0]), first[1])
     emitted = 1

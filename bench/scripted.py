@@ -64,7 +64,7 @@ class ScriptedAgent:
 
     async def run(self, question: str, sink, metadata: dict[str, Any] | None = None):
         from agents.loop import AgentResult
-        from traces.protocol import EventType, TraceOutcome
+        from agents.events import EventType, TraceOutcome
 
         pause = gap()
         for kind, data in fresh_events(sink.trace_id):
@@ -87,7 +87,8 @@ def record() -> None:
     django.setup()
     from agents import demo
     from agents.config import build_agent
-    from agents.database import SqlDatabase
+    from agents.database import open_database
+    from agents.events import to_json
     from agents.sink import ListSink
     from tracesite import env
 
@@ -96,9 +97,10 @@ def record() -> None:
 
     with sqlite3.connect(path) as conn:
         demo.create(conn.cursor(), "sqlite", "?")
-    sink = ListSink(session_id="bench")
-    asyncio.run(build_agent("builtin", database=SqlDatabase(env.sqlite_database(path))).run(QUESTION, sink))
-    TRACE_FILE.write_text(json.dumps(sink.events, ensure_ascii=False, indent=1) + "\n")
+    sink = ListSink()
+    asyncio.run(build_agent("builtin", database=open_database(env.sqlite_database(path))).run(QUESTION, sink))
+    events = [{"event_type": e["event_type"], "seq": e["seq"], "data": e["data"]} for e in sink.events]
+    TRACE_FILE.write_text(json.dumps(json.loads(to_json(events)), ensure_ascii=False, indent=1) + "\n")
     print(f"{len(sink.events)} events written to {TRACE_FILE}")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from agents import demo
-from agents.database import SqlDatabase
+from agents.database import SqlDatabase, open_database
 from tracesite import env
 
 LIBRARY_DDL = [
@@ -49,7 +49,7 @@ def sqlite_database(path: Path, schema: str, row_limit: int = 200, timeout: floa
         else:
             fill_library(conn.cursor(), "?")
     conn.close()
-    return SqlDatabase(env.sqlite_database(path), row_limit=row_limit, timeout=timeout)
+    return open_database(env.sqlite_database(path), row_limit=row_limit, timeout=timeout)
 
 
 def _mysql_connect(url: str, db: str | None = None):
@@ -79,7 +79,7 @@ def mysql_database(url: str, schema: str, row_limit: int = 200, timeout: float =
         conn.commit()
         conn.close()
         settings = env.mysql_database(name, parts.username or "root", parts.password or "", parts.hostname or "127.0.0.1", parts.port or 3306)
-        yield SqlDatabase(settings, row_limit=row_limit, timeout=timeout)
+        yield open_database(settings, row_limit=row_limit, timeout=timeout)
     finally:
         admin.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
         admin.close()

@@ -7,6 +7,7 @@ import uuid
 
 from django.utils import timezone
 
+from agents.events import EventType, format_timestamp, utcnow
 from traces import protocol
 from traces.models import Event, Run, Trace
 
@@ -22,7 +23,7 @@ def make_trace(request: str = "显示用户表的10条用户数据", *, status: 
     step = Run.objects.create(trace=trace, name="step_1", run_type=Run.Type.AGENT, status=Run.Status.SUCCESS, start_time=started)
     for i in range(runs):
         Run.objects.create(trace=trace, parent=step, name=f"run_{i}", run_type=Run.Type.TOOL, status=Run.Status.SUCCESS, start_time=started)
-    for seq, kind in enumerate([protocol.EventType.TRACE_STARTED, protocol.EventType.TRACE_COMPLETED], start=1):
+    for seq, kind in enumerate([EventType.TRACE_STARTED, EventType.TRACE_COMPLETED], start=1):
         message = protocol.envelope(kind, {"trace_id": str(trace.pk)}, session_id="s", trace_id=trace.pk, seq=seq)
         Event.objects.create(trace=trace, seq=seq, event_type=kind, timestamp=started, message_id=message["message_id"],
                              envelope=protocol.dumps(message))
@@ -32,7 +33,7 @@ def make_trace(request: str = "显示用户表的10条用户数据", *, status: 
 
 
 def run_fields(trace_id: uuid.UUID, run_id: uuid.UUID, name: str, run_type: str, status: str, parent: uuid.UUID | None = None, **extra) -> dict:
-    now = protocol.format_timestamp(protocol.utcnow())
+    now = format_timestamp(utcnow())
     fields = {
         "run_id": str(run_id), "trace_id": str(trace_id), "parent_run_id": str(parent) if parent else None,
         "name": name, "run_type": run_type, "status": status, "start_time": now,

@@ -19,7 +19,7 @@ def run_unguarded(database, sql: str):
 
 
 def _state():
-    from agents.database import _QueryState
+    from agents.database.base import _QueryState
 
     return _QueryState()
 

@@ -7,7 +7,8 @@ from channels.layers import InMemoryChannelLayer
 
 from traces import protocol
 from traces.models import Event, Run, Trace
-from traces.protocol import RUN_FIELDS, EventType
+from agents.events import PAYLOADS, RUN_EVENTS, EventType
+from traces.access import SessionKey
 from traces.recorder import EventStore
 from traces.runner import run_trace
 
@@ -25,7 +26,7 @@ SEED_FIELDS = {
 async def test_it_answers_the_original_question_with_a_complete_persisted_trace():
     store = EventStore(channel_layer=InMemoryChannelLayer())
     seen = []
-    result = await run_trace("显示用户表的10条用户数据", session_id="session_xyz789", source=Trace.Source.WEBSOCKET, listener=seen.append, store=store)
+    result = await run_trace("显示用户表的10条用户数据", session=SessionKey("session_xyz789"), source=Trace.Source.WEBSOCKET, listener=seen.append, store=store)
     await store.drain()
     await store.aclose()
 
@@ -43,10 +44,11 @@ async def test_it_answers_the_original_question_with_a_complete_persisted_trace(
     for envelope in envelopes:
         assert {"event_type", "timestamp", "message_id", "session_id", "data", "trace_id", "seq", "replay"} <= envelope.keys()
         kind = EventType(envelope["event_type"])
-        if kind in protocol.RUN_EVENTS:
-            assert set(RUN_FIELDS) <= envelope["data"].keys(), kind
+        if kind in RUN_EVENTS:
+            assert PAYLOADS[kind].__required_keys__ <= envelope["data"].keys(), kind
         else:
             assert SEED_FIELDS[kind] <= envelope["data"].keys(), kind
+            assert envelope["data"].keys() <= PAYLOADS[kind].__annotations__.keys(), kind  # nothing outside its type
     think = next(e for e in envelopes if e["event_type"] == "think_completed")["data"]
     assert {"content"} <= think["inputs"].keys() and {"content", "tool_calls"} <= think["outputs"].keys()
     assert {"prompt_tokens", "completion_tokens", "total_tokens"} == think["token_usage"].keys()

@@ -8,7 +8,7 @@ from agents.builtin import BuiltinModel, parse_intent, zh_number
 from agents.loop import Agent
 from agents.sink import ListSink
 from agents.tools import QueryTool, SchemaTool
-from traces.protocol import EventType, TraceOutcome
+from agents.events import EventType, TraceOutcome
 
 # (question, SQL whose rows the answer must show). ORDERED compares row order too.
 DEMO = [

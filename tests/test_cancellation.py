@@ -11,9 +11,10 @@ import uuid
 import pytest
 
 from traces import protocol
-from traces.layers import InMemoryChannelLayer
+from agents.events import EventType
+from traces.access import SessionKey
+from traces.compat import InMemoryChannelLayer
 from traces.live import LiveRuns, RunHandle
-from traces.protocol import EventType
 from traces.recorder import EventStore, TraceRecorder
 
 
@@ -56,7 +57,7 @@ async def test_the_cancel_listener_of_a_run_ends_when_cancelled(settings):
     from channels.layers import get_channel_layer
 
     layer = get_channel_layer()
-    handle = RunHandle(uuid.uuid4(), "cancel-listener", None)
+    handle = RunHandle(uuid.uuid4(), SessionKey("cancel-listener"))
     listener = asyncio.create_task(LiveRuns()._listen_for_cancel(handle))
     await asyncio.wait_for(layer.blocked.wait(), 5)
     listener.cancel()
@@ -69,7 +70,7 @@ async def test_the_cancel_listener_of_a_run_ends_when_cancelled(settings):
 async def test_the_event_store_closes_while_a_publish_is_stuck():
     layer = CancelAsKeyError()
     store = EventStore(channel_layer=layer)
-    recorder = TraceRecorder(session_id="cancel-publisher", store=store)
+    recorder = TraceRecorder(session=SessionKey("cancel-publisher"), store=store)
     await recorder.emit(EventType.TRACE_STARTED, {"trace_id": str(recorder.trace_id), "trace_name": "t", "request": "q",
                                                   "agent_name": "a", "max_steps": 1, "metadata": {}})
     await recorder.flush()  # stored; its publish is stuck in the layer

@@ -12,7 +12,9 @@ from channels.db import database_sync_to_async
 from tests.live import connect, receive, receive_until, send
 from traces.models import ApiToken, Event, Trace
 from traces import protocol
-from traces.protocol import CloseCode, EventType
+from agents.events import EventType
+from traces.access import SessionKey
+from traces.protocol import CloseCode
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("configured_agent_db")]
 
@@ -382,13 +384,13 @@ async def test_events_the_layer_dropped_still_arrive(monkeypatch):
 
     monkeypatch.setattr(consumers, "CATCH_UP_SECONDS", 0.2)
     communicator, _ = await opened("/ws/dropped")
-    recorder = TraceRecorder(session_id="dropped", store=get_event_store())
+    recorder = TraceRecorder(session=SessionKey("dropped"), store=get_event_store())
     await recorder.emit(EventType.TRACE_STARTED, {"trace_id": str(recorder.trace_id), "request": "q", "metadata": {}})
     await recorder.flush()
     assert (await receive(communicator))["seq"] == 1
     # The rest is stored but never published, as if the layer had dropped every message.
     silent = EventStore(channel_layer=None)
-    silent.channel_layer = None
+    silent.layer = None
     recorder.store = silent
     for step in range(1, 4):
         await recorder.emit(EventType.STATUS_UPDATE, {"current_step": step})
@@ -409,8 +411,8 @@ async def test_a_resume_gets_every_event_when_publishing_lags_behind_storing():
     from traces.recorder import EventStore, TraceRecorder
 
     silent = EventStore(channel_layer=None)
-    silent.channel_layer = None  # stored, not yet published
-    recorder = TraceRecorder(session_id="lagging", store=silent)
+    silent.layer = None  # stored, not yet published
+    recorder = TraceRecorder(session=SessionKey("lagging"), store=silent)
     await recorder.emit(EventType.TRACE_STARTED, {"trace_id": str(recorder.trace_id), "request": "q", "metadata": {}})
     for step in range(1, 5):
         await recorder.emit(EventType.STATUS_UPDATE, {"current_step": step})
@@ -424,7 +426,7 @@ async def test_a_resume_gets_every_event_when_publishing_lags_behind_storing():
     layer = get_channel_layer()
     for seq, text in stored[3:]:  # the lagging publisher delivers seq 4..6 now
         await layer.group_send(protocol.session_group("lagging"), {"type": protocol.TRACE_EVENT_MESSAGE, "trace_id": str(recorder.trace_id),
-                                                                     "seq": seq, "user_id": None, "text": text})
+                                                                     "seq": seq, "owner_id": None, "text": text})
     await send(again, action="subscribe_trace", trace_id=str(recorder.trace_id), after_seq=1)
     messages = await receive_until(again, "trace_completed")
     assert [m["seq"] for m in messages] == [2, 3, 4, 5, 6]

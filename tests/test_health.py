@@ -20,7 +20,8 @@ async def test_it_reports_healthy_with_counts(async_client):
 
 
 async def test_it_is_degraded_without_the_channel_layer(async_client, settings):
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": ["redis://127.0.0.1:1/0"]}}}
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "traces.layer.BestEffortLayer", "CONFIG": {
+        "backend": "channels_redis.core.RedisChannelLayer", "config": {"hosts": ["redis://127.0.0.1:1/0"]}}}}
     from channels.layers import channel_layers
 
     channel_layers.backends.clear()

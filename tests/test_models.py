@@ -54,7 +54,7 @@ def test_it_filters_through_queryset_methods(django_user_model, settings):
     assert list(Trace.objects.for_session("s-2")) == [done]
     owner = django_user_model.objects.create_user("bob")
     other = django_user_model.objects.create_user("carol")
-    mine = make_trace("mine", user=owner)
+    mine = make_trace("mine", owner=owner)
     assert set(Trace.objects.visible_to(owner)) == {running, done, mine}
     assert mine not in Trace.objects.visible_to(other)
 

@@ -11,7 +11,7 @@ from agents.openai_model import OpenAIChatModel
 from agents.sink import ListSink
 from agents.tools import QueryTool, SchemaTool
 from tests.fake_openai import FakeOpenAI, Reply, tool
-from traces.protocol import EventType, RunStatus, TraceOutcome
+from agents.events import EventType, RunStatus, TraceOutcome
 
 QUESTION = "显示用户表的10条用户数据"
 

@@ -140,7 +140,7 @@ def test_the_live_page_offers_run_again(client):
 def test_traces_of_other_users_are_hidden_when_auth_is_on(client, settings, django_user_model):
     settings.TRACE_REQUIRE_AUTH = True
     owner = django_user_model.objects.create_user("hal")
-    trace = make_trace("secret question", user=owner)
+    trace = make_trace("secret question", owner=owner)
     assert client.get(reverse("traces:detail", args=[trace.pk])).status_code == 404
     assert "secret question" not in client.get(reverse("traces:list")).content.decode()
     client.force_login(owner)

@@ -10,13 +10,14 @@ import uuid
 import pytest
 
 from traces import protocol
-from traces.protocol import Action, ErrorCode, EventType, ProtocolError
+from agents.events import EventType, format_timestamp, parse_timestamp
+from traces.protocol import Action, ErrorCode, ProtocolError, ServerEvent
 
 TRACE_ID = uuid.UUID("0f5c2f7e-3d43-4f55-9d1e-7f3f0f6e8a11")
 TIMESTAMP_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
-@pytest.mark.parametrize("event_type", list(EventType))
+@pytest.mark.parametrize("event_type", [*EventType, *ServerEvent])
 def test_it_builds_an_envelope_for_every_event_type(event_type):
     is_trace_event = event_type in protocol.TRACE_EVENTS
     message = protocol.envelope(
@@ -39,8 +40,8 @@ def test_it_builds_an_envelope_for_every_event_type(event_type):
 
 def test_it_formats_timestamps_in_utc_with_milliseconds():
     moment = dt.datetime(2025, 9, 24, 14, 0, 0, 123456, tzinfo=dt.timezone(dt.timedelta(hours=2)))
-    assert protocol.format_timestamp(moment) == "2025-09-24T12:00:00.123Z"
-    assert protocol.parse_timestamp("2025-09-24T12:00:00.123Z") == moment.replace(microsecond=123000)
+    assert format_timestamp(moment) == "2025-09-24T12:00:00.123Z"
+    assert parse_timestamp("2025-09-24T12:00:00.123Z") == moment.replace(microsecond=123000)
 
 
 def test_it_gives_a_trace_event_the_same_message_id_every_time():
@@ -52,7 +53,7 @@ def test_it_gives_a_trace_event_the_same_message_id_every_time():
 
 
 def test_it_gives_other_events_unique_message_ids():
-    ids = {protocol.envelope(EventType.PONG, {}, session_id="a")["message_id"] for _ in range(100)}
+    ids = {protocol.envelope(ServerEvent.PONG, {}, session_id="a")["message_id"] for _ in range(100)}
     assert len(ids) == 100
 
 

@@ -12,7 +12,9 @@ from channels_redis.core import RedisChannelLayer
 from tests.factories import run_fields
 from traces import protocol
 from traces.models import Event, Run, Trace
-from traces.protocol import EventType
+from agents.events import EventType, utcnow
+from traces.access import SessionKey
+from traces.protocol import ServerEvent
 from traces.recorder import EventStore, TraceRecorder
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -66,7 +68,7 @@ async def wait_for_counts(inboxes: list[list], count: int, seconds: float) -> No
 
 async def record_many(layer) -> None:
     store = EventStore(channel_layer=layer)
-    recorders = [TraceRecorder(session_id=f"session-{i % 10}", store=store) for i in range(TRACES)]
+    recorders = [TraceRecorder(session=SessionKey(f"session-{i % 10}"), store=store) for i in range(TRACES)]
     received: list[list[dict]] = [[] for _ in recorders]
     members = [asyncio.create_task(subscribe(layer, r.trace_id, inbox)) for r, inbox in zip(recorders, received)]
     await asyncio.sleep(0.1)  # group_add done before the first event
@@ -109,7 +111,7 @@ async def test_it_stores_and_delivers_concurrent_traces_in_order_on_redis(redis_
 
 async def test_it_projects_events_onto_the_trace_and_run_rows():
     store = EventStore(channel_layer=InMemoryChannelLayer())
-    recorder = TraceRecorder(session_id="s1", source=Trace.Source.CLI, store=store)
+    recorder = TraceRecorder(session=SessionKey("s1"), source=Trace.Source.CLI, store=store)
     await emit_trace(recorder, 12)
     await store.aclose()
     trace = await Trace.objects.aget(pk=recorder.trace_id)
@@ -129,7 +131,7 @@ async def test_it_projects_events_onto_the_trace_and_run_rows():
 
 async def test_submit_gives_the_envelope_as_stored_and_sent():
     store = EventStore(channel_layer=InMemoryChannelLayer())
-    recorder = TraceRecorder(session_id="s2", store=store)
+    recorder = TraceRecorder(session=SessionKey("s2"), store=store)
     future = await recorder.submit(EventType.TRACE_STARTED, {"trace_id": str(recorder.trace_id), "request": "q", "metadata": {}})
     seq, text = await future
     sent = protocol.loads(text)
@@ -145,20 +147,20 @@ async def test_it_stores_events_even_when_delivery_fails(caplog):
     # A Redis layer pointed at a port where nothing listens: every publish fails.
     broken = RedisChannelLayer(hosts=["redis://127.0.0.1:1/0"])
     store = EventStore(channel_layer=broken)
-    recorder = TraceRecorder(session_id="s3", store=store)
+    recorder = TraceRecorder(session=SessionKey("s3"), store=store)
     await emit_trace(recorder, 6)
     await store.drain()
     await store.aclose()
     assert await Event.objects.filter(trace_id=recorder.trace_id).acount() == 6
-    assert store.delivery_ok is False
+    assert store.layer.up is False
     warnings = [r for r in caplog.records if "live delivery failing" in r.getMessage()]
     assert len(warnings) == 1  # said once, not per event
 
 
 async def test_it_refuses_non_trace_events():
-    recorder = TraceRecorder(session_id="s4", store=EventStore(channel_layer=InMemoryChannelLayer()))
+    recorder = TraceRecorder(session=SessionKey("s4"), store=EventStore(channel_layer=InMemoryChannelLayer()))
     with pytest.raises(ValueError):
-        await recorder.emit(EventType.PONG, {})
+        await recorder.emit(ServerEvent.PONG, {})
 
 
 async def test_after_a_failed_write_the_trace_refuses_events_until_reset(monkeypatch):
@@ -167,12 +169,12 @@ async def test_after_a_failed_write_the_trace_refuses_events_until_reset(monkeyp
 
     monkeypatch.setattr(recorder_module, "RETRY_DELAYS", (0.0,))
     store = EventStore(channel_layer=InMemoryChannelLayer())
-    recorder = TraceRecorder(session_id="s5", store=store)
+    recorder = TraceRecorder(session=SessionKey("s5"), store=store)
     await recorder.emit(EventType.TRACE_STARTED, {"trace_id": str(recorder.trace_id), "request": "q", "metadata": {}})
     await recorder.flush()
     # A row already at seq 2 makes the next batch fail in the database itself.
     blocker = await Event.objects.acreate(trace_id=recorder.trace_id, seq=2, event_type="status_update",
-                                          timestamp=protocol.utcnow(), message_id="blocker", envelope="{}")
+                                          timestamp=utcnow(), message_id="blocker", envelope="{}")
     await recorder.emit(EventType.STATUS_UPDATE, {"current_step": 1})  # returns before the write
     with pytest.raises(TraceStoreError):
         await recorder.flush()

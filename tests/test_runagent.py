@@ -63,7 +63,7 @@ def test_it_rejects_bad_flags():
 def test_it_records_the_trace_for_the_named_user(django_user_model):
     user = django_user_model.objects.create_user("dana")
     call_command("runagent", "how many users?", "--user", "dana", "--quiet", stdout=io.StringIO())
-    assert Trace.objects.get().user == user
+    assert Trace.objects.get().owner == user
 
 
 def test_it_cancels_cleanly_on_ctrl_c(settings, tmp_path):

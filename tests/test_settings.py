@@ -43,10 +43,11 @@ def test_it_uses_embedded_defaults(load, tmp_path):
     assert s["DATABASES"]["default"]["NAME"] == str(tmp_path / "data" / "tracesite.sqlite3")
     assert s["DATABASES"]["agent"]["NAME"] == str(tmp_path / "data" / "demo.sqlite3")
     assert "journal_mode=WAL" in s["DATABASES"]["default"]["OPTIONS"]["init_command"]
-    assert s["CHANNEL_LAYERS"]["default"]["BACKEND"] == "traces.layers.InMemoryChannelLayer"
+    assert s["CHANNEL_LAYERS"]["default"]["BACKEND"] == "traces.layer.BestEffortLayer"
+    assert s["CHANNEL_LAYERS"]["default"]["CONFIG"]["backend"] == "traces.compat.InMemoryChannelLayer"
     assert s["OPENAI_API_KEY"] == ""
     assert s["TRACE_REQUIRE_AUTH"] is False
-    assert s["CONN_MAX_AGE"] == 0
+    assert s["DATABASES"]["default"]["CONN_MAX_AGE"] == 0 and s["DATABASES"]["agent"]["CONN_MAX_AGE"] == 0
 
 
 def test_it_generates_a_dev_secret_once(load):
@@ -74,8 +75,9 @@ def test_it_reads_every_variable(load):
     assert default["OPTIONS"]["charset"] == "utf8mb4"
     agent = s["DATABASES"]["agent"]
     assert (agent["NAME"], agent["USER"], agent["HOST"], agent["PORT"]) == ("shop", "reader", "analytics", "3308")
-    assert s["CHANNEL_LAYERS"]["default"]["BACKEND"] == "traces.layers.RedisChannelLayer"
-    assert s["CHANNEL_LAYERS"]["default"]["CONFIG"]["hosts"][0]["address"] == "redis://cache:6379/2"
+    layer = s["CHANNEL_LAYERS"]["default"]
+    assert (layer["BACKEND"], layer["CONFIG"]["backend"]) == ("traces.layer.BestEffortLayer", "traces.compat.RedisChannelLayer")
+    assert layer["CONFIG"]["config"]["hosts"][0]["address"] == "redis://cache:6379/2"
     assert s["LOG_LEVEL"] == "DEBUG"
     assert s["TRACE_ALLOWED_ORIGINS"] == ["http://localhost:3000"]
     assert s["TRACE_REQUIRE_AUTH"] is True  # follows DEBUG off

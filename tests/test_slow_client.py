@@ -12,6 +12,7 @@ import websockets
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
+from agents.events import EventType
 from tests.servers import daphne, http_get
 from traces import protocol
 from traces.models import Event, Trace
@@ -28,7 +29,7 @@ def big_trace() -> Trace:
                                  started_at=timezone.now(), last_seq=EVENTS)
     rows = []
     for seq in range(1, EVENTS + 1):
-        kind = protocol.EventType.STATUS_UPDATE
+        kind = EventType.STATUS_UPDATE
         message = protocol.envelope(kind, {"current_step": seq, "message": PADDING}, session_id="s", trace_id=trace.pk, seq=seq)
         rows.append(Event(trace=trace, seq=seq, event_type=kind, timestamp=trace.started_at, message_id=message["message_id"],
                           envelope=protocol.dumps(message)))

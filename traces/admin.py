@@ -5,6 +5,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from traces import protocol
+from traces.access import visible_filter
 from traces.models import ApiToken, Event, Run, Trace
 
 
@@ -14,6 +15,15 @@ class ReadOnlyMixin:
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+class VisibleTracesMixin:
+    """Only what ``traces.access`` lets the user see (staff see every trace under today's rule)."""
+
+    trace_prefix = ""  # the path from the model to its trace
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(visible_filter(request.user, self.trace_prefix))
 
 
 class RunInline(ReadOnlyMixin, admin.TabularInline):
@@ -26,7 +36,7 @@ class RunInline(ReadOnlyMixin, admin.TabularInline):
 
 
 @admin.register(Trace)
-class TraceAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class TraceAdmin(VisibleTracesMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_display = ["started_at", "short_request", "status", "agent_name", "model", "source", "duration_ms", "total_tokens"]
     list_filter = ["status", "agent_name", "source", ("started_at", admin.DateFieldListFilter)]
     search_fields = ["request", "final_response"]
@@ -42,7 +52,8 @@ class TraceAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(Run)
-class RunAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class RunAdmin(VisibleTracesMixin, ReadOnlyMixin, admin.ModelAdmin):
+    trace_prefix = "trace__"
     list_display = ["start_time", "name", "run_type", "status", "duration_ms", "trace_id"]
     list_filter = ["run_type", "status"]
     search_fields = ["=trace__id", "name"]
@@ -51,7 +62,8 @@ class RunAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(Event)
-class EventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class EventAdmin(VisibleTracesMixin, ReadOnlyMixin, admin.ModelAdmin):
+    trace_prefix = "trace__"
     list_display = ["timestamp", "trace_id", "seq", "event_type", "message_id"]
     list_filter = ["event_type"]
     search_fields = ["=trace__id", "message_id"]

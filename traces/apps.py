@@ -5,3 +5,8 @@ class TracesConfig(AppConfig):
     name = "traces"
     verbose_name = "Traces"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from traces import compat
+
+        compat.warn_if_broken()  # a library upgrade that switched a hook off is said at start-up

@@ -15,21 +15,22 @@ import time
 import uuid
 from typing import Any
 
-from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
 from agents.config import model_label
-from traces import protocol
-from traces.backpressure import SendBuffer
+from agents.events import format_timestamp, utcnow
+from traces import access, protocol
+from traces.access import SessionKey
+from traces.compat import DirectDispatch, SendBuffer
 from traces.db import live_read
+from traces.layer import BestEffortLayer
 from traces.live import live_runs, sockets
-from traces.loops import raise_if_cancelled
 from traces.metrics import CONNECTIONS, MESSAGES_IN, MESSAGES_OUT, REJECTED
 from traces.models import Event, Trace
-from traces.protocol import ClientMessage, CloseCode, ErrorCode, EventType, ProtocolError
-from traces.security import group_user, socket_user
+from traces.protocol import ClientMessage, CloseCode, ErrorCode, ProtocolError, ServerEvent
+from traces.security import socket_user
 
 logger = logging.getLogger(__name__)
 
@@ -68,12 +69,11 @@ class RateLimiter:
 
 
 @live_read
-def _active_trace(session_id: str, owner: int | None) -> tuple[str | None, int]:
+def _active_trace(session: SessionKey) -> Trace | None:
+    """The session's running trace, if any."""
     # A run older than STALE_AFTER without finishing died with its process; it does not block the session.
-    traces = Trace.objects.running().for_session(session_id).filter(started_at__gte=timezone.now() - STALE_AFTER)
-    traces = traces.filter(user_id=owner) if settings.TRACE_REQUIRE_AUTH else traces
-    trace = traces.order_by("-started_at").only("id", "last_seq").first()
-    return (str(trace.pk), trace.last_seq) if trace else (None, 0)
+    traces = Trace.objects.running().filter(session.filter(), started_at__gte=timezone.now() - STALE_AFTER)
+    return traces.order_by("-started_at").only("id", "last_seq", "owner_id").first()
 
 
 @live_read
@@ -82,14 +82,8 @@ def _finished(trace_id: uuid.UUID) -> bool:
 
 
 @live_read
-def _visible_trace(trace_id: uuid.UUID, user) -> Trace | None | bool:
-    """The trace, None if it does not exist, False if this user may not see it."""
-    trace = Trace.objects.filter(pk=trace_id).only("id", "user_id", "status", "last_seq").first()
-    if trace is None:
-        return None
-    if settings.TRACE_REQUIRE_AUTH and not (user is not None and (user.is_staff or trace.user_id in (None, user.pk))):
-        return False
-    return trace
+def _trace(trace_id: uuid.UUID) -> Trace | None:
+    return Trace.objects.filter(pk=trace_id).only("id", "owner_id", "status", "last_seq").first()
 
 
 @live_read
@@ -103,21 +97,12 @@ def _events_after(trace_id: uuid.UUID, after_seq: int, up_to: int | None = None,
 _leaving: set[asyncio.Task] = set()  # group discards of consumers that ended without a disconnect
 
 
-class TraceConsumer(AsyncWebsocketConsumer):
+class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
     session_id: str = ""
-    user = None
+    user: Any = None
     dropped = False  # the client is gone or too slow: send nothing more
     counted = False  # open and counted in ``sockets``; stopped once, by disconnect() or __call__
     send_buffer = SendBuffer(None)
-
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        # Channels' dispatch first closes stale database connections on the sync thread: a thread
-        # hop per message, per socket, which cost more than the rest of delivering a live event.
-        # Its database reads run on traces.db's reader threads (or database_sync_to_async), which manage theirs.
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is None:
-            raise ValueError(f"no handler for message type {message['type']}")
-        await handler(message)
 
     # ------------------------------------------------------------------ connection
 
@@ -132,8 +117,9 @@ class TraceConsumer(AsyncWebsocketConsumer):
             REJECTED.labels("unauthorized").inc()
             await self._refuse(CloseCode.UNAUTHORIZED)
             return
-        self.owner = self.user.pk if self.user is not None else None
-        self.group_user = group_user(self.owner)
+        self.owner_id = access.user_id(self.user)
+        self.session = SessionKey.of(self.session_id, self.owner_id)
+        self.layer = BestEffortLayer.wrap(self.channel_layer)
         self.limiter = RateLimiter(settings.TRACE_RATE_LIMIT)
         self.delivered: dict[str, int] = {}  # trace id -> last seq sent
         self.subscribed: set[str] = set()
@@ -141,11 +127,8 @@ class TraceConsumer(AsyncWebsocketConsumer):
         self.replays: dict[str, asyncio.Task] = {}
         self.held: dict[str, list[dict]] = {}
         self.skipped: dict[str, int] = {}  # trace id -> last seq stored before this socket followed it unasked
-        self.groups_joined = [protocol.session_group(self.session_id, self.group_user)]
-        try:
-            await self.channel_layer.group_add(self.groups_joined[0], self.channel_name)
-        except Exception as exc:  # the layer is down: history, resume and replay still work
-            logger.warning("channel layer unavailable, socket accepted without live events: %r", exc)
+        self.groups_joined = [self.session.group]
+        await self.layer.group_add(self.session.group, self.channel_name)  # best effort: history, resume and replay need no layer
         await self.accept()
         self.send_buffer = SendBuffer(self.base_send)
         self.dropped = False
@@ -156,15 +139,16 @@ class TraceConsumer(AsyncWebsocketConsumer):
         sockets.sessions[self.session_id] += 1
         CONNECTIONS.inc()
         self.counted = True
-        logger.info("websocket opened session=%s user=%s", self.session_id, self.owner)
-        active_trace_id, last_seq = await _active_trace(self.session_id, self.owner)
+        logger.info("websocket opened session=%s user=%s", self.session_id, self.owner_id)
+        active = await _active_trace(self.session)
+        active_trace_id, last_seq = (str(active.pk), active.last_seq) if active else (None, 0)
         if active_trace_id:
             # A reconnect mid-run: hold that trace's live events until the client says where to
             # resume (subscribe_trace + after_seq), so it gets them in order, or until HOLD_SECONDS.
             self.delivered[active_trace_id] = last_seq
             self.held[active_trace_id] = []
             asyncio.create_task(self._release_later(active_trace_id))
-        await self.send_event(EventType.CONNECTION_ESTABLISHED, {
+        await self.send_event(ServerEvent.CONNECTION_ESTABLISHED, {
             "status": "connected", "session_id": self.session_id, "active_trace_id": active_trace_id,
             "last_seq": last_seq, "server_version": protocol.SERVER_VERSION, "model": model_label(),
             "user": self.user.get_username() if self.user is not None else None,
@@ -186,9 +170,8 @@ class TraceConsumer(AsyncWebsocketConsumer):
             await super().__call__(scope, receive, send)
         finally:
             # Its channel is not read again: the layer need not keep what still arrives for it.
-            forget = getattr(self.channel_layer, "forget_channel", None)
-            if forget is not None and getattr(self, "channel_name", None):
-                forget(self.channel_name)
+            if self.channel_layer is not None and getattr(self, "channel_name", None):
+                BestEffortLayer.wrap(self.channel_layer).forget_channel(self.channel_name)
             if self._stop():
                 # The consumer ended without a websocket.disconnect (a handler raised, or the
                 # server cancelled it): its background tasks must not outlive it.
@@ -213,10 +196,7 @@ class TraceConsumer(AsyncWebsocketConsumer):
 
     async def _leave_groups(self) -> None:
         for group in self.groups_joined:
-            try:
-                await self.channel_layer.group_discard(group, self.channel_name)
-            except Exception:
-                pass  # the layer is down; its group membership expires on its own
+            await self.layer.group_discard(group, self.channel_name)  # if the layer is down, memberships expire
 
     # ------------------------------------------------------------------ client messages
 
@@ -244,15 +224,15 @@ class TraceConsumer(AsyncWebsocketConsumer):
 
     async def action_start_agent(self, message: ClientMessage) -> None:
         runs = live_runs()
-        handle = runs.get(self.session_id, self.group_user)
+        handle = runs.get(self.session)
         if handle is not None and await _finished(handle.trace_id):
             # Its trace_completed is stored, and the client may have seen it already: the run is
             # only tidying up. A new question right after it is not a second agent.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(FINISHING_SECONDS):
                     await handle.done.wait()
-            handle = runs.get(self.session_id, self.group_user)
-        if handle is not None or (await _active_trace(self.session_id, self.owner))[0]:
+            handle = runs.get(self.session)
+        if handle is not None or await _active_trace(self.session) is not None:
             raise ProtocolError("an agent is already running in this session; cancel it or wait for it to finish", ErrorCode.AGENT_BUSY)
         if len(runs) >= settings.TRACE_MAX_CONCURRENT_RUNS:
             raise ProtocolError(f"the server is running {len(runs)} agents, its limit; try again shortly", ErrorCode.SERVER_BUSY)
@@ -260,18 +240,21 @@ class TraceConsumer(AsyncWebsocketConsumer):
         if fields["rerun_of"] is not None:
             await self._require_visible(fields["rerun_of"])
         handle = runs.start(
-            fields["question"], session_id=self.session_id, group_user=self.group_user, user_id=self.owner,
+            fields["question"], session=self.session, owner_id=self.owner_id,
             model=fields["model"], max_steps=fields["max_steps"], source=Trace.Source.WEBSOCKET, rerun_of=fields["rerun_of"],
         )
         self.delivered.setdefault(str(handle.trace_id), 0)
 
     async def action_cancel_agent(self, message: ClientMessage) -> None:
-        if live_runs().cancel_local(self.session_id, self.group_user):
+        active = await _active_trace(self.session)
+        if active is not None and not access.can_cancel(self.user, active.owner_id):
+            raise ProtocolError("this session's run belongs to another user", ErrorCode.FORBIDDEN)
+        if live_runs().cancel_local(self.session):
             return
-        if (await _active_trace(self.session_id, self.owner))[0] is None:
+        if active is None:
             raise ProtocolError("no agent is running in this session", ErrorCode.NOT_FOUND)
         # Running in another process: its cancel listener is in the session's control group.
-        await self.channel_layer.group_send(protocol.control_group(self.session_id, self.group_user), {"type": protocol.AGENT_CANCEL_MESSAGE})
+        await self.layer.group_send(self.session.control_group, {"type": protocol.AGENT_CANCEL_MESSAGE})
 
     async def action_subscribe_trace(self, message: ClientMessage) -> None:
         trace_id = message.fields["trace_id"]
@@ -281,7 +264,7 @@ class TraceConsumer(AsyncWebsocketConsumer):
         # socket's channel and are deduplicated by seq afterwards. No gap, no duplicate.
         if key not in self.subscribed:
             group = protocol.trace_group(trace_id)
-            await self.channel_layer.group_add(group, self.channel_name)
+            await self.layer.group_add(group, self.channel_name)
             self.groups_joined.append(group)
             self.subscribed.add(key)
         after_seq = message.fields["after_seq"]
@@ -305,7 +288,7 @@ class TraceConsumer(AsyncWebsocketConsumer):
             replay.cancel()
         if key in self.subscribed:
             group = protocol.trace_group(key)
-            await self.channel_layer.group_discard(group, self.channel_name)
+            await self.layer.group_discard(group, self.channel_name)
             self.groups_joined.remove(group)
             self.subscribed.discard(key)
             self.delivered.pop(key, None)
@@ -314,7 +297,7 @@ class TraceConsumer(AsyncWebsocketConsumer):
 
     async def action_subscribe_all(self, message: ClientMessage) -> None:
         if not self.feed:
-            await self.channel_layer.group_add(protocol.ALL_TRACES_GROUP, self.channel_name)
+            await self.layer.group_add(protocol.ALL_TRACES_GROUP, self.channel_name)
             self.groups_joined.append(protocol.ALL_TRACES_GROUP)
             self.feed = True
 
@@ -328,8 +311,8 @@ class TraceConsumer(AsyncWebsocketConsumer):
         self.replays[key] = asyncio.create_task(self._replay(key, speed))
 
     async def action_ping(self, message: ClientMessage) -> None:
-        await self.send_event(EventType.PONG, {"client_time": message.fields["client_time"],
-                                               "server_time": protocol.format_timestamp(protocol.utcnow())})
+        await self.send_event(ServerEvent.PONG, {"client_time": message.fields["client_time"],
+                                                 "server_time": format_timestamp(utcnow())})
 
     # ------------------------------------------------------------------ channel-layer messages
 
@@ -373,11 +356,8 @@ class TraceConsumer(AsyncWebsocketConsumer):
         while True:
             await asyncio.sleep(settings.TRACE_GROUP_REFRESH)
             for group in list(self.groups_joined):
-                try:
-                    await self.channel_layer.group_add(group, self.channel_name)
-                except Exception:
-                    raise_if_cancelled()
-                    break
+                if not await self.layer.group_add(group, self.channel_name):
+                    break  # the layer is down: all of them again next time
 
     def _sent(self, key: str, text: str) -> None:
         if text.startswith(COMPLETED_PREFIX):
@@ -394,10 +374,8 @@ class TraceConsumer(AsyncWebsocketConsumer):
             await asyncio.sleep(CATCH_UP_SECONDS)
             quiet = time.monotonic() - CATCH_UP_SECONDS
             if any(at <= quiet for at in self.watching.values()):
-                try:
-                    await self.channel_layer.send(self.channel_name, {"type": "trace.catch_up"})
-                except Exception:  # the layer is down: nothing is arriving through it either; try again later
-                    raise_if_cancelled()
+                # If the layer is down nothing arrives through it either: the next round tries again.
+                await self.layer.send(self.channel_name, {"type": "trace.catch_up"})
 
     async def trace_catch_up(self, message: dict[str, Any]) -> None:
         quiet = time.monotonic() - CATCH_UP_SECONDS
@@ -408,24 +386,24 @@ class TraceConsumer(AsyncWebsocketConsumer):
     async def _release_later(self, key: str) -> None:
         await asyncio.sleep(HOLD_SECONDS)
         if key in self.held:  # through the layer, so it is handled in order with everything else
-            await self.channel_layer.send(self.channel_name, {"type": "held.release", "trace_id": key})
+            if not await self.layer.send(self.channel_name, {"type": "held.release", "trace_id": key}):
+                await self.held_release({"trace_id": key})  # the layer is down: release it here
 
     async def trace_feed(self, message: dict[str, Any]) -> None:
         """trace_started / trace_completed of any trace, for subscribe_all."""
         if message["trace_id"] in self.delivered:
             return  # followed already: it arrives through trace_event
-        owner = message.get("user_id")
-        if settings.TRACE_REQUIRE_AUTH and not (self.user is not None and (self.user.is_staff or owner in (None, self.owner))):
+        if not access.can_view(self.user, message.get("owner_id")):
             return
         await self._send_text(message["text"], event_type=None)
 
     # ------------------------------------------------------------------ helpers
 
     async def _require_visible(self, trace_id: uuid.UUID) -> Trace:
-        trace = await _visible_trace(trace_id, self.user)
+        trace = await _trace(trace_id)
         if trace is None:
             raise ProtocolError(f"no trace {trace_id}", ErrorCode.NOT_FOUND)
-        if trace is False:
+        if not access.can_view(self.user, trace.owner_id):
             raise ProtocolError(f"trace {trace_id} belongs to another user", ErrorCode.FORBIDDEN)
         return trace
 
@@ -459,7 +437,7 @@ class TraceConsumer(AsyncWebsocketConsumer):
             if len(chunk) < 5000:
                 break
         info = {"trace_id": key, "speed": speed, "events": len(rows)}
-        await self.send_event(EventType.REPLAY_STARTED, info)
+        await self.send_event(ServerEvent.REPLAY_STARTED, info)
         started = time.monotonic()
         first = rows[0][1] if rows else None
         for seq, timestamp, text in rows:
@@ -469,16 +447,16 @@ class TraceConsumer(AsyncWebsocketConsumer):
                 if delay > 0:
                     await asyncio.sleep(delay)
             await self._send_text(protocol.mark_replay(text), event_type=None)
-        await self.send_event(EventType.REPLAY_COMPLETED, info)
+        await self.send_event(ServerEvent.REPLAY_COMPLETED, info)
         self.replays.pop(key, None)
 
-    async def send_event(self, event_type: EventType, data: dict[str, Any]) -> None:
+    async def send_event(self, event_type: ServerEvent, data: dict[str, Any]) -> None:
         await self._send_text(protocol.dumps(protocol.envelope(event_type, data, session_id=self.session_id)), event_type)
 
     async def send_error(self, error: ErrorCode, detail: str) -> None:
-        await self.send_event(EventType.ERROR, {"error": str(error), "detail": detail})
+        await self.send_event(ServerEvent.ERROR, {"error": str(error), "detail": detail})
 
-    async def _send_text(self, text: str, event_type: EventType | None) -> None:
+    async def _send_text(self, text: str, event_type: ServerEvent | None) -> None:
         MESSAGES_OUT.labels(str(event_type) if event_type else "trace_event").inc()
         if self.dropped:
             return

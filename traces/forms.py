@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from django import forms
 from django.db.models import Q
-from django.utils import timezone
 
 from traces.models import Trace
 
@@ -44,10 +41,7 @@ class HistoryFilter(forms.Form):
         for field, key in (("status", "status"), ("agent_name", "agent"), ("model", "model"), ("source", "source"), ("session_id", "session")):
             if data[key]:
                 traces = traces.filter(**{field: data[key]})
-        if data["since"]:
-            traces = traces.filter(started_at__gte=_start_of(data["since"]))
-        if data["until"]:
-            traces = traces.filter(started_at__lt=_start_of(data["until"] + dt.timedelta(days=1)))
+        traces = traces.started_between(data["since"], data["until"])
         if data["min_ms"] is not None:
             traces = traces.filter(duration_ms__gte=data["min_ms"])
         if data["has_error"]:
@@ -58,7 +52,3 @@ class HistoryFilter(forms.Form):
         elif data["feedback"] == "none":
             traces = traces.filter(feedback__isnull=True)
         return traces.order_by(*SORTS[data["sort"] or "newest"])
-
-
-def _start_of(day: dt.date) -> dt.datetime:
-    return timezone.make_aware(dt.datetime.combine(day, dt.time.min))

@@ -12,10 +12,12 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
-from channels.layers import get_channel_layer
+from django.conf import settings
 
 from traces import protocol
-from traces.loops import PerLoop, raise_if_cancelled
+from traces.access import SessionKey
+from traces.layer import BestEffortLayer, live_layer
+from traces.loops import PerLoop
 from traces.metrics import RUNNING_AGENTS
 from traces.runner import run_trace
 
@@ -25,8 +27,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class RunHandle:
     trace_id: uuid.UUID
-    session_id: str
-    group_user: int | None
+    session: SessionKey
     task: asyncio.Task | None = None
     listener: asyncio.Task | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -34,71 +35,70 @@ class RunHandle:
 
 class LiveRuns:
     def __init__(self) -> None:
-        self.runs: dict[tuple[str, int | None], RunHandle] = {}
+        self.runs: dict[SessionKey, RunHandle] = {}
 
-    def get(self, session_id: str, group_user: int | None) -> RunHandle | None:
-        return self.runs.get((session_id, group_user))
+    def get(self, session: SessionKey) -> RunHandle | None:
+        return self.runs.get(session)
 
     def __len__(self) -> int:
         return len(self.runs)
 
-    def start(self, question: str, *, session_id: str, group_user: int | None, user_id: int | None, model: str | None,
+    def start(self, question: str, *, session: SessionKey, owner_id: int | None, model: str | None,
               max_steps: int | None, source: str, rerun_of: uuid.UUID | None = None) -> RunHandle:
-        handle = RunHandle(uuid.uuid4(), session_id, group_user)
-        key = (session_id, group_user)
-        self.runs[key] = handle
+        handle = RunHandle(uuid.uuid4(), session)
+        self.runs[session] = handle
 
         async def run() -> None:
             handle.listener = asyncio.create_task(self._listen_for_cancel(handle))
             RUNNING_AGENTS.inc()
             try:
-                await run_trace(question, session_id=session_id, source=source, user_id=user_id, model=model,
+                await run_trace(question, session=session, source=source, owner_id=owner_id, model=model,
                                 max_steps=max_steps, trace_id=handle.trace_id, rerun_of=rerun_of)
             except Exception:
                 logger.exception("run crashed trace=%s", handle.trace_id)
             finally:
                 RUNNING_AGENTS.dec()
                 handle.listener.cancel()
-                if self.runs.get(key) is handle:
-                    del self.runs[key]
+                if self.runs.get(session) is handle:
+                    del self.runs[session]
                 handle.done.set()
 
         handle.task = asyncio.get_running_loop().create_task(run(), name=f"trace-{handle.trace_id}")
         return handle
 
     async def _listen_for_cancel(self, handle: RunHandle) -> None:
-        layer = get_channel_layer()
-        group = protocol.control_group(handle.session_id, handle.group_user)
-        try:
-            channel = await layer.new_channel()
-            await layer.group_add(group, channel)
-        except Exception as exc:  # no layer: cancel still works from this process
-            logger.warning("cancel listener unavailable for trace=%s: %r", handle.trace_id, exc)
+        """Cancel the run when its session asks, from whichever process (the session's control group).
+        While the layer is down, cancel still works from this process; the group is joined again
+        every TRACE_GROUP_REFRESH seconds, as sockets do."""
+        layer = live_layer()
+        if layer is None:
             return
+        group = handle.session.control_group
+        channel = await layer.new_channel()
+        await layer.group_add(group, channel)
+        refresher = asyncio.create_task(_keep_joined(layer, group, channel))
         try:
             while True:
-                try:
-                    message = await layer.receive(channel)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    raise_if_cancelled()
-                    await asyncio.sleep(1)  # the layer is down; try again
-                    continue
+                message = await layer.receive(channel)
                 if message.get("type") == protocol.AGENT_CANCEL_MESSAGE and handle.task is not None:
                     handle.task.cancel()
         finally:
-            try:
-                await layer.group_discard(group, channel)
-            except Exception:
-                pass
+            refresher.cancel()
+            await layer.group_discard(group, channel)
+            layer.forget_channel(channel)
 
-    def cancel_local(self, session_id: str, group_user: int | None) -> bool:
-        handle = self.get(session_id, group_user)
+    def cancel_local(self, session: SessionKey) -> bool:
+        handle = self.get(session)
         if handle is None or handle.task is None:
             return False
         handle.task.cancel()
         return True
+
+
+async def _keep_joined(layer: BestEffortLayer, group: str, channel: str) -> None:
+    while True:
+        await asyncio.sleep(settings.TRACE_GROUP_REFRESH)
+        await layer.group_add(group, channel)
 
 
 @dataclass

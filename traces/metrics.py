@@ -19,3 +19,5 @@ RUNS = Counter("tracesite_runs_total", "Finished agent runs, by status.", ["stat
 RUN_SECONDS = Histogram("tracesite_run_duration_seconds", "Agent run duration.", buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600))
 TOKENS = Counter("tracesite_llm_tokens_total", "LLM tokens, by kind.", ["kind"])
 TOOL_CALLS = Counter("tracesite_tool_calls_total", "Tool calls, by tool and status.", ["tool", "status"])
+LAYER_ERRORS = Counter("tracesite_channel_layer_errors_total", "Failed channel-layer calls, by operation.", ["operation"])
+LAYER_UP = Gauge("tracesite_channel_layer_up", "1 while the channel layer answers, 0 during an outage.", multiprocess_mode="livemin")

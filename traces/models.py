@@ -6,13 +6,20 @@ the events are the source of truth and hold the exact envelopes that were sent.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
-from traces import protocol
+from agents.events import EventType, RunStatus, RunType, TraceOutcome
+from traces.access import visible_filter
+
+
+def _start_of(day: dt.date) -> dt.datetime:
+    return timezone.make_aware(dt.datetime.combine(day, dt.time.min))
 
 
 class TraceQuerySet(models.QuerySet):
@@ -28,26 +35,29 @@ class TraceQuerySet(models.QuerySet):
             return self
         return self.filter(Q(request__icontains=text) | Q(final_response__icontains=text))
 
+    def started_between(self, since: dt.date | None, until: dt.date | None):
+        """Started on ``since`` or later and on ``until`` or earlier (whole days, in the current time zone)."""
+        traces = self
+        if since is not None:
+            traces = traces.filter(started_at__gte=_start_of(since))
+        if until is not None:
+            traces = traces.filter(started_at__lt=_start_of(until + dt.timedelta(days=1)))
+        return traces
+
     def for_session(self, session_id: str):
         return self.filter(session_id=session_id)
 
     def visible_to(self, user):
-        """With auth off everything is visible; with it on, staff see all, others theirs and unowned."""
-        if not settings.TRACE_REQUIRE_AUTH:
-            return self
-        if user is None or not user.is_authenticated:
-            return self.filter(user__isnull=True)
-        if user.is_staff:
-            return self
-        return self.filter(Q(user=user) | Q(user__isnull=True))
+        """The traces ``user`` may see (``traces.access``)."""
+        return self.filter(visible_filter(user))
 
 
 class Trace(models.Model):
     class Status(models.TextChoices):
         RUNNING = "running", "Running"
-        SUCCESS = protocol.TraceOutcome.SUCCESS, "Success"
-        ERROR = protocol.TraceOutcome.ERROR, "Error"
-        CANCELLED = protocol.TraceOutcome.CANCELLED, "Cancelled"
+        SUCCESS = TraceOutcome.SUCCESS, "Success"
+        ERROR = TraceOutcome.ERROR, "Error"
+        CANCELLED = TraceOutcome.CANCELLED, "Cancelled"
 
     class Source(models.TextChoices):
         WEBSOCKET = "websocket", "WebSocket"
@@ -65,7 +75,7 @@ class Trace(models.Model):
     current_step = models.PositiveIntegerField(default=0)
     model = models.CharField(max_length=100, blank=True)
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.WEBSOCKET)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="traces")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="traces")
     rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns")
     started_at = models.DateTimeField()
     ended_at = models.DateTimeField(null=True, blank=True)
@@ -105,15 +115,15 @@ class Run(models.Model):
     """One node of the run tree: an agent step, or a think or tool run under a step."""
 
     class Type(models.TextChoices):
-        AGENT = protocol.RunType.AGENT, "Agent step"
-        THINK = protocol.RunType.THINK, "Think"
-        TOOL = protocol.RunType.TOOL, "Tool"
+        AGENT = RunType.AGENT, "Agent step"
+        THINK = RunType.THINK, "Think"
+        TOOL = RunType.TOOL, "Tool"
 
     class Status(models.TextChoices):
-        RUNNING = protocol.RunStatus.RUNNING, "Running"
-        SUCCESS = protocol.RunStatus.SUCCESS, "Success"
-        ERROR = protocol.RunStatus.ERROR, "Error"
-        CANCELLED = protocol.RunStatus.CANCELLED, "Cancelled"
+        RUNNING = RunStatus.RUNNING, "Running"
+        SUCCESS = RunStatus.SUCCESS, "Success"
+        ERROR = RunStatus.ERROR, "Error"
+        CANCELLED = RunStatus.CANCELLED, "Cancelled"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="runs")
@@ -151,7 +161,7 @@ class Event(models.Model):
 
     trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="events")
     seq = models.PositiveIntegerField()
-    event_type = models.CharField(max_length=40, choices=[(t.value, t.value) for t in protocol.EventType])
+    event_type = models.CharField(max_length=40, choices=[(t.value, t.value) for t in EventType])
     timestamp = models.DateTimeField()
     message_id = models.CharField(max_length=120)
     run_id = models.UUIDField(null=True, blank=True)
@@ -215,8 +225,6 @@ class ApiToken(models.Model):
         """The active user the key belongs to, or None."""
         if not key or not key.startswith(cls.PREFIX) or len(key) > 200:
             return None
-        from django.utils import timezone
-
         token = cls.objects.active().select_related("user").filter(key_hash=cls.hash(key)).first()
         if token is None or not token.user.is_active:
             return None

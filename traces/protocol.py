@@ -1,8 +1,8 @@
-"""The wire protocol: event types, the envelope, client-message validation.
+"""The wire protocol (PROTOCOL.md): the envelope, server-only messages, client actions, error and
+close codes, channel-layer names, and client-message validation.
 
-This is the one place that spells event names, action names, error codes and group names.
-Consumers, the recorder, the agent, the CLI and the tests import them from here.
-It imports nothing from Django so the agent runtime can use it on its own.
+The trace events inside envelopes are the agent's vocabulary (``agents.events``); this module
+wraps them for the socket. It imports nothing from Django.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import hashlib
 import re
 import uuid
 from dataclasses import dataclass, field
-from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
 import orjson
 
-from tracesite import __version__ as SERVER_VERSION  # noqa: F401  (sent in connection_established)
+from agents.events import BOUNDARY_EVENTS, EventType, format_timestamp, to_json, utcnow
+from traces import __version__ as SERVER_VERSION
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_QUESTION_CHARS = 4000
@@ -27,93 +27,21 @@ MAX_REPLAY_SPEED = 1000.0
 SESSION_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 
-class EventType(StrEnum):
-    # Seed events: the original MyAgent trace protocol.
+class ServerEvent(StrEnum):
+    """Messages of the live socket that are not trace events: never stored, no ``seq``."""
+
     CONNECTION_ESTABLISHED = "connection_established"
-    TRACE_STARTED = "trace_started"
-    THINK_COMPLETED = "think_completed"
-    TOOL_COMPLETED = "tool_completed"
-    RUN_ERROR = "run_error"
-    STATUS_UPDATE = "status_update"
-    TRACE_COMPLETED = "trace_completed"
-    # Extensions.
-    STEP_STARTED = "step_started"
-    THINK_STARTED = "think_started"
-    THINK_DELTA = "think_delta"
-    TOOL_STARTED = "tool_started"
-    RUN_COMPLETED = "run_completed"
-    PROGRESS_UPDATE = "progress_update"
     REPLAY_STARTED = "replay_started"
     REPLAY_COMPLETED = "replay_completed"
     ERROR = "error"
     PONG = "pong"
 
 
-# Events that belong to a trace: they carry trace_id and seq and are persisted.
-TRACE_EVENTS = frozenset(
-    {
-        EventType.TRACE_STARTED,
-        EventType.STEP_STARTED,
-        EventType.THINK_STARTED,
-        EventType.THINK_DELTA,
-        EventType.THINK_COMPLETED,
-        EventType.TOOL_STARTED,
-        EventType.TOOL_COMPLETED,
-        EventType.RUN_ERROR,
-        EventType.RUN_COMPLETED,
-        EventType.STATUS_UPDATE,
-        EventType.PROGRESS_UPDATE,
-        EventType.TRACE_COMPLETED,
-    }
-)
-# Events whose data are the run fields of one run.
-RUN_EVENTS = frozenset(
-    {
-        EventType.STEP_STARTED,
-        EventType.THINK_STARTED,
-        EventType.THINK_COMPLETED,
-        EventType.TOOL_STARTED,
-        EventType.TOOL_COMPLETED,
-        EventType.RUN_ERROR,
-        EventType.RUN_COMPLETED,
-    }
-)
+MessageType = EventType | ServerEvent
+# Every trace event carries trace_id and seq, and is stored.
+TRACE_EVENTS = frozenset(EventType)
 # Events the all-traces feed carries.
-FEED_EVENTS = frozenset({EventType.TRACE_STARTED, EventType.TRACE_COMPLETED})
-
-RUN_FIELDS = (
-    "run_id", "trace_id", "parent_run_id", "name", "run_type", "status", "start_time",
-    "end_time", "duration_ms", "inputs", "outputs", "error", "error_type", "metadata",
-)
-
-
-class RunType(StrEnum):
-    AGENT = "agent"
-    THINK = "think"
-    TOOL = "tool"
-
-
-class RunStatus(StrEnum):
-    RUNNING = "running"
-    SUCCESS = "success"
-    ERROR = "error"
-    CANCELLED = "cancelled"
-
-
-class TraceOutcome(StrEnum):
-    """`trace_completed.status` (a running trace has no outcome yet)."""
-
-    SUCCESS = "success"
-    ERROR = "error"
-    CANCELLED = "cancelled"
-
-
-class AgentState(StrEnum):
-    IDLE = "IDLE"
-    RUNNING = "RUNNING"
-    FINISHED = "FINISHED"
-    ERROR = "ERROR"
-    CANCELLED = "CANCELLED"
+FEED_EVENTS = BOUNDARY_EVENTS
 
 
 class Action(StrEnum):
@@ -153,34 +81,20 @@ def trace_group(trace_id: uuid.UUID | str) -> str:
     return f"trace.{uuid.UUID(str(trace_id)).hex}"
 
 
-def session_group(session_id: str, user_id: int | None = None) -> str:
+def session_group(session_id: str, owner_id: int | None = None) -> str:
     """A session's sockets. With auth, sessions are per user: another user's same id is another session."""
-    name = session_id if user_id is None else f"u{user_id}.{session_id}"
+    name = session_id if owner_id is None else f"u{owner_id}.{session_id}"
     if len(name) <= 80:
         return f"session.{name}"
     return f"session.h{hashlib.sha256(name.encode()).hexdigest()[:40]}"
 
 
-def control_group(session_id: str, user_id: int | None = None) -> str:
+def control_group(session_id: str, owner_id: int | None = None) -> str:
     """The running agents of a session listen here for cancel requests."""
-    return "control." + session_group(session_id, user_id).removeprefix("session.")
+    return "control." + session_group(session_id, owner_id).removeprefix("session.")
 
 
 # ---------------------------------------------------------------------------- envelope
-
-
-def format_timestamp(moment: dt.datetime) -> str:
-    """ISO 8601 in UTC with milliseconds and a ``Z``: ``2025-09-24T12:00:00.000Z``."""
-    moment = moment.astimezone(dt.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def parse_timestamp(value: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def trace_message_id(event_type: str, trace_id: uuid.UUID | str, seq: int) -> str:
@@ -189,7 +103,7 @@ def trace_message_id(event_type: str, trace_id: uuid.UUID | str, seq: int) -> st
 
 
 def envelope(
-    event_type: EventType,
+    event_type: MessageType,
     data: dict[str, Any],
     *,
     session_id: str,
@@ -217,19 +131,9 @@ def envelope(
     return message
 
 
-def _default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
-
-
 def dumps(message: Any) -> str:
     """Serialise once; the same text is stored and sent to every subscriber."""
-    return orjson.dumps(message, default=_default, option=orjson.OPT_NON_STR_KEYS).decode()
+    return to_json(message)
 
 
 def loads(text: str | bytes) -> Any:

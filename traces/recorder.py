@@ -11,7 +11,7 @@ waiting for the database (the agent is not slowed by it; see "pipelining" below)
    group and, for trace start/end, the all-traces feed.
 
 So an event is delivered only after it is stored; if delivery fails (the channel layer is
-down) it is still stored, and clients backfill from the database by ``seq``.
+down, ``traces.layer``) it is still stored, and clients backfill from the database by ``seq``.
 
 Pipelining: a trace may have up to ``MAX_IN_FLIGHT`` events queued or being written; the
 agent goes on meanwhile, so batches fill from every running trace at once. ``trace_completed``
@@ -31,23 +31,35 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from channels.layers import get_channel_layer
 from django.db import DatabaseError, connection, transaction
 
+from agents.events import (
+    RUN_EVENTS,
+    EventData,
+    EventType,
+    RunFields,
+    RunType,
+    StatusUpdate,
+    ThinkDelta,
+    TokenUsage,
+    TraceCompleted,
+    TraceStarted,
+    parse_timestamp,
+    utcnow,
+)
 from traces import protocol
-from traces.loops import PerLoop, raise_if_cancelled
+from traces.access import SessionKey
+from traces.layer import BestEffortLayer, live_layer
+from traces.loops import PerLoop
 from traces.metrics import EVENT_PERSIST_SECONDS, RUN_SECONDS, RUNS, TOKENS, TOOL_CALLS
 from traces.models import Event, Run, Trace
-from traces.protocol import EventType
-from traces.security import group_user
 
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 500
 RETRY_DELAYS = (0.1, 0.3, 1.0, 2.0, 4.0)
-PUBLISH_TIMEOUT = 5.0
 PUBLISH_CONCURRENCY = 4
 MAX_IN_FLIGHT = 256  # events of one trace queued or being written before emit() waits
 
@@ -64,9 +76,8 @@ class TraceState:
     """What the writer thread knows of one trace: the committed rows, as field dicts."""
 
     trace_id: uuid.UUID
-    session_id: str
-    trace: dict[str, Any]
-    user_id: int | None = None
+    session: SessionKey
+    trace: dict[str, Any]  # the Trace row's fields; its owner is trace["owner_id"]
     runs: dict[uuid.UUID, dict[str, Any]] = dataclasses.field(default_factory=dict)
     last_seq: int = 0
     failed: bool = False  # an event could not be stored: refuse the rest, so the trace has no holes
@@ -76,7 +87,7 @@ class TraceState:
 class Pending:
     state: TraceState
     event_type: EventType
-    data: dict[str, Any]
+    data: EventData
     timestamp: dt.datetime
     future: asyncio.Future
     # Filled in by the writer.
@@ -84,13 +95,13 @@ class Pending:
     text: str = ""
 
 
-def _usage(data: dict) -> tuple[int, int, int]:
-    usage = data.get("token_usage") or {}
+def _usage(data: RunFields) -> tuple[int, int, int]:
+    usage = data.get("token_usage") or cast(TokenUsage, {})
     return (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), int(usage.get("total_tokens") or 0))
 
 
 def _time(value: Any) -> dt.datetime | None:
-    return protocol.parse_timestamp(value) if isinstance(value, str) and value else None
+    return parse_timestamp(value) if isinstance(value, str) and value else None
 
 
 def _text(value: Any) -> str:
@@ -127,7 +138,7 @@ class Batch:
         self.seqs[state.trace_id] = seq
         item.seq = seq
         message = protocol.envelope(
-            item.event_type, item.data, session_id=state.session_id, timestamp=item.timestamp,
+            item.event_type, dict(item.data), session_id=state.session.session_id, timestamp=item.timestamp,
             trace_id=state.trace_id, seq=seq,
         )
         item.text = protocol.dumps(message)
@@ -138,17 +149,19 @@ class Batch:
 
     def project(self, item: Pending, trace: dict[str, Any]) -> uuid.UUID | None:
         """Apply one event to the trace and run rows; returns the run it concerns, if any."""
-        data, kind = item.data, item.event_type
+        kind = item.event_type
         if kind == EventType.TRACE_STARTED:
-            metadata = data.get("metadata") or {}
+            started = cast(TraceStarted, item.data)
+            metadata = started.get("metadata") or {}
             trace.update(
-                name=_text(data.get("trace_name"))[:200], request=_text(data.get("request")),
-                agent_name=_text(data.get("agent_name"))[:100], max_steps=int(data.get("max_steps") or 0),
+                name=_text(started.get("trace_name"))[:200], request=_text(started.get("request")),
+                agent_name=_text(started.get("agent_name"))[:100], max_steps=int(started.get("max_steps") or 0),
                 model=_text(metadata.get("model"))[:100], metadata=metadata, started_at=item.timestamp,
             )
         elif kind == EventType.STATUS_UPDATE:
-            trace["current_step"] = int(data.get("current_step") or 0)
+            trace["current_step"] = int(cast(StatusUpdate, item.data).get("current_step") or 0)
         elif kind == EventType.TRACE_COMPLETED:
+            data = cast(TraceCompleted, item.data)
             trace.update(
                 status=data.get("status") or Trace.Status.SUCCESS, ended_at=item.timestamp,
                 duration_ms=data.get("duration_ms") if data.get("duration_ms") is not None
@@ -160,24 +173,29 @@ class Batch:
             )
             if data.get("total_tokens") is not None:
                 trace["total_tokens"] = int(data["total_tokens"])
-        if kind not in protocol.RUN_EVENTS or not data.get("run_id"):
-            return uuid.UUID(data["run_id"]) if kind == EventType.THINK_DELTA and data.get("run_id") else None
-
-        run_id = uuid.UUID(str(data["run_id"]))
+        if kind == EventType.THINK_DELTA:
+            delta_of = cast(ThinkDelta, item.data).get("run_id")
+            return uuid.UUID(delta_of) if delta_of else None
+        if kind not in RUN_EVENTS:
+            return None
+        fields = cast(RunFields, item.data)
+        if not fields.get("run_id"):
+            return None
+        run_id = uuid.UUID(str(fields["run_id"]))
         run = self.run_row(item.state, run_id)
-        parent = data.get("parent_run_id")
+        parent = fields.get("parent_run_id")
         run.update(
             parent_id=uuid.UUID(str(parent)) if parent else None,
-            name=_text(data.get("name"))[:200], run_type=data.get("run_type") or Run.Type.AGENT,
-            status=data.get("status") or Run.Status.RUNNING,
-            start_time=_time(data.get("start_time")) or run.get("start_time") or item.timestamp,
-            end_time=_time(data.get("end_time")), duration_ms=data.get("duration_ms"),
-            inputs=data.get("inputs") or {}, outputs=data.get("outputs") or {},
-            error=_text(data.get("error")), error_type=_text(data.get("error_type"))[:100],
-            metadata=data.get("metadata") or {},
+            name=_text(fields.get("name"))[:200], run_type=fields.get("run_type") or Run.Type.AGENT,
+            status=fields.get("status") or Run.Status.RUNNING,
+            start_time=_time(fields.get("start_time")) or run.get("start_time") or item.timestamp,
+            end_time=_time(fields.get("end_time")), duration_ms=fields.get("duration_ms"),
+            inputs=fields.get("inputs") or {}, outputs=fields.get("outputs") or {},
+            error=_text(fields.get("error")), error_type=_text(fields.get("error_type"))[:100],
+            metadata=fields.get("metadata") or {},
         )
-        if kind == EventType.THINK_COMPLETED or (kind == EventType.RUN_ERROR and data.get("token_usage")):
-            prompt, completion, total = _usage(data)
+        if kind == EventType.THINK_COMPLETED or (kind == EventType.RUN_ERROR and fields.get("token_usage")):
+            prompt, completion, total = _usage(fields)
             run.update(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
             trace["prompt_tokens"] = trace.get("prompt_tokens", 0) + prompt
             trace["completion_tokens"] = trace.get("completion_tokens", 0) + completion
@@ -220,7 +238,7 @@ def _insert_events(rows: list[tuple]) -> None:
 
 
 TRACE_FIELDS = [
-    f.name for f in Trace._meta.concrete_fields if f.name not in {"id", "user", "rerun_of", "session_id", "source"}
+    f.name for f in Trace._meta.concrete_fields if f.name not in {"id", "owner", "rerun_of", "session_id", "source"}
 ]
 RUN_FIELDS = [f.attname for f in Run._meta.concrete_fields if f.name not in {"id", "trace"}]
 
@@ -228,11 +246,10 @@ RUN_FIELDS = [f.attname for f in Run._meta.concrete_fields if f.name not in {"id
 class EventStore:
     """Group commit and in-order publishing for every trace recorded by this event loop."""
 
-    def __init__(self, channel_layer=None) -> None:
-        self.channel_layer = channel_layer if channel_layer is not None else get_channel_layer()
+    def __init__(self, channel_layer: Any = None) -> None:
+        self.layer: BestEffortLayer | None = BestEffortLayer.wrap(channel_layer) if channel_layer is not None else live_layer()
         self.queue: asyncio.Queue[Pending] = asyncio.Queue()
         self.published: asyncio.Queue[list[Pending]] = asyncio.Queue()
-        self.delivery_ok = True
         self.store_ok = True
         # A few groups at a time: enough to overlap round trips, few enough for the layer's pool.
         self.publish_slots = asyncio.Semaphore(PUBLISH_CONCURRENCY)
@@ -304,36 +321,26 @@ class EventStore:
 
     async def _publish(self, items: list[Pending]) -> None:
         """Deliver one committed batch: in order within each group, groups concurrently."""
-        if self.channel_layer is None:
+        layer = self.layer
+        if layer is None:
             return
         by_group: dict[str, list[dict]] = {}
         for item in items:
             state = item.state
             message = {"type": protocol.TRACE_EVENT_MESSAGE, "trace_id": str(state.trace_id), "seq": item.seq,
-                       "user_id": state.trace.get("user_id"), "text": item.text}
+                       "owner_id": state.trace.get("owner_id"), "text": item.text}
             by_group.setdefault(protocol.trace_group(state.trace_id), []).append(message)
-            by_group.setdefault(protocol.session_group(state.session_id, state.user_id), []).append(message)
+            by_group.setdefault(state.session.group, []).append(message)
             if item.event_type in protocol.FEED_EVENTS:
                 by_group.setdefault(protocol.ALL_TRACES_GROUP, []).append({**message, "type": protocol.TRACE_FEED_MESSAGE})
 
         async def send_in_order(group: str, messages: list[dict]) -> None:
             async with self.publish_slots:
                 for message in messages:
-                    await self.channel_layer.group_send(group, message)
+                    if not await layer.group_send(group, message):
+                        return  # the layer is down: stored already, clients backfill by seq
 
-        try:
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
-            async with asyncio.timeout(PUBLISH_TIMEOUT):
-                await asyncio.gather(*(send_in_order(group, messages) for group, messages in by_group.items()))
-        except Exception as exc:  # stored already; clients backfill by seq once delivery is back
-            raise_if_cancelled()
-            if self.delivery_ok:
-                logger.warning("live delivery failing, events are still stored: %r", exc)
-            self.delivery_ok = False
-            return
-        if not self.delivery_ok:
-            logger.warning("live delivery restored")
-            self.delivery_ok = True
+        await asyncio.gather(*(send_in_order(group, messages) for group, messages in by_group.items()))
 
     async def drain(self) -> None:
         """Wait until everything submitted so far is stored and published (or has failed)."""
@@ -353,17 +360,21 @@ def _fail(item: Pending, error: TraceStoreError) -> None:
 
 
 def _count(item: Pending) -> None:
-    data, kind = item.data, item.event_type
+    kind = item.event_type
     if kind == EventType.TRACE_COMPLETED:
-        RUNS.labels(data.get("status") or "unknown").inc()
-        if data.get("duration_ms") is not None:
-            RUN_SECONDS.observe(data["duration_ms"] / 1000)
+        completed = cast(TraceCompleted, item.data)
+        RUNS.labels(completed.get("status") or "unknown").inc()
+        duration_ms = completed.get("duration_ms")
+        if duration_ms is not None:
+            RUN_SECONDS.observe(duration_ms / 1000)
     elif kind == EventType.THINK_COMPLETED:
-        prompt, completion, _ = _usage(data)
+        prompt, completion, _ = _usage(cast(RunFields, item.data))
         TOKENS.labels("prompt").inc(prompt)
         TOKENS.labels("completion").inc(completion)
-    elif kind in (EventType.TOOL_COMPLETED, EventType.RUN_ERROR) and data.get("run_type") == "tool":
-        TOOL_CALLS.labels(data.get("name") or "", data.get("status") or "").inc()
+    elif kind in (EventType.TOOL_COMPLETED, EventType.RUN_ERROR):
+        run = cast(RunFields, item.data)
+        if run.get("run_type") == RunType.TOOL:
+            TOOL_CALLS.labels(run.get("name") or "", run.get("status") or "").inc()
 
 
 def _write_with_retries(items: list[Pending]) -> Batch:
@@ -397,34 +408,33 @@ class TraceRecorder:
         self,
         *,
         trace_id: uuid.UUID | None = None,
-        session_id: str = "",
+        session: SessionKey = SessionKey(""),
         source: str = Trace.Source.WEBSOCKET,
-        user_id: int | None = None,
+        owner_id: int | None = None,
         rerun_of: uuid.UUID | None = None,
         store: EventStore | None = None,
     ) -> None:
         self.trace_id = trace_id or uuid.uuid4()
-        self.session_id = session_id
+        self.session = session
         self.store = store or get_event_store()
         self.in_flight: collections.deque[asyncio.Future] = collections.deque()
         self.failure: TraceStoreError | None = None
-        now = protocol.utcnow()
+        now = utcnow()
         self.state = TraceState(
             trace_id=self.trace_id,
-            session_id=session_id,
-            user_id=group_user(user_id),
+            session=session,
             trace={
-                "id": self.trace_id, "session_id": session_id, "source": source, "user_id": user_id,
+                "id": self.trace_id, "session_id": session.session_id, "source": source, "owner_id": owner_id,
                 "rerun_of_id": rerun_of, "name": "", "agent_name": "", "request": "", "started_at": now,
                 "status": Trace.Status.RUNNING,
             },
         )
 
-    async def emit(self, event_type: EventType, data: dict[str, Any], timestamp: dt.datetime | None = None) -> None:
+    async def emit(self, event_type: EventType, data: EventData, timestamp: dt.datetime | None = None) -> None:
         """Queue the event; it is stored, then delivered, shortly after. See the module docstring."""
         await self.submit(event_type, data, timestamp)
 
-    async def submit(self, event_type: EventType, data: dict[str, Any], timestamp: dt.datetime | None = None) -> asyncio.Future:
+    async def submit(self, event_type: EventType, data: EventData, timestamp: dt.datetime | None = None) -> asyncio.Future:
         """Queue the event; returns a future of ``(seq, envelope text)`` that resolves once it is stored.
 
         Raises ``TraceStoreError`` if an earlier event of this trace could not be stored.
@@ -435,7 +445,7 @@ class TraceRecorder:
             raise self.failure
         future = asyncio.get_running_loop().create_future()
         future.add_done_callback(self._settled)
-        await self.store.submit(Pending(self.state, event_type, data, timestamp or protocol.utcnow(), future))
+        await self.store.submit(Pending(self.state, event_type, data, timestamp or utcnow(), future))
         self.in_flight.append(future)
         while self.in_flight and self.in_flight[0].done():
             self.in_flight.popleft()

@@ -6,15 +6,17 @@ Used by the WebSocket consumer and by ``manage.py runagent``; both get the same 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agents.config import build_agent
+from agents.events import EventData, EventType, StopReason, TraceOutcome, trace_failed
 from agents.loop import Agent, AgentResult
 from traces import protocol
-from traces.protocol import EventType, TraceOutcome
+from traces.access import SessionKey
 from traces.recorder import EventStore, TraceRecorder, TraceStoreError
 
 logger = logging.getLogger(__name__)
@@ -29,7 +31,7 @@ class ObservedRecorder(TraceRecorder):
         super().__init__(**kwargs)
         self.listener = listener
 
-    async def emit(self, event_type: EventType, data: dict[str, Any], timestamp=None) -> None:
+    async def emit(self, event_type: EventType, data: EventData, timestamp: dt.datetime | None = None) -> None:
         future = await self.submit(event_type, data, timestamp)
         if self.listener is not None:
             # The listener is shown only what is stored: wait for this event's batch.
@@ -52,11 +54,7 @@ async def close_when_writable(recorder: TraceRecorder, error: str) -> bool:
     for _ in range(FINALIZE_ATTEMPTS):
         await recorder.reset_failure()
         try:
-            await recorder.emit(EventType.TRACE_COMPLETED, {
-                "trace_id": str(recorder.trace_id), "duration_ms": None, "total_runs": None, "status": str(TraceOutcome.ERROR),
-                "total_cost": 0, "total_tokens": None, "final_response": "", "error": error, "error_type": "TraceStoreError",
-                "stopped_by": "error",
-            })
+            await recorder.emit(EventType.TRACE_COMPLETED, trace_failed(str(recorder.trace_id), error, "TraceStoreError"))
             logger.warning("trace=%s recorded as failed after the history database came back", recorder.trace_id)
             return True
         except TraceStoreError:
@@ -68,9 +66,9 @@ async def close_when_writable(recorder: TraceRecorder, error: str) -> bool:
 async def run_trace(
     question: str,
     *,
-    session_id: str,
+    session: SessionKey,
     source: str,
-    user_id: int | None = None,
+    owner_id: int | None = None,
     model: str | None = None,
     max_steps: int | None = None,
     trace_id: uuid.UUID | None = None,
@@ -81,10 +79,10 @@ async def run_trace(
 ) -> AgentResult:
     """Run the agent on ``question`` and record the trace. Never raises for agent failures."""
     recorder = ObservedRecorder(
-        listener, trace_id=trace_id, session_id=session_id, source=source, user_id=user_id, rerun_of=rerun_of, store=store,
+        listener, trace_id=trace_id, session=session, source=source, owner_id=owner_id, rerun_of=rerun_of, store=store,
     )
     agent = agent or build_agent(model, max_steps)
-    logger.info("run started trace=%s session=%s source=%s model=%s", recorder.trace_id, session_id, source, agent.model.name)
+    logger.info("run started trace=%s session=%s source=%s model=%s", recorder.trace_id, session.session_id, source, agent.model.name)
     try:
         result = await agent.run(question, recorder)
         await recorder.flush()
@@ -93,6 +91,6 @@ async def run_trace(
         # record it as soon as the database is back, so it is never left looking like it runs.
         logger.error("run aborted trace=%s: %s", recorder.trace_id, exc)
         asyncio.get_running_loop().create_task(close_when_writable(recorder, str(exc)))
-        return AgentResult(TraceOutcome.ERROR, "", str(exc), "TraceStoreError", stopped_by="error")
-    logger.info("run finished trace=%s session=%s status=%s steps=%s tokens=%s", recorder.trace_id, session_id, result.status, result.steps, result.total_tokens)
+        return AgentResult(TraceOutcome.ERROR, "", str(exc), "TraceStoreError", stopped_by=StopReason.ERROR)
+    logger.info("run finished trace=%s session=%s status=%s steps=%s tokens=%s", recorder.trace_id, session.session_id, result.status, result.steps, result.total_tokens)
     return result

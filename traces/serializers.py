@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from decimal import Decimal
 from typing import Any
 
+from agents.events import format_timestamp
 from traces import protocol
 from traces.models import Event, Run, Trace
 
@@ -20,10 +23,11 @@ RUN_EXPORT_FIELDS = [
 ]
 
 
-def _value(value: Any) -> Any:
-    if hasattr(value, "isoformat"):
-        return protocol.format_timestamp(value)
-    if value.__class__.__name__ == "Decimal":
+def export_value(value: Any) -> Any:
+    """A field value as the export writes it: times as protocol timestamps, decimals as strings."""
+    if isinstance(value, dt.datetime):
+        return format_timestamp(value)
+    if isinstance(value, Decimal):
         return str(value)
     return value
 
@@ -46,12 +50,17 @@ def trace_documents(traces: list[Trace]) -> Iterator[dict[str, Any]]:
         yield _document(trace, runs[trace.pk], events[trace.pk])
 
 
+def trace_header(trace: Trace) -> dict[str, Any]:
+    """The trace's own fields, without its runs and events."""
+    return {"id": str(trace.pk), **{name: export_value(getattr(trace, name)) for name in TRACE_EXPORT_FIELDS}}
+
+
 def _document(trace: Trace, runs: Iterable[Run], envelopes: Iterable[str]) -> dict[str, Any]:
-    document = {"id": str(trace.pk), **{name: _value(getattr(trace, name)) for name in TRACE_EXPORT_FIELDS}}
+    document = trace_header(trace)
     document["rerun_of"] = str(trace.rerun_of_id) if trace.rerun_of_id else None
     document["runs"] = [
         {"id": str(run.pk), "parent_id": str(run.parent_id) if run.parent_id else None,
-         **{name: _value(getattr(run, name)) for name in RUN_EXPORT_FIELDS}}
+         **{name: export_value(getattr(run, name)) for name in RUN_EXPORT_FIELDS}}
         for run in runs
     ]
     document["events"] = [protocol.loads(text) for text in envelopes]

@@ -11,7 +11,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from traces.protocol import EventType
+from agents.events import EventType, RunFields, TraceCompleted, TraceStarted
 
 MAX_ROWS = 20
 
@@ -46,18 +46,18 @@ class TerminalView:
             self.spinner.stop()
             self.spinner = None
 
-    def on_trace_started(self, data: dict) -> None:
+    def on_trace_started(self, data: TraceStarted) -> None:
         model = (data.get("metadata") or {}).get("model", "")
         body = Text(data.get("request", ""), style="bold")
         self.console.print(Panel(body, title=f"{data.get('agent_name')} · {model}", subtitle=f"trace {data.get('trace_id')}", expand=False))
 
-    def on_step_started(self, data: dict) -> None:
+    def on_step_started(self, data: RunFields) -> None:
         self.console.rule(Text(data.get("name", ""), style="cyan"), align="left")
 
-    def on_think_started(self, data: dict) -> None:
+    def on_think_started(self, data: RunFields) -> None:
         self._spin("Thinking…")
 
-    def on_think_completed(self, data: dict) -> None:
+    def on_think_completed(self, data: RunFields) -> None:
         self._stop()
         usage = data.get("token_usage") or {}
         self.console.print(Text(f"think · {data.get('duration_ms')} ms · {usage.get('total_tokens', 0)} tokens · {data.get('model', '')}", style="dim"))
@@ -68,10 +68,10 @@ class TerminalView:
             function = call.get("function", {})
             self.console.print(Text(f"→ {function.get('name')}({function.get('arguments')})", style="magenta"))
 
-    def on_tool_started(self, data: dict) -> None:
+    def on_tool_started(self, data: RunFields) -> None:
         self._spin(f"Running {data.get('name')}…")
 
-    def on_tool_completed(self, data: dict) -> None:
+    def on_tool_completed(self, data: RunFields) -> None:
         self._stop()
         outputs = data.get("outputs") or {}
         self.console.print(Text(f"tool {data.get('name')} · {data.get('duration_ms')} ms", style="dim"))
@@ -88,14 +88,14 @@ class TerminalView:
             if len(rows) > MAX_ROWS or outputs.get("truncated"):
                 self.console.print(Text(f"({len(rows)} rows{', more in the database' if outputs.get('truncated') else ''})", style="dim"))
 
-    def on_run_error(self, data: dict) -> None:
+    def on_run_error(self, data: RunFields) -> None:
         self._stop()
         self.console.print(Text(f"✗ {data.get('name')} {data.get('status')}: {data.get('error_type')}: {data.get('error')}", style="red"))
         sql = (data.get("outputs") or {}).get("sql")
         if sql:
             self.console.print(Syntax(sql, "sql", word_wrap=True))
 
-    def on_trace_completed(self, data: dict) -> None:
+    def on_trace_completed(self, data: TraceCompleted) -> None:
         self._stop()
         status = data.get("status")
         style = {"success": "green", "error": "red", "cancelled": "yellow"}.get(status, "white")

@@ -10,9 +10,10 @@ from decimal import Decimal
 
 from django.db import transaction
 
+from agents.events import parse_timestamp
 from traces import protocol
 from traces.models import Event, Run, Trace
-from traces.serializers import RUN_EXPORT_FIELDS, TRACE_EXPORT_FIELDS, trace_documents
+from traces.serializers import RUN_EXPORT_FIELDS, TRACE_EXPORT_FIELDS, trace_documents, trace_header
 
 CHUNK = 200
 CSV_FIELDS = ["id", *TRACE_EXPORT_FIELDS]
@@ -44,7 +45,7 @@ def export_csv(traces) -> Iterator[str]:
     writer.writerow(CSV_FIELDS)
     for batch in _chunks(traces):
         for trace in batch:
-            document = trace_document_header(trace)
+            document = trace_header(trace)
             writer.writerow([document[name] if not isinstance(document[name], dict) else protocol.dumps(document[name]) for name in CSV_FIELDS])
         yield buffer.getvalue()
         buffer.seek(0)
@@ -52,14 +53,8 @@ def export_csv(traces) -> Iterator[str]:
     yield buffer.getvalue()
 
 
-def trace_document_header(trace: Trace) -> dict:
-    from traces.serializers import _value
-
-    return {"id": str(trace.pk), **{name: _value(getattr(trace, name)) for name in TRACE_EXPORT_FIELDS}}
-
-
 def _time(value):
-    return protocol.parse_timestamp(value) if value else None
+    return parse_timestamp(value) if value else None
 
 
 @transaction.atomic

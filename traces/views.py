@@ -6,7 +6,6 @@ import os
 import uuid
 
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
 from django.core.paginator import Paginator
 from django.db import close_old_connections, connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -17,11 +16,13 @@ from django.views.decorators.http import require_POST
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
 from agents.config import model_label
+from agents.events import format_timestamp, utcnow
 from traces import protocol, stats
 from traces.compare import compare
 from traces.forms import HistoryFilter
-from traces.pagination import keyset_page
+from traces.layer import live_layer
 from traces.live import running_agents, sockets
+from traces.pagination import keyset_page
 from traces.models import Run, Trace
 from traces.serializers import trace_document
 
@@ -163,7 +164,7 @@ async def health(request: HttpRequest) -> JsonResponse:
     status = "unhealthy" if database != "ok" else "degraded" if layer != "ok" else "healthy"
     body = {
         "status": status,
-        "timestamp": protocol.format_timestamp(protocol.utcnow()),
+        "timestamp": format_timestamp(utcnow()),
         "server_version": protocol.SERVER_VERSION,
         "active_connections": sockets.connections,
         "active_sessions": len(sockets.sessions),
@@ -188,15 +189,10 @@ async def _check_database() -> str:
 
 
 async def _check_channel_layer() -> str:
-    layer = get_channel_layer()
+    layer = live_layer()
     if layer is None:
         return "error: no channel layer configured"
-    try:
-        async with asyncio.timeout(2):
-            await layer.group_send("health.check", {"type": "health.check"})
-        return "ok"
-    except Exception as exc:
-        return f"error: {exc!r}"
+    return await layer.check()
 
 
 def metrics(request: HttpRequest) -> HttpResponse:

@@ -115,6 +115,8 @@ def sqlite_database(path: Path) -> dict:
     return {
         "ENGINE": SQLITE_ENGINE,
         "NAME": str(path),
+        # Persistent connections leak under ASGI (each thread keeps its own): close after each request.
+        "CONN_MAX_AGE": 0,
         "OPTIONS": {
             # WAL lets readers (history pages) run while the recorder commits a batch;
             # IMMEDIATE takes the write lock up front instead of failing mid-transaction.
@@ -134,6 +136,7 @@ def mysql_database(name: str, user: str, password: str, host: str, port: int, ch
         "PASSWORD": password,
         "HOST": host,
         "PORT": str(port),
+        "CONN_MAX_AGE": 0,  # as for SQLite
         "OPTIONS": {
             "charset": charset,
             "init_command": "SET sql_mode='STRICT_TRANS_TABLES'",

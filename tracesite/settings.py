@@ -73,32 +73,39 @@ DATABASES = {
 env.ensure_separate(DATABASES["default"], DATABASES["agent"])
 DATABASE_ROUTERS = ["tracesite.routers.AgentDatabaseRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-# Persistent connections leak under ASGI (each thread keeps its own); keep the default of 0.
-CONN_MAX_AGE = 0
 
 REDIS_URL = env.redis_url("REDIS_URL")
+# Messages a socket may have queued in the layer. Sized so a burst of a few hundred events to a
+# slow socket is not dropped; clients still backfill any gap in `seq` from the database.
+CHANNEL_CAPACITY = env.integer("CHANNEL_CAPACITY", 1000, minimum=10)
+# Every layer call goes through traces.layer.BestEffortLayer: a layer that is down never fails a
+# run or a socket (see its docstring).
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "traces.layers.RedisChannelLayer",
+            "BACKEND": "traces.layer.BestEffortLayer",
             "CONFIG": {
-                "hosts": env.redis_hosts(REDIS_URL),
-                # Sized so a burst of a few hundred events to a slow socket is not dropped;
-                # clients still backfill any gap in `seq` from the database.
-                "capacity": env.integer("CHANNEL_CAPACITY", 1000, minimum=10),
-                # channels-redis queues the messages of *all* of a process's sockets in one Redis
-                # list and applies the capacity to that list: a process's share must be far larger
-                # than one socket's, or a burst to many sockets at once is dropped.
-                "channel_capacity": {"specific.*": max(100_000, env.integer("CHANNEL_CAPACITY", 1000, minimum=10))},
-                "expiry": 60,
+                "backend": "traces.compat.RedisChannelLayer",
+                "config": {
+                    "hosts": env.redis_hosts(REDIS_URL),
+                    "capacity": CHANNEL_CAPACITY,
+                    # channels-redis queues the messages of *all* of a process's sockets in one Redis
+                    # list and applies the capacity to that list: a process's share must be far larger
+                    # than one socket's, or a burst to many sockets at once is dropped.
+                    "channel_capacity": {"specific.*": max(100_000, CHANNEL_CAPACITY)},
+                    "expiry": 60,
+                },
             },
         }
     }
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "traces.layers.InMemoryChannelLayer",
-            "CONFIG": {"capacity": env.integer("CHANNEL_CAPACITY", 1000, minimum=10), "expiry": 60},
+            "BACKEND": "traces.layer.BestEffortLayer",
+            "CONFIG": {
+                "backend": "traces.compat.InMemoryChannelLayer",
+                "config": {"capacity": CHANNEL_CAPACITY, "expiry": 60},
+            },
         }
     }
 

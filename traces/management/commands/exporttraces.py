@@ -1,8 +1,9 @@
 """Export traces with their runs and events, one JSON document per line (or a CSV of traces)."""
 
+import datetime as dt
+
 from django.core.management.base import BaseCommand, CommandError
 
-from traces.forms import _start_of
 from traces.models import Trace
 from traces.transfer import export_csv, export_jsonl
 
@@ -19,14 +20,10 @@ class Command(BaseCommand):
         parser.add_argument("-o", "--output", help="File to write (default: stdout).")
 
     def handle(self, *args, since, until, status, agent, format, output, **options):
-        import datetime as dt
-
-        traces = Trace.objects.all()
         try:
-            if since:
-                traces = traces.filter(started_at__gte=_start_of(dt.date.fromisoformat(since)))
-            if until:
-                traces = traces.filter(started_at__lt=_start_of(dt.date.fromisoformat(until) + dt.timedelta(days=1)))
+            traces = Trace.objects.started_between(
+                dt.date.fromisoformat(since) if since else None, dt.date.fromisoformat(until) if until else None
+            )
         except ValueError as exc:
             raise CommandError(f"dates are YYYY-MM-DD: {exc}") from None
         if status:

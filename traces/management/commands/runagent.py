@@ -11,9 +11,10 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from rich.console import Console
 
+from agents.events import TraceOutcome
 from traces import protocol
+from traces.access import SessionKey
 from traces.models import Trace
-from traces.protocol import TraceOutcome
 from traces.recorder import get_event_store
 from traces.runner import run_trace
 from traces.terminal import TerminalView
@@ -70,8 +71,8 @@ class Command(BaseCommand):
             raise CommandError(f"no user named {username!r}") from None
 
     async def _run(self, question, session, user_id, model, max_steps, listener):
-        task = asyncio.create_task(run_trace(question, session_id=session, source=Trace.Source.CLI, user_id=user_id,
-                                             model=model, max_steps=max_steps, listener=listener))
+        task = asyncio.create_task(run_trace(question, session=SessionKey.of(session, user_id), source=Trace.Source.CLI,
+                                             owner_id=user_id, model=model, max_steps=max_steps, listener=listener))
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, task.cancel)
         loop.add_signal_handler(signal.SIGTERM, task.cancel)

@@ -1,0 +1,116 @@
+"""MySQL and MariaDB for the agent: a READ ONLY transaction, the server's statement time limit
+(``max_statement_time`` on MariaDB, ``MAX_EXECUTION_TIME`` on MySQL), ``KILL QUERY`` to cancel."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from agents.database.base import Column, SqlDatabase, Table, aliases
+
+
+class MysqlDatabase(SqlDatabase):
+    vendor = "mysql"
+    dialect_family = "MySQL/MariaDB"
+
+    def __init__(self, settings: dict[str, Any], row_limit: int = 200, timeout: float = 5.0) -> None:
+        super().__init__(settings, row_limit, timeout)
+        self._mariadb: bool | None = None  # known after the first connection
+
+    @property
+    def name(self) -> str | None:
+        return self.settings["NAME"]
+
+    @property
+    def dialect_label(self) -> str:
+        return "MariaDB" if self._mariadb else "MySQL"
+
+    def _connect_args(self, with_database: bool = True) -> dict[str, Any]:
+        options = self.settings.get("OPTIONS", {})
+        args = {
+            "host": self.settings.get("HOST") or "127.0.0.1",
+            "port": int(self.settings.get("PORT") or 3306),
+            "user": self.settings.get("USER") or "",
+            "passwd": self.settings.get("PASSWORD") or "",
+            "charset": options.get("charset", "utf8mb4"),
+            "connect_timeout": 10,
+        }
+        if with_database:
+            args["db"] = self.settings["NAME"]
+        return args
+
+    def _connect(self) -> Any:
+        import MySQLdb
+
+        conn = MySQLdb.connect(**self._connect_args())
+        cursor = conn.cursor()
+        if self._mariadb is None:
+            cursor.execute("SELECT VERSION()")
+            self._mariadb = "mariadb" in cursor.fetchone()[0].lower()
+        if self._mariadb:
+            cursor.execute("SET SESSION max_statement_time = %s", [self.timeout])
+        else:
+            cursor.execute("SET SESSION MAX_EXECUTION_TIME = %s", [int(self.timeout * 1000)])
+        cursor.execute("SET SESSION TRANSACTION READ ONLY")
+        cursor.execute("START TRANSACTION READ ONLY")
+        return conn
+
+    def _release(self, conn: Any) -> None:
+        conn.rollback()
+        conn.close()
+
+    def _canceller(self, conn: Any) -> Callable[[], None]:
+        thread_id = conn.thread_id()  # read here, on the connection's own thread
+
+        def cancel() -> None:
+            threading.Thread(target=self._kill, args=(thread_id,), daemon=True).start()
+
+        return cancel
+
+    def _kill(self, thread_id: int) -> None:
+        import MySQLdb
+
+        try:
+            killer = MySQLdb.connect(**{**self._connect_args(with_database=False), "connect_timeout": 5})
+            try:
+                killer.cursor().execute(f"KILL QUERY {int(thread_id)}")
+            finally:
+                killer.close()
+        except Exception:  # noqa: BLE001, S110 - the statement time limit still stops it
+            pass
+
+    def _is_timeout(self, text: str, elapsed: float) -> bool:
+        lowered = text.lower()
+        return (
+            "max_statement_time" in text
+            or "maximum statement execution time" in lowered
+            or (elapsed >= self.timeout and "interrupt" in lowered)
+        )
+
+    def quote(self, identifier: str) -> str:
+        return "`" + identifier.replace("`", "``") + "`"
+
+    def _table_list(self) -> list[Table]:
+        rows = self._schema_rows(
+            "SELECT TABLE_NAME, TABLE_COMMENT, TABLE_ROWS FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE IN ('BASE TABLE', 'VIEW') ORDER BY TABLE_NAME"
+        )
+        return [Table(name, aliases(comment), row_count=count) for name, comment, count in rows]
+
+    def _columns(self, table: str) -> list[Column]:
+        foreign = {
+            column: f"FK -> {ref_table}.{ref_column}"
+            for column, ref_table, ref_column in self._schema_rows(
+                "SELECT COLUMN_NAME, REFERENCED_TABLE_NAME, REFERENCED_COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE "
+                "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND REFERENCED_TABLE_NAME IS NOT NULL",
+                [table],
+            )
+        }
+        rows = self._schema_rows(
+            "SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLUMN_KEY, COLUMN_COMMENT FROM information_schema.COLUMNS "
+            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
+            [table],
+        )
+        return [Column(name, type_, nullable == "YES", foreign.get(name, key or ""), aliases(comment))
+                for name, type_, nullable, key, comment in rows]

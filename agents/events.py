@@ -1,0 +1,242 @@
+"""The agent's vocabulary: what a run reports, event by event.
+
+One place for the event types, run types and statuses, outcomes and agent states, and one
+``TypedDict`` per event payload. The agent builds these payloads (``agents.tracing``,
+``agents.loop``); the traces app stores and delivers them and reads them back through the same
+types. Nothing here knows of WebSockets, envelopes or Django: ``traces.protocol`` wraps these
+payloads for the wire (PROTOCOL.md).
+"""
+
+# No ``from __future__ import annotations`` here: TypedDict reads NotRequired[...] from real annotations.
+import datetime as dt
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, NotRequired, TypedDict
+
+import orjson
+
+
+class EventType(StrEnum):
+    """The events of a trace. Each is stored with its ``seq`` and delivered to the trace's followers."""
+
+    # Seed events: the original MyAgent trace protocol.
+    TRACE_STARTED = "trace_started"
+    THINK_COMPLETED = "think_completed"
+    TOOL_COMPLETED = "tool_completed"
+    RUN_ERROR = "run_error"
+    STATUS_UPDATE = "status_update"
+    TRACE_COMPLETED = "trace_completed"
+    # Extensions.
+    STEP_STARTED = "step_started"
+    THINK_STARTED = "think_started"
+    THINK_DELTA = "think_delta"
+    TOOL_STARTED = "tool_started"
+    RUN_COMPLETED = "run_completed"
+    PROGRESS_UPDATE = "progress_update"
+
+
+# The seed events, which clients of the original protocol know.
+SEED_EVENTS = frozenset(
+    {
+        EventType.TRACE_STARTED,
+        EventType.THINK_COMPLETED,
+        EventType.TOOL_COMPLETED,
+        EventType.RUN_ERROR,
+        EventType.STATUS_UPDATE,
+        EventType.TRACE_COMPLETED,
+    }
+)
+# Events whose data are the run fields of one run.
+RUN_EVENTS = frozenset(
+    {
+        EventType.STEP_STARTED,
+        EventType.THINK_STARTED,
+        EventType.THINK_COMPLETED,
+        EventType.TOOL_STARTED,
+        EventType.TOOL_COMPLETED,
+        EventType.RUN_ERROR,
+        EventType.RUN_COMPLETED,
+    }
+)
+# The start and the end of a trace: what a feed of every trace carries.
+BOUNDARY_EVENTS = frozenset({EventType.TRACE_STARTED, EventType.TRACE_COMPLETED})
+
+
+class RunType(StrEnum):
+    AGENT = "agent"  # one step of the loop: a think run and the tool runs it asked for
+    THINK = "think"  # one model call
+    TOOL = "tool"  # one tool call
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    SUCCESS = "success"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+
+class TraceOutcome(StrEnum):
+    """``trace_completed.status`` (a running trace has no outcome yet)."""
+
+    SUCCESS = "success"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+
+class AgentState(StrEnum):
+    IDLE = "IDLE"
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    ERROR = "ERROR"
+    CANCELLED = "CANCELLED"
+
+
+class StopReason(StrEnum):
+    """Why a run ended (``trace_completed.stopped_by``)."""
+
+    ANSWER = "answer"
+    MAX_STEPS = "max_steps"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+
+# ---------------------------------------------------------------------------- payloads
+
+
+class TokenUsage(TypedDict):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class TraceStarted(TypedDict):
+    trace_id: str
+    trace_name: str  # "<agent_name>_execution"
+    request: str  # the question
+    agent_name: str
+    max_steps: int
+    metadata: dict[str, Any]  # model, offline_model, tools, and what the caller added
+
+
+class RunFields(TypedDict):
+    """One run of the tree: ``step_started``, ``think_*``, ``tool_*``, ``run_completed``, ``run_error``."""
+
+    run_id: str
+    trace_id: str
+    parent_run_id: str | None
+    name: str
+    run_type: str  # RunType
+    status: str  # RunStatus
+    start_time: str
+    end_time: str | None
+    duration_ms: int | None
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    error: str | None
+    error_type: str | None
+    metadata: dict[str, Any]
+    # A finished model call (think_completed) also says what it used and cost.
+    token_usage: NotRequired[TokenUsage]
+    model: NotRequired[str]
+    cost: NotRequired[float]
+
+
+class ThinkDelta(TypedDict):
+    run_id: str
+    delta: str  # model text streamed since the previous delta
+
+
+class StatusUpdate(TypedDict):
+    current_step: int
+    max_steps: int
+    agent_state: str  # AgentState
+    message: str
+    progress_percentage: int
+
+
+class ProgressUpdate(TypedDict):
+    current_step: int
+    total_steps: int
+    step_name: str
+    step_description: str
+    percentage: int
+
+
+class TraceCompleted(TypedDict):
+    trace_id: str
+    duration_ms: int | None
+    total_runs: int | None
+    status: str  # TraceOutcome
+    total_cost: float
+    total_tokens: int | None
+    final_response: str
+    stopped_by: str  # StopReason
+    error: NotRequired[str | None]
+    error_type: NotRequired[str | None]
+
+
+EventData = TraceStarted | RunFields | ThinkDelta | StatusUpdate | ProgressUpdate | TraceCompleted
+
+# The payload type of each event type.
+PAYLOADS: dict[EventType, type] = {
+    EventType.TRACE_STARTED: TraceStarted,
+    EventType.STEP_STARTED: RunFields,
+    EventType.THINK_STARTED: RunFields,
+    EventType.THINK_DELTA: ThinkDelta,
+    EventType.THINK_COMPLETED: RunFields,
+    EventType.TOOL_STARTED: RunFields,
+    EventType.TOOL_COMPLETED: RunFields,
+    EventType.RUN_ERROR: RunFields,
+    EventType.RUN_COMPLETED: RunFields,
+    EventType.STATUS_UPDATE: StatusUpdate,
+    EventType.PROGRESS_UPDATE: ProgressUpdate,
+    EventType.TRACE_COMPLETED: TraceCompleted,
+}
+
+
+def trace_failed(trace_id: str, error: str, error_type: str) -> TraceCompleted:
+    """The end of a trace that could not finish on its own (its recording failed, its process died)."""
+    return TraceCompleted(
+        trace_id=trace_id,
+        duration_ms=None,
+        total_runs=None,
+        status=TraceOutcome.ERROR,
+        total_cost=0,
+        total_tokens=None,
+        final_response="",
+        stopped_by=StopReason.ERROR,
+        error=error,
+        error_type=error_type,
+    )
+
+
+# ---------------------------------------------------------------------------- time and JSON
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def format_timestamp(moment: dt.datetime) -> str:
+    """ISO 8601 in UTC with milliseconds and a ``Z``: ``2025-09-24T12:00:00.000Z``."""
+    moment = moment.astimezone(dt.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_timestamp(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def to_json(value: Any) -> str:
+    """JSON text of a payload (or of what a tool shows the model); anything odd becomes a string."""
+    return orjson.dumps(value, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()

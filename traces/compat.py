@@ -1,0 +1,266 @@
+"""Every place where tracesite reaches into a library's internals, and a check that each still finds
+what it reaches for.
+
+- ``SendBuffer`` reads how many bytes daphne's Twisted transport holds for a client (ASGI has no
+  way to ask), so that a client that stops reading is noticed and dropped.
+- ``InMemoryChannelLayer`` sweeps the in-memory layer's expiry at most once a second.
+- ``RedisChannelLayer`` drops channels-redis's receive buffers of closed sockets' channels.
+- ``DirectDispatch`` skips the connection clean-up Channels runs before every message handler.
+
+A library upgrade can silently switch a hook off (the transport is not found; a private attribute
+is renamed). ``check()`` looks for each of them and ``warn_if_broken()`` (run at start-up) logs
+a warning naming the hook, the library and what it no longer finds.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from channels.consumer import AsyncConsumer, get_handler_name
+from channels.layers import InMemoryChannelLayer as ChannelsInMemoryChannelLayer
+from channels_redis.core import RedisChannelLayer as ChannelsRedisChannelLayer
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------- daphne's send buffer
+
+
+def _socket_transport(protocol: Any) -> Any | None:
+    """The Twisted TCP transport under a protocol (daphne's HTTP channel wraps it once)."""
+    from twisted.internet.abstract import FileDescriptor
+
+    transport = getattr(protocol, "transport", None)
+    for _ in range(4):
+        if transport is None or isinstance(transport, FileDescriptor):
+            return transport
+        transport = getattr(transport, "transport", None)
+    return None
+
+
+def _daphne_protocol(send: Any) -> Any | None:
+    """daphne passes each application ``partial(server.handle_reply, protocol)`` as ``send``;
+    Channels' session middleware wraps it (``InstanceSessionWrapper.real_send``)."""
+    for _ in range(6):  # a few layers of wrapping at most
+        if isinstance(send, functools.partial):
+            return send.args[0] if send.args else None
+        owner = getattr(send, "__self__", None)
+        send = getattr(owner, "real_send", None)
+        if send is None:
+            return None
+    return None
+
+
+def _is_daphne(protocol: Any) -> bool:
+    return type(protocol).__module__.startswith("daphne.")
+
+
+class SendBuffer:
+    """Bytes a socket holds for its client, under daphne. Elsewhere (uvicorn makes ``send`` wait for
+    the socket, so a slow client slows only its own consumer) ``pending()`` is None: the check is off."""
+
+    warned = False
+
+    def __init__(self, send: Any) -> None:
+        protocol = _daphne_protocol(send)
+        self.transport = _socket_transport(protocol) if protocol is not None else None
+        if self.transport is None and protocol is not None and _is_daphne(protocol) and not SendBuffer.warned:
+            SendBuffer.warned = True
+            logger.warning(
+                "slow-client protection is off: no Twisted transport found behind daphne's send (%s); "
+                "a newer daphne or Twisted may have moved it",
+                type(protocol).__name__,
+            )
+
+    @property
+    def available(self) -> bool:
+        return self.transport is not None
+
+    def pending(self) -> int | None:
+        """Bytes written to the socket's transport and not yet taken by the kernel."""
+        t = self.transport
+        if t is None:
+            return None
+        return len(t.dataBuffer) - t.offset + getattr(t, "_tempDataLen", 0)
+
+    def abort(self) -> None:
+        """Drop the connection now, freeing its buffer (a close frame would wait behind it)."""
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+
+# ---------------------------------------------------------------------------- channel layers
+
+
+class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
+    """Channels' in-memory layer, sweeping expired messages and memberships at most once a second.
+
+    The stock layer walks every channel and every group membership on each ``receive`` and
+    ``group_send``, so each live event cost time in proportion to the open sockets. Messages and
+    memberships now expire within a second of their expiry instead of exactly at it.
+    """
+
+    SWEEP_INTERVAL = 1.0
+    _swept = 0.0
+
+    def _clean_expired(self) -> None:
+        now = time.monotonic()
+        if now - self._swept < self.SWEEP_INTERVAL:
+            return
+        self._swept = now
+        super()._clean_expired()
+
+    def forget_channel(self, channel: str) -> None:
+        """The consumer of ``channel`` has ended (its leftover messages expire on their own)."""
+
+
+class _ReceiveBuffers(dict):
+    """channels-redis's per-channel receive buffers, refusing to keep one for a closed channel.
+
+    channels-redis reads all of a process's messages from one Redis list and files each under its
+    channel in a buffer. A message for a socket that has just closed (an event published before
+    its groups were left) is filed under a channel nobody will read again, and stays: about 30 KiB
+    per reconnect in the soak. Closed channels are remembered for ``REMEMBER_SECONDS``, far longer
+    than a message lives in Redis (the layer's expiry), and their messages are dropped.
+    """
+
+    REMEMBER_SECONDS = 600.0
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        super().__init__()
+        self.factory = factory
+        self.closed: dict[str, float] = {}  # channel -> when it closed, oldest first
+
+    def __missing__(self, channel: str) -> Any:
+        queue = self.factory()
+        if channel not in self.closed:
+            self[channel] = queue
+        return queue  # a closed channel's message goes into a queue that is thrown away
+
+    def __delitem__(self, channel: str) -> None:
+        # channels-redis deletes a channel's buffer when a receive on it ends, and when one is
+        # cancelled. A consumer that is cancelled itself can close its channel before its
+        # receive task has finished being cancelled: that buffer is gone already, and a
+        # KeyError there would replace the CancelledError and skip releasing the receive lock.
+        self.pop(channel, None)
+
+    def close(self, channel: str) -> None:
+        self.pop(channel, None)
+        now = time.monotonic()
+        self.closed[channel] = now
+        for name, at in list(self.closed.items()):  # insertion order: oldest first
+            if now - at < self.REMEMBER_SECONDS:
+                break
+            del self.closed[name]
+
+
+class RedisChannelLayer(ChannelsRedisChannelLayer):
+    """channels-redis, without the receive buffers of closed sockets' channels."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        buffers = getattr(self, "receive_buffer", None)
+        if isinstance(buffers, defaultdict) and buffers.default_factory is not None:
+            self.receive_buffer = _ReceiveBuffers(buffers.default_factory)
+
+    def forget_channel(self, channel: str) -> None:
+        """The consumer of ``channel`` has ended: drop what is buffered for it and what comes later."""
+        buffers = self.receive_buffer
+        if isinstance(buffers, _ReceiveBuffers):
+            buffers.close(channel)
+
+
+# ---------------------------------------------------------------------------- Channels' dispatch
+
+
+class DirectDispatch:
+    """Channels' ``AsyncConsumer.dispatch`` without its ``aclose_old_connections()``.
+
+    That clean-up is a hop to the database thread before every message handler, per socket: it
+    cost more than the rest of delivering a live event. The consumer's database reads run on
+    ``traces.db``'s reader threads (or ``database_sync_to_async``), which manage their connections.
+    """
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']}")
+        await handler(message)
+
+
+# ---------------------------------------------------------------------------- the self-check
+
+
+def _source(obj: Any) -> str:
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):
+        return ""
+
+
+def _check_daphne() -> str | None:
+    try:
+        from daphne.server import Server
+        from twisted.internet.abstract import FileDescriptor
+        from twisted.internet.tcp import Connection
+    except ImportError:
+        return None  # not installed: nothing to hook
+    if "partial(self.handle_reply" not in _source(Server):
+        return "daphne: Server no longer passes partial(self.handle_reply, protocol) as send; SendBuffer finds no transport"
+    missing = [name for name in ("dataBuffer", "offset") if not hasattr(FileDescriptor, name)]
+    if missing or not hasattr(Connection, "abortConnection"):
+        return f"Twisted: the transport lacks {', '.join(missing) or 'abortConnection'}; SendBuffer cannot read it"
+    from channels.sessions import InstanceSessionWrapper
+
+    if "self.real_send" not in _source(InstanceSessionWrapper):
+        return "channels: InstanceSessionWrapper.real_send is gone; SendBuffer cannot see through the session middleware"
+    return None
+
+
+def _check_redis_layer() -> str | None:
+    layer = ChannelsRedisChannelLayer()
+    buffers = getattr(layer, "receive_buffer", None)
+    if not isinstance(buffers, defaultdict) or buffers.default_factory is None:
+        return "channels-redis: RedisChannelLayer.receive_buffer is no longer a defaultdict; closed channels keep their messages"
+    return None
+
+
+def _check_in_memory_layer() -> str | None:
+    if not callable(getattr(ChannelsInMemoryChannelLayer, "_clean_expired", None)):
+        return "channels: InMemoryChannelLayer._clean_expired is gone; its expiry sweep is no longer rate-limited"
+    return None
+
+
+def _check_dispatch() -> str | None:
+    if "aclose_old_connections" not in _source(AsyncConsumer.dispatch):
+        return "channels: AsyncConsumer.dispatch no longer calls aclose_old_connections; DirectDispatch may be skipping something else"
+    return None
+
+
+CHECKS: list[Callable[[], str | None]] = [_check_daphne, _check_redis_layer, _check_in_memory_layer, _check_dispatch]
+
+
+def check() -> list[str]:
+    """What each hook no longer finds in the installed libraries (empty when all is well)."""
+    problems = []
+    for probe in CHECKS:
+        try:
+            problem = probe()
+        except Exception as exc:  # noqa: BLE001 - a probe that breaks is itself a finding
+            problem = f"{probe.__name__} failed: {exc!r}"
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def warn_if_broken() -> list[str]:
+    problems = check()
+    for problem in problems:
+        logger.warning("library hook out of date: %s", problem)
+    return problems

@@ -18,4 +18,4 @@ def test_it_runs_on_the_expected_backends():
     vendor, layer = EXPECTED.split("+")
     assert connections["default"].vendor == vendor
     assert connections["agent"].vendor == vendor
-    assert isinstance(get_channel_layer(), {"redis": RedisChannelLayer, "memory": InMemoryChannelLayer}[layer])
+    assert isinstance(get_channel_layer().layer, {"redis": RedisChannelLayer, "memory": InMemoryChannelLayer}[layer])

@@ -1,11 +1,11 @@
-# The two quick-start commands:  make run   and   make test
+# The two quick-start commands:  make run   and   make test  (and make lint, which CI runs too)
 PYTHON ?= python3
 VENV ?= .venv
 HOST ?= 127.0.0.1
 PORT ?= 8000
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-dev clean
+.PHONY: run test lint format install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,17 @@ run: $(VENV)/.installed
 ## Run the whole test suite
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## Check style (ruff), formatting and types (mypy on agents/ and traces/)
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+## Apply the formatter and ruff's safe fixes
+format: $(VENV)/.installed-dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 clean:
 	rm -rf $(VENV) var staticfiles

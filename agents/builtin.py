@@ -18,6 +18,7 @@ what it can do, never invented SQL.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -38,7 +39,10 @@ CAPABILITIES_EN = (
     "top or bottom N by a numeric column; the min, max, average or sum of a column; rows where a column equals "
     "a value; the latest N rows by a date column"
 )
-CAPABILITIES_ZH = "列出所有表；查看表结构；显示某表的 N 条数据；统计行数；按某列分组计数；按数值列取前/后 N 条；某列的最小/最大/平均/总和；某列等于某值的行；按日期列取最新 N 条"
+CAPABILITIES_ZH = (
+    "列出所有表；查看表结构；显示某表的 N 条数据；统计行数；按某列分组计数；按数值列取前/后 N 条；"
+    "某列的最小/最大/平均/总和；某列等于某值的行；按日期列取最新 N 条"
+)
 
 
 def zh_number(text: str) -> int | None:
@@ -87,13 +91,21 @@ class SchemaTable:
 
 def parse_limit(question: str) -> int | None:
     q = question.lower()
-    match = re.search(r"(?:top|first|latest|last|newest|bottom|lowest|highest|cheapest|recent|show|list|display|give me|get)\s+(\d{1,4})\b", q) \
-        or re.search(r"\b(\d{1,4})\s+(?:rows?|records?|entries|items?|\w+s\b)", q) \
-        or re.search(r"(\d{1,4})\s*(?:条|个|名|行|位|笔|件|项|家|本)", q) \
+    match = (
+        re.search(
+            r"(?:top|first|latest|last|newest|bottom|lowest|highest|cheapest|recent|show|list|display|give me|get)"
+            r"\s+(\d{1,4})\b",
+            q,
+        )
+        or re.search(r"\b(\d{1,4})\s+(?:rows?|records?|entries|items?|\w+s\b)", q)
+        or re.search(r"(\d{1,4})\s*(?:条|个|名|行|位|笔|件|项|家|本)", q)
         or re.search(r"前\s*(\d{1,4})", q)
+    )
     if match:
         return int(match.group(1))
-    match = re.search(f"([{ZH_NUMBER}]+)\\s*(?:条|个|名|行|位|笔|件|项|家|本)", question) or re.search(f"前([{ZH_NUMBER}]+)", question)
+    match = re.search(f"([{ZH_NUMBER}]+)\\s*(?:条|个|名|行|位|笔|件|项|家|本)", question) or re.search(
+        f"前([{ZH_NUMBER}]+)", question
+    )
     if match:
         return zh_number(match.group(1))
     match = re.search(r"\b(?:the|top|first)\s+(\d{1,4})\b", q)
@@ -101,29 +113,53 @@ def parse_limit(question: str) -> int | None:
         return int(match.group(1))
     match = re.search(r"\b(one|two|three|four|five|six|seven|eight|nine|ten|twenty)\b", q)
     if match:
-        return ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"].index(match.group(1)) + 1 if match.group(1) != "twenty" else 20
+        return (
+            ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"].index(match.group(1)) + 1
+            if match.group(1) != "twenty"
+            else 20
+        )
     return None
 
 
 def parse_intent(question: str) -> Intent:
     q = question.lower().strip().rstrip("?？。.!！")
     limit = parse_limit(question)
-    if re.search(r"\b(list|show|what|which|all)\b.*\btables\b|\btables? (are there|do you have|exist)|^tables$", q) or re.search(r"哪些表|什么表|所有的?表|表名|列出.*表$|有几张表|多少张表|有哪些数据表", q):
+    if re.search(
+        r"\b(list|show|what|which|all)\b.*\btables\b|\btables? (are there|do you have|exist)|^tables$", q
+    ) or re.search(r"哪些表|什么表|所有的?表|表名|列出.*表$|有几张表|多少张表|有哪些数据表", q):
         return Intent("tables")
-    if re.search(r"\b(describe|columns|fields|structure|schema of)\b", q) or re.search(r"结构|字段|哪些列|列名|有什么列", q):
+    if re.search(r"\b(describe|columns|fields|structure|schema of)\b", q) or re.search(
+        r"结构|字段|哪些列|列名|有什么列", q
+    ):
         return Intent("describe")
-    where = re.search(r"\bwhere\s+(?P<col>[\w ]+?)\s*(?:=|==|\bis\b|\bequals\b)\s*['\"]?(?P<val>[^'\"]+?)['\"]?$", q) \
-        or re.search(r"\bwith\s+(?P<col>\w+)\s+(?:=|==|is|equal to|of)?\s*['\"]?(?P<val>[^'\"]+?)['\"]?$", q)
+    where = re.search(
+        r"\bwhere\s+(?P<col>[\w ]+?)\s*(?:=|==|\bis\b|\bequals\b)\s*['\"]?(?P<val>[^'\"]+?)['\"]?$", q
+    ) or re.search(r"\bwith\s+(?P<col>\w+)\s+(?:=|==|is|equal to|of)?\s*['\"]?(?P<val>[^'\"]+?)['\"]?$", q)
     if where:
-        return Intent("where", limit, where_word=where.group("col").strip(), where_value=_original_case(question, where.group("val").strip()))
-    zh_where = re.search(r"(?P<col>[\w\u4e00-\u9fff]+?)(?:是|为|等于|=)\s*['\"“‘]?(?P<val>[^'\"”’的]+?)['\"”’]?\s*的", question)
+        return Intent(
+            "where",
+            limit,
+            where_word=where.group("col").strip(),
+            where_value=_original_case(question, where.group("val").strip()),
+        )
+    zh_where = re.search(
+        r"(?P<col>[\w\u4e00-\u9fff]+?)(?:是|为|等于|=)\s*['\"“‘]?(?P<val>[^'\"”’的]+?)['\"”’]?\s*的", question
+    )
     if zh_where and CJK.search(question):
         return Intent("where", limit, where_word=zh_where.group("col"), where_value=zh_where.group("val").strip())
-    group = re.search(r"\b(?:per|by|for each|each|grouped by|group by)\s+([a-z_][\w ]*?)(?:\s*$|\s+(?:in|from|of)\b)", q)
-    counting = re.search(r"\bhow many\b|\bcount\b|\bnumber of\b|多少|数量|数目|计数|几个|总数|统计|[\u4e00-\u9fff]数$", q)
-    zh_group = re.search(r"(?:每个|每种|每一个|各个|各|按)\s*([\w\u4e00-\u9fff]+?)(?:的|统计|分组|分别|计算|有)", question)
+    group = re.search(
+        r"\b(?:per|by|for each|each|grouped by|group by)\s+([a-z_][\w ]*?)(?:\s*$|\s+(?:in|from|of)\b)", q
+    )
+    counting = re.search(
+        r"\bhow many\b|\bcount\b|\bnumber of\b|多少|数量|数目|计数|几个|总数|统计|[\u4e00-\u9fff]数$", q
+    )
+    zh_group = re.search(
+        r"(?:每个|每种|每一个|各个|各|按)\s*([\w\u4e00-\u9fff]+?)(?:的|统计|分组|分别|计算|有)", question
+    )
     if counting and (group or zh_group):
-        return Intent("group", group_word=(group.group(1) if group else zh_group.group(1)).strip())
+        found = group or zh_group
+        assert found is not None
+        return Intent("group", group_word=found.group(1).strip())
     if re.search(r"\b(latest|most recent|newest|recent)\b", q) or re.search(r"最近|最新", q):
         return Intent("latest", limit or 10)
     aggregates = [
@@ -132,10 +168,14 @@ def parse_intent(question: str) -> Intent:
         (r"\bmaximum\b|\bmax\b|\bhighest\b|\blargest\b|\bbiggest\b|最高|最大|最多|最贵", "MAX"),
         (r"\bminimum\b|\bmin\b|\blowest\b|\bsmallest\b|\bcheapest\b|最低|最小|最少|最便宜", "MIN"),
     ]
-    top = re.search(r"\b(top|bottom|highest|lowest|largest|smallest|cheapest|most expensive|biggest)\b", q) or re.search(r"最高|最低|最大|最小|最多|最少|最贵|最便宜|前\s*\S+?(?:名|个|条)", q)
+    top = re.search(
+        r"\b(top|bottom|highest|lowest|largest|smallest|cheapest|most expensive|biggest)\b", q
+    ) or re.search(r"最高|最低|最大|最小|最多|最少|最贵|最便宜|前\s*\S+?(?:名|个|条)", q)
     if top and (limit or re.search(r"\b(top|bottom)\b|前", q)):
         word = top.group(0)
-        ascending = bool(re.search(r"bottom|lowest|smallest|cheapest|最低|最小|最少|最便宜", word)) or bool(re.search(r"\b(bottom|lowest|smallest|cheapest)\b|最低|最小|最少|最便宜", q))
+        ascending = bool(re.search(r"bottom|lowest|smallest|cheapest|最低|最小|最少|最便宜", word)) or bool(
+            re.search(r"\b(bottom|lowest|smallest|cheapest)\b|最低|最小|最少|最便宜", q)
+        )
         return Intent("top", limit or 10, descending=not ascending)
     for pattern, function in aggregates:
         if re.search(pattern, q):
@@ -147,14 +187,19 @@ def parse_intent(question: str) -> Intent:
 
 def _original_case(question: str, lowered: str) -> str:
     index = question.lower().rfind(lowered)
-    return question[index:index + len(lowered)] if index >= 0 else lowered
+    return question[index : index + len(lowered)] if index >= 0 else lowered
 
 
 class BuiltinModel(ChatModel):
     name = "builtin"
     offline = True
 
-    async def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, on_text: TextCallback | None = None) -> Completion:
+    async def complete(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        on_text: TextCallback | None = None,
+    ) -> Completion:
         state = _Conversation(messages)
         action = state.next_action(tools_available=bool(tools))
         if isinstance(action, ToolCall):
@@ -166,7 +211,9 @@ class BuiltinModel(ChatModel):
                     await on_text(piece)
         prompt = sum(len(str(m.get("content") or "")) for m in messages)
         output = len(completion.content) + sum(len(c.arguments) for c in completion.tool_calls)
-        completion.usage = Usage(math.ceil(prompt / 4), math.ceil(output / 4), math.ceil(prompt / 4) + math.ceil(output / 4))
+        completion.usage = Usage(
+            math.ceil(prompt / 4), math.ceil(output / 4), math.ceil(prompt / 4) + math.ceil(output / 4)
+        )
         completion.metadata["usage_estimated"] = True
         completion.finish_reason = "tool_calls" if completion.tool_calls else "stop"
         return completion
@@ -196,11 +243,11 @@ class _Conversation:
                 self.calls += 1
             if message["role"] != "tool":
                 continue
-            name, arguments = calls.get(message.get("tool_call_id"), ("", {}))
+            name, arguments = calls.get(message.get("tool_call_id") or "", ("", {}))
             content = message.get("content") or ""
             if content.startswith("Error:"):
                 if name == "run_sql":
-                    self.query_error, self.query_sql = content[len("Error:"):].strip(), arguments.get("sql", "")
+                    self.query_error, self.query_sql = content[len("Error:") :].strip(), arguments.get("sql", "")
                 continue
             try:
                 body = json.loads(content)
@@ -210,7 +257,9 @@ class _Conversation:
                 self.listing = [SchemaTable(t["name"], t.get("aliases") or [], t.get("rows")) for t in body["tables"]]
                 self.dialect = body.get("dialect", "SQLite")
             elif name == "describe_schema" and "columns" in body:
-                self.described[body["table"]] = SchemaTable(body["table"], body.get("aliases") or [], body.get("rows"), body["columns"])
+                self.described[body["table"]] = SchemaTable(
+                    body["table"], body.get("aliases") or [], body.get("rows"), body["columns"]
+                )
             elif name == "run_sql":
                 self.query, self.query_sql, self.query_error = body, arguments.get("sql", ""), ""
 
@@ -246,7 +295,12 @@ class _Conversation:
     def match_table(self) -> SchemaTable | None:
         q = self.question.lower()
         words = re.findall(r"[a-z][a-z0-9_]*", q)
-        phrases = set(words) | {singular(w) for w in words} | {f"{a}_{b}" for a, b in zip(words, words[1:])} | {f"{a}_{singular(b)}" for a, b in zip(words, words[1:])}
+        phrases = (
+            set(words)
+            | {singular(w) for w in words}
+            | {f"{a}_{b}" for a, b in itertools.pairwise(words)}
+            | {f"{a}_{singular(b)}" for a, b in itertools.pairwise(words)}
+        )
         best: tuple[int, int, SchemaTable] | None = None
         for table in self.listing or []:
             names = {table.name.lower(), singular(table.name.lower())} | {a.lower() for a in table.aliases}
@@ -263,24 +317,31 @@ class _Conversation:
                         best = (score[0], score[1], table)
         return best[2] if best else None
 
-    def match_column(self, table: SchemaTable, word: str = "", prefer: tuple[str, ...] = (), anywhere: bool = False) -> dict | None:
+    def match_column(
+        self, table: SchemaTable, word: str = "", prefer: tuple[str, ...] = (), anywhere: bool = False
+    ) -> dict | None:
         """The column named by ``word`` (or, with ``anywhere``, mentioned anywhere in the question)."""
         columns = table.columns
         candidates = []
         text = (word or self.question).lower()
         words = set(re.findall(r"[a-z][a-z0-9_]*", text))
-        words |= {singular(w) for w in words} | {f"{a}_{b}" for a, b in zip(sorted(words), sorted(words))}
+        words |= {singular(w) for w in words} | {f"{a}_{b}" for a, b in zip(sorted(words), sorted(words), strict=True)}
         spaced = re.sub(r"\s+", "_", text.strip())
         for column in columns:
             name = column["name"].lower()
-            names = {name, name.removesuffix("_id"), name.replace("_", " ")} | {a.lower() for a in column.get("aliases") or []}
+            names = {name, name.removesuffix("_id"), name.replace("_", " ")} | {
+                a.lower() for a in column.get("aliases") or []
+            }
             for candidate in names:
                 if not candidate:
                     continue
                 if CJK.search(candidate):
                     hit = candidate in (word or self.question)
                 elif word and not anywhere:
-                    hit = candidate in {spaced, singular(spaced), text.strip(), singular(text.strip())} or candidate in words
+                    hit = (
+                        candidate in {spaced, singular(spaced), text.strip(), singular(text.strip())}
+                        or candidate in words
+                    )
                 else:
                     hit = candidate in words or (" " in candidate and candidate in text)
                 if hit:
@@ -292,7 +353,7 @@ class _Conversation:
             return None
         return max(candidates, key=lambda c: c[0])[1]
 
-    def build_sql(self, intent: Intent, table: SchemaTable) -> "str | _Unmapped":
+    def build_sql(self, intent: Intent, table: SchemaTable) -> str | _Unmapped:
         name = _ident(table.name, self.dialect_vendor)
         if intent.kind == "rows":
             return f"SELECT * FROM {name} LIMIT {intent.limit}"
@@ -301,15 +362,32 @@ class _Conversation:
         if intent.kind == "group":
             column = self.match_column(table, intent.group_word)
             if column is None:
-                return _Unmapped(self.t(f"The table {table.name} has no column matching “{intent.group_word}”.", f"表 {table.name} 没有与“{intent.group_word}”对应的列。"))
+                return _Unmapped(
+                    self.t(
+                        f"The table {table.name} has no column matching “{intent.group_word}”.",
+                        f"表 {table.name} 没有与“{intent.group_word}”对应的列。",
+                    )
+                )
             col = _ident(column["name"], self.dialect_vendor)
             return f"SELECT {col}, COUNT(*) AS row_count FROM {name} GROUP BY {col} ORDER BY row_count DESC, {col}"
         if intent.kind in ("top", "aggregate"):
             column = self.match_column(table, prefer=NUMERIC_TYPES, anywhere=True)
             if column is None and re.search(r"cheap|expensive|便宜|贵", self.question.lower()):
-                column = next((c for c in table.columns if re.search(r"price|cost|价", c["name"].lower() + " ".join(c.get("aliases") or []))), None)
+                column = next(
+                    (
+                        c
+                        for c in table.columns
+                        if re.search(r"price|cost|价", c["name"].lower() + " ".join(c.get("aliases") or []))
+                    ),
+                    None,
+                )
             if column is None:
-                return _Unmapped(self.t(f"I could not tell which numeric column of {table.name} the question is about.", f"无法确定问题指的是表 {table.name} 的哪个数值列。"))
+                return _Unmapped(
+                    self.t(
+                        f"I could not tell which numeric column of {table.name} the question is about.",
+                        f"无法确定问题指的是表 {table.name} 的哪个数值列。",
+                    )
+                )
             col = _ident(column["name"], self.dialect_vendor)
             if intent.kind == "top":
                 direction = "DESC" if intent.descending else "ASC"
@@ -321,17 +399,31 @@ class _Conversation:
         if intent.kind == "latest":
             dates = [c for c in table.columns if _is_type(c, DATE_TYPES)]
             if not dates:
-                return _Unmapped(self.t(f"The table {table.name} has no date column to sort by.", f"表 {table.name} 没有可排序的日期列。"))
+                return _Unmapped(
+                    self.t(
+                        f"The table {table.name} has no date column to sort by.",
+                        f"表 {table.name} 没有可排序的日期列。",
+                    )
+                )
             column = next((c for c in dates if "creat" in c["name"].lower()), dates[0])
             col = _ident(column["name"], self.dialect_vendor)
             return f"SELECT * FROM {name} ORDER BY {col} DESC LIMIT {intent.limit}"
         if intent.kind == "where":
             column = self.match_column(table, intent.where_word)
             if column is None:
-                return _Unmapped(self.t(f"The table {table.name} has no column matching “{intent.where_word}”.", f"表 {table.name} 没有与“{intent.where_word}”对应的列。"))
+                return _Unmapped(
+                    self.t(
+                        f"The table {table.name} has no column matching “{intent.where_word}”.",
+                        f"表 {table.name} 没有与“{intent.where_word}”对应的列。",
+                    )
+                )
             col = _ident(column["name"], self.dialect_vendor)
             value = intent.where_value
-            literal = value if re.fullmatch(r"-?\d+(\.\d+)?", value) and _is_type(column, NUMERIC_TYPES) else exp.Literal.string(value).sql(dialect=self.dialect_vendor)
+            literal = (
+                value
+                if re.fullmatch(r"-?\d+(\.\d+)?", value) and _is_type(column, NUMERIC_TYPES)
+                else exp.Literal.string(value).sql(dialect=self.dialect_vendor)
+            )
             return f"SELECT * FROM {name} WHERE {col} = {literal} LIMIT {intent.limit or 100}"
         return _Unmapped(None)
 
@@ -347,13 +439,25 @@ class _Conversation:
         return f"{head}\n\n{markdown_table(['table', 'rows', 'aliases'], rows)}"
 
     def answer_describe(self, table: SchemaTable) -> str:
-        rows = [[c["name"], c["type"], c.get("key", ""), "yes" if c.get("nullable") else "no", ", ".join(c.get("aliases") or [])] for c in table.columns]
+        rows = [
+            [
+                c["name"],
+                c["type"],
+                c.get("key", ""),
+                "yes" if c.get("nullable") else "no",
+                ", ".join(c.get("aliases") or []),
+            ]
+            for c in table.columns
+        ]
         head = self.t(f"Table `{table.name}` has {len(rows)} columns:", f"表 `{table.name}` 共有 {len(rows)} 列：")
         return f"{head}\n\n{markdown_table(['column', 'type', 'key', 'nullable', 'aliases'], rows)}"
 
     def answer_query(self, intent: Intent) -> str:
         if self.query_error:
-            return self.t(f"The query failed, so I cannot answer from the data: {self.query_error}", f"查询失败，无法根据数据回答：{self.query_error}")
+            return self.t(
+                f"The query failed, so I cannot answer from the data: {self.query_error}",
+                f"查询失败，无法根据数据回答：{self.query_error}",
+            )
         body = self.query or {}
         columns, rows = body.get("columns", []), body.get("rows", [])
         sql = f"\n\n```sql\n{self.query_sql}\n```" if self.query_sql else ""
@@ -363,15 +467,23 @@ class _Conversation:
             return head + sql
         if not rows:
             return self.t("The query returned no rows.", "查询没有返回任何行。") + sql
-        more = self.t(" (more rows exist; only the first ones are shown)", "（结果还有更多行，这里只显示前面的部分）") if body.get("truncated") else ""
-        head = self.t(f"Here {'is' if len(rows) == 1 else 'are'} {len(rows)} row{'s' if len(rows) != 1 else ''}{more}:", f"共返回 {len(rows)} 行数据{more}：")
+        more = (
+            self.t(" (more rows exist; only the first ones are shown)", "（结果还有更多行，这里只显示前面的部分）")
+            if body.get("truncated")
+            else ""
+        )
+        head = self.t(
+            f"Here {'is' if len(rows) == 1 else 'are'} {len(rows)} row{'s' if len(rows) != 1 else ''}{more}:",
+            f"共返回 {len(rows)} 行数据{more}：",
+        )
         return f"{head}\n\n{markdown_table(columns, rows)}{sql}"
 
     def cannot(self, reason: str | None = None) -> str:
         lead = reason + " " if reason else ""
         return self.t(
             f"{lead}I am the offline built-in model and could not map this question to a query over the database, "
-            f"so I will not guess. I can: {CAPABILITIES_EN}. Set OPENAI_API_KEY to use a language model for other questions.",
+            f"so I will not guess. I can: {CAPABILITIES_EN}. "
+            "Set OPENAI_API_KEY to use a language model for other questions.",
             f"{lead}我是离线内置模型，无法把这个问题对应到数据库查询，因此不会编造 SQL。我能做的是：{CAPABILITIES_ZH}。"
             "如需回答其他问题，请设置 OPENAI_API_KEY 使用大语言模型。",
         )

@@ -61,6 +61,9 @@ class ChatModel(ABC):
 
     @abstractmethod
     async def complete(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, on_text: TextCallback | None = None
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        on_text: TextCallback | None = None,
     ) -> Completion:
         """One chat-completions call. ``on_text`` receives the answer's text as it streams."""

@@ -16,7 +16,9 @@ BUILTIN = "builtin"
 
 
 def agent_database() -> SqlDatabase:
-    return open_database(settings.DATABASES["agent"], row_limit=settings.AGENT_ROW_LIMIT, timeout=settings.AGENT_QUERY_TIMEOUT)
+    return open_database(
+        settings.DATABASES["agent"], row_limit=settings.AGENT_ROW_LIMIT, timeout=settings.AGENT_QUERY_TIMEOUT
+    )
 
 
 def chat_model(name: str | None = None) -> ChatModel:
@@ -24,8 +26,11 @@ def chat_model(name: str | None = None) -> ChatModel:
     if name == BUILTIN or not settings.OPENAI_API_KEY:
         return BuiltinModel()
     return OpenAIChatModel(
-        api_key=settings.OPENAI_API_KEY, base_url=settings.OPENAI_BASE_URL or None, model=name or settings.OPENAI_MODEL,
-        timeout=settings.OPENAI_TIMEOUT, max_retries=settings.OPENAI_MAX_RETRIES,
+        api_key=settings.OPENAI_API_KEY,
+        base_url=settings.OPENAI_BASE_URL or None,
+        model=name or settings.OPENAI_MODEL,
+        timeout=settings.OPENAI_TIMEOUT,
+        max_retries=settings.OPENAI_MAX_RETRIES,
         prices=PriceTable.from_file(settings.AGENT_PRICES_FILE),
     )
 
@@ -36,4 +41,6 @@ def model_label() -> str:
 
 def build_agent(model: str | None = None, max_steps: int | None = None, database: SqlDatabase | None = None) -> Agent:
     database = database or agent_database()
-    return Agent(chat_model(model), [SchemaTool(database), QueryTool(database)], max_steps=max_steps or settings.AGENT_MAX_STEPS)
+    return Agent(
+        chat_model(model), [SchemaTool(database), QueryTool(database)], max_steps=max_steps or settings.AGENT_MAX_STEPS
+    )

@@ -26,11 +26,32 @@ logging.getLogger("sqlglot").setLevel(logging.ERROR)
 # Functions that sleep, lock, read files or load code. Lower-case names.
 FORBIDDEN_FUNCTIONS = frozenset(
     {
-        "sleep", "benchmark", "get_lock", "release_lock", "release_all_locks", "is_free_lock", "is_used_lock",
-        "master_pos_wait", "source_pos_wait", "master_gtid_wait", "wait_for_executed_gtid_set",
-        "wait_until_sql_thread_after_gtids", "load_file", "load_extension", "readfile", "writefile", "edit",
-        "fts3_tokenizer", "sys_exec", "sys_eval", "pg_sleep", "pg_read_file", "lo_import", "lo_export",
-        "dbms_lock", "xp_cmdshell",
+        "sleep",
+        "benchmark",
+        "get_lock",
+        "release_lock",
+        "release_all_locks",
+        "is_free_lock",
+        "is_used_lock",
+        "master_pos_wait",
+        "source_pos_wait",
+        "master_gtid_wait",
+        "wait_for_executed_gtid_set",
+        "wait_until_sql_thread_after_gtids",
+        "load_file",
+        "load_extension",
+        "readfile",
+        "writefile",
+        "edit",
+        "fts3_tokenizer",
+        "sys_exec",
+        "sys_eval",
+        "pg_sleep",
+        "pg_read_file",
+        "lo_import",
+        "lo_export",
+        "dbms_lock",
+        "xp_cmdshell",
     }
 )
 # Statement types that change data, schema, session or server state (checked anywhere in the tree).
@@ -39,17 +60,69 @@ FORBIDDEN_NODES: tuple[type[exp.Expression], ...] = tuple(
     for node in (
         getattr(exp, name, None)
         for name in (
-            "Insert", "Update", "Delete", "Merge", "Create", "Drop", "Alter", "AlterTable", "TruncateTable",
-            "Command", "Into", "Lock", "Set", "SetItem", "Use", "Transaction", "Commit", "Rollback", "LoadData",
-            "Copy", "Grant", "Revoke", "Pragma", "Analyze", "Cache", "Uncache", "Refresh", "Kill", "Attach", "Detach",
-            "Install", "Export",
+            "Insert",
+            "Update",
+            "Delete",
+            "Merge",
+            "Create",
+            "Drop",
+            "Alter",
+            "AlterTable",
+            "TruncateTable",
+            "Command",
+            "Into",
+            "Lock",
+            "Set",
+            "SetItem",
+            "Use",
+            "Transaction",
+            "Commit",
+            "Rollback",
+            "LoadData",
+            "Copy",
+            "Grant",
+            "Revoke",
+            "Pragma",
+            "Analyze",
+            "Cache",
+            "Uncache",
+            "Refresh",
+            "Kill",
+            "Attach",
+            "Detach",
+            "Install",
+            "Export",
         )
     )
     if node is not None
 )
-SYSTEM_SCHEMAS = frozenset({"mysql", "information_schema", "performance_schema", "sys", "sqlite_master", "sqlite_schema", "sqlite_temp_master", "temp", "main"})
-SQLITE_CATALOG_TABLES = frozenset({"sqlite_master", "sqlite_schema", "sqlite_temp_master", "sqlite_temp_schema", "sqlite_sequence", "sqlite_stat1", "sqlite_stat4"})
-SHOW_ALLOWED = re.compile(r"^(TABLES|FULL TABLES|COLUMNS|FULL COLUMNS|FIELDS|INDEX|INDEXES|KEYS|CREATE TABLE|TABLE STATUS)\b", re.I)
+SYSTEM_SCHEMAS = frozenset(
+    {
+        "mysql",
+        "information_schema",
+        "performance_schema",
+        "sys",
+        "sqlite_master",
+        "sqlite_schema",
+        "sqlite_temp_master",
+        "temp",
+        "main",
+    }
+)
+SQLITE_CATALOG_TABLES = frozenset(
+    {
+        "sqlite_master",
+        "sqlite_schema",
+        "sqlite_temp_master",
+        "sqlite_temp_schema",
+        "sqlite_sequence",
+        "sqlite_stat1",
+        "sqlite_stat4",
+    }
+)
+SHOW_ALLOWED = re.compile(
+    r"^(TABLES|FULL TABLES|COLUMNS|FULL COLUMNS|FIELDS|INDEX|INDEXES|KEYS|CREATE TABLE|TABLE STATUS)\b", re.I
+)
 
 
 class SqlRejected(Exception):
@@ -83,7 +156,7 @@ def check(sql: str, vendor: str, row_limit: int, database: str | None = None) ->
         statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
     except (ParseError, TokenError) as exc:
         raise SqlRejected(f"the query could not be parsed as {dialect} SQL: {str(exc).splitlines()[0][:200]}") from None
-    except Exception:  # the parser's own bugs (e.g. IndexError on "SHOW TABLE"): refuse, never crash
+    except Exception:  # noqa: BLE001 - the parser's own bugs (e.g. IndexError on "SHOW TABLE"): refuse, never crash
         raise SqlRejected(f"the query could not be parsed as {dialect} SQL") from None
     if len(statements) == 1 and isinstance(statements[0], exp.Command):
         verb = str(statements[0].this).upper()
@@ -114,14 +187,14 @@ def _reparsed(checked: CheckedSql, dialect: str) -> CheckedSql:
     """What runs is regenerated SQL: it must itself parse as the one statement that was checked."""
     try:
         again = [s for s in sqlglot.parse(checked.sql, read=dialect) if s is not None]
-    except Exception:
+    except Exception:  # noqa: BLE001 - as above: what does not parse back is refused
         again = []
     if len(again) != 1 or type(again[0]) is exp.Command:
         raise SqlRejected(f"the query could not be parsed as {dialect} SQL: it is incomplete")
     return checked
 
 
-def _comments(tree: exp.Expression) -> list[str]:
+def _comments(tree: exp.Expr) -> list[str]:
     found = []
     for node in tree.walk():
         found.extend(node.comments or [])
@@ -133,7 +206,13 @@ def _check_tree(tree: exp.Expression, vendor: str, database: str | None) -> None
         if isinstance(node, exp.Select) and not node.expressions:
             raise SqlRejected("a SELECT needs at least one column or expression, e.g. SELECT * FROM users")
         if isinstance(node, FORBIDDEN_NODES):
-            what = "SELECT ... INTO" if isinstance(node, exp.Into) else "locking reads (FOR UPDATE / LOCK IN SHARE MODE)" if isinstance(node, exp.Lock) else node.key.upper()
+            what = (
+                "SELECT ... INTO"
+                if isinstance(node, exp.Into)
+                else "locking reads (FOR UPDATE / LOCK IN SHARE MODE)"
+                if isinstance(node, exp.Lock)
+                else node.key.upper()
+            )
             raise SqlRejected(f"{what} is not allowed: the agent's queries are read-only")
         if isinstance(node, (exp.SessionParameter, exp.Parameter, exp.Placeholder)) or (
             isinstance(node, exp.Var) and str(node.this).startswith("@")
@@ -182,9 +261,11 @@ def _check_show(tree: exp.Show, vendor: str, dialect: str) -> CheckedSql:
     if vendor != "mysql":
         raise SqlRejected("SHOW is not supported by SQLite; use the schema tool to list tables and columns")
     text = tree.sql(dialect=dialect, comments=False)
-    what = text[len("SHOW "):]
+    what = text[len("SHOW ") :]
     if not SHOW_ALLOWED.match(what):
-        raise SqlRejected("only SHOW TABLES, SHOW COLUMNS, SHOW INDEX, SHOW CREATE TABLE and SHOW TABLE STATUS are allowed")
+        raise SqlRejected(
+            "only SHOW TABLES, SHOW COLUMNS, SHOW INDEX, SHOW CREATE TABLE and SHOW TABLE STATUS are allowed"
+        )
     for node in tree.walk():
         if isinstance(node, exp.Table) and node.args.get("db"):
             raise SqlRejected("SHOW is allowed on the agent's own tables only")

@@ -33,12 +33,20 @@ from agents.sink import TraceSink
 from agents.tools import Tool, ToolError, ToolResult
 from agents.tracing import LlmUsage, RunRecord, Tracer
 
-SYSTEM_PROMPT = """You are a careful data analyst with read-only access to an SQL database.
-Answer the user's question from the data, in the user's language.
-1. Call describe_schema (no arguments) to see the tables, then with a table name to see its columns.
-2. Write ONE read-only SQL statement and call run_sql. If it is refused or fails, read the error, fix the SQL and try again.
-3. Answer briefly and show the rows as a markdown table. Never invent data you have not queried."""
-FINAL_PROMPT = "You have reached the step limit. Give your best final answer now from what you already know, without calling tools."
+SYSTEM_PROMPT = "\n".join(
+    [
+        "You are a careful data analyst with read-only access to an SQL database.",
+        "Answer the user's question from the data, in the user's language.",
+        "1. Call describe_schema (no arguments) to see the tables, then with a table name to see its columns.",
+        "2. Write ONE read-only SQL statement and call run_sql. If it is refused or fails, read the error, fix the SQL "
+        "and try again.",
+        "3. Answer briefly and show the rows as a markdown table. Never invent data you have not queried.",
+    ]
+)
+FINAL_PROMPT = (
+    "You have reached the step limit. Give your best final answer now from what you already know, "
+    "without calling tools."
+)
 DELTA_INTERVAL = 0.1  # seconds between think_delta events
 
 
@@ -58,7 +66,9 @@ class AgentResult:
 class Agent:
     name = "sql_agent"
 
-    def __init__(self, model: ChatModel, tools: list[Tool], max_steps: int = 10, system_prompt: str = SYSTEM_PROMPT) -> None:
+    def __init__(
+        self, model: ChatModel, tools: list[Tool], max_steps: int = 10, system_prompt: str = SYSTEM_PROMPT
+    ) -> None:
         self.model = model
         self.tools = {tool.name: tool for tool in tools}
         self.max_steps = max_steps
@@ -90,31 +100,48 @@ class _Run:
         return self.agent.max_steps
 
     async def status(self, state: AgentState, message: str, progress: int) -> None:
-        await self.tracer.emit(EventType.STATUS_UPDATE, StatusUpdate(
-            current_step=self.step, max_steps=self.max_steps, agent_state=str(state),
-            message=message, progress_percentage=progress,
-        ))
+        await self.tracer.emit(
+            EventType.STATUS_UPDATE,
+            StatusUpdate(
+                current_step=self.step,
+                max_steps=self.max_steps,
+                agent_state=str(state),
+                message=message,
+                progress_percentage=progress,
+            ),
+        )
 
     async def execute(self) -> AgentResult:
         try:
-            await self.tracer.emit(EventType.TRACE_STARTED, TraceStarted(
-                trace_id=str(self.tracer.trace_id),
-                trace_name=f"{self.agent.name}_execution",
-                request=self.question,
-                agent_name=self.agent.name,
-                max_steps=self.max_steps,
-                metadata={"model": self.agent.model.name, "offline_model": self.agent.model.offline,
-                          "tools": list(self.agent.tools), **self.metadata},
-            ))
+            await self.tracer.emit(
+                EventType.TRACE_STARTED,
+                TraceStarted(
+                    trace_id=str(self.tracer.trace_id),
+                    trace_name=f"{self.agent.name}_execution",
+                    request=self.question,
+                    agent_name=self.agent.name,
+                    max_steps=self.max_steps,
+                    metadata={
+                        "model": self.agent.model.name,
+                        "offline_model": self.agent.model.offline,
+                        "tools": list(self.agent.tools),
+                        **self.metadata,
+                    },
+                ),
+            )
             await self.status(AgentState.RUNNING, "Agent started", 0)
             answer, stopped_by = await self.loop()
         except asyncio.CancelledError:
-            asyncio.current_task().uncancel()  # the cancellation is handled: finish recording it
-            return await _uninterruptible(self.end(TraceOutcome.CANCELLED, "", StopReason.CANCELLED, "Cancelled by the user", "Cancelled"))
+            _current_task().uncancel()  # the cancellation is handled: finish recording it
+            return await _uninterruptible(
+                self.end(TraceOutcome.CANCELLED, "", StopReason.CANCELLED, "Cancelled by the user", "Cancelled")
+            )
         except ChatModelError as exc:
             return await _uninterruptible(self.end(TraceOutcome.ERROR, "", StopReason.ERROR, str(exc), exc.error_type))
-        except Exception as exc:  # a bug or a lost database: end the trace, never leave it running
-            return await _uninterruptible(self.end(TraceOutcome.ERROR, "", StopReason.ERROR, f"{type(exc).__name__}: {exc}", type(exc).__name__))
+        except Exception as exc:  # noqa: BLE001 - a bug or a lost database: end the trace, never leave it running
+            return await _uninterruptible(
+                self.end(TraceOutcome.ERROR, "", StopReason.ERROR, f"{type(exc).__name__}: {exc}", type(exc).__name__)
+            )
         return await _uninterruptible(self.end(TraceOutcome.SUCCESS, answer, stopped_by))
 
     async def loop(self) -> tuple[str, StopReason]:
@@ -136,8 +163,12 @@ class _Run:
             return completion.content, StopReason.ANSWER
         # Step limit: one last call without tools for the best answer from what is known.
         self.step += 1
-        step = await self.tracer.start("final_answer", RunType.AGENT, inputs={"reason": str(StopReason.MAX_STEPS)}, metadata={"forced_final": True})
-        await self.status(AgentState.RUNNING, f"Reached the limit of {self.max_steps} steps; asking for a final answer", 95)
+        step = await self.tracer.start(
+            "final_answer", RunType.AGENT, inputs={"reason": str(StopReason.MAX_STEPS)}, metadata={"forced_final": True}
+        )
+        await self.status(
+            AgentState.RUNNING, f"Reached the limit of {self.max_steps} steps; asking for a final answer", 95
+        )
         self.messages.append({"role": "user", "content": FINAL_PROMPT})
         completion = await self.think(step, None)
         await self.tracer.finish(step, outputs={"content": completion.content})
@@ -147,15 +178,26 @@ class _Run:
         return min(99, int((self.step - 1) * 100 / self.max_steps))
 
     async def progress(self, name: str, description: str) -> None:
-        await self.tracer.emit(EventType.PROGRESS_UPDATE, ProgressUpdate(
-            current_step=self.step, total_steps=self.max_steps, step_name=name,
-            step_description=description, percentage=min(100, int(self.step * 100 / self.max_steps)),
-        ))
+        await self.tracer.emit(
+            EventType.PROGRESS_UPDATE,
+            ProgressUpdate(
+                current_step=self.step,
+                total_steps=self.max_steps,
+                step_name=name,
+                step_description=description,
+                percentage=min(100, int(self.step * 100 / self.max_steps)),
+            ),
+        )
 
     async def think(self, step: RunRecord, tools: list[dict] | None) -> Completion:
         prompt = _pending_prompt(self.messages)
-        run = await self.tracer.start("think", RunType.THINK, step, inputs={"content": prompt, "message_count": len(self.messages)},
-                                      metadata={"model": self.agent.model.name})
+        run = await self.tracer.start(
+            "think",
+            RunType.THINK,
+            step,
+            inputs={"content": prompt, "message_count": len(self.messages)},
+            metadata={"model": self.agent.model.name},
+        )
         deltas = _DeltaThrottle(self.tracer, run)
         try:
             completion = await self.agent.model.complete(list(self.messages), tools, on_text=deltas.add)
@@ -169,7 +211,8 @@ class _Run:
         self.cost_total += completion.cost
         calls = [call.as_openai() for call in completion.tool_calls]
         await self.tracer.finish(
-            run, outputs={"content": completion.content, "tool_calls": calls},
+            run,
+            outputs={"content": completion.content, "tool_calls": calls},
             usage=LlmUsage(completion.usage.as_dict(), completion.model or self.agent.model.name, completion.cost),
         )
         assistant: dict[str, Any] = {"role": "assistant", "content": completion.content or None}
@@ -185,41 +228,73 @@ class _Run:
             if not isinstance(arguments, dict):
                 raise ValueError("arguments must be a JSON object")
         except ValueError as exc:
-            arguments, parse_error = {"_raw": call.arguments}, f"invalid JSON in the arguments of {call.name}: {exc}"
+            arguments = {"_raw": call.arguments}
+            parse_error: str | None = f"invalid JSON in the arguments of {call.name}: {exc}"
         else:
             parse_error = None
-        run = await self.tracer.start(call.name, RunType.TOOL, step, inputs=arguments, metadata={"tool_call_id": call.id})
+        run = await self.tracer.start(
+            call.name, RunType.TOOL, step, inputs=arguments, metadata={"tool_call_id": call.id}
+        )
         tool = self.agent.tools.get(call.name)
         try:
             if parse_error:
                 raise ToolError(parse_error, "InvalidArguments")
             if tool is None:
-                raise ToolError(f"there is no tool named {call.name!r}; tools: {', '.join(self.agent.tools)}", "UnknownTool")
+                raise ToolError(
+                    f"there is no tool named {call.name!r}; tools: {', '.join(self.agent.tools)}", "UnknownTool"
+                )
             result: ToolResult = await tool.run(arguments)
         except ToolError as exc:
-            await self.tracer.finish(run, RunStatus.ERROR, outputs={"output": f"Error: {exc}", **exc.outputs}, error=str(exc), error_type=exc.error_type)
+            await self.tracer.finish(
+                run,
+                RunStatus.ERROR,
+                outputs={"output": f"Error: {exc}", **exc.outputs},
+                error=str(exc),
+                error_type=exc.error_type,
+            )
             return {"role": "tool", "tool_call_id": call.id, "content": f"Error: {exc}"}
         except asyncio.CancelledError:
             raise
         await self.tracer.finish(run, outputs={"output": result.output, **result.outputs})
         return {"role": "tool", "tool_call_id": call.id, "content": result.output}
 
-    async def end(self, outcome: TraceOutcome, answer: str, stopped_by: StopReason, error: str | None = None, error_type: str | None = None) -> AgentResult:
+    async def end(
+        self,
+        outcome: TraceOutcome,
+        answer: str,
+        stopped_by: StopReason,
+        error: str | None = None,
+        error_type: str | None = None,
+    ) -> AgentResult:
         run_status = {TraceOutcome.CANCELLED: RunStatus.CANCELLED}.get(outcome, RunStatus.ERROR)
         if self.tracer.open_runs:
             await self.tracer.close_open_runs(run_status, error or "stopped", error_type or "Stopped")
-        state = {TraceOutcome.SUCCESS: AgentState.FINISHED, TraceOutcome.ERROR: AgentState.ERROR, TraceOutcome.CANCELLED: AgentState.CANCELLED}[outcome]
-        message = {TraceOutcome.SUCCESS: "Finished" if stopped_by == StopReason.ANSWER else f"Stopped at the limit of {self.max_steps} steps",
-                   TraceOutcome.ERROR: f"Failed: {error}", TraceOutcome.CANCELLED: "Cancelled"}[outcome]
+        state = {
+            TraceOutcome.SUCCESS: AgentState.FINISHED,
+            TraceOutcome.ERROR: AgentState.ERROR,
+            TraceOutcome.CANCELLED: AgentState.CANCELLED,
+        }[outcome]
+        message = {
+            TraceOutcome.SUCCESS: "Finished"
+            if stopped_by == StopReason.ANSWER
+            else f"Stopped at the limit of {self.max_steps} steps",
+            TraceOutcome.ERROR: f"Failed: {error}",
+            TraceOutcome.CANCELLED: "Cancelled",
+        }[outcome]
         await self.status(state, message, 100 if outcome == TraceOutcome.SUCCESS else self._progress())
         duration_ms = int((time.perf_counter() - self.started) * 1000)
         data = TraceCompleted(
-            trace_id=str(self.tracer.trace_id), duration_ms=duration_ms, total_runs=self.tracer.total_runs,
-            status=str(outcome), total_cost=round(self.cost_total, 8), total_tokens=self.usage_total,
-            final_response=answer, stopped_by=str(stopped_by),
+            trace_id=str(self.tracer.trace_id),
+            duration_ms=duration_ms,
+            total_runs=self.tracer.total_runs,
+            status=str(outcome),
+            total_cost=round(self.cost_total, 8),
+            total_tokens=self.usage_total,
+            final_response=answer,
+            stopped_by=str(stopped_by),
         )
         if error:
-            data.update(error=error, error_type=error_type)
+            data["error"], data["error_type"] = error, error_type
         await self.tracer.emit(EventType.TRACE_COMPLETED, data)
         return AgentResult(outcome, answer, error, error_type, self.step, self.usage_total, self.cost_total, stopped_by)
 
@@ -233,7 +308,13 @@ async def _uninterruptible(coro):
         except asyncio.CancelledError:
             if task.done():
                 return task.result()
-            asyncio.current_task().uncancel()
+            _current_task().uncancel()
+
+
+def _current_task() -> asyncio.Task[Any]:
+    task = asyncio.current_task()
+    assert task is not None, "called outside a task"
+    return task
 
 
 def _pending_prompt(messages: list[dict[str, Any]]) -> str:

@@ -31,7 +31,12 @@ class OpenAIChatModel(ChatModel):
         # client's own; it honours Retry-After.
         self.client = AsyncOpenAI(api_key=api_key, base_url=base_url or None, timeout=timeout, max_retries=max_retries)
 
-    async def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, on_text: TextCallback | None = None) -> Completion:
+    async def complete(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        on_text: TextCallback | None = None,
+    ) -> Completion:
         request: dict[str, Any] = {"model": self.name, "messages": messages}
         if tools:
             request["tools"] = tools
@@ -41,7 +46,9 @@ class OpenAIChatModel(ChatModel):
             else:
                 completion = self._parse(await self.client.chat.completions.create(**request))
         except openai.APIStatusError as exc:
-            raise ChatModelError(f"the model endpoint answered HTTP {exc.status_code}: {_message(exc)}", type(exc).__name__) from None
+            raise ChatModelError(
+                f"the model endpoint answered HTTP {exc.status_code}: {_message(exc)}", type(exc).__name__
+            ) from None
         except openai.APITimeoutError:
             raise ChatModelError("the model endpoint did not answer in time", "APITimeoutError") from None
         except openai.APIConnectionError as exc:
@@ -65,7 +72,9 @@ class OpenAIChatModel(ChatModel):
         )
 
     async def _streamed(self, request: dict[str, Any], on_text: TextCallback | None) -> Completion:
-        stream = await self.client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True})
+        stream = await self.client.chat.completions.create(
+            **request, stream=True, stream_options={"include_usage": True}
+        )
         content: list[str] = []
         calls: dict[int, dict[str, str]] = {}
         usage = Usage()

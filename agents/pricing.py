@@ -30,7 +30,7 @@ class PriceTable:
         self.prices = {**PRICES, **(extra or {})}
 
     @classmethod
-    def from_file(cls, path: str | None) -> "PriceTable":
+    def from_file(cls, path: str | None) -> PriceTable:
         """``{"model": {"prompt": usd_per_1m, "completion": usd_per_1m}}``."""
         if not path:
             return cls()

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.database import QueryError, SqlDatabase
-from agents.guard import SqlRejected
 from agents.events import to_json
+from agents.guard import SqlRejected
 
 
 class ToolError(Exception):
@@ -33,7 +33,10 @@ class Tool(ABC):
     parameters: dict[str, Any]
 
     def spec(self) -> dict[str, Any]:
-        return {"type": "function", "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
 
     @abstractmethod
     async def run(self, arguments: dict[str, Any]) -> ToolResult: ...
@@ -63,19 +66,38 @@ class SchemaTool(Tool):
             if not table:
                 tables = await asyncio.to_thread(self.database.tables)
                 listing = [{"name": t.name, "rows": t.row_count, "aliases": t.aliases} for t in tables]
-                return ToolResult(to_json({"dialect": self.database.dialect_label, "tables": listing}),
-                                  {"columns": ["table", "rows", "aliases"], "rows": [[t["name"], t["rows"], ", ".join(t["aliases"])] for t in listing]})
+                return ToolResult(
+                    to_json({"dialect": self.database.dialect_label, "tables": listing}),
+                    {
+                        "columns": ["table", "rows", "aliases"],
+                        "rows": [[t.name, t.row_count, ", ".join(t.aliases)] for t in tables],
+                    },
+                )
             described = await asyncio.to_thread(self.database.describe, table)
         except QueryError as exc:
             raise ToolError(str(exc), exc.error_type) from None
         columns = [
-            {"name": c.name, "type": c.type, "nullable": c.nullable, "key": c.key, "aliases": c.aliases, "samples": c.samples}
+            {
+                "name": c.name,
+                "type": c.type,
+                "nullable": c.nullable,
+                "key": c.key,
+                "aliases": c.aliases,
+                "samples": c.samples,
+            }
             for c in described.columns
         ]
         return ToolResult(
-            to_json({"table": described.name, "rows": described.row_count, "aliases": described.aliases, "columns": columns}),
-            {"columns": ["column", "type", "key", "nullable", "aliases", "samples"],
-             "rows": [[c["name"], c["type"], c["key"], c["nullable"], ", ".join(c["aliases"]), ", ".join(map(str, c["samples"]))] for c in columns]},
+            to_json(
+                {"table": described.name, "rows": described.row_count, "aliases": described.aliases, "columns": columns}
+            ),
+            {
+                "columns": ["column", "type", "key", "nullable", "aliases", "samples"],
+                "rows": [
+                    [c.name, c.type, c.key, c.nullable, ", ".join(c.aliases), ", ".join(map(str, c.samples))]
+                    for c in described.columns
+                ],
+            },
         )
 
 
@@ -105,14 +127,30 @@ class QueryTool(Tool):
         try:
             result = await self.database.run(sql)
         except SqlRejected as exc:
-            raise ToolError(f"query rejected by the SQL guard: {exc}", "SqlRejected", {"sql": sql, "guard": "rejected"}) from None
+            raise ToolError(
+                f"query rejected by the SQL guard: {exc}", "SqlRejected", {"sql": sql, "guard": "rejected"}
+            ) from None
         except QueryError as exc:
-            raise ToolError(f"the database returned an error: {exc}", exc.error_type, {"sql": sql, "guard": "allowed"}) from None
-        body = {"columns": result.columns, "rows": result.rows, "row_count": len(result.rows), "truncated": result.truncated}
+            raise ToolError(
+                f"the database returned an error: {exc}", exc.error_type, {"sql": sql, "guard": "allowed"}
+            ) from None
+        body = {
+            "columns": result.columns,
+            "rows": result.rows,
+            "row_count": len(result.rows),
+            "truncated": result.truncated,
+        }
         if result.truncated:
             body["note"] = f"only the first {self.database.row_limit} rows are shown"
         return ToolResult(
             to_json(body),
-            {"sql": result.sql, "guard": "allowed", "columns": result.columns, "rows": result.rows,
-             "row_count": len(result.rows), "truncated": result.truncated, "query_ms": result.duration_ms},
+            {
+                "sql": result.sql,
+                "guard": "allowed",
+                "columns": result.columns,
+                "rows": result.rows,
+                "row_count": len(result.rows),
+                "truncated": result.truncated,
+                "query_ms": result.duration_ms,
+            },
         )

@@ -8,11 +8,19 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.events import EventData, EventType, RunFields, TokenUsage, RunStatus, RunType, format_timestamp, utcnow
+from agents.events import EventData, EventType, RunFields, RunStatus, RunType, TokenUsage, format_timestamp, utcnow
 from agents.sink import TraceSink
 
-STARTED_EVENT = {RunType.AGENT: EventType.STEP_STARTED, RunType.THINK: EventType.THINK_STARTED, RunType.TOOL: EventType.TOOL_STARTED}
-COMPLETED_EVENT = {RunType.AGENT: EventType.RUN_COMPLETED, RunType.THINK: EventType.THINK_COMPLETED, RunType.TOOL: EventType.TOOL_COMPLETED}
+STARTED_EVENT = {
+    RunType.AGENT: EventType.STEP_STARTED,
+    RunType.THINK: EventType.THINK_STARTED,
+    RunType.TOOL: EventType.TOOL_STARTED,
+}
+COMPLETED_EVENT = {
+    RunType.AGENT: EventType.RUN_COMPLETED,
+    RunType.THINK: EventType.THINK_COMPLETED,
+    RunType.TOOL: EventType.TOOL_COMPLETED,
+}
 
 
 @dataclass
@@ -28,7 +36,7 @@ class LlmUsage:
 class RunRecord:
     name: str
     run_type: RunType
-    parent: "RunRecord | None" = None
+    parent: RunRecord | None = None
     inputs: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -72,7 +80,14 @@ class Tracer:
     async def emit(self, event_type: EventType, data: EventData) -> None:
         await self.sink.emit(event_type, data)
 
-    async def start(self, name: str, run_type: RunType, parent: RunRecord | None = None, inputs: dict | None = None, metadata: dict | None = None) -> RunRecord:
+    async def start(
+        self,
+        name: str,
+        run_type: RunType,
+        parent: RunRecord | None = None,
+        inputs: dict | None = None,
+        metadata: dict | None = None,
+    ) -> RunRecord:
         run = RunRecord(name, run_type, parent, inputs or {}, metadata=metadata or {})
         self.open_runs[run.run_id] = run
         self.total_runs += 1
@@ -100,7 +115,7 @@ class Tracer:
         event_type = EventType.RUN_ERROR if failed else COMPLETED_EVENT[run.run_type]
         data = self.fields(run)
         if usage is not None:
-            data.update(token_usage=usage.tokens, model=usage.model, cost=usage.cost)
+            data["token_usage"], data["model"], data["cost"] = usage.tokens, usage.model, usage.cost
         await self.emit(event_type, data)
 
     async def close_open_runs(self, status: RunStatus, error: str, error_type: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
@@ -31,7 +31,7 @@ class WebSocketMessage(BaseModel):
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 class ConnectionManager:
@@ -58,10 +58,18 @@ app = FastAPI()
 async def run_agent(session_id: str) -> None:
     trace_id, pause = uuid.uuid4(), gap()
     for seq, (kind, data) in enumerate(fresh_events(trace_id), start=1):
-        await manager.send_message(session_id, WebSocketMessage(
-            event_type=kind, timestamp=now(), message_id=f"{kind}_{trace_id.hex}_{seq}", session_id=session_id,
-            data=data, trace_id=str(trace_id), seq=seq,
-        ))
+        await manager.send_message(
+            session_id,
+            WebSocketMessage(
+                event_type=kind,
+                timestamp=now(),
+                message_id=f"{kind}_{trace_id.hex}_{seq}",
+                session_id=session_id,
+                data=data,
+                trace_id=str(trace_id),
+                seq=seq,
+            ),
+        )
         if pause:
             await asyncio.sleep(pause)
 
@@ -69,10 +77,16 @@ async def run_agent(session_id: str) -> None:
 @app.websocket("/ws/{session_id}")
 async def websocket_endpoint(websocket: WebSocket, session_id: str) -> None:
     await manager.connect(websocket, session_id)
-    await manager.send_message(session_id, WebSocketMessage(
-        event_type="connection_established", timestamp=now(), message_id=f"connection_established_{uuid.uuid4().hex[:12]}",
-        session_id=session_id, data={"status": "connected", "session_id": session_id},
-    ))
+    await manager.send_message(
+        session_id,
+        WebSocketMessage(
+            event_type="connection_established",
+            timestamp=now(),
+            message_id=f"connection_established_{uuid.uuid4().hex[:12]}",
+            session_id=session_id,
+            data={"status": "connected", "session_id": session_id},
+        ),
+    )
     tasks: set[asyncio.Task] = set()
     try:
         while True:

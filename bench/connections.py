@@ -27,11 +27,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.live import parse_time, tracesite_env, wait_for_port  # noqa: E402
+from bench.live import parse_time, tracesite_env, wait_for_port
 
 
 def raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
@@ -50,7 +50,9 @@ def holder(url: str, names: list[str], connected, go, results) -> None:
         import websockets
 
         started = time.perf_counter()
-        ws = await websockets.connect(f"{url}/ws/{name}", max_size=None, compression=None, open_timeout=120, ping_interval=None)
+        ws = await websockets.connect(
+            f"{url}/ws/{name}", max_size=None, compression=None, open_timeout=120, ping_interval=None
+        )
         await ws.recv()
         await ws.send(json.dumps({"action": "subscribe_all"}))
         times.append((time.perf_counter() - started) * 1000)
@@ -101,8 +103,14 @@ def measure(sockets: int, clients: int, backend: str, port: int) -> dict:
     env = tracesite_env(backend, 10)
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
     log = open(Path(tempfile.gettempdir()) / "tracesite-bench-connections.log", "w")  # noqa: SIM115
-    server = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "bench.emitter:application"],
-                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=raise_nofile)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "bench.emitter:application"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=raise_nofile,
+    )
     context = multiprocessing.get_context("spawn")
     try:
         wait_for_port(port, server)
@@ -112,7 +120,10 @@ def measure(sockets: int, clients: int, backend: str, port: int) -> dict:
         before = rss_kib(server.pid)
         connected, results, go = context.Queue(), context.Queue(), context.Event()
         names = [f"idle-{i}" for i in range(sockets)]
-        workers = [context.Process(target=holder, args=(url, names[i::clients], connected, go, results)) for i in range(clients)]
+        workers = [
+            context.Process(target=holder, args=(url, names[i::clients], connected, go, results))
+            for i in range(clients)
+        ]
         started = time.perf_counter()
         for worker in workers:
             worker.start()
@@ -129,10 +140,18 @@ def measure(sockets: int, clients: int, backend: str, port: int) -> dict:
     finally:
         server.terminate()
         server.wait(15)
-    return {"sockets": sockets, "connect_s": connect_seconds, "connect_p50": statistics.median(times),
-            "connect_p99": times[int(0.99 * len(times))], "rss_before_mib": before / 1024, "rss_after_mib": after / 1024,
-            "kib_per_socket": (after - before) / sockets, "reached": len(arrivals),
-            "reach_p50": statistics.median(arrivals) if arrivals else None, "reach_max": arrivals[-1] if arrivals else None}
+    return {
+        "sockets": sockets,
+        "connect_s": connect_seconds,
+        "connect_p50": statistics.median(times),
+        "connect_p99": times[int(0.99 * len(times))],
+        "rss_before_mib": before / 1024,
+        "rss_after_mib": after / 1024,
+        "kib_per_socket": (after - before) / sockets,
+        "reached": len(arrivals),
+        "reach_p50": statistics.median(arrivals) if arrivals else None,
+        "reach_max": arrivals[-1] if arrivals else None,
+    }
 
 
 def main() -> None:
@@ -143,13 +162,18 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8780)
     args = parser.parse_args()
     raise_nofile()
-    print("| backend | sockets | connect all (s) | connect p50 / p99 ms | RSS before → after MiB | KiB per socket | broadcast reached | reach p50 / max ms |")
+    print(
+        "| backend | sockets | connect all (s) | connect p50 / p99 ms | RSS before → after MiB | KiB per socket | broadcast reached | reach p50 / max ms |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for sockets in args.sockets:
         r = measure(sockets, args.clients, args.backend, args.port)
-        print(f"| {args.backend} | {sockets:,} | {r['connect_s']:.1f} | {r['connect_p50']:.0f} / {r['connect_p99']:.0f} | "
-              f"{r['rss_before_mib']:.0f} → {r['rss_after_mib']:.0f} | {r['kib_per_socket']:.1f} | {r['reached']:,} / {sockets:,} | "
-              f"{r['reach_p50']:.0f} / {r['reach_max']:.0f} |", flush=True)
+        print(
+            f"| {args.backend} | {sockets:,} | {r['connect_s']:.1f} | {r['connect_p50']:.0f} / {r['connect_p99']:.0f} | "
+            f"{r['rss_before_mib']:.0f} → {r['rss_after_mib']:.0f} | {r['kib_per_socket']:.1f} | {r['reached']:,} / {sockets:,} | "
+            f"{r['reach_p50']:.0f} / {r['reach_max']:.0f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -10,10 +10,12 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tracesite.settings")
 
-from tracesite.asgi import application  # noqa: E402  (sets Django up)
-from traces import runner  # noqa: E402
+# isort: off
+from tracesite.asgi import application  # first: sets Django up
+from traces import runner
+from bench.scripted import ScriptedAgent
 
-from bench.scripted import ScriptedAgent  # noqa: E402
+# isort: on
 
 runner.build_agent = lambda model=None, max_steps=None: ScriptedAgent()
 

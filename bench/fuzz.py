@@ -37,36 +37,199 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tracesite.settings")
 REGRESSIONS = ROOT / "tests" / "fuzz_regressions.jsonl"
 
 WORDS = [
-    "SELECT", "*", "FROM", "users", "orders", "products", "order_items", "WHERE", "id", "=", "1", ";", "DELETE", "UPDATE",
-    "SET", "name", "'x'", "INSERT", "INTO", "VALUES", "(1)", "DROP", "TABLE", "CREATE", "ALTER", "UNION", "ALL", "LIMIT",
-    "10", "/*", "*/", "--", "#", "\n", "/*!", "/*M!", "@a", "@@version", ":=", "FOR UPDATE", "LOCK IN SHARE MODE", "OUTFILE",
-    "DUMPFILE", "'/tmp/x'", "WITH", "RECURSIVE", "t", "AS", "(SELECT 1)", "TRUNCATE", "REPLACE", "GRANT", "REVOKE", "COMMIT",
-    "BEGIN", "ROLLBACK", "SAVEPOINT", ",", "COUNT(*)", "JOIN", "ON", "mysql.user", "information_schema.tables",
-    "sqlite_master", "PRAGMA", "ATTACH", "DETACH", "DATABASE", "'x.db'", "VACUUM", "RETURNING", "ORDER BY", "age",
-    "GROUP BY", "country", "HAVING", "INTO", "@v", "HANDLER", "CALL", "DO", "LOAD", "DATA", "INFILE", "SHOW", "TABLES",
-    "DESCRIBE", "EXPLAIN", "ANALYZE", "QUERY PLAN", "PROCESSLIST", "KILL", "SET GLOBAL", "PREPARE", "EXECUTE", "USE",
-    "FLUSH", "RENAME", "CAST(", ")", "(", "CASE WHEN", "THEN", "ELSE", "END", "`users`", '"users"', "[users]", "\\g",
-    "0x41", "X'41'", "NULL", "?", ":name", "$1", "/**/", "ROW_NUMBER() OVER ()", "JSON_EXTRACT(", "randomblob(1000000000)",
+    "SELECT",
+    "*",
+    "FROM",
+    "users",
+    "orders",
+    "products",
+    "order_items",
+    "WHERE",
+    "id",
+    "=",
+    "1",
+    ";",
+    "DELETE",
+    "UPDATE",
+    "SET",
+    "name",
+    "'x'",
+    "INSERT",
+    "INTO",
+    "VALUES",
+    "(1)",
+    "DROP",
+    "TABLE",
+    "CREATE",
+    "ALTER",
+    "UNION",
+    "ALL",
+    "LIMIT",
+    "10",
+    "/*",
+    "*/",
+    "--",
+    "#",
+    "\n",
+    "/*!",
+    "/*M!",
+    "@a",
+    "@@version",
+    ":=",
+    "FOR UPDATE",
+    "LOCK IN SHARE MODE",
+    "OUTFILE",
+    "DUMPFILE",
+    "'/tmp/x'",
+    "WITH",
+    "RECURSIVE",
+    "t",
+    "AS",
+    "(SELECT 1)",
+    "TRUNCATE",
+    "REPLACE",
+    "GRANT",
+    "REVOKE",
+    "COMMIT",
+    "BEGIN",
+    "ROLLBACK",
+    "SAVEPOINT",
+    ",",
+    "COUNT(*)",
+    "JOIN",
+    "ON",
+    "mysql.user",
+    "information_schema.tables",
+    "sqlite_master",
+    "PRAGMA",
+    "ATTACH",
+    "DETACH",
+    "DATABASE",
+    "'x.db'",
+    "VACUUM",
+    "RETURNING",
+    "ORDER BY",
+    "age",
+    "GROUP BY",
+    "country",
+    "HAVING",
+    "INTO",
+    "@v",
+    "HANDLER",
+    "CALL",
+    "DO",
+    "LOAD",
+    "DATA",
+    "INFILE",
+    "SHOW",
+    "TABLES",
+    "DESCRIBE",
+    "EXPLAIN",
+    "ANALYZE",
+    "QUERY PLAN",
+    "PROCESSLIST",
+    "KILL",
+    "SET GLOBAL",
+    "PREPARE",
+    "EXECUTE",
+    "USE",
+    "FLUSH",
+    "RENAME",
+    "CAST(",
+    ")",
+    "(",
+    "CASE WHEN",
+    "THEN",
+    "ELSE",
+    "END",
+    "`users`",
+    '"users"',
+    "[users]",
+    "\\g",
+    "0x41",
+    "X'41'",
+    "NULL",
+    "?",
+    ":name",
+    "$1",
+    "/**/",
+    "ROW_NUMBER() OVER ()",
+    "JSON_EXTRACT(",
+    "randomblob(1000000000)",
 ]
-FUNCTIONS = ["sleep", "benchmark", "load_file", "get_lock", "load_extension", "readfile", "writefile", "sys_exec",
-             "count", "sum", "upper", "length", "substr", "coalesce", "random", "zeroblob", "char", "hex"]
+FUNCTIONS = [
+    "sleep",
+    "benchmark",
+    "load_file",
+    "get_lock",
+    "load_extension",
+    "readfile",
+    "writefile",
+    "sys_exec",
+    "count",
+    "sum",
+    "upper",
+    "length",
+    "substr",
+    "coalesce",
+    "random",
+    "zeroblob",
+    "char",
+    "hex",
+]
 SQL = st.one_of(
     st.lists(st.sampled_from(WORDS), min_size=1, max_size=16).map(" ".join),
-    st.builds(lambda f, inner: f"SELECT {f}({inner}) FROM users", st.sampled_from(FUNCTIONS), st.sampled_from(["1", "name", "'a'", "*", ""])),
+    st.builds(
+        lambda f, inner: f"SELECT {f}({inner}) FROM users",
+        st.sampled_from(FUNCTIONS),
+        st.sampled_from(["1", "name", "'a'", "*", ""]),
+    ),
     st.lists(st.one_of(st.sampled_from(WORDS), st.text(max_size=8)), min_size=1, max_size=10).map(" ".join),
     st.text(max_size=200),
 )
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1) | st.floats(allow_nan=False) | st.text(max_size=60),
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=60),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
     max_leaves=16,
 )
 FIELDS = ["action", "trace_id", "after_seq", "speed", "client_time", "question", "model", "max_steps", "rerun_of"]
-ACTIONS = ["start_agent", "cancel_agent", "subscribe_trace", "unsubscribe_trace", "subscribe_all", "replay_trace", "ping",
-           "", "START_AGENT", "ping ", "__class__", "action_ping"]
-SPECIAL = st.sampled_from([0, -1, 1.5, 1e308, -0.0, 2**63, "1", "00000000-0000-0000-0000-000000000000", "not-a-uuid",
-                           "x" * 5000, True, None, [], {}])
+ACTIONS = [
+    "start_agent",
+    "cancel_agent",
+    "subscribe_trace",
+    "unsubscribe_trace",
+    "subscribe_all",
+    "replay_trace",
+    "ping",
+    "",
+    "START_AGENT",
+    "ping ",
+    "__class__",
+    "action_ping",
+]
+SPECIAL = st.sampled_from(
+    [
+        0,
+        -1,
+        1.5,
+        1e308,
+        -0.0,
+        2**63,
+        "1",
+        "00000000-0000-0000-0000-000000000000",
+        "not-a-uuid",
+        "x" * 5000,
+        True,
+        None,
+        [],
+        {},
+    ]
+)
 MESSAGES = st.builds(
     lambda action, extra: {"action": action, **extra},
     st.sampled_from(ACTIONS) | st.text(max_size=20),
@@ -96,7 +259,6 @@ def demo_copy() -> sqlite3.Connection:
 def check_guard(sql: str, vendor: str, conn: sqlite3.Connection | None) -> None:
     import sqlglot
     from sqlglot import exp
-    from sqlglot.errors import ParseError
 
     from agents.guard import SqlRejected, check
 
@@ -105,15 +267,21 @@ def check_guard(sql: str, vendor: str, conn: sqlite3.Connection | None) -> None:
     except SqlRejected:
         return
     statements = [s for s in sqlglot.parse(checked.sql, read=vendor) if s is not None]
-    assert len(statements) == 1 or checked.kind == "describe", f"accepted {sql!r} as {checked.sql!r}, which does not parse back"
+    assert len(statements) == 1 or checked.kind == "describe", (
+        f"accepted {sql!r} as {checked.sql!r}, which does not parse back"
+    )
     if vendor == "mysql":
         statements = [s for s in sqlglot.parse(checked.sql, read="mysql") if s is not None]
         assert len(statements) == 1, f"accepted {sql!r} as {checked.sql!r}: {len(statements)} statements"
-        assert isinstance(statements[0], (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Show, exp.Describe, exp.Command)), \
-            f"accepted {sql!r} as {type(statements[0]).__name__}"
+        assert isinstance(
+            statements[0], (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Show, exp.Describe, exp.Command)
+        ), f"accepted {sql!r} as {type(statements[0]).__name__}"
         return
-    before = (conn.total_changes, conn.execute("SELECT COUNT(*), group_concat(sql) FROM sqlite_master").fetchone(),
-              len(conn.execute("PRAGMA database_list").fetchall()))
+    before = (
+        conn.total_changes,
+        conn.execute("SELECT COUNT(*), group_concat(sql) FROM sqlite_master").fetchone(),
+        len(conn.execute("PRAGMA database_list").fetchall()),
+    )
     deadline = time.monotonic() + 0.5
     conn.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
     try:
@@ -124,8 +292,11 @@ def check_guard(sql: str, vendor: str, conn: sqlite3.Connection | None) -> None:
         conn.set_progress_handler(None, 0)
         if conn.in_transaction:
             conn.rollback()
-    after = (conn.total_changes, conn.execute("SELECT COUNT(*), group_concat(sql) FROM sqlite_master").fetchone(),
-             len(conn.execute("PRAGMA database_list").fetchall()))
+    after = (
+        conn.total_changes,
+        conn.execute("SELECT COUNT(*), group_concat(sql) FROM sqlite_master").fetchone(),
+        len(conn.execute("PRAGMA database_list").fetchall()),
+    )
     assert after == before, f"accepted {sql!r} (ran {checked.sql!r}) and it changed the database"
 
 
@@ -137,11 +308,15 @@ def check_validator(kind: str, frame) -> None:
     try:
         message = protocol.parse_client_message(text, data)
     except ProtocolError as exc:
-        protocol.dumps(protocol.envelope(ServerEvent.ERROR, {"error": str(exc.error), "detail": exc.detail}, session_id="s"))
+        protocol.dumps(
+            protocol.envelope(ServerEvent.ERROR, {"error": str(exc.error), "detail": exc.detail}, session_id="s")
+        )
         return
     assert isinstance(message.action, Action)
     if message.action == Action.PING:
-        protocol.dumps(protocol.envelope(ServerEvent.PONG, {"client_time": message.fields["client_time"]}, session_id="s"))
+        protocol.dumps(
+            protocol.envelope(ServerEvent.PONG, {"client_time": message.fields["client_time"]}, session_id="s")
+        )
     if message.action == Action.REPLAY_TRACE:
         assert 0 <= message.fields["speed"] <= protocol.MAX_REPLAY_SPEED
     if message.action == Action.SUBSCRIBE_TRACE:
@@ -164,6 +339,7 @@ def fuzz(target: str, minutes: float, examples_per_round: int) -> int:
     def make_prop():
         """A fresh hypothesis test per round (settings and seed decorate in place)."""
         if target == "guard":
+
             @given(SQL, st.sampled_from(["sqlite", "mysql"]))
             def prop(sql, vendor):
                 counter["examples"] += 1
@@ -173,6 +349,7 @@ def fuzz(target: str, minutes: float, examples_per_round: int) -> int:
                     last.update(input=[sql, vendor], error=repr(exc)[:500])
                     raise
         else:
+
             @given(FRAMES)
             def prop(frame):
                 kind, value = frame
@@ -180,8 +357,12 @@ def fuzz(target: str, minutes: float, examples_per_round: int) -> int:
                 try:
                     check_validator(kind, value)
                 except BaseException as exc:
-                    last.update(input=[kind, value.decode("latin-1") if isinstance(value, bytes) else value], error=repr(exc)[:500])
+                    last.update(
+                        input=[kind, value.decode("latin-1") if isinstance(value, bytes) else value],
+                        error=repr(exc)[:500],
+                    )
                     raise
+
         return prop
 
     deadline = time.time() + minutes * 60
@@ -189,8 +370,14 @@ def fuzz(target: str, minutes: float, examples_per_round: int) -> int:
     rounds = 0
     while time.time() < deadline:
         rounds += 1
-        run = settings(max_examples=examples_per_round, database=None, deadline=None, derandomize=False,
-                       suppress_health_check=list(HealthCheck), print_blob=False)(seed(random.getrandbits(64))(make_prop()))
+        run = settings(
+            max_examples=examples_per_round,
+            database=None,
+            deadline=None,
+            derandomize=False,
+            suppress_health_check=list(HealthCheck),
+            print_blob=False,
+        )(seed(random.getrandbits(64))(make_prop()))
         try:
             run()
         except Exception as exc:

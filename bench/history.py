@@ -24,21 +24,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tracesite.settings")
 os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
-from django.conf import settings  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-from django.db import connection, reset_queries  # noqa: E402
-from django.test import Client  # noqa: E402
-from django.utils import timezone  # noqa: E402
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connection, reset_queries
+from django.test import Client
+from django.utils import timezone
 
-from agents.events import EventType  # noqa: E402
-from traces import protocol  # noqa: E402
-from traces.models import Event, Trace  # noqa: E402
+from agents.events import EventType
+from traces import protocol
+from traces.models import Event, Trace
 
-QUESTIONS = ["显示用户表的{}条用户数据", "how many orders per country? #{}", "top {} products by price", "用户的平均年龄 {}", "latest {} orders"]
+QUESTIONS = [
+    "显示用户表的{}条用户数据",
+    "how many orders per country? #{}",
+    "top {} products by price",
+    "用户的平均年龄 {}",
+    "latest {} orders",
+]
 
 
 def fill(count: int, events_per_trace: int = 10) -> None:
@@ -50,14 +56,43 @@ def fill(count: int, events_per_trace: int = 10) -> None:
         for i in range(start, min(count, start + batch)):
             trace_id = uuid.uuid4()
             started = now - dt.timedelta(seconds=i * 7)
-            traces.append(Trace(id=trace_id, name="sql_agent_execution", agent_name="sql_agent", request=QUESTIONS[i % 5].format(i % 50),
-                                final_response=f"answer {i} 共 {i % 50} 行", status=["success", "success", "error", "cancelled"][i % 4],
-                                started_at=started, ended_at=started + dt.timedelta(seconds=1), duration_ms=200 + i % 5000,
-                                model="builtin", source="websocket", session_id=f"s{i % 1000}", total_tokens=1000 + i % 700,
-                                last_seq=events_per_trace))
+            traces.append(
+                Trace(
+                    id=trace_id,
+                    name="sql_agent_execution",
+                    agent_name="sql_agent",
+                    request=QUESTIONS[i % 5].format(i % 50),
+                    final_response=f"answer {i} 共 {i % 50} 行",
+                    status=["success", "success", "error", "cancelled"][i % 4],
+                    started_at=started,
+                    ended_at=started + dt.timedelta(seconds=1),
+                    duration_ms=200 + i % 5000,
+                    model="builtin",
+                    source="websocket",
+                    session_id=f"s{i % 1000}",
+                    total_tokens=1000 + i % 700,
+                    last_seq=events_per_trace,
+                )
+            )
             for seq in range(1, events_per_trace + 1):
-                message = protocol.envelope(EventType.STATUS_UPDATE, {"current_step": seq}, session_id="s", trace_id=trace_id, seq=seq, timestamp=started)
-                events.append(Event(trace_id=trace_id, seq=seq, event_type="status_update", timestamp=started, message_id=message["message_id"], envelope=protocol.dumps(message)))
+                message = protocol.envelope(
+                    EventType.STATUS_UPDATE,
+                    {"current_step": seq},
+                    session_id="s",
+                    trace_id=trace_id,
+                    seq=seq,
+                    timestamp=started,
+                )
+                events.append(
+                    Event(
+                        trace_id=trace_id,
+                        seq=seq,
+                        event_type="status_update",
+                        timestamp=started,
+                        message_id=message["message_id"],
+                        envelope=protocol.dumps(message),
+                    )
+                )
         Trace.objects.bulk_create(traces)
         Event.objects.bulk_create(events, batch_size=5000)
         print(f"  {min(count, start + batch)} traces", file=sys.stderr, end="\r")
@@ -84,7 +119,9 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     started = time.perf_counter()
     fill(args.traces)
-    print(f"filled {Trace.objects.count()} traces / {Event.objects.count()} events in {time.perf_counter() - started:.0f} s ({connection.vendor})")
+    print(
+        f"filled {Trace.objects.count()} traces / {Event.objects.count()} events in {time.perf_counter() - started:.0f} s ({connection.vendor})"
+    )
     client = Client()
     sample = Trace.objects.order_by("-started_at").first()
     from urllib.parse import quote
@@ -109,7 +146,9 @@ def main() -> None:
     for name, url in pages.items():
         ms, queries = timed(client, url, args.repeat)
         print(f"{name:36} {ms:10.1f} {queries:8d}")
-    print(f"\n{'exporttraces (JSONL)':36} {'traces':>8} {'seconds':>8} {'MiB out':>8} {'queries':>8} {'peak RSS MiB':>13}")
+    print(
+        f"\n{'exporttraces (JSONL)':36} {'traces':>8} {'seconds':>8} {'MiB out':>8} {'queries':>8} {'peak RSS MiB':>13}"
+    )
     for name, options in (("status=error (a quarter)", ["--status", "error"]), ("everything", [])):
         traces, seconds, size, queries, peak = export(options)
         print(f"{name:36} {traces:8d} {seconds:8.1f} {size / 2**20:8.1f} {queries:8d} {peak:13.1f}")
@@ -142,9 +181,20 @@ def export(options: list[str]) -> tuple[int, float, int, int, float]:
     import tempfile
 
     with tempfile.NamedTemporaryFile(suffix=".jsonl") as out:
-        env = {**os.environ, "DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": "bench-" + "x" * 50, "DJANGO_ALLOWED_HOSTS": "localhost"}
-        result = subprocess.run([sys.executable, "-c", EXPORT, *options, "-o", out.name], capture_output=True, text=True,
-                                check=True, cwd=Path(__file__).resolve().parent.parent, env=env)
+        env = {
+            **os.environ,
+            "DJANGO_DEBUG": "0",
+            "DJANGO_SECRET_KEY": "bench-" + "x" * 50,
+            "DJANGO_ALLOWED_HOSTS": "localhost",
+        }
+        result = subprocess.run(
+            [sys.executable, "-c", EXPORT, *options, "-o", out.name],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent.parent,
+            env=env,
+        )
         seconds, queries, peak = result.stdout.split()
         with open(out.name, "rb") as written:
             traces = sum(1 for _ in written)

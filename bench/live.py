@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -49,7 +49,7 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 
 def parse_time(stamp: str) -> float:
-    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
 
 
 async def session(url: str, traces: int, latencies: list[float], counts: list[int]) -> None:
@@ -96,7 +96,9 @@ def swarm(urls: list[str], traces: int, processes: int) -> tuple[int, list[float
     """Run every session (one URL each) from ``processes`` client processes; returns delivered, latencies, seconds."""
     context = multiprocessing.get_context("spawn")
     queue, start = context.Queue(), context.Event()
-    workers = [context.Process(target=client, args=(urls[i::processes], traces, start, queue)) for i in range(processes)]
+    workers = [
+        context.Process(target=client, args=(urls[i::processes], traces, start, queue)) for i in range(processes)
+    ]
     for worker in workers:
         worker.start()
     time.sleep(1.0)  # let the clients import before the clock starts
@@ -108,7 +110,9 @@ def swarm(urls: list[str], traces: int, processes: int) -> tuple[int, list[float
             results.append(queue.get(timeout=5))
         except Exception:
             if all(not worker.is_alive() for worker in workers) and queue.empty():
-                raise RuntimeError(f"client processes exited without results: {[w.exitcode for w in workers]}") from None
+                raise RuntimeError(
+                    f"client processes exited without results: {[w.exitcode for w in workers]}"
+                ) from None
     elapsed = time.perf_counter() - started
     for worker in workers:
         worker.join()
@@ -140,19 +144,30 @@ def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 60) -> 
 
 
 def tracesite_env(backend: str, sessions: int) -> dict[str, str]:
-    env = {**os.environ, "TRACESITE_ENV_FILE": "", "OPENAI_API_KEY": "", "LOG_LEVEL": "WARNING", "DJANGO_DEBUG": "0",
-           "DJANGO_SECRET_KEY": "bench-" + "x" * 50, "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-           "TRACE_MAX_CONCURRENT_RUNS": str(sessions * 2), "TRACE_REQUIRE_AUTH": "0",
-           # Bench clients start their next trace the moment one ends: with the built-in model that
-           # is faster than the per-socket flood limit (10 messages/s) allows a person.
-           "TRACE_RATE_LIMIT": "1000", "TRACESITE_DATA_DIR": tempfile.mkdtemp(prefix="tracesite-bench-"),
-           "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "TRACESITE_ENV_FILE": "",
+        "OPENAI_API_KEY": "",
+        "LOG_LEVEL": "WARNING",
+        "DJANGO_DEBUG": "0",
+        "DJANGO_SECRET_KEY": "bench-" + "x" * 50,
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "TRACE_MAX_CONCURRENT_RUNS": str(sessions * 2),
+        "TRACE_REQUIRE_AUTH": "0",
+        # Bench clients start their next trace the moment one ends: with the built-in model that
+        # is faster than the per-socket flood limit (10 messages/s) allows a person.
+        "TRACE_RATE_LIMIT": "1000",
+        "TRACESITE_DATA_DIR": tempfile.mkdtemp(prefix="tracesite-bench-"),
+        "PYTHONPATH": str(ROOT),
+    }
     if backend == "mysql":
         import MySQLdb
         import redis
 
         parts = urlsplit(MYSQL_URL)
-        conn = MySQLdb.connect(host=parts.hostname, port=parts.port or 3306, user=parts.username or "root", passwd=parts.password or "")
+        conn = MySQLdb.connect(
+            host=parts.hostname, port=parts.port or 3306, user=parts.username or "root", passwd=parts.password or ""
+        )
         name = parts.path.lstrip("/")
         conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
         conn.cursor().execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
@@ -165,25 +180,57 @@ def tracesite_env(backend: str, sessions: int) -> dict[str, str]:
     return env
 
 
-def start_servers(kind: str, backend: str, processes: int, port: int, sessions: int, asgi: str = "daphne",
-                  gap_ms: float = 0) -> tuple[list[subprocess.Popen], dict[str, str]]:
+def start_servers(
+    kind: str, backend: str, processes: int, port: int, sessions: int, asgi: str = "daphne", gap_ms: float = 0
+) -> tuple[list[subprocess.Popen], dict[str, str]]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_EVENT_GAP_MS": str(gap_ms)}
     if kind in ("emitter", "agent"):
         env = {**tracesite_env(backend, sessions), "BENCH_EVENT_GAP_MS": str(gap_ms)}
         for command in (["migrate", "--noinput", "-v0"], ["seeddemo", "-v0"]):
-            subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL
+            )
         target = "bench.emitter:application" if kind == "emitter" else "tracesite.asgi:application"
         if asgi == "uvicorn":
-            commands = [[sys.executable, "-m", "uvicorn", target, "--port", str(port + i), "--log-level", "warning",
-                         "--ws-per-message-deflate", "false"] for i in range(processes)]
+            commands = [
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    target,
+                    "--port",
+                    str(port + i),
+                    "--log-level",
+                    "warning",
+                    "--ws-per-message-deflate",
+                    "false",
+                ]
+                for i in range(processes)
+            ]
         else:
-            commands = [[sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port + i), target] for i in range(processes)]
+            commands = [
+                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port + i), target]
+                for i in range(processes)
+            ]
     elif kind == "fastapi":
-        commands = [[sys.executable, "-m", "uvicorn", "bench.baseline_fastapi:app", "--port", str(port), "--log-level", "warning"]]
+        commands = [
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bench.baseline_fastapi:app",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ]
+        ]
     else:
         commands = [[sys.executable, "bench/baseline_websockets.py", "--port", str(port)]]
     log = open(Path(tempfile.gettempdir()) / "tracesite-bench-server.log", "w")  # noqa: SIM115
-    servers = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT) for command in commands]
+    servers = [
+        subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT) for command in commands
+    ]
     for i, server in enumerate(servers):
         wait_for_port(port + i, server)
     return servers, env
@@ -191,9 +238,18 @@ def start_servers(kind: str, backend: str, processes: int, port: int, sessions: 
 
 def stored_events(env: dict[str, str], prefix: str) -> int:
     """Events persisted for the traces of sessions named ``prefix…``, read by a separate process."""
-    code = ("from traces.models import Event; "
-            f"print(Event.objects.filter(trace__session_id__startswith={prefix!r}).count())")
-    out = subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    code = (
+        "from traces.models import Event; "
+        f"print(Event.objects.filter(trace__session_id__startswith={prefix!r}).count())"
+    )
+    out = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return int(out.stdout.split()[-1])
 
 
@@ -208,23 +264,43 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--server", choices=["emitter", "agent", "fastapi", "websockets"], default="emitter")
     parser.add_argument("--backend", choices=["embedded", "mysql"], default="embedded")
-    parser.add_argument("--processes", type=int, default=1, help="daphne processes (tracesite only); sessions alternate")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="daphne processes (tracesite only); sessions alternate"
+    )
     parser.add_argument("--sessions", type=int, nargs="+", default=[50])
     parser.add_argument("--traces", type=int, default=5, help="traces per session, back to back")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--clients", type=int, default=2, help="client processes")
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--asgi", choices=["daphne", "uvicorn"], default="daphne", help="the server tracesite runs under")
-    parser.add_argument("--gap-ms", type=float, default=0,
-                        help="pause between a trace's events (emitter and baselines): paces the load like an agent; 0 = back to back")
+    parser.add_argument(
+        "--asgi", choices=["daphne", "uvicorn"], default="daphne", help="the server tracesite runs under"
+    )
+    parser.add_argument(
+        "--gap-ms",
+        type=float,
+        default=0,
+        help="pause between a trace's events (emitter and baselines): paces the load like an agent; 0 = back to back",
+    )
     args = parser.parse_args()
     if args.server in ("fastapi", "websockets") and args.processes != 1:
         parser.error("the baselines run as one process")
 
-    servers, env = start_servers(args.server, args.backend, args.processes, args.port, max(args.sessions), args.asgi, args.gap_ms)
+    servers, env = start_servers(
+        args.server, args.backend, args.processes, args.port, max(args.sessions), args.asgi, args.gap_ms
+    )
     persisted = args.server in ("emitter", "agent")
-    label = " ".join(filter(None, [args.server, args.backend if persisted else "", args.asgi if persisted and args.asgi != "daphne" else "",
-                                   f"x{args.processes}", f"gap {args.gap_ms:g} ms" if args.gap_ms else ""]))
+    label = " ".join(
+        filter(
+            None,
+            [
+                args.server,
+                args.backend if persisted else "",
+                args.asgi if persisted and args.asgi != "daphne" else "",
+                f"x{args.processes}",
+                f"gap {args.gap_ms:g} ms" if args.gap_ms else "",
+            ],
+        )
+    )
     summary = []
     try:
         for sessions in args.sessions:
@@ -234,14 +310,25 @@ def main() -> None:
                 urls = [f"ws://127.0.0.1:{args.port + i % args.processes}/ws/{prefix}{i}" for i in range(sessions)]
                 delivered, latencies, elapsed = swarm(urls, args.traces, min(args.clients, sessions))
                 stored = stored_events(env, prefix) if persisted else None
-                row = {"delivered": delivered, "stored": stored, "events_s": delivered / elapsed,
-                       "traces_s": sessions * args.traces / elapsed, "p50": statistics.median(latencies),
-                       "p99": percentile(latencies, 0.99), "max": latencies[-1]}
+                row = {
+                    "delivered": delivered,
+                    "stored": stored,
+                    "events_s": delivered / elapsed,
+                    "traces_s": sessions * args.traces / elapsed,
+                    "p50": statistics.median(latencies),
+                    "p99": percentile(latencies, 0.99),
+                    "max": latencies[-1],
+                }
                 rows.append(row)
-                print(f"{label} {sessions}x{args.traces} run {run + 1}: delivered {delivered} stored {stored} "
-                      f"{row['events_s']:.0f} ev/s {row['traces_s']:.1f} traces/s p50 {row['p50']:.1f} "
-                      f"p99 {row['p99']:.1f} max {row['max']:.1f} ms", flush=True)
-            median = {key: statistics.median(r[key] for r in rows) for key in ("events_s", "traces_s", "p50", "p99", "max")}
+                print(
+                    f"{label} {sessions}x{args.traces} run {run + 1}: delivered {delivered} stored {stored} "
+                    f"{row['events_s']:.0f} ev/s {row['traces_s']:.1f} traces/s p50 {row['p50']:.1f} "
+                    f"p99 {row['p99']:.1f} max {row['max']:.1f} ms",
+                    flush=True,
+                )
+            median = {
+                key: statistics.median(r[key] for r in rows) for key in ("events_s", "traces_s", "p50", "p99", "max")
+            }
             lost = sum(r["delivered"] - r["stored"] for r in rows) if persisted else None
             summary.append((sessions, rows, median, lost))
     finally:
@@ -249,13 +336,23 @@ def main() -> None:
             server.terminate()
         for server in servers:
             server.wait(15)
-    print(f"\n| server | sessions × traces | events/s | traces/s | p50 ms | p99 ms | max ms | delivered − stored |")
+    print("\n| server | sessions × traces | events/s | traces/s | p50 ms | p99 ms | max ms | delivered − stored |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
-    for sessions, rows, m, lost in summary:
-        print(f"| {label} | {sessions} × {args.traces} | {m['events_s']:,.0f} | {m['traces_s']:.1f} | {m['p50']:.1f} | "
-              f"{m['p99']:.1f} | {m['max']:.1f} | {'n/a' if lost is None else lost} |")
-    print(json.dumps({"label": label, "traces": args.traces, "results": [
-        {"sessions": s, "median": m, "lost": lost, "runs": rows} for s, rows, m, lost in summary]}), file=sys.stderr)
+    for sessions, _, m, lost in summary:
+        print(
+            f"| {label} | {sessions} × {args.traces} | {m['events_s']:,.0f} | {m['traces_s']:.1f} | {m['p50']:.1f} | "
+            f"{m['p99']:.1f} | {m['max']:.1f} | {'n/a' if lost is None else lost} |"
+        )
+    print(
+        json.dumps(
+            {
+                "label": label,
+                "traces": args.traces,
+                "results": [{"sessions": s, "median": m, "lost": lost, "runs": rows} for s, rows, m, lost in summary],
+            }
+        ),
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

@@ -27,20 +27,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.live import tracesite_env, wait_for_port  # noqa: E402
+from bench.live import tracesite_env, wait_for_port
 
 MYSQL_URL = os.environ.get("BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306/tracesite_bench_replay")
 
 
 async def record(events: int) -> uuid.UUID:
-    from bench.scripted import fresh_events
     from agents.events import EventType
+    from bench.scripted import fresh_events
     from traces.access import SessionKey
     from traces.recorder import EventStore, TraceRecorder
 
     store = EventStore()
     recorder = TraceRecorder(session=SessionKey("replay-bench"), store=store)
-    first, *middle, last = fresh_events(recorder.trace_id)
+    first, *_, last = fresh_events(recorder.trace_id)
     await recorder.emit(EventType(first[0]), first[1])
     emitted = 1
     while emitted < events - 1:
@@ -86,7 +86,9 @@ def main() -> None:
 
         bench.live.MYSQL_URL = MYSQL_URL
     env = tracesite_env(args.backend, 10)
-    os.environ.update({k: v for k, v in env.items() if k in ("DATABASE_URL", "REDIS_URL", "TRACESITE_DATA_DIR", "TRACESITE_ENV_FILE")})
+    os.environ.update(
+        {k: v for k, v in env.items() if k in ("DATABASE_URL", "REDIS_URL", "TRACESITE_DATA_DIR", "TRACESITE_ENV_FILE")}
+    )
     os.environ.update(DJANGO_SETTINGS_MODULE="tracesite.settings", DJANGO_ALLOWED_HOSTS="testserver")
     import django
 
@@ -102,8 +104,13 @@ def main() -> None:
     print(f"recorded a {args.events}-event trace in {time.perf_counter() - started:.2f} s")
 
     log = open(Path(tempfile.gettempdir()) / "tracesite-bench-replay.log", "w")  # noqa: SIM115
-    server = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(args.port), "tracesite.asgi:application"],
-                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(args.port), "tracesite.asgi:application"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_for_port(args.port, server)
         rates = []
@@ -126,7 +133,9 @@ def main() -> None:
             timings.append((time.perf_counter() - started) * 1000)
         assert response.status_code == 200, response.status_code
     print(f"\n| {args.backend} | replay at speed 0 | {statistics.median(rates):,.0f} events/s |")
-    print(f"| {args.backend} | detail page, {args.events} events | {statistics.median(timings):.1f} ms | {len(queries)} queries |")
+    print(
+        f"| {args.backend} | detail page, {args.events} events | {statistics.median(timings):.1f} ms | {len(queries)} queries |"
+    )
 
 
 if __name__ == "__main__":

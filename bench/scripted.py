@@ -63,8 +63,8 @@ class ScriptedAgent:
     model = ScriptedModel()
 
     async def run(self, question: str, sink, metadata: dict[str, Any] | None = None):
-        from agents.loop import AgentResult
         from agents.events import EventType, TraceOutcome
+        from agents.loop import AgentResult
 
         pause = gap()
         for kind, data in fresh_events(sink.trace_id):

@@ -34,8 +34,8 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.live import tracesite_env, wait_for_port  # noqa: E402
-from traces.db import READ_THREADS  # noqa: E402
+from bench.live import tracesite_env, wait_for_port
+from traces.db import READ_THREADS
 
 QUESTIONS = ["显示用户表的10条用户数据", "how many orders per country?", "top 5 products by price", "用户的平均年龄"]
 
@@ -54,7 +54,9 @@ class Session:
         current: str | None = None
         while time.time() < deadline or current is not None:
             try:
-                async with websockets.connect(f"{url}/ws/{self.name}", max_size=None, compression=None, open_timeout=60) as ws:
+                async with websockets.connect(
+                    f"{url}/ws/{self.name}", max_size=None, compression=None, open_timeout=60
+                ) as ws:
                     hello = json.loads(await ws.recv())["data"]
                     if current is not None:
                         last = max(self.received[current], default=0)
@@ -95,10 +97,14 @@ def connections(env: dict[str, str], pid: int) -> int:
         import MySQLdb
 
         parts = urlsplit(env["DATABASE_URL"])
-        conn = MySQLdb.connect(host=parts.hostname, port=parts.port or 3306, user=parts.username or "root", passwd=parts.password or "")
+        conn = MySQLdb.connect(
+            host=parts.hostname, port=parts.port or 3306, user=parts.username or "root", passwd=parts.password or ""
+        )
         try:
             cursor = conn.cursor()
-            cursor.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = %s", (parts.path.lstrip("/"),))
+            cursor.execute(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = %s", (parts.path.lstrip("/"),)
+            )
             return int(cursor.fetchone()[0])
         finally:
             conn.close()
@@ -115,7 +121,11 @@ def connections(env: dict[str, str], pid: int) -> int:
 
 def sample(env: dict[str, str], pid: int) -> dict[str, int]:
     status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-    return {"rss_mib": int(status["VmRSS"].split()[0]) // 1024, "db_connections": connections(env, pid), "threads": int(status["Threads"])}
+    return {
+        "rss_mib": int(status["VmRSS"].split()[0]) // 1024,
+        "db_connections": connections(env, pid),
+        "threads": int(status["Threads"]),
+    }
 
 
 def stored(env: dict[str, str], trace_ids: list[str]) -> dict[str, tuple[str, list[int]]]:
@@ -125,12 +135,21 @@ def stored(env: dict[str, str], trace_ids: list[str]) -> dict[str, tuple[str, li
         "    out[str(t.id)] = (t.status, list(Event.objects.filter(trace=t).order_by('seq').values_list('seq', flat=True)))\n"
         "print(json.dumps(out))"
     )
-    result = subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT, env=env, input=json.dumps(trace_ids),
-                            check=True, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=env,
+        input=json.dumps(trace_ids),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-async def soak(url: str, sessions: list[Session], minutes: float, drop: float, env: dict[str, str], pid: int) -> list[dict]:
+async def soak(
+    url: str, sessions: list[Session], minutes: float, drop: float, env: dict[str, str], pid: int
+) -> list[dict]:
     deadline = time.time() + minutes * 60
     every = min(30.0, minutes * 60 / 4)
     samples: list[dict] = []
@@ -139,15 +158,25 @@ async def soak(url: str, sessions: list[Session], minutes: float, drop: float, e
     while not all(t.done() for t in tasks):
         await asyncio.sleep(1)
         if time.time() - started >= every * len(samples):
-            row = {"t": round(time.time() - started), **sample(env, pid),
-                   "traces": sum(len(s.completed) for s in sessions), "drops": sum(s.drops for s in sessions)}
+            row = {
+                "t": round(time.time() - started),
+                **sample(env, pid),
+                "traces": sum(len(s.completed) for s in sessions),
+                "drops": sum(s.drops for s in sessions),
+            }
             samples.append(row)
             print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
     for task in tasks:
         task.result()  # raise what a session raised
     await asyncio.sleep(2)
-    samples.append({"t": round(time.time() - started), **sample(env, pid), "traces": sum(len(s.completed) for s in sessions),
-                    "drops": sum(s.drops for s in sessions)})
+    samples.append(
+        {
+            "t": round(time.time() - started),
+            **sample(env, pid),
+            "traces": sum(len(s.completed) for s in sessions),
+            "drops": sum(s.drops for s in sessions),
+        }
+    )
     print(" ".join(f"{k}={v}" for k, v in samples[-1].items()), flush=True)
     return samples
 
@@ -164,10 +193,17 @@ def main() -> None:
 
     env = tracesite_env(args.backend, args.sessions)
     for command in (["migrate", "--noinput", "-v0"], ["seeddemo", "-v0"]):
-        subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL
+        )
     log = open(Path(tempfile.gettempdir()) / "tracesite-bench-soak.log", "w")  # noqa: SIM115
-    server = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(args.port), "tracesite.asgi:application"],
-                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(args.port), "tracesite.asgi:application"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     rng = random.Random(args.seed)
     sessions = [Session(f"soak-{i}", random.Random(rng.random())) for i in range(args.sessions)]
     try:
@@ -191,7 +227,9 @@ def main() -> None:
             failures.append(f"trace {trace}: stored status {status!r}")
         if stored_seqs != sorted(seqs):
             failures.append(f"trace {trace}: stored {len(stored_seqs)} events, client received {len(seqs)}")
-    warm = next(s for s in samples if s["t"] >= min(60, args.minutes * 30))  # after warm-up: a minute, or half a short run
+    warm = next(
+        s for s in samples if s["t"] >= min(60, args.minutes * 30)
+    )  # after warm-up: a minute, or half a short run
     end = samples[-1]
     if end["rss_mib"] > warm["rss_mib"] * 1.25 + 10:
         failures.append(f"RSS grew from {warm['rss_mib']} MiB after warm-up to {end['rss_mib']} MiB")
@@ -201,12 +239,18 @@ def main() -> None:
         failures.append(f"threads grew from {warm['threads']} to {end['threads']}")
 
     events = sum(len(seqs) for seqs in received.values())
-    print(f"\n{args.backend}: {args.minutes} min, {args.sessions} sessions, {len(received)} traces, {events} events, "
-          f"{sum(s.drops for s in sessions)} dropped sockets, {reordered} traces completed out of order by a late resume; RSS {warm['rss_mib']} → {end['rss_mib']} MiB, "
-          f"database connections {warm['db_connections']} → {end['db_connections']}, threads {warm['threads']} → {end['threads']}")
+    print(
+        f"\n{args.backend}: {args.minutes} min, {args.sessions} sessions, {len(received)} traces, {events} events, "
+        f"{sum(s.drops for s in sessions)} dropped sockets, {reordered} traces completed out of order by a late resume; RSS {warm['rss_mib']} → {end['rss_mib']} MiB, "
+        f"database connections {warm['db_connections']} → {end['db_connections']}, threads {warm['threads']} → {end['threads']}"
+    )
     for failure in failures[:20]:
         print("FAIL", failure)
-    print("OK: no loss, every trace stored with its final status, nothing leaked" if not failures else f"{len(failures)} failure(s)")
+    print(
+        "OK: no loss, every trace stored with its final status, nothing leaked"
+        if not failures
+        else f"{len(failures)} failure(s)"
+    )
     sys.exit(1 if failures else 0)
 
 

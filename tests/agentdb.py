@@ -19,17 +19,41 @@ LIBRARY_DDL = [
     "CREATE TABLE loans (id INT PRIMARY KEY, book_id INT NOT NULL, borrower VARCHAR(100) NOT NULL, branch VARCHAR(60) NOT NULL, "
     "loaned_at DATETIME NOT NULL, returned INT NOT NULL)",
 ]
-AUTHORS = [(1, "Ursula Le Guin", "United States", 1929), (2, "Liu Cixin", "China", 1963), (3, "Haruki Murakami", "Japan", 1949),
-           (4, "Chimamanda Adichie", "Nigeria", 1977), (5, "Jorge Luis Borges", "Argentina", 1899)]
+AUTHORS = [
+    (1, "Ursula Le Guin", "United States", 1929),
+    (2, "Liu Cixin", "China", 1963),
+    (3, "Haruki Murakami", "Japan", 1949),
+    (4, "Chimamanda Adichie", "Nigeria", 1977),
+    (5, "Jorge Luis Borges", "Argentina", 1899),
+]
 GENRES = ["scifi", "fantasy", "literary", "essay"]
 BRANCHES = ["Central", "Riverside", "Hilltop"]
 
 
 def library_rows() -> dict[str, list[tuple]]:
-    books = [(i, f"Book {i:02d}", (i % 5) + 1, GENRES[i % 4], 100 + (i * 37) % 400, float(f"{5 + (i * 7) % 40}.{i % 100:02d}"),
-              f"{1960 + (i * 3) % 60}-{(i % 12) + 1:02d}-{(i % 27) + 1:02d}") for i in range(1, 41)]
-    loans = [(i, (i * 7) % 40 + 1, ["ana", "ben", "chen", "dev", "eli"][i % 5], BRANCHES[i % 3],
-              f"2025-{(i % 12) + 1:02d}-{(i % 27) + 1:02d} {(i * 5) % 24:02d}:{(i * 11) % 60:02d}:00", i % 2) for i in range(1, 121)]
+    books = [
+        (
+            i,
+            f"Book {i:02d}",
+            (i % 5) + 1,
+            GENRES[i % 4],
+            100 + (i * 37) % 400,
+            float(f"{5 + (i * 7) % 40}.{i % 100:02d}"),
+            f"{1960 + (i * 3) % 60}-{(i % 12) + 1:02d}-{(i % 27) + 1:02d}",
+        )
+        for i in range(1, 41)
+    ]
+    loans = [
+        (
+            i,
+            (i * 7) % 40 + 1,
+            ["ana", "ben", "chen", "dev", "eli"][i % 5],
+            BRANCHES[i % 3],
+            f"2025-{(i % 12) + 1:02d}-{(i % 27) + 1:02d} {(i * 5) % 24:02d}:{(i * 11) % 60:02d}:00",
+            i % 2,
+        )
+        for i in range(1, 121)
+    ]
     return {"authors": AUTHORS, "books": books, "loans": loans}
 
 
@@ -56,8 +80,13 @@ def _mysql_connect(url: str, db: str | None = None):
     import MySQLdb
 
     parts = urlsplit(url)
-    kwargs = {"host": parts.hostname or "127.0.0.1", "port": parts.port or 3306, "user": parts.username or "root",
-              "passwd": parts.password or "", "charset": "utf8mb4"}
+    kwargs = {
+        "host": parts.hostname or "127.0.0.1",
+        "port": parts.port or 3306,
+        "user": parts.username or "root",
+        "passwd": parts.password or "",
+        "charset": "utf8mb4",
+    }
     if db:
         kwargs["db"] = db
     return MySQLdb.connect(**kwargs), parts
@@ -78,7 +107,9 @@ def mysql_database(url: str, schema: str, row_limit: int = 200, timeout: float =
             fill_library(cursor, "%s")
         conn.commit()
         conn.close()
-        settings = env.mysql_database(name, parts.username or "root", parts.password or "", parts.hostname or "127.0.0.1", parts.port or 3306)
+        settings = env.mysql_database(
+            name, parts.username or "root", parts.password or "", parts.hostname or "127.0.0.1", parts.port or 3306
+        )
         yield open_database(settings, row_limit=row_limit, timeout=timeout)
     finally:
         admin.cursor().execute(f"DROP DATABASE IF EXISTS {name}")

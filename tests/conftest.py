@@ -60,12 +60,16 @@ def redis_layer(redis_url):
 
     from tracesite.env import redis_hosts
 
-    return RedisChannelLayer(hosts=redis_hosts(redis_url), prefix=f"test{uuid.uuid4().hex[:8]}", capacity=10000, expiry=300)
+    return RedisChannelLayer(
+        hosts=redis_hosts(redis_url), prefix=f"test{uuid.uuid4().hex[:8]}", capacity=10000, expiry=300
+    )
 
 
 @pytest.fixture
 def staff_user(django_user_model):
-    return django_user_model.objects.create_user("alice", "alice@example.com", "pw-alice-123", is_staff=True, is_superuser=True)
+    return django_user_model.objects.create_user(
+        "alice", "alice@example.com", "pw-alice-123", is_staff=True, is_superuser=True
+    )
 
 
 @pytest.fixture
@@ -139,7 +143,9 @@ def slow_llm(settings):
     with FakeOpenAI() as server:
         server.script(
             Reply("Looking at the tables.", [tool("describe_schema", {})], usage=(50, 5), chunk_delay=0.05),
-            Reply("", [tool("run_sql", {"sql": "SELECT id, name FROM users LIMIT 3"})], usage=(80, 8), chunk_delay=0.05),
+            Reply(
+                "", [tool("run_sql", {"sql": "SELECT id, name FROM users LIMIT 3"})], usage=(80, 8), chunk_delay=0.05
+            ),
         )
         server.default = Reply(" ".join(f"w{i}" for i in range(60)), usage=(100, 60), chunk_delay=0.05)
         settings.OPENAI_API_KEY = "sk-test"

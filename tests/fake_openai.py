@@ -52,8 +52,16 @@ class FakeOpenAI:
                 if reply is None:
                     return self._json(500, {"error": {"message": "script exhausted", "type": "server_error"}})
                 if reply.status != 200:
-                    return self._json(reply.status, {"error": {"message": f"scripted {reply.status}", "type": "rate_limit" if reply.status == 429 else "server_error"}},
-                                      {"retry-after-ms": "10"})
+                    return self._json(
+                        reply.status,
+                        {
+                            "error": {
+                                "message": f"scripted {reply.status}",
+                                "type": "rate_limit" if reply.status == 429 else "server_error",
+                            }
+                        },
+                        {"retry-after-ms": "10"},
+                    )
                 if body.get("stream"):
                     return self._stream(reply, body)
                 return self._json(200, completion(reply))
@@ -75,7 +83,9 @@ class FakeOpenAI:
                 self.end_headers()
                 self.close_connection = True
                 try:
-                    for chunk in stream_chunks(reply, include_usage=bool((body.get("stream_options") or {}).get("include_usage"))):
+                    for chunk in stream_chunks(
+                        reply, include_usage=bool((body.get("stream_options") or {}).get("include_usage"))
+                    ):
                         self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                         self.wfile.flush()
                         if reply.chunk_delay:
@@ -90,7 +100,7 @@ class FakeOpenAI:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> "FakeOpenAI":
+    def __enter__(self) -> FakeOpenAI:
         self.thread.start()
         return self
 
@@ -103,7 +113,10 @@ class FakeOpenAI:
 
 
 def _calls(reply: Reply) -> list[dict]:
-    return [{"id": f"call_{i}", "type": "function", "function": {"name": name, "arguments": arguments}} for i, (name, arguments) in enumerate(reply.tool_calls)]
+    return [
+        {"id": f"call_{i}", "type": "function", "function": {"name": name, "arguments": arguments}}
+        for i, (name, arguments) in enumerate(reply.tool_calls)
+    ]
 
 
 def completion(reply: Reply) -> dict:
@@ -112,7 +125,10 @@ def completion(reply: Reply) -> dict:
         message["tool_calls"] = _calls(reply)
     prompt, output = reply.usage
     return {
-        "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": reply.model,
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": reply.model,
         "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if reply.tool_calls else "stop"}],
         "usage": {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output},
     }
@@ -129,11 +145,49 @@ def stream_chunks(reply: Reply, include_usage: bool) -> list[dict]:
     for i, call in enumerate(_calls(reply)):
         arguments = call["function"]["arguments"]
         half = len(arguments) // 2
-        chunks.append({**base, "choices": [{"index": 0, "delta": {"tool_calls": [
-            {"index": i, "id": call["id"], "type": "function", "function": {"name": call["function"]["name"], "arguments": arguments[:half]}}]}, "finish_reason": None}]})
-        chunks.append({**base, "choices": [{"index": 0, "delta": {"tool_calls": [{"index": i, "function": {"arguments": arguments[half:]}}]}, "finish_reason": None}]})
-    chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls" if reply.tool_calls else "stop"}]})
+        chunks.append(
+            {
+                **base,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {
+                            "tool_calls": [
+                                {
+                                    "index": i,
+                                    "id": call["id"],
+                                    "type": "function",
+                                    "function": {"name": call["function"]["name"], "arguments": arguments[:half]},
+                                }
+                            ]
+                        },
+                        "finish_reason": None,
+                    }
+                ],
+            }
+        )
+        chunks.append(
+            {
+                **base,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"tool_calls": [{"index": i, "function": {"arguments": arguments[half:]}}]},
+                        "finish_reason": None,
+                    }
+                ],
+            }
+        )
+    chunks.append(
+        {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls" if reply.tool_calls else "stop"}]}
+    )
     if include_usage:
         prompt, output = reply.usage
-        chunks.append({**base, "choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output}})
+        chunks.append(
+            {
+                **base,
+                "choices": [],
+                "usage": {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output},
+            }
+        )
     return chunks

@@ -18,7 +18,9 @@ async def receive(communicator: WebsocketCommunicator, timeout: float = 10) -> d
     return json.loads(await communicator.receive_from(timeout=timeout))
 
 
-async def receive_until(communicator: WebsocketCommunicator, event_type: str, timeout: float = 30, **match) -> list[dict]:
+async def receive_until(
+    communicator: WebsocketCommunicator, event_type: str, timeout: float = 30, **match
+) -> list[dict]:
     """Every message up to and including the first ``event_type`` whose data matches ``match``."""
     messages = []
     async with asyncio.timeout(timeout):

@@ -35,7 +35,9 @@ def wait_for_port(port: int, seconds: float = 30, process: subprocess.Popen | No
     deadline = time.time() + seconds
     while time.time() < deadline:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}: {process.stderr.read() if process.stderr else ''}")
+            raise RuntimeError(
+                f"server exited with {process.returncode}: {process.stderr.read() if process.stderr else ''}"
+            )
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return
         time.sleep(0.1)
@@ -46,21 +48,31 @@ def wait_for_port(port: int, seconds: float = 30, process: subprocess.Popen | No
 def daphne(**env_overrides: str):
     """``daphne tracesite.asgi:application`` on a free port, sharing this test's database."""
     port = free_port()
-    env = {**os.environ, "TRACESITE_ENV_FILE": "", "DATABASE_URL": database_url(), "PYTHONUNBUFFERED": "1", **env_overrides}
+    env = {
+        **os.environ,
+        "TRACESITE_ENV_FILE": "",
+        "DATABASE_URL": database_url(),
+        "PYTHONUNBUFFERED": "1",
+        **env_overrides,
+    }
     env = {k: v for k, v in env.items() if v is not None}
-    log = open(Path(os.environ["TRACESITE_DATA_DIR"]) / f"daphne-{port}.log", "w+")
-    process = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "tracesite.asgi:application"],
-                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(port, process=process)
-        yield f"127.0.0.1:{port}"
-    finally:
-        process.terminate()
+    with open(Path(os.environ["TRACESITE_DATA_DIR"]) / f"daphne-{port}.log", "w+") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "tracesite.asgi:application"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+            wait_for_port(port, process=process)
+            yield f"127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 def http_get(url: str) -> tuple[int, bytes]:
@@ -84,8 +96,11 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        self.process = subprocess.Popen([self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_for_port(self.port, 10)
 
     def stop(self) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from channels.layers import InMemoryChannelLayer
 
-from traces import protocol
-from traces.models import Event, Run, Trace
 from agents.events import PAYLOADS, RUN_EVENTS, EventType
+from traces import protocol
 from traces.access import SessionKey
+from traces.models import Event, Run, Trace
 from traces.recorder import EventStore
 from traces.runner import run_trace
 
@@ -17,7 +17,15 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 SEED_FIELDS = {
     EventType.TRACE_STARTED: {"trace_id", "trace_name", "request", "agent_name", "max_steps", "metadata"},
     EventType.STATUS_UPDATE: {"current_step", "max_steps", "agent_state", "message", "progress_percentage"},
-    EventType.TRACE_COMPLETED: {"trace_id", "duration_ms", "total_runs", "status", "total_cost", "total_tokens", "final_response"},
+    EventType.TRACE_COMPLETED: {
+        "trace_id",
+        "duration_ms",
+        "total_runs",
+        "status",
+        "total_cost",
+        "total_tokens",
+        "final_response",
+    },
     EventType.PROGRESS_UPDATE: {"current_step", "total_steps", "step_name", "step_description", "percentage"},
     EventType.THINK_DELTA: {"run_id", "delta"},
 }
@@ -26,7 +34,13 @@ SEED_FIELDS = {
 async def test_it_answers_the_original_question_with_a_complete_persisted_trace():
     store = EventStore(channel_layer=InMemoryChannelLayer())
     seen = []
-    result = await run_trace("显示用户表的10条用户数据", session=SessionKey("session_xyz789"), source=Trace.Source.WEBSOCKET, listener=seen.append, store=store)
+    result = await run_trace(
+        "显示用户表的10条用户数据",
+        session=SessionKey("session_xyz789"),
+        source=Trace.Source.WEBSOCKET,
+        listener=seen.append,
+        store=store,
+    )
     await store.drain()
     await store.aclose()
 
@@ -42,7 +56,16 @@ async def test_it_answers_the_original_question_with_a_complete_persisted_trace(
     envelopes = [protocol.loads(e.envelope) for e in events]
     assert envelopes == seen  # stored exactly as it was sent
     for envelope in envelopes:
-        assert {"event_type", "timestamp", "message_id", "session_id", "data", "trace_id", "seq", "replay"} <= envelope.keys()
+        assert {
+            "event_type",
+            "timestamp",
+            "message_id",
+            "session_id",
+            "data",
+            "trace_id",
+            "seq",
+            "replay",
+        } <= envelope.keys()
         kind = EventType(envelope["event_type"])
         if kind in RUN_EVENTS:
             assert PAYLOADS[kind].__required_keys__ <= envelope["data"].keys(), kind

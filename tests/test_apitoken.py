@@ -34,7 +34,9 @@ def test_it_issues_a_token_that_is_stored_hashed(django_user_model):
 
 
 def test_the_admin_shows_a_new_key_once_and_revokes(staff_client, staff_user):
-    response = staff_client.post(reverse("admin:traces_apitoken_add"), {"user": staff_user.pk, "name": "ci"}, follow=True)
+    response = staff_client.post(
+        reverse("admin:traces_apitoken_add"), {"user": staff_user.pk, "name": "ci"}, follow=True
+    )
     body = response.content.decode()
     token = ApiToken.objects.get()
     key = body.split("Token for alice: ")[1].split(" ")[0]

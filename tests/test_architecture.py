@@ -41,6 +41,6 @@ def test_the_agent_runtime_spells_no_import_of_the_web_app():
         for path in (ROOT / "agents").rglob("*.py")
         for number, line in enumerate(path.read_text().splitlines(), 1)
         if line.lstrip().startswith(("from traces", "import traces", "from tracesite", "import tracesite"))
-        or "import_module(\"traces" in line
+        or 'import_module("traces' in line
     ]
     assert offending == []

@@ -21,8 +21,21 @@ def run(*args: str, timeout: float = 180) -> str:
 
 @pytest.mark.parametrize("server", ["emitter", "agent", "fastapi", "websockets"])
 def test_live_fan_out_runs_and_loses_nothing(server):
-    out = run("bench/live.py", "--server", server, "--sessions", "3", "--traces", "2", "--repeat", "1", "--clients", "1",
-              "--port", str(8900 + ["emitter", "agent", "fastapi", "websockets"].index(server) * 10))
+    out = run(
+        "bench/live.py",
+        "--server",
+        server,
+        "--sessions",
+        "3",
+        "--traces",
+        "2",
+        "--repeat",
+        "1",
+        "--clients",
+        "1",
+        "--port",
+        str(8900 + ["emitter", "agent", "fastapi", "websockets"].index(server) * 10),
+    )
     row = re.search(r"run 1: delivered (\d+) stored (\w+) ", out)
     assert row, out
     delivered = int(row.group(1))
@@ -51,8 +64,18 @@ def test_soak_runs_and_checks_itself():
 
 def test_history_runs_every_page_and_the_export(tmp_path):
     out = subprocess.run(
-        [sys.executable, "bench/history.py", "--traces", "60", "--repeat", "1"], cwd=ROOT, capture_output=True, text=True, timeout=180,
-        env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", "PYTHONPATH": str(ROOT), "TRACESITE_DATA_DIR": str(tmp_path), "TRACESITE_ENV_FILE": ""},
+        [sys.executable, "bench/history.py", "--traces", "60", "--repeat", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": "/tmp",
+            "PYTHONPATH": str(ROOT),
+            "TRACESITE_DATA_DIR": str(tmp_path),
+            "TRACESITE_ENV_FILE": "",
+        },
     )
     assert out.returncode == 0, out.stderr[-4000:]
     assert "filled 60 traces / 600 events" in out.stdout

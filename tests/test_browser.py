@@ -13,7 +13,11 @@ from tests.conftest import IN_CI
 from tests.servers import daphne
 from traces.models import Event, Trace
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("configured_agent_db"), pytest.mark.browser]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("configured_agent_db"),
+    pytest.mark.browser,
+]
 
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 SCREENSHOTS = os.environ.get("TRACESITE_SCREENSHOT_DIR")
@@ -29,7 +33,9 @@ async def browser():
 
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
         yield browser
         await browser.close()
 
@@ -100,11 +106,17 @@ async def test_events_that_arrive_late_are_shown_in_seq_order(page):
         await ask(page, host, "显示用户表的10条用户数据")
         await page.wait_for_selector(".event-done", timeout=20000)
         trace = await Trace.objects.aget()
-        envelopes = [e async for e in Event.objects.filter(trace=trace).order_by("seq").values_list("envelope", flat=True)]
+        envelopes = [
+            e async for e in Event.objects.filter(trace=trace).order_by("seq").values_list("envelope", flat=True)
+        ]
         order = [*range(0, 5), *range(20, len(envelopes)), *range(5, 20)]  # 1–5, 21–last, then 6–20
-        await page.evaluate("(texts) => { const view = window.tracesite.view; view.reset(); for (const t of texts) view.apply(JSON.parse(t)); }",
-                            [envelopes[i] for i in order])
-        rendered = await page.eval_on_selector_all("[data-timeline] [data-seq]", "nodes => nodes.map(n => Number(n.dataset.seq))")
+        await page.evaluate(
+            "(texts) => { const view = window.tracesite.view; view.reset(); for (const t of texts) view.apply(JSON.parse(t)); }",
+            [envelopes[i] for i in order],
+        )
+        rendered = await page.eval_on_selector_all(
+            "[data-timeline] [data-seq]", "nodes => nodes.map(n => Number(n.dataset.seq))"
+        )
         assert rendered == sorted(rendered) and len(rendered) >= 10
 
 
@@ -121,7 +133,9 @@ async def test_it_replays_a_finished_trace(page):
         await page.click("[data-replay='0']")
         await page.wait_for_selector(".event-replay >> text=Replay finished", timeout=20000)
         replayed = await page.evaluate("window.tracesite.view.seqs")
-        stored = await database_sync_to_async(lambda: list(Event.objects.filter(trace=trace).order_by("seq").values_list("seq", flat=True)))()
+        stored = await database_sync_to_async(
+            lambda: list(Event.objects.filter(trace=trace).order_by("seq").values_list("seq", flat=True))
+        )()
         assert replayed == stored  # every stored event, in order, once
         assert await page.locator(".event.replayed").count() > 0
         assert "Alice" not in await page.locator("[data-answer]").inner_text()

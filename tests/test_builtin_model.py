@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from agents.builtin import BuiltinModel, parse_intent, zh_number
+from agents.events import EventType, TraceOutcome
 from agents.loop import Agent
 from agents.sink import ListSink
 from agents.tools import QueryTool, SchemaTool
-from agents.events import EventType, TraceOutcome
 
 # (question, SQL whose rows the answer must show). ORDERED compares row order too.
 DEMO = [
@@ -24,9 +24,15 @@ DEMO = [
     ("count the orders", "SELECT COUNT(*) FROM orders"),
     ("用户有多少个？", "SELECT COUNT(*) FROM users"),
     ("商品的数量", "SELECT COUNT(*) FROM products"),
-    ("how many orders per country?", "SELECT country, COUNT(*) AS n FROM orders GROUP BY country ORDER BY n DESC, country"),
+    (
+        "how many orders per country?",
+        "SELECT country, COUNT(*) AS n FROM orders GROUP BY country ORDER BY n DESC, country",
+    ),
     ("count users by city", "SELECT city, COUNT(*) AS n FROM users GROUP BY city ORDER BY n DESC, city"),
-    ("number of orders for each status", "SELECT status, COUNT(*) AS n FROM orders GROUP BY status ORDER BY n DESC, status"),
+    (
+        "number of orders for each status",
+        "SELECT status, COUNT(*) AS n FROM orders GROUP BY status ORDER BY n DESC, status",
+    ),
     ("每个国家的订单数", "SELECT country, COUNT(*) AS n FROM orders GROUP BY country ORDER BY n DESC, country"),
     ("按类别统计商品数量", "SELECT category, COUNT(*) AS n FROM products GROUP BY category ORDER BY n DESC, category"),
     ("各状态的订单有多少", "SELECT status, COUNT(*) AS n FROM orders GROUP BY status ORDER BY n DESC, status"),
@@ -124,13 +130,20 @@ async def test_it_says_what_it_can_do_instead_of_inventing_sql(demo_db, question
     sink, result = await ask(demo_db, question)
     assert result.status == TraceOutcome.SUCCESS
     assert not [e for e in sink.of_type(EventType.TOOL_STARTED) if e["data"]["name"] == "run_sql"]
-    assert ("OPENAI_API_KEY" in result.final_response) and ("offline" in result.final_response or "离线" in result.final_response)
+    assert ("OPENAI_API_KEY" in result.final_response) and (
+        "offline" in result.final_response or "离线" in result.final_response
+    )
 
 
 async def test_it_follows_the_tool_protocol_with_estimated_usage(demo_sqlite):
-    sink, result = await ask(demo_sqlite, "显示用户表的10条用户数据")
+    sink, _ = await ask(demo_sqlite, "显示用户表的10条用户数据")
     calls = [e["data"]["outputs"]["tool_calls"] for e in sink.of_type(EventType.THINK_COMPLETED)]
-    assert [c[0]["function"]["name"] if c else None for c in calls] == ["describe_schema", "describe_schema", "run_sql", None]
+    assert [c[0]["function"]["name"] if c else None for c in calls] == [
+        "describe_schema",
+        "describe_schema",
+        "run_sql",
+        None,
+    ]
     thinks = sink.of_type(EventType.THINK_COMPLETED)
     assert all(t["data"]["model"] == "builtin" and t["data"]["token_usage"]["total_tokens"] > 0 for t in thinks)
     assert sink.events[0]["data"]["metadata"]["model"] == "builtin"
@@ -139,7 +152,9 @@ async def test_it_follows_the_tool_protocol_with_estimated_usage(demo_sqlite):
     assert [row[1] for row in query_rows(sink)[:3]] == ["Alice", "Bob", "Charlie"]
 
 
-@pytest.mark.parametrize("text, number", [("一", 1), ("十", 10), ("十五", 15), ("二十", 20), ("两", 2), ("一百二十", 120)])
+@pytest.mark.parametrize(
+    "text, number", [("一", 1), ("十", 10), ("十五", 15), ("二十", 20), ("两", 2), ("一百二十", 120)]
+)
 def test_it_reads_chinese_numerals(text, number):
     assert zh_number(text) == number
 

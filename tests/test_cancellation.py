@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from traces import protocol
 from agents.events import EventType
+from traces import protocol
 from traces.access import SessionKey
 from traces.compat import InMemoryChannelLayer
 from traces.live import LiveRuns, RunHandle
@@ -71,8 +71,17 @@ async def test_the_event_store_closes_while_a_publish_is_stuck():
     layer = CancelAsKeyError()
     store = EventStore(channel_layer=layer)
     recorder = TraceRecorder(session=SessionKey("cancel-publisher"), store=store)
-    await recorder.emit(EventType.TRACE_STARTED, {"trace_id": str(recorder.trace_id), "trace_name": "t", "request": "q",
-                                                  "agent_name": "a", "max_steps": 1, "metadata": {}})
+    await recorder.emit(
+        EventType.TRACE_STARTED,
+        {
+            "trace_id": str(recorder.trace_id),
+            "trace_name": "t",
+            "request": "q",
+            "agent_name": "a",
+            "max_steps": 1,
+            "metadata": {},
+        },
+    )
     await recorder.flush()  # stored; its publish is stuck in the layer
     await asyncio.wait_for(layer.blocked.wait(), 5)
     closing = asyncio.create_task(store.aclose())

@@ -9,11 +9,11 @@ import uuid
 import pytest
 from channels.db import database_sync_to_async
 
-from tests.live import connect, receive, receive_until, send
-from traces.models import ApiToken, Event, Trace
-from traces import protocol
 from agents.events import EventType
+from tests.live import connect, receive, receive_until, send
+from traces import protocol
 from traces.access import SessionKey
+from traces.models import ApiToken, Event, Trace
 from traces.protocol import CloseCode
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("configured_agent_db")]
@@ -38,13 +38,27 @@ async def test_it_plays_the_original_client_flow():
     await send(communicator, action="start_agent", question="显示用户表的10条用户数据")
     messages = await receive_until(communicator, "trace_completed")
     kinds = [m["event_type"] for m in messages]
-    assert ORIGINAL_EVENTS <= set(kinds)
+    assert set(kinds) >= ORIGINAL_EVENTS
     assert kinds[0] == "trace_started"
     started = messages[0]["data"]
     assert started["trace_name"] == "sql_agent_execution" and started["request"] == "显示用户表的10条用户数据"
     think = next(m for m in messages if m["event_type"] == "think_completed")["data"]
-    assert {"run_id", "trace_id", "parent_run_id", "name", "run_type", "status", "start_time", "end_time", "duration_ms",
-            "inputs", "outputs", "error", "error_type", "metadata"} <= think.keys()
+    assert {
+        "run_id",
+        "trace_id",
+        "parent_run_id",
+        "name",
+        "run_type",
+        "status",
+        "start_time",
+        "end_time",
+        "duration_ms",
+        "inputs",
+        "outputs",
+        "error",
+        "error_type",
+        "metadata",
+    } <= think.keys()
     tool = next(m for m in messages if m["event_type"] == "tool_completed" and m["data"]["name"] == "run_sql")["data"]
     assert "Alice" in tool["outputs"]["output"]
     done = messages[-1]["data"]
@@ -141,7 +155,13 @@ async def test_a_question_right_after_trace_completed_is_not_refused_as_busy(mon
 
     monkeypatch.setattr(live, "run_trace", slow_to_tidy_up)
     communicator, _ = await opened("/ws/back-to-back")
-    for question in ("how many users?", "how many orders?", "top 5 products by price", "how many users?", "how many orders?"):
+    for question in (
+        "how many users?",
+        "how many orders?",
+        "top 5 products by price",
+        "how many users?",
+        "how many orders?",
+    ):
         await send(communicator, action="start_agent", question=question)
         messages = await receive_until(communicator, "trace_completed")
         assert not [m for m in messages if m["event_type"] == "error"], messages
@@ -258,7 +278,9 @@ async def test_it_replays_at_the_original_timing(slow_llm):
     await send(communicator, action="start_agent", question="how many users?")
     live = await receive_until(communicator, "trace_completed")
     trace_id = live[0]["trace_id"]
-    span = await database_sync_to_async(lambda: list(Event.objects.filter(trace_id=trace_id).order_by("seq").values_list("timestamp", flat=True)))()
+    span = await database_sync_to_async(
+        lambda: list(Event.objects.filter(trace_id=trace_id).order_by("seq").values_list("timestamp", flat=True))
+    )()
     original = (span[-1] - span[0]).total_seconds()
     for speed, expected in ((1, original), (4, original / 4)):
         started = asyncio.get_running_loop().time()
@@ -294,7 +316,9 @@ async def test_it_replays_a_stored_trace_as_fast_as_possible():
     assert replayed[0]["event_type"] == "replay_started" and replayed[0]["data"]["events"] == len(live)
     body = replayed[1:-1]
     assert all(m["replay"] is True for m in body)
-    assert [(m["message_id"], m["seq"], m["data"]) for m in body] == [(m["message_id"], m["seq"], m["data"]) for m in live]
+    assert [(m["message_id"], m["seq"], m["data"]) for m in body] == [
+        (m["message_id"], m["seq"], m["data"]) for m in live
+    ]
     await communicator.disconnect()
 
 
@@ -394,7 +418,9 @@ async def test_events_the_layer_dropped_still_arrive(monkeypatch):
     recorder.store = silent
     for step in range(1, 4):
         await recorder.emit(EventType.STATUS_UPDATE, {"current_step": step})
-    await recorder.emit(EventType.TRACE_COMPLETED, {"trace_id": str(recorder.trace_id), "status": "success", "final_response": "ok"})
+    await recorder.emit(
+        EventType.TRACE_COMPLETED, {"trace_id": str(recorder.trace_id), "status": "success", "final_response": "ok"}
+    )
     messages = await receive_until(communicator, "trace_completed", timeout=20)
     assert [m["seq"] for m in messages] == [2, 3, 4, 5]
     assert await communicator.receive_nothing(0.6)  # finished: no more catching up, nothing twice
@@ -416,17 +442,29 @@ async def test_a_resume_gets_every_event_when_publishing_lags_behind_storing():
     await recorder.emit(EventType.TRACE_STARTED, {"trace_id": str(recorder.trace_id), "request": "q", "metadata": {}})
     for step in range(1, 5):
         await recorder.emit(EventType.STATUS_UPDATE, {"current_step": step})
-    await recorder.emit(EventType.TRACE_COMPLETED, {"trace_id": str(recorder.trace_id), "status": "success", "final_response": "ok"})
+    await recorder.emit(
+        EventType.TRACE_COMPLETED, {"trace_id": str(recorder.trace_id), "status": "success", "final_response": "ok"}
+    )
     await recorder.flush()
     await silent.aclose()
 
     again, hello = await opened("/ws/lagging")
     assert hello["data"]["active_trace_id"] is None  # finished, as far as the database knows
-    stored = await database_sync_to_async(lambda: list(Event.objects.filter(trace_id=recorder.trace_id).order_by("seq").values_list("seq", "envelope")))()
+    stored = await database_sync_to_async(
+        lambda: list(Event.objects.filter(trace_id=recorder.trace_id).order_by("seq").values_list("seq", "envelope"))
+    )()
     layer = get_channel_layer()
     for seq, text in stored[3:]:  # the lagging publisher delivers seq 4..6 now
-        await layer.group_send(protocol.session_group("lagging"), {"type": protocol.TRACE_EVENT_MESSAGE, "trace_id": str(recorder.trace_id),
-                                                                     "seq": seq, "owner_id": None, "text": text})
+        await layer.group_send(
+            protocol.session_group("lagging"),
+            {
+                "type": protocol.TRACE_EVENT_MESSAGE,
+                "trace_id": str(recorder.trace_id),
+                "seq": seq,
+                "owner_id": None,
+                "text": text,
+            },
+        )
     await send(again, action="subscribe_trace", trace_id=str(recorder.trace_id), after_seq=1)
     messages = await receive_until(again, "trace_completed")
     assert [m["seq"] for m in messages] == [2, 3, 4, 5, 6]
@@ -435,7 +473,11 @@ async def test_a_resume_gets_every_event_when_publishing_lags_behind_storing():
 
 
 def _background_tasks() -> list[asyncio.Task]:
-    return [t for t in asyncio.all_tasks() if getattr(t.get_coro(), "__name__", "") in ("_refresh_groups", "_catch_up_later")]
+    return [
+        t
+        for t in asyncio.all_tasks()
+        if getattr(t.get_coro(), "__name__", "") in ("_refresh_groups", "_catch_up_later")
+    ]
 
 
 async def _background_tasks_after_cancelling() -> list[asyncio.Task]:
@@ -451,8 +493,8 @@ async def test_a_client_gone_mid_run_ends_its_socket_cleanly():
     """Daphne raises when the app sends on a closed connection; the socket stops sending instead of crashing."""
     from channels.testing import WebsocketCommunicator
 
-    from tracesite.asgi import application
     from traces.live import sockets
+    from tracesite.asgi import application
 
     gone = False
 

@@ -39,7 +39,13 @@ async def test_it_serves_the_original_javascript_client_flow():
             hello = await recv(ws)
             assert hello["event_type"] == "connection_established" and hello["data"]["status"] == "connected"
             await ws.send(json.dumps({"action": "start_agent", "question": "显示用户表的10条用户数据"}))
-            handled = {"trace_started": 0, "think_completed": 0, "tool_completed": 0, "status_update": 0, "trace_completed": 0}
+            handled = {
+                "trace_started": 0,
+                "think_completed": 0,
+                "tool_completed": 0,
+                "status_update": 0,
+                "trace_completed": 0,
+            }
             for message in await until(ws, "trace_completed"):
                 if message["event_type"] in handled:
                     handled[message["event_type"]] += 1
@@ -62,7 +68,11 @@ async def test_two_tabs_share_a_session_and_a_reconnect_resumes_without_gap_or_d
             async with websockets.connect(url) as again:
                 hello = await recv(again)
                 assert hello["data"]["active_trace_id"] == seen[0]["trace_id"]
-                await again.send(json.dumps({"action": "subscribe_trace", "trace_id": seen[0]["trace_id"], "after_seq": seen[-1]["seq"]}))
+                await again.send(
+                    json.dumps(
+                        {"action": "subscribe_trace", "trace_id": seen[0]["trace_id"], "after_seq": seen[-1]["seq"]}
+                    )
+                )
                 seen += await until(again, "trace_completed")
             first_tab = await until(tab1, "trace_completed")
         assert [m["seq"] for m in seen] == list(range(1, len(seen) + 1))
@@ -118,7 +128,10 @@ async def test_auth_on_needs_a_token_and_auth_off_does_not(django_user_model):
 async def test_two_daphne_processes_share_runs_through_redis(redis_url, slow_llm):
     env = {"REDIS_URL": redis_url.rsplit("/", 1)[0] + "/12", **slow_env(slow_llm)}
     with daphne(**env) as a, daphne(**env) as b:
-        async with websockets.connect(f"ws://{a}/ws/scale-a") as on_a, websockets.connect(f"ws://{b}/ws/scale-b") as on_b:
+        async with (
+            websockets.connect(f"ws://{a}/ws/scale-a") as on_a,
+            websockets.connect(f"ws://{b}/ws/scale-b") as on_b,
+        ):
             await recv(on_a), await recv(on_b)
             await on_b.send(json.dumps({"action": "subscribe_all"}))
             await asyncio.sleep(0.2)
@@ -130,7 +143,10 @@ async def test_two_daphne_processes_share_runs_through_redis(redis_url, slow_llm
         assert [m["seq"] for m in through_b] == list(range(1, len(through_b) + 1))
         assert [m["message_id"] for m in through_b] == [m["message_id"] for m in through_a]
         # Cancel from process B reaches the run in process A.
-        async with websockets.connect(f"ws://{a}/ws/scale-c") as on_a, websockets.connect(f"ws://{b}/ws/scale-c") as on_b:
+        async with (
+            websockets.connect(f"ws://{a}/ws/scale-c") as on_a,
+            websockets.connect(f"ws://{b}/ws/scale-c") as on_b,
+        ):
             await recv(on_a), await recv(on_b)
             await on_a.send(json.dumps({"action": "start_agent", "question": "how many users?"}))
             await until(on_b, "think_delta")
@@ -170,7 +186,9 @@ async def test_a_run_survives_redis_going_away_and_delivery_resumes(slow_llm):
             assert http_get(f"http://{host}/health")[0] == 200
             async with websockets.connect(url) as ws:
                 await recv(ws)
-                await ws.send(json.dumps({"action": "subscribe_trace", "trace_id": trace_id, "after_seq": seen[-1]["seq"]}))
+                await ws.send(
+                    json.dumps({"action": "subscribe_trace", "trace_id": trace_id, "after_seq": seen[-1]["seq"]})
+                )
                 seen += await until(ws, "trace_completed")
             assert [m["seq"] for m in seen] == list(range(1, len(seen) + 1))
             async with websockets.connect(url) as ws:  # live again

@@ -11,8 +11,8 @@ from django.db import connection as default_connection
 from django.db.backends.signals import connection_created
 
 from traces import recorder as recorder_module
-from traces.access import SessionKey
 from traces import runner
+from traces.access import SessionKey
 from traces.models import Event, Trace
 from traces.recorder import EventStore, _writer_thread
 
@@ -31,7 +31,9 @@ async def test_a_run_fails_cleanly_when_the_history_stops_taking_writes(monkeypa
     def read_only(sender, connection, **kwargs):
         if refusing.is_set() and threading.current_thread().name.startswith("trace-recorder"):
             with connection.cursor() as cursor:
-                cursor.execute("PRAGMA query_only = 1" if connection.vendor == "sqlite" else "SET SESSION TRANSACTION READ ONLY")
+                cursor.execute(
+                    "PRAGMA query_only = 1" if connection.vendor == "sqlite" else "SET SESSION TRANSACTION READ ONLY"
+                )
 
     connection_created.connect(read_only)
     seen: list[dict] = []
@@ -44,7 +46,13 @@ async def test_a_run_fails_cleanly_when_the_history_stops_taking_writes(monkeypa
 
     store = EventStore(channel_layer=InMemoryChannelLayer())
     try:
-        result = await runner.run_trace("显示用户表的10条用户数据", session=SessionKey("outage"), source=Trace.Source.WEBSOCKET, listener=listener, store=store)
+        result = await runner.run_trace(
+            "显示用户表的10条用户数据",
+            session=SessionKey("outage"),
+            source=Trace.Source.WEBSOCKET,
+            listener=listener,
+            store=store,
+        )
         assert result.status == "error" and "trace history unavailable" in result.error
         trace = await Trace.objects.aget()
         assert trace.status == Trace.Status.RUNNING  # not success: nothing half-written looks finished

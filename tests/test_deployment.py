@@ -21,10 +21,21 @@ SETTINGS = (ROOT / "tracesite" / "settings.py").read_text() + (ROOT / "tracesite
 def test_the_container_start_sequence_serves_a_healthy_app_with_debug_off(tmp_path):
     """Dockerfile: collectstatic at build, then deploy/start.sh (migrate, daphne), then the HEALTHCHECK."""
     port = free_port()
-    env = {**os.environ, "TRACESITE_ENV_FILE": "", "DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": "x" * 50,
-           "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost", "DATABASE_URL": database_url(), "STATIC_ROOT": str(tmp_path / "static"),
-           "BIND": "127.0.0.1", "PORT": str(port), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True)
+    env = {
+        **os.environ,
+        "TRACESITE_ENV_FILE": "",
+        "DJANGO_DEBUG": "false",
+        "DJANGO_SECRET_KEY": "x" * 50,
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DATABASE_URL": database_url(),
+        "STATIC_ROOT": str(tmp_path / "static"),
+        "BIND": "127.0.0.1",
+        "PORT": str(port),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True
+    )
     server = subprocess.Popen(["deploy/start.sh"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, 60, server)
@@ -63,7 +74,14 @@ def test_the_compose_file_is_complete():
 
 def test_every_variable_compose_passes_is_one_the_settings_read():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    read = set(re.findall(r'"([A-Z][A-Z0-9_]+)"', SETTINGS)) | {"MYSQL_HOST", "MYSQL_USER", "MYSQL_PASSWORD", "MYSQL_DATABASE", "MYSQL_PORT", "MYSQL_CHARSET"}
+    read = set(re.findall(r'"([A-Z][A-Z0-9_]+)"', SETTINGS)) | {
+        "MYSQL_HOST",
+        "MYSQL_USER",
+        "MYSQL_PASSWORD",
+        "MYSQL_DATABASE",
+        "MYSQL_PORT",
+        "MYSQL_CHARSET",
+    }
     for name in ("web", "seed"):
         passed = set(compose["services"][name]["environment"])
         assert passed <= read, passed - read

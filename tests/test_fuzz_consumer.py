@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from tests.live import connect, receive
@@ -22,7 +23,9 @@ JSON = st.recursive(
 ACTIONISH = st.builds(
     lambda action, extra: {"action": action, **extra},
     st.sampled_from([a.value for a in Action if a != Action.START_AGENT] + ["", "START_AGENT", "start_agent "]),
-    st.dictionaries(st.sampled_from(["trace_id", "after_seq", "speed", "client_time", "question", "model"]), JSON, max_size=4),
+    st.dictionaries(
+        st.sampled_from(["trace_id", "after_seq", "speed", "client_time", "question", "model"]), JSON, max_size=4
+    ),
 )
 FRAMES = st.one_of(
     JSON.map(json.dumps),

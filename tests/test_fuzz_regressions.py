@@ -9,7 +9,11 @@ import pytest
 
 from bench.fuzz import check_guard, check_validator, demo_copy
 
-CASES = [json.loads(line) for line in (Path(__file__).parent / "fuzz_regressions.jsonl").read_text().splitlines() if line.strip()]
+CASES = [
+    json.loads(line)
+    for line in (Path(__file__).parent / "fuzz_regressions.jsonl").read_text().splitlines()
+    if line.strip()
+]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c['target']}-{i}" for i, c in enumerate(CASES)])

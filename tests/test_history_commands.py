@@ -24,7 +24,9 @@ def export(*args) -> str:
 
 def test_export_then_import_into_an_empty_database_round_trips(tmp_path):
     a = make_trace("显示用户表的10条用户数据 🚀", metadata={"model": "builtin"})
-    make_trace("how many orders?", status=Trace.Status.ERROR, error="boom", rerun_of=a, feedback=-1, feedback_comment="nope")
+    make_trace(
+        "how many orders?", status=Trace.Status.ERROR, error="boom", rerun_of=a, feedback=-1, feedback_comment="nope"
+    )
     first = export()
     assert len(first.splitlines()) == 2
     path = tmp_path / "traces.jsonl"
@@ -78,7 +80,10 @@ def test_export_reads_runs_and_events_per_chunk_not_per_trace(django_assert_num_
     with django_assert_num_queries(3 * 3 + 1):  # per chunk of 5: traces, runs, events; then an empty page
         lines = list(transfer.export_jsonl(Trace.objects.all()))
     by_id = {json.loads(line)["id"]: json.loads(line) for line in lines}
-    assert by_id == {str(t.pk): json.loads(json.dumps(trace_document(t))) for t in Trace.objects.filter(pk__in=[t.pk for t in traces])}
+    assert by_id == {
+        str(t.pk): json.loads(json.dumps(trace_document(t)))
+        for t in Trace.objects.filter(pk__in=[t.pk for t in traces])
+    }
 
 
 def test_prune_deletes_old_finished_traces_in_batches(monkeypatch):

@@ -91,7 +91,12 @@ async def test_subscribe_resume_and_replay_work_from_the_history(caplog):
 
     await send(communicator, action="replay_trace", trace_id=str(trace.pk), speed=0)
     replayed = await receive_until(communicator, "replay_completed")
-    assert [m["event_type"] for m in replayed] == ["replay_started", "trace_started", "trace_completed", "replay_completed"]
+    assert [m["event_type"] for m in replayed] == [
+        "replay_started",
+        "trace_started",
+        "trace_completed",
+        "replay_completed",
+    ]
     assert all(m["replay"] for m in replayed[1:-1])
 
     await send(communicator, action="ping")

@@ -11,8 +11,8 @@ pytestmark = pytest.mark.redis
 
 
 async def test_the_redis_layer_keeps_nothing_for_a_closed_channel(redis_url):
-    from tracesite.env import redis_hosts
     from traces.compat import RedisChannelLayer
+    from tracesite.env import redis_hosts
 
     layer = RedisChannelLayer(hosts=redis_hosts(redis_url), prefix=f"test{uuid.uuid4().hex[:8]}", expiry=60)
     closed = await layer.new_channel()
@@ -33,8 +33,8 @@ async def test_a_receive_cancelled_after_its_socket_closed_ends_as_cancelled_and
     """A consumer cancelled by the server can close its channel before its receive task has
     finished being cancelled. That receive must still end as cancelled, not as a KeyError that
     a retry loop would take for a layer error, and leave the receive lock to the others."""
-    from tracesite.env import redis_hosts
     from traces.compat import RedisChannelLayer
+    from tracesite.env import redis_hosts
 
     layer = RedisChannelLayer(hosts=redis_hosts(redis_url), prefix=f"test{uuid.uuid4().hex[:8]}", expiry=60)
     holder, closing, later = [await layer.new_channel() for _ in range(3)]

@@ -41,7 +41,9 @@ def test_it_keeps_microseconds():
 def test_it_refuses_a_duplicate_seq():
     trace = make_trace()
     with pytest.raises(IntegrityError):
-        Event.objects.create(trace=trace, seq=1, event_type="trace_started", timestamp=trace.started_at, message_id="x", envelope="{}")
+        Event.objects.create(
+            trace=trace, seq=1, event_type="trace_started", timestamp=trace.started_at, message_id="x", envelope="{}"
+        )
 
 
 @pytest.mark.django_db
@@ -65,8 +67,10 @@ def test_it_uses_the_configured_backend_settings():
         with connection.cursor() as cursor:
             cursor.execute("SELECT @@character_set_connection")
             assert cursor.fetchone()[0] == "utf8mb4"
-            cursor.execute("SELECT DATETIME_PRECISION FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
-                           "AND TABLE_NAME = 'traces_trace' AND COLUMN_NAME = 'started_at'")
+            cursor.execute(
+                "SELECT DATETIME_PRECISION FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+                "AND TABLE_NAME = 'traces_trace' AND COLUMN_NAME = 'started_at'"
+            )
             assert cursor.fetchone()[0] == 6
     else:
         with connection.cursor() as cursor:

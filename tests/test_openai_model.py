@@ -6,12 +6,12 @@ import asyncio
 
 import pytest
 
+from agents.events import EventType, RunStatus, TraceOutcome
 from agents.loop import Agent
 from agents.openai_model import OpenAIChatModel
 from agents.sink import ListSink
 from agents.tools import QueryTool, SchemaTool
 from tests.fake_openai import FakeOpenAI, Reply, tool
-from agents.events import EventType, RunStatus, TraceOutcome
 
 QUESTION = "显示用户表的10条用户数据"
 
@@ -23,7 +23,9 @@ def llm():
 
 
 def make_agent(llm: FakeOpenAI, database, *, stream: bool = True, max_retries: int = 2, max_steps: int = 10) -> Agent:
-    model = OpenAIChatModel(api_key="sk-test", base_url=llm.url, model="gpt-4o-mini", timeout=10, max_retries=max_retries, stream=stream)
+    model = OpenAIChatModel(
+        api_key="sk-test", base_url=llm.url, model="gpt-4o-mini", timeout=10, max_retries=max_retries, stream=stream
+    )
     return Agent(model, [SchemaTool(database), QueryTool(database)], max_steps=max_steps)
 
 
@@ -49,7 +51,7 @@ async def test_it_runs_a_full_tool_calling_trace(llm, demo_sqlite, stream):
     kinds = [e["event_type"] for e in sink.events]
     assert kinds[0] == "trace_started" and kinds[-1] == "trace_completed"
     assert kinds.count("think_completed") == 4 and kinds.count("tool_completed") == 3
-    query = [e for e in sink.of_type(EventType.TOOL_COMPLETED) if e["data"]["name"] == "run_sql"][0]["data"]
+    query = next(e for e in sink.of_type(EventType.TOOL_COMPLETED) if e["data"]["name"] == "run_sql")["data"]
     assert query["inputs"] == {"sql": "SELECT id, name FROM users ORDER BY id LIMIT 10"}
     assert query["outputs"]["rows"][:3] == [[1, "Alice"], [2, "Bob"], [3, "Charlie"]]
     assert len(query["outputs"]["rows"]) == 10
@@ -115,7 +117,9 @@ async def test_it_feeds_back_invalid_tool_arguments_and_recovers(llm, demo_sqlit
     result = await make_agent(llm, demo_sqlite).run("how many users?", sink)
     assert result.status == TraceOutcome.SUCCESS and result.final_response == "There are 300 users."
     error = sink.of_type(EventType.RUN_ERROR)[0]["data"]
-    assert error["name"] == "run_sql" and error["error_type"] == "InvalidArguments" and error["status"] == RunStatus.ERROR
+    assert (
+        error["name"] == "run_sql" and error["error_type"] == "InvalidArguments" and error["status"] == RunStatus.ERROR
+    )
     fed_back = llm.requests[1]["body"]["messages"][-1]
     assert fed_back["role"] == "tool" and "invalid JSON" in fed_back["content"]
     assert sink.of_type(EventType.TOOL_COMPLETED)[0]["data"]["outputs"]["rows"] == [[300]]
@@ -150,7 +154,13 @@ async def test_it_stops_a_model_that_never_stops_at_max_steps(llm, demo_sqlite):
 
 async def test_it_runs_several_tool_calls_of_one_turn_concurrently(llm, demo_sqlite):
     llm.script(
-        Reply("", [tool("run_sql", {"sql": "SELECT COUNT(*) FROM users"}), tool("run_sql", {"sql": "SELECT COUNT(*) FROM orders"})]),
+        Reply(
+            "",
+            [
+                tool("run_sql", {"sql": "SELECT COUNT(*) FROM users"}),
+                tool("run_sql", {"sql": "SELECT COUNT(*) FROM orders"}),
+            ],
+        ),
         Reply("300 users, 2000 orders."),
     )
     sink = ListSink()

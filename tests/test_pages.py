@@ -17,16 +17,38 @@ pytestmark = pytest.mark.django_db
 
 def bulk_traces(count: int) -> None:
     now = timezone.now()
-    Trace.objects.bulk_create([
-        Trace(name="sql_agent_execution", agent_name="sql_agent", request=f"question {i} 订单 {'用户' if i % 3 == 0 else ''}",
-              status=[Trace.Status.SUCCESS, Trace.Status.ERROR][i % 2], started_at=now - dt.timedelta(minutes=i),
-              duration_ms=100 + i, model="builtin", source="websocket", session_id=f"s{i % 7}", total_tokens=i)
-        for i in range(count)
-    ])
+    Trace.objects.bulk_create(
+        [
+            Trace(
+                name="sql_agent_execution",
+                agent_name="sql_agent",
+                request=f"question {i} 订单 {'用户' if i % 3 == 0 else ''}",
+                status=[Trace.Status.SUCCESS, Trace.Status.ERROR][i % 2],
+                started_at=now - dt.timedelta(minutes=i),
+                duration_ms=100 + i,
+                model="builtin",
+                source="websocket",
+                session_id=f"s{i % 7}",
+                total_tokens=i,
+            )
+            for i in range(count)
+        ]
+    )
 
 
-@pytest.mark.parametrize("query", ["", "?after=2000-01-01T00:00:00%2B00:00~00000000000000000000000000000000", "?q=订单", "?status=error", "?sort=slowest", "?page=15", "?min_ms=500&has_error=on",
-                                   "?since=2000-01-01&until=2100-01-01&model=builtin&source=websocket&session=s3&feedback=none"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "",
+        "?after=2000-01-01T00:00:00%2B00:00~00000000000000000000000000000000",
+        "?q=订单",
+        "?status=error",
+        "?sort=slowest",
+        "?page=15",
+        "?min_ms=500&has_error=on",
+        "?since=2000-01-01&until=2100-01-01&model=builtin&source=websocket&session=s3&feedback=none",
+    ],
+)
 def test_the_history_list_is_a_constant_number_of_queries(client, django_assert_max_num_queries, query):
     bulk_traces(1200)
     with django_assert_max_num_queries(4):
@@ -38,7 +60,10 @@ def test_it_searches_chinese_and_english_and_filters(client):
     make_trace("显示用户表的10条用户数据", final_response="共 10 行")
     make_trace("how many orders per country?", final_response="Canada leads", status=Trace.Status.ERROR, error="boom")
     make_trace("top 5 products by price", source=Trace.Source.CLI, feedback=1)
-    page = lambda **q: client.get(reverse("traces:list"), q).content.decode()
+
+    def page(**q):
+        return client.get(reverse("traces:list"), q).content.decode()
+
     assert "显示用户表" in page(q="用户表") and "how many orders" not in page(q="用户表")
     assert "how many orders" in page(q="Canada")
     assert "how many orders" in page(has_error="on") and "显示用户表" not in page(has_error="on")
@@ -86,7 +111,11 @@ def test_it_exports_a_trace_as_json(client):
     response = client.get(reverse("traces:export", args=[trace.pk]))
     document = json.loads(response.content)
     assert response["Content-Disposition"].startswith("attachment")
-    assert document["request"] == "显示用户表的10条用户数据" and len(document["runs"]) == 3 and len(document["events"]) == 2
+    assert (
+        document["request"] == "显示用户表的10条用户数据"
+        and len(document["runs"]) == 3
+        and len(document["events"]) == 2
+    )
 
 
 def test_feedback_is_stored_and_filterable(client):
@@ -103,11 +132,20 @@ def test_compare_aligns_steps_and_diffs_sql(client):
     b = make_trace("q", model="gpt-4o-mini", rerun_of=a)
     for trace, sql in ((a, "SELECT * FROM users\nLIMIT 10"), (b, "SELECT name FROM users\nLIMIT 10")):
         step = trace.runs.get(run_type=Run.Type.AGENT)
-        Run.objects.create(trace=trace, parent=step, name="run_sql", run_type=Run.Type.TOOL, status="success",
-                           start_time=trace.started_at, outputs={"sql": sql})
+        Run.objects.create(
+            trace=trace,
+            parent=step,
+            name="run_sql",
+            run_type=Run.Type.TOOL,
+            status="success",
+            start_time=trace.started_at,
+            outputs={"sql": sql},
+        )
     body = client.get(reverse("traces:compare"), {"a": a.pk, "b": b.pk}).content.decode()
     assert "Step 1" in body and "gpt-4o-mini" in body
-    assert 'class="diff-removed">- SELECT * FROM users' in body and 'class="diff-added">+ SELECT name FROM users' in body
+    assert (
+        'class="diff-removed">- SELECT * FROM users' in body and 'class="diff-added">+ SELECT name FROM users' in body
+    )
     assert client.get(reverse("traces:compare"), {"a": a.pk}).status_code == 404
 
 

@@ -20,7 +20,9 @@ def test_it_prices_known_models_and_dated_variants():
 
 def test_it_reads_extra_prices_from_a_file(tmp_path):
     path = tmp_path / "prices.json"
-    path.write_text(json.dumps({"qwen2.5:7b": {"prompt": 0.1, "completion": 0.2}, "gpt-4o": {"prompt": 1, "completion": 2}}))
+    path.write_text(
+        json.dumps({"qwen2.5:7b": {"prompt": 0.1, "completion": 0.2}, "gpt-4o": {"prompt": 1, "completion": 2}})
+    )
     table = PriceTable.from_file(str(path))
     assert table.cost("qwen2.5:7b", Usage(2_000_000, 1_000_000, 3_000_000)) == pytest.approx(0.4)
     assert table.cost("gpt-4o", Usage(1_000_000, 0, 1_000_000)) == pytest.approx(1.0)  # overrides the built-in price

@@ -9,8 +9,8 @@ import uuid
 
 import pytest
 
-from traces import protocol
 from agents.events import EventType, format_timestamp, parse_timestamp
+from traces import protocol
 from traces.protocol import Action, ErrorCode, ProtocolError, ServerEvent
 
 TRACE_ID = uuid.UUID("0f5c2f7e-3d43-4f55-9d1e-7f3f0f6e8a11")
@@ -21,8 +21,11 @@ TIMESTAMP_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 def test_it_builds_an_envelope_for_every_event_type(event_type):
     is_trace_event = event_type in protocol.TRACE_EVENTS
     message = protocol.envelope(
-        event_type, {"k": "值"}, session_id="session_xyz789",
-        trace_id=TRACE_ID if is_trace_event else None, seq=7 if is_trace_event else None,
+        event_type,
+        {"k": "值"},
+        session_id="session_xyz789",
+        trace_id=TRACE_ID if is_trace_event else None,
+        seq=7 if is_trace_event else None,
     )
     assert message["event_type"] == event_type.value
     assert TIMESTAMP_RE.match(message["timestamp"])
@@ -78,17 +81,31 @@ def parse(message) -> protocol.ClientMessage:
 def test_it_accepts_the_original_start_agent_message():
     message = parse({"action": "start_agent", "question": "显示用户表的10条用户数据"})
     assert message.action == Action.START_AGENT
-    assert message.fields == {"question": "显示用户表的10条用户数据", "max_steps": None, "model": None, "rerun_of": None}
+    assert message.fields == {
+        "question": "显示用户表的10条用户数据",
+        "max_steps": None,
+        "model": None,
+        "rerun_of": None,
+    }
 
 
 @pytest.mark.parametrize(
     "message, fields",
     [
-        ({"action": "start_agent", "question": " hi ", "max_steps": 3, "model": "gpt-4o"}, {"question": "hi", "max_steps": 3, "model": "gpt-4o", "rerun_of": None}),
-        ({"action": "start_agent", "question": "hi", "rerun_of": str(TRACE_ID)}, {"question": "hi", "max_steps": None, "model": None, "rerun_of": TRACE_ID}),
+        (
+            {"action": "start_agent", "question": " hi ", "max_steps": 3, "model": "gpt-4o"},
+            {"question": "hi", "max_steps": 3, "model": "gpt-4o", "rerun_of": None},
+        ),
+        (
+            {"action": "start_agent", "question": "hi", "rerun_of": str(TRACE_ID)},
+            {"question": "hi", "max_steps": None, "model": None, "rerun_of": TRACE_ID},
+        ),
         ({"action": "cancel_agent"}, {}),
         ({"action": "subscribe_trace", "trace_id": str(TRACE_ID)}, {"trace_id": TRACE_ID, "after_seq": 0}),
-        ({"action": "subscribe_trace", "trace_id": str(TRACE_ID), "after_seq": 12}, {"trace_id": TRACE_ID, "after_seq": 12}),
+        (
+            {"action": "subscribe_trace", "trace_id": str(TRACE_ID), "after_seq": 12},
+            {"trace_id": TRACE_ID, "after_seq": 12},
+        ),
         ({"action": "unsubscribe_trace", "trace_id": str(TRACE_ID)}, {"trace_id": TRACE_ID}),
         ({"action": "subscribe_all"}, {}),
         ({"action": "replay_trace", "trace_id": str(TRACE_ID)}, {"trace_id": TRACE_ID, "speed": 1.0}),

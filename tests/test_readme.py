@@ -46,7 +46,9 @@ MANAGE = [c for c in readme_commands() if re.match(r"^(\.venv/bin/)?python manag
 def test_every_readme_command_is_run_somewhere():
     here = set(MANAGE) | {"make run", "python manage.py runserver"}
     for command in readme_commands():
-        assert command in here or any(command.startswith(prefix) for prefix in ELSEWHERE), f"README command not tested: {command}"
+        assert command in here or any(command.startswith(prefix) for prefix in ELSEWHERE), (
+            f"README command not tested: {command}"
+        )
 
 
 def embedded_env(tmp_path) -> dict:
@@ -55,7 +57,9 @@ def embedded_env(tmp_path) -> dict:
 
 
 def serve(command: list[str], env: dict, port: int, paths: list[str]) -> None:
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         wait_for_port(port, 240, process)
         for path in paths:
@@ -69,15 +73,21 @@ def serve(command: list[str], env: dict, port: int, paths: list[str]) -> None:
 def test_make_run_serves_the_live_page_and_the_admin(tmp_path):
     """The first quick-start command, on the embedded defaults."""
     port = free_port()
-    serve(["make", "run", f"PORT={port}", f"VENV={os.path.dirname(os.path.dirname(sys.executable))}"], embedded_env(tmp_path), port,
-          ["/", "/admin/login/", "/static/tracesite.css", "/health"])
+    serve(
+        ["make", "run", f"PORT={port}", f"VENV={os.path.dirname(os.path.dirname(sys.executable))}"],
+        embedded_env(tmp_path),
+        port,
+        ["/", "/admin/login/", "/static/tracesite.css", "/health"],
+    )
     assert (tmp_path / "var" / "demo.sqlite3").exists()  # seeddemo ran
 
 
 def test_manage_py_runserver_serves_the_app(tmp_path):
     port = free_port()
     env = embedded_env(tmp_path)
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True
+    )
     serve([sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"], env, port, ["/", "/health"])
 
 
@@ -85,11 +95,23 @@ def test_manage_py_runserver_serves_the_app(tmp_path):
 def test_the_readme_manage_py_commands_run(command, tmp_path):
     env = {**os.environ, "TRACESITE_ENV_FILE": "", "DATABASE_URL": database_url(), "OPENAI_API_KEY": ""}
     if "<trace-id>" in command:
-        run = subprocess.run([sys.executable, str(ROOT / "manage.py"), "runagent", "how many users?", "--json"], cwd=tmp_path, env=env,
-                             capture_output=True, text=True, check=True)
+        run = subprocess.run(
+            [sys.executable, str(ROOT / "manage.py"), "runagent", "how many users?", "--json"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         command = command.replace("<trace-id>", run.stdout.splitlines()[0].split('"trace_id":"')[1].split('"')[0])
     if "importtraces" in command:
-        subprocess.run([sys.executable, str(ROOT / "manage.py"), "exporttraces", "-o", "errors.jsonl"], cwd=tmp_path, env=env, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, str(ROOT / "manage.py"), "exporttraces", "-o", "errors.jsonl"],
+            cwd=tmp_path,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
     args = shlex.split(command)
     args = [sys.executable, str(ROOT / "manage.py"), *args[2:]]
     result = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)

@@ -9,11 +9,11 @@ import pytest
 from channels.layers import InMemoryChannelLayer
 from channels_redis.core import RedisChannelLayer
 
+from agents.events import EventType, utcnow
 from tests.factories import run_fields
 from traces import protocol
-from traces.models import Event, Run, Trace
-from agents.events import EventType, utcnow
 from traces.access import SessionKey
+from traces.models import Event, Run, Trace
 from traces.protocol import ServerEvent
 from traces.recorder import EventStore, TraceRecorder
 
@@ -26,10 +26,17 @@ EVENTS_PER_TRACE = 100
 async def emit_trace(recorder: TraceRecorder, events: int) -> None:
     """A trace of exactly ``events`` events: start, steps with think and tool runs, completion."""
     trace_id = recorder.trace_id
-    await recorder.emit(EventType.TRACE_STARTED, {
-        "trace_id": str(trace_id), "trace_name": "sql_agent_execution", "request": "显示用户表的10条用户数据 🚀",
-        "agent_name": "sql_agent", "max_steps": 10, "metadata": {"model": "builtin"},
-    })
+    await recorder.emit(
+        EventType.TRACE_STARTED,
+        {
+            "trace_id": str(trace_id),
+            "trace_name": "sql_agent_execution",
+            "request": "显示用户表的10条用户数据 🚀",
+            "agent_name": "sql_agent",
+            "max_steps": 10,
+            "metadata": {"model": "builtin"},
+        },
+    )
     emitted = 1
     step = 0
     while emitted < events - 1:
@@ -38,18 +45,45 @@ async def emit_trace(recorder: TraceRecorder, events: int) -> None:
         sequence = [
             (EventType.STEP_STARTED, run_fields(trace_id, step_id, f"step_{step}", "agent", "running")),
             (EventType.THINK_STARTED, run_fields(trace_id, think_id, "think", "think", "running", step_id)),
-            (EventType.THINK_COMPLETED, run_fields(trace_id, think_id, "think", "think", "success", step_id,
-                                                   token_usage={"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15})),
-            (EventType.STATUS_UPDATE, {"current_step": step, "max_steps": 10, "agent_state": "RUNNING", "message": "", "progress_percentage": 10}),
+            (
+                EventType.THINK_COMPLETED,
+                run_fields(
+                    trace_id,
+                    think_id,
+                    "think",
+                    "think",
+                    "success",
+                    step_id,
+                    token_usage={"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+                ),
+            ),
+            (
+                EventType.STATUS_UPDATE,
+                {
+                    "current_step": step,
+                    "max_steps": 10,
+                    "agent_state": "RUNNING",
+                    "message": "",
+                    "progress_percentage": 10,
+                },
+            ),
             (EventType.RUN_COMPLETED, run_fields(trace_id, step_id, f"step_{step}", "agent", "success")),
         ]
         for event_type, data in sequence[: events - 1 - emitted]:
             await recorder.emit(event_type, data)
             emitted += 1
-    await recorder.emit(EventType.TRACE_COMPLETED, {
-        "trace_id": str(trace_id), "duration_ms": 1234, "total_runs": step, "status": "success",
-        "total_cost": 0, "total_tokens": None, "final_response": "done",
-    })
+    await recorder.emit(
+        EventType.TRACE_COMPLETED,
+        {
+            "trace_id": str(trace_id),
+            "duration_ms": 1234,
+            "total_runs": step,
+            "status": "success",
+            "total_cost": 0,
+            "total_tokens": None,
+            "final_response": "done",
+        },
+    )
 
 
 async def subscribe(layer, trace_id: uuid.UUID, inbox: list[dict]) -> None:
@@ -70,7 +104,9 @@ async def record_many(layer) -> None:
     store = EventStore(channel_layer=layer)
     recorders = [TraceRecorder(session=SessionKey(f"session-{i % 10}"), store=store) for i in range(TRACES)]
     received: list[list[dict]] = [[] for _ in recorders]
-    members = [asyncio.create_task(subscribe(layer, r.trace_id, inbox)) for r, inbox in zip(recorders, received)]
+    members = [
+        asyncio.create_task(subscribe(layer, r.trace_id, inbox)) for r, inbox in zip(recorders, received, strict=True)
+    ]
     await asyncio.sleep(0.1)  # group_add done before the first event
     await asyncio.gather(*(emit_trace(r, EVENTS_PER_TRACE) for r in recorders))
     await wait_for_counts(received, EVENTS_PER_TRACE, 120)
@@ -80,22 +116,27 @@ async def record_many(layer) -> None:
     await asyncio.gather(*members, return_exceptions=True)
     await store.aclose()
 
-    for recorder, messages in zip(recorders, received):
+    for recorder, messages in zip(recorders, received, strict=True):
         assert [m["seq"] for m in messages] == list(range(1, EVENTS_PER_TRACE + 1))
         envelopes = [protocol.loads(m["text"]) for m in messages]
         assert {e["trace_id"] for e in envelopes} == {str(recorder.trace_id)}
         assert envelopes[0]["event_type"] == "trace_started"
         assert envelopes[-1]["event_type"] == "trace_completed"
 
-    stored = await asyncio.to_thread(lambda: {
-        str(t): list(Event.objects.filter(trace_id=t).order_by("seq").values_list("seq", flat=True)) for t in Trace.objects.values_list("id", flat=True)
-    })
+    stored = await asyncio.to_thread(
+        lambda: {
+            str(t): list(Event.objects.filter(trace_id=t).order_by("seq").values_list("seq", flat=True))
+            for t in Trace.objects.values_list("id", flat=True)
+        }
+    )
     assert len(stored) == TRACES
     for seqs in stored.values():
         assert seqs == list(range(1, EVENTS_PER_TRACE + 1))
     # Delivered exactly what was stored, byte for byte.
     first = recorders[0]
-    texts = await asyncio.to_thread(lambda: list(Event.objects.filter(trace_id=first.trace_id).order_by("seq").values_list("envelope", flat=True)))
+    texts = await asyncio.to_thread(
+        lambda: list(Event.objects.filter(trace_id=first.trace_id).order_by("seq").values_list("envelope", flat=True))
+    )
     assert texts == [m["text"] for m in received[0]]
 
 
@@ -132,7 +173,9 @@ async def test_it_projects_events_onto_the_trace_and_run_rows():
 async def test_submit_gives_the_envelope_as_stored_and_sent():
     store = EventStore(channel_layer=InMemoryChannelLayer())
     recorder = TraceRecorder(session=SessionKey("s2"), store=store)
-    future = await recorder.submit(EventType.TRACE_STARTED, {"trace_id": str(recorder.trace_id), "request": "q", "metadata": {}})
+    future = await recorder.submit(
+        EventType.TRACE_STARTED, {"trace_id": str(recorder.trace_id), "request": "q", "metadata": {}}
+    )
     seq, text = await future
     sent = protocol.loads(text)
     await store.aclose()
@@ -173,8 +216,14 @@ async def test_after_a_failed_write_the_trace_refuses_events_until_reset(monkeyp
     await recorder.emit(EventType.TRACE_STARTED, {"trace_id": str(recorder.trace_id), "request": "q", "metadata": {}})
     await recorder.flush()
     # A row already at seq 2 makes the next batch fail in the database itself.
-    blocker = await Event.objects.acreate(trace_id=recorder.trace_id, seq=2, event_type="status_update",
-                                          timestamp=utcnow(), message_id="blocker", envelope="{}")
+    blocker = await Event.objects.acreate(
+        trace_id=recorder.trace_id,
+        seq=2,
+        event_type="status_update",
+        timestamp=utcnow(),
+        message_id="blocker",
+        envelope="{}",
+    )
     await recorder.emit(EventType.STATUS_UPDATE, {"current_step": 1})  # returns before the write
     with pytest.raises(TraceStoreError):
         await recorder.flush()
@@ -182,7 +231,9 @@ async def test_after_a_failed_write_the_trace_refuses_events_until_reset(monkeyp
         await recorder.emit(EventType.STATUS_UPDATE, {"current_step": 2})
     await blocker.adelete()
     await recorder.reset_failure()
-    await recorder.emit(EventType.TRACE_COMPLETED, {"trace_id": str(recorder.trace_id), "status": "error", "final_response": ""})
+    await recorder.emit(
+        EventType.TRACE_COMPLETED, {"trace_id": str(recorder.trace_id), "status": "error", "final_response": ""}
+    )
     await store.aclose()
     stored = [(e.seq, e.event_type) async for e in Event.objects.filter(trace_id=recorder.trace_id).order_by("seq")]
     assert stored == [(1, "trace_started"), (2, "trace_completed")]  # no hole, the refused events absent

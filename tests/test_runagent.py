@@ -83,8 +83,14 @@ def test_it_cancels_cleanly_on_ctrl_c(settings, tmp_path):
     else:
         s = connection.settings_dict
         env["DATABASE_URL"] = f"mysql://{s['USER']}:{s['PASSWORD']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
-    process = subprocess.Popen([sys.executable, "manage.py", "runagent", "how many users?", "--json"], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "runagent", "how many users?", "--json"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 30
         while not Event.objects.filter(event_type="think_started").exists():
@@ -126,8 +132,18 @@ async def test_it_publishes_live_to_a_shared_redis_layer(redis_url):
         s = connection.settings_dict
         env["DATABASE_URL"] = f"mysql://{s['USER']}:{s['PASSWORD']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "manage.py", "runagent", "how many users?", "--session", session, "--quiet", cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "manage.py",
+        "runagent",
+        "how many users?",
+        "--session",
+        session,
+        "--quiet",
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     received = []
     async with asyncio.timeout(60):
         while not received or received[-1]["event_type"] != "trace_completed":

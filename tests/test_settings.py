@@ -14,9 +14,23 @@ from tracesite import env
 
 SETTINGS = Path(__file__).resolve().parent.parent / "tracesite" / "settings.py"
 VARIABLES = [
-    "DJANGO_DEBUG", "DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DJANGO_CSRF_TRUSTED_ORIGINS", "DATABASE_URL",
-    "REDIS_URL", "LOG_LEVEL", "LOG_FILE", "TRACE_ALLOWED_ORIGINS", "TRACE_REQUIRE_AUTH", "TRACE_RATE_LIMIT",
-    "OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", "AGENT_MAX_STEPS", "CHANNEL_CAPACITY", *env.MYSQL_VARIABLES,
+    "DJANGO_DEBUG",
+    "DJANGO_SECRET_KEY",
+    "DJANGO_ALLOWED_HOSTS",
+    "DJANGO_CSRF_TRUSTED_ORIGINS",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "LOG_LEVEL",
+    "LOG_FILE",
+    "TRACE_ALLOWED_ORIGINS",
+    "TRACE_REQUIRE_AUTH",
+    "TRACE_RATE_LIMIT",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "OPENAI_MODEL",
+    "AGENT_MAX_STEPS",
+    "CHANNEL_CAPACITY",
+    *env.MYSQL_VARIABLES,
 ]
 
 
@@ -58,11 +72,23 @@ def test_it_generates_a_dev_secret_once(load):
 
 def test_it_reads_every_variable(load):
     s = load(
-        DJANGO_DEBUG="false", DJANGO_SECRET_KEY="s3cret-" * 8, DJANGO_ALLOWED_HOSTS="traces.example.com, .example.org",
-        DJANGO_CSRF_TRUSTED_ORIGINS="https://traces.example.com", DATABASE_URL="mysql://app:p%40ss@db.internal:3307/history",
-        REDIS_URL="redis://cache:6379/2", LOG_LEVEL="debug", TRACE_ALLOWED_ORIGINS="http://localhost:3000",
-        MYSQL_HOST="analytics", MYSQL_USER="reader", MYSQL_PASSWORD="pw", MYSQL_DATABASE="shop", MYSQL_PORT="3308",
-        MYSQL_CHARSET="utf8mb4", OPENAI_API_KEY="sk-test", OPENAI_BASE_URL="http://llm:8000/v1", OPENAI_MODEL="qwen2.5",
+        DJANGO_DEBUG="false",
+        DJANGO_SECRET_KEY="s3cret-" * 8,
+        DJANGO_ALLOWED_HOSTS="traces.example.com, .example.org",
+        DJANGO_CSRF_TRUSTED_ORIGINS="https://traces.example.com",
+        DATABASE_URL="mysql://app:p%40ss@db.internal:3307/history",
+        REDIS_URL="redis://cache:6379/2",
+        LOG_LEVEL="debug",
+        TRACE_ALLOWED_ORIGINS="http://localhost:3000",
+        MYSQL_HOST="analytics",
+        MYSQL_USER="reader",
+        MYSQL_PASSWORD="pw",
+        MYSQL_DATABASE="shop",
+        MYSQL_PORT="3308",
+        MYSQL_CHARSET="utf8mb4",
+        OPENAI_API_KEY="sk-test",
+        OPENAI_BASE_URL="http://llm:8000/v1",
+        OPENAI_MODEL="qwen2.5",
         TRACE_RATE_LIMIT="20",
     )
     assert s["DEBUG"] is False
@@ -70,18 +96,31 @@ def test_it_reads_every_variable(load):
     assert s["ALLOWED_HOSTS"] == ["traces.example.com", ".example.org"]
     assert s["CSRF_TRUSTED_ORIGINS"] == ["https://traces.example.com"]
     default = s["DATABASES"]["default"]
-    assert (default["ENGINE"], default["NAME"], default["USER"], default["PASSWORD"], default["HOST"], default["PORT"]) == (
-        "django.db.backends.mysql", "history", "app", "p@ss", "db.internal", "3307")
+    assert (
+        default["ENGINE"],
+        default["NAME"],
+        default["USER"],
+        default["PASSWORD"],
+        default["HOST"],
+        default["PORT"],
+    ) == ("django.db.backends.mysql", "history", "app", "p@ss", "db.internal", "3307")
     assert default["OPTIONS"]["charset"] == "utf8mb4"
     agent = s["DATABASES"]["agent"]
     assert (agent["NAME"], agent["USER"], agent["HOST"], agent["PORT"]) == ("shop", "reader", "analytics", "3308")
     layer = s["CHANNEL_LAYERS"]["default"]
-    assert (layer["BACKEND"], layer["CONFIG"]["backend"]) == ("traces.layer.BestEffortLayer", "traces.compat.RedisChannelLayer")
+    assert (layer["BACKEND"], layer["CONFIG"]["backend"]) == (
+        "traces.layer.BestEffortLayer",
+        "traces.compat.RedisChannelLayer",
+    )
     assert layer["CONFIG"]["config"]["hosts"][0]["address"] == "redis://cache:6379/2"
     assert s["LOG_LEVEL"] == "DEBUG"
     assert s["TRACE_ALLOWED_ORIGINS"] == ["http://localhost:3000"]
     assert s["TRACE_REQUIRE_AUTH"] is True  # follows DEBUG off
-    assert (s["OPENAI_API_KEY"], s["OPENAI_BASE_URL"], s["OPENAI_MODEL"]) == ("sk-test", "http://llm:8000/v1", "qwen2.5")
+    assert (s["OPENAI_API_KEY"], s["OPENAI_BASE_URL"], s["OPENAI_MODEL"]) == (
+        "sk-test",
+        "http://llm:8000/v1",
+        "qwen2.5",
+    )
     assert s["TRACE_RATE_LIMIT"] == 20
     assert s["STORAGES"]["staticfiles"]["BACKEND"] == "whitenoise.storage.CompressedManifestStaticFilesStorage"
 
@@ -137,9 +176,17 @@ def test_it_rejects_bad_values_naming_the_variable(load, variables, message):
 def test_it_refuses_to_start_without_a_secret_in_production(tmp_path):
     """The real start-up path: manage.py exits with the message naming the variable."""
     result = subprocess.run(
-        [sys.executable, "manage.py", "check"], cwd=SETTINGS.parent.parent, capture_output=True, text=True,
-        env={"PATH": "/usr/bin:/bin", "DJANGO_DEBUG": "false", "DJANGO_ALLOWED_HOSTS": "x", "TRACESITE_DATA_DIR": str(tmp_path),
-             "TRACESITE_ENV_FILE": ""},
+        [sys.executable, "manage.py", "check"],
+        cwd=SETTINGS.parent.parent,
+        capture_output=True,
+        text=True,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "DJANGO_DEBUG": "false",
+            "DJANGO_ALLOWED_HOSTS": "x",
+            "TRACESITE_DATA_DIR": str(tmp_path),
+            "TRACESITE_ENV_FILE": "",
+        },
     )
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY must be set" in result.stderr

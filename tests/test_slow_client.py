@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import uuid
 
 import pytest
 import websockets
@@ -25,14 +24,30 @@ PADDING = "x" * 8000  # ~8 KB per event: 12 MB in all, far more than the kernel'
 
 @database_sync_to_async
 def big_trace() -> Trace:
-    trace = Trace.objects.create(name="big", agent_name="sql_agent", request="big", status=Trace.Status.SUCCESS,
-                                 started_at=timezone.now(), last_seq=EVENTS)
+    trace = Trace.objects.create(
+        name="big",
+        agent_name="sql_agent",
+        request="big",
+        status=Trace.Status.SUCCESS,
+        started_at=timezone.now(),
+        last_seq=EVENTS,
+    )
     rows = []
     for seq in range(1, EVENTS + 1):
         kind = EventType.STATUS_UPDATE
-        message = protocol.envelope(kind, {"current_step": seq, "message": PADDING}, session_id="s", trace_id=trace.pk, seq=seq)
-        rows.append(Event(trace=trace, seq=seq, event_type=kind, timestamp=trace.started_at, message_id=message["message_id"],
-                          envelope=protocol.dumps(message)))
+        message = protocol.envelope(
+            kind, {"current_step": seq, "message": PADDING}, session_id="s", trace_id=trace.pk, seq=seq
+        )
+        rows.append(
+            Event(
+                trace=trace,
+                seq=seq,
+                event_type=kind,
+                timestamp=trace.started_at,
+                message_id=message["message_id"],
+                envelope=protocol.dumps(message),
+            )
+        )
     Event.objects.bulk_create(rows, batch_size=500)
     return trace
 
@@ -50,7 +65,9 @@ async def test_a_client_that_stops_reading_is_dropped_and_resumes_from_its_last_
     with daphne(TRACE_SEND_BUFFER_BYTES="65536", TRACE_SLOW_CLIENT_SECONDS="1", LOG_LEVEL="WARNING") as host:
         url = f"ws://{host}/ws/slow"
         # max_queue=1: the client library stops reading the socket once one message waits.
-        slow = await websockets.connect(url, sock=small_buffer_socket(host), max_queue=1, max_size=None, compression=None)
+        slow = await websockets.connect(
+            url, sock=small_buffer_socket(host), max_queue=1, max_size=None, compression=None
+        )
         await slow.recv()
         await slow.send(json.dumps({"action": "subscribe_trace", "trace_id": str(trace.pk), "after_seq": 0}))
 
@@ -77,7 +94,9 @@ async def test_a_client_that_stops_reading_is_dropped_and_resumes_from_its_last_
         # On return it resumes after the last seq it has, and gets each remaining event exactly once.
         async with websockets.connect(url, max_size=None) as back:
             await back.recv()
-            await back.send(json.dumps({"action": "subscribe_trace", "trace_id": str(trace.pk), "after_seq": len(seqs)}))
+            await back.send(
+                json.dumps({"action": "subscribe_trace", "trace_id": str(trace.pk), "after_seq": len(seqs)})
+            )
             async with asyncio.timeout(60):
                 while len(seqs) < EVENTS:
                     seqs.append(json.loads(await back.recv())["seq"])

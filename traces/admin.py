@@ -17,7 +17,7 @@ class ReadOnlyMixin:
         return False
 
 
-class VisibleTracesMixin:
+class VisibleTracesAdmin(admin.ModelAdmin):
     """Only what ``traces.access`` lets the user see (staff see every trace under today's rule)."""
 
     trace_prefix = ""  # the path from the model to its trace
@@ -26,18 +26,31 @@ class VisibleTracesMixin:
         return super().get_queryset(request).filter(visible_filter(request.user, self.trace_prefix))
 
 
+RUN_INLINE_FIELDS = ("name", "run_type", "status", "start_time", "duration_ms", "total_tokens", "error_type")
+EVENT_FIELDS = ("trace", "seq", "event_type", "timestamp", "message_id", "run_id", "pretty_envelope")
+
+
 class RunInline(ReadOnlyMixin, admin.TabularInline):
     model = Run
-    fields = ["name", "run_type", "status", "start_time", "duration_ms", "total_tokens", "error_type"]
-    readonly_fields = fields
+    fields = RUN_INLINE_FIELDS
+    readonly_fields = RUN_INLINE_FIELDS
     extra = 0
     can_delete = False
     show_change_link = True
 
 
 @admin.register(Trace)
-class TraceAdmin(VisibleTracesMixin, ReadOnlyMixin, admin.ModelAdmin):
-    list_display = ["started_at", "short_request", "status", "agent_name", "model", "source", "duration_ms", "total_tokens"]
+class TraceAdmin(ReadOnlyMixin, VisibleTracesAdmin):
+    list_display = [
+        "started_at",
+        "short_request",
+        "status",
+        "agent_name",
+        "model",
+        "source",
+        "duration_ms",
+        "total_tokens",
+    ]
     list_filter = ["status", "agent_name", "source", ("started_at", admin.DateFieldListFilter)]
     search_fields = ["request", "final_response"]
     date_hierarchy = None
@@ -52,7 +65,7 @@ class TraceAdmin(VisibleTracesMixin, ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(Run)
-class RunAdmin(VisibleTracesMixin, ReadOnlyMixin, admin.ModelAdmin):
+class RunAdmin(ReadOnlyMixin, VisibleTracesAdmin):
     trace_prefix = "trace__"
     list_display = ["start_time", "name", "run_type", "status", "duration_ms", "trace_id"]
     list_filter = ["run_type", "status"]
@@ -62,14 +75,14 @@ class RunAdmin(VisibleTracesMixin, ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(Event)
-class EventAdmin(VisibleTracesMixin, ReadOnlyMixin, admin.ModelAdmin):
+class EventAdmin(ReadOnlyMixin, VisibleTracesAdmin):
     trace_prefix = "trace__"
     list_display = ["timestamp", "trace_id", "seq", "event_type", "message_id"]
     list_filter = ["event_type"]
     search_fields = ["=trace__id", "message_id"]
     show_full_result_count = False
-    fields = ["trace", "seq", "event_type", "timestamp", "message_id", "run_id", "pretty_envelope"]
-    readonly_fields = fields
+    fields = EVENT_FIELDS
+    readonly_fields = EVENT_FIELDS
 
     @admin.display(description="Envelope")
     def pretty_envelope(self, obj: Event):

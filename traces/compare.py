@@ -54,6 +54,14 @@ def sql_diff(a: str, b: str) -> list[tuple[str, str]]:
 def compare(a: Trace, b: Trace) -> list[dict]:
     rows = []
     for index, (left, right) in enumerate(zip_longest(steps_of(a), steps_of(b)), start=1):
-        rows.append({"number": index, "a": left, "b": right,
-                     "diff": sql_diff(left.sql if left else "", right.sql if right else "") if (left and left.sql) or (right and right.sql) else []})
+        rows.append(
+            {
+                "number": index,
+                "a": left,
+                "b": right,
+                "diff": sql_diff(left.sql if left else "", right.sql if right else "")
+                if (left and left.sql) or (right and right.sql)
+                else [],
+            }
+        )
     return rows

@@ -212,14 +212,16 @@ def _check_daphne() -> str | None:
     except ImportError:
         return None  # not installed: nothing to hook
     if "partial(self.handle_reply" not in _source(Server):
-        return "daphne: Server no longer passes partial(self.handle_reply, protocol) as send; SendBuffer finds no transport"
+        return "daphne: Server no longer passes partial(self.handle_reply, protocol) as send; SendBuffer finds nothing"
     missing = [name for name in ("dataBuffer", "offset") if not hasattr(FileDescriptor, name)]
     if missing or not hasattr(Connection, "abortConnection"):
         return f"Twisted: the transport lacks {', '.join(missing) or 'abortConnection'}; SendBuffer cannot read it"
     from channels.sessions import InstanceSessionWrapper
 
     if "self.real_send" not in _source(InstanceSessionWrapper):
-        return "channels: InstanceSessionWrapper.real_send is gone; SendBuffer cannot see through the session middleware"
+        return (
+            "channels: InstanceSessionWrapper.real_send is gone; SendBuffer cannot see through the session middleware"
+        )
     return None
 
 
@@ -227,7 +229,10 @@ def _check_redis_layer() -> str | None:
     layer = ChannelsRedisChannelLayer()
     buffers = getattr(layer, "receive_buffer", None)
     if not isinstance(buffers, defaultdict) or buffers.default_factory is None:
-        return "channels-redis: RedisChannelLayer.receive_buffer is no longer a defaultdict; closed channels keep their messages"
+        return (
+            "channels-redis: RedisChannelLayer.receive_buffer is no longer a defaultdict; "
+            "closed channels keep their messages"
+        )
     return None
 
 
@@ -239,7 +244,10 @@ def _check_in_memory_layer() -> str | None:
 
 def _check_dispatch() -> str | None:
     if "aclose_old_connections" not in _source(AsyncConsumer.dispatch):
-        return "channels: AsyncConsumer.dispatch no longer calls aclose_old_connections; DirectDispatch may be skipping something else"
+        return (
+            "channels: AsyncConsumer.dispatch no longer calls aclose_old_connections; "
+            "DirectDispatch may be skipping something else"
+        )
     return None
 
 

@@ -13,10 +13,12 @@ import datetime as dt
 import logging
 import time
 import uuid
+from collections.abc import Coroutine
 from typing import Any
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from agents.config import model_label
@@ -87,7 +89,9 @@ def _trace(trace_id: uuid.UUID) -> Trace | None:
 
 
 @live_read
-def _events_after(trace_id: uuid.UUID, after_seq: int, up_to: int | None = None, limit: int = BACKFILL_CHUNK) -> list[tuple[int, Any, str]]:
+def _events_after(
+    trace_id: uuid.UUID, after_seq: int, up_to: int | None = None, limit: int = BACKFILL_CHUNK
+) -> list[tuple[int, Any, str]]:
     events = Event.objects.filter(trace_id=trace_id, seq__gt=after_seq)
     if up_to is not None:
         events = events.filter(seq__lte=up_to)
@@ -119,16 +123,22 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
             return
         self.owner_id = access.user_id(self.user)
         self.session = SessionKey.of(self.session_id, self.owner_id)
-        self.layer = BestEffortLayer.wrap(self.channel_layer)
+        layer = BestEffortLayer.wrap(self.channel_layer)
+        if layer is None:
+            raise ImproperlyConfigured("the live socket needs a channel layer (CHANNEL_LAYERS)")
+        self.layer: BestEffortLayer = layer
         self.limiter = RateLimiter(settings.TRACE_RATE_LIMIT)
         self.delivered: dict[str, int] = {}  # trace id -> last seq sent
         self.subscribed: set[str] = set()
         self.feed = False
         self.replays: dict[str, asyncio.Task] = {}
+        self.background: set[asyncio.Task] = set()  # short-lived helpers, cancelled with the socket
         self.held: dict[str, list[dict]] = {}
         self.skipped: dict[str, int] = {}  # trace id -> last seq stored before this socket followed it unasked
         self.groups_joined = [self.session.group]
-        await self.layer.group_add(self.session.group, self.channel_name)  # best effort: history, resume and replay need no layer
+        await self.layer.group_add(
+            self.session.group, self.channel_name
+        )  # best effort: history, resume and replay need no layer
         await self.accept()
         self.send_buffer = SendBuffer(self.base_send)
         self.dropped = False
@@ -147,12 +157,19 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
             # resume (subscribe_trace + after_seq), so it gets them in order, or until HOLD_SECONDS.
             self.delivered[active_trace_id] = last_seq
             self.held[active_trace_id] = []
-            asyncio.create_task(self._release_later(active_trace_id))
-        await self.send_event(ServerEvent.CONNECTION_ESTABLISHED, {
-            "status": "connected", "session_id": self.session_id, "active_trace_id": active_trace_id,
-            "last_seq": last_seq, "server_version": protocol.SERVER_VERSION, "model": model_label(),
-            "user": self.user.get_username() if self.user is not None else None,
-        })
+            self._spawn(self._release_later(active_trace_id))
+        await self.send_event(
+            ServerEvent.CONNECTION_ESTABLISHED,
+            {
+                "status": "connected",
+                "session_id": self.session_id,
+                "active_trace_id": active_trace_id,
+                "last_seq": last_seq,
+                "server_version": protocol.SERVER_VERSION,
+                "model": model_label(),
+                "user": self.user.get_username() if self.user is not None else None,
+            },
+        )
 
     async def _refuse(self, code: int) -> None:
         # Accept, then close: a close during the handshake reaches clients as HTTP 403, losing the code.
@@ -170,8 +187,9 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
             await super().__call__(scope, receive, send)
         finally:
             # Its channel is not read again: the layer need not keep what still arrives for it.
-            if self.channel_layer is not None and getattr(self, "channel_name", None):
-                BestEffortLayer.wrap(self.channel_layer).forget_channel(self.channel_name)
+            layer = BestEffortLayer.wrap(self.channel_layer)
+            if layer is not None and getattr(self, "channel_name", None):
+                layer.forget_channel(self.channel_name)
             if self._stop():
                 # The consumer ended without a websocket.disconnect (a handler raised, or the
                 # server cancelled it): its background tasks must not outlive it.
@@ -180,12 +198,17 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
                 _leaving.add(task)
                 task.add_done_callback(_leaving.discard)
 
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
     def _stop(self) -> bool:
         """Stop this socket's background work and count it closed; True only the first time."""
         if not self.counted:
             return False
         self.counted = False
-        for task in (self.refresher, self.catcher, *self.replays.values()):
+        for task in (self.refresher, self.catcher, *self.replays.values(), *self.background):
             task.cancel()
         sockets.connections -= 1
         sockets.sessions[self.session_id] -= 1
@@ -233,15 +256,24 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
                     await handle.done.wait()
             handle = runs.get(self.session)
         if handle is not None or await _active_trace(self.session) is not None:
-            raise ProtocolError("an agent is already running in this session; cancel it or wait for it to finish", ErrorCode.AGENT_BUSY)
+            raise ProtocolError(
+                "an agent is already running in this session; cancel it or wait for it to finish", ErrorCode.AGENT_BUSY
+            )
         if len(runs) >= settings.TRACE_MAX_CONCURRENT_RUNS:
-            raise ProtocolError(f"the server is running {len(runs)} agents, its limit; try again shortly", ErrorCode.SERVER_BUSY)
+            raise ProtocolError(
+                f"the server is running {len(runs)} agents, its limit; try again shortly", ErrorCode.SERVER_BUSY
+            )
         fields = message.fields
         if fields["rerun_of"] is not None:
             await self._require_visible(fields["rerun_of"])
         handle = runs.start(
-            fields["question"], session=self.session, owner_id=self.owner_id,
-            model=fields["model"], max_steps=fields["max_steps"], source=Trace.Source.WEBSOCKET, rerun_of=fields["rerun_of"],
+            fields["question"],
+            session=self.session,
+            owner_id=self.owner_id,
+            model=fields["model"],
+            max_steps=fields["max_steps"],
+            source=Trace.Source.WEBSOCKET,
+            rerun_of=fields["rerun_of"],
         )
         self.delivered.setdefault(str(handle.trace_id), 0)
 
@@ -311,8 +343,9 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
         self.replays[key] = asyncio.create_task(self._replay(key, speed))
 
     async def action_ping(self, message: ClientMessage) -> None:
-        await self.send_event(ServerEvent.PONG, {"client_time": message.fields["client_time"],
-                                                 "server_time": format_timestamp(utcnow())})
+        await self.send_event(
+            ServerEvent.PONG, {"client_time": message.fields["client_time"], "server_time": format_timestamp(utcnow())}
+        )
 
     # ------------------------------------------------------------------ channel-layer messages
 
@@ -330,7 +363,7 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
                 # runs a little behind storing, so even one already finished in the database): the
                 # client may be about to resume it by seq, so hold it as connect() does.
                 self.held[key] = [message]
-                asyncio.create_task(self._release_later(key))
+                self._spawn(self._release_later(key))
                 return
             # Otherwise a trace started in this session after this socket joined: follow it.
         if seq <= last:
@@ -385,9 +418,9 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
 
     async def _release_later(self, key: str) -> None:
         await asyncio.sleep(HOLD_SECONDS)
-        if key in self.held:  # through the layer, so it is handled in order with everything else
-            if not await self.layer.send(self.channel_name, {"type": "held.release", "trace_id": key}):
-                await self.held_release({"trace_id": key})  # the layer is down: release it here
+        # Through the layer, so it is handled in order with everything else; here if the layer is down.
+        if key in self.held and not await self.layer.send(self.channel_name, {"type": "held.release", "trace_id": key}):
+            await self.held_release({"trace_id": key})
 
     async def trace_feed(self, message: dict[str, Any]) -> None:
         """trace_started / trace_completed of any trace, for subscribe_all."""
@@ -440,7 +473,7 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
         await self.send_event(ServerEvent.REPLAY_STARTED, info)
         started = time.monotonic()
         first = rows[0][1] if rows else None
-        for seq, timestamp, text in rows:
+        for _, timestamp, text in rows:
             if speed > 0 and first is not None:
                 due = (timestamp - first).total_seconds() / speed
                 delay = due - (time.monotonic() - started)
@@ -451,7 +484,9 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
         self.replays.pop(key, None)
 
     async def send_event(self, event_type: ServerEvent, data: dict[str, Any]) -> None:
-        await self._send_text(protocol.dumps(protocol.envelope(event_type, data, session_id=self.session_id)), event_type)
+        await self._send_text(
+            protocol.dumps(protocol.envelope(event_type, data, session_id=self.session_id)), event_type
+        )
 
     async def send_error(self, error: ErrorCode, detail: str) -> None:
         await self.send_event(ServerEvent.ERROR, {"error": str(error), "detail": detail})
@@ -482,8 +517,12 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
         while (pending := self.send_buffer.pending() or 0) > settings.TRACE_SEND_BUFFER_BYTES // 2:
             if time.monotonic() > deadline:
                 REJECTED.labels("slow_client").inc()
-                logger.warning("dropping a slow client session=%s: %d bytes unsent after %ss", self.session_id, pending,
-                               settings.TRACE_SLOW_CLIENT_SECONDS)
+                logger.warning(
+                    "dropping a slow client session=%s: %d bytes unsent after %ss",
+                    self.session_id,
+                    pending,
+                    settings.TRACE_SLOW_CLIENT_SECONDS,
+                )
                 self.dropped = True
                 self.send_buffer.abort()
                 return

@@ -25,8 +25,11 @@ class HistoryFilter(forms.Form):
     since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     min_ms = forms.IntegerField(required=False, min_value=0, label="Slower than (ms)")
-    has_error = forms.BooleanField(required=False, label="Has an error")
-    feedback = forms.ChoiceField(required=False, choices=[("", "Any feedback"), ("up", "👍"), ("down", "👎"), ("none", "None")])
+    # The declarative metaclass moves fields off the class, so this does not hide BaseForm.has_error().
+    has_error = forms.BooleanField(required=False, label="Has an error")  # type: ignore[assignment]
+    feedback = forms.ChoiceField(
+        required=False, choices=[("", "Any feedback"), ("up", "👍"), ("down", "👎"), ("none", "None")]
+    )
     sort = forms.ChoiceField(required=False, choices=[(key, key.title()) for key in SORTS])
 
     @property
@@ -38,7 +41,13 @@ class HistoryFilter(forms.Form):
             return traces.order_by(*SORTS["newest"])
         data = self.cleaned_data
         traces = traces.search(data["q"] or "")
-        for field, key in (("status", "status"), ("agent_name", "agent"), ("model", "model"), ("source", "source"), ("session_id", "session")):
+        for field, key in (
+            ("status", "status"),
+            ("agent_name", "agent"),
+            ("model", "model"),
+            ("source", "source"),
+            ("session_id", "session"),
+        ):
             if data[key]:
                 traces = traces.filter(**{field: data[key]})
         traces = traces.started_between(data["since"], data["until"])

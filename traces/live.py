@@ -43,8 +43,17 @@ class LiveRuns:
     def __len__(self) -> int:
         return len(self.runs)
 
-    def start(self, question: str, *, session: SessionKey, owner_id: int | None, model: str | None,
-              max_steps: int | None, source: str, rerun_of: uuid.UUID | None = None) -> RunHandle:
+    def start(
+        self,
+        question: str,
+        *,
+        session: SessionKey,
+        owner_id: int | None,
+        model: str | None,
+        max_steps: int | None,
+        source: str,
+        rerun_of: uuid.UUID | None = None,
+    ) -> RunHandle:
         handle = RunHandle(uuid.uuid4(), session)
         self.runs[session] = handle
 
@@ -52,8 +61,16 @@ class LiveRuns:
             handle.listener = asyncio.create_task(self._listen_for_cancel(handle))
             RUNNING_AGENTS.inc()
             try:
-                await run_trace(question, session=session, source=source, owner_id=owner_id, model=model,
-                                max_steps=max_steps, trace_id=handle.trace_id, rerun_of=rerun_of)
+                await run_trace(
+                    question,
+                    session=session,
+                    source=source,
+                    owner_id=owner_id,
+                    model=model,
+                    max_steps=max_steps,
+                    trace_id=handle.trace_id,
+                    rerun_of=rerun_of,
+                )
             except Exception:
                 logger.exception("run crashed trace=%s", handle.trace_id)
             finally:

@@ -18,8 +18,9 @@ from typing import Any
 import orjson
 
 from agents.events import BOUNDARY_EVENTS, EventType, format_timestamp, to_json, utcnow
-from traces import __version__ as SERVER_VERSION
+from traces import __version__
 
+SERVER_VERSION = __version__  # sent in connection_established and /health
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_QUESTION_CHARS = 4000
 MAX_STEPS_LIMIT = 50

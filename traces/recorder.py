@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any, cast
 
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, connection, models, transaction
 
 from agents.events import (
     RUN_EVENTS,
@@ -97,7 +97,11 @@ class Pending:
 
 def _usage(data: RunFields) -> tuple[int, int, int]:
     usage = data.get("token_usage") or cast(TokenUsage, {})
-    return (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), int(usage.get("total_tokens") or 0))
+    return (
+        int(usage.get("prompt_tokens") or 0),
+        int(usage.get("completion_tokens") or 0),
+        int(usage.get("total_tokens") or 0),
+    )
 
 
 def _time(value: Any) -> dt.datetime | None:
@@ -138,14 +142,20 @@ class Batch:
         self.seqs[state.trace_id] = seq
         item.seq = seq
         message = protocol.envelope(
-            item.event_type, dict(item.data), session_id=state.session.session_id, timestamp=item.timestamp,
-            trace_id=state.trace_id, seq=seq,
+            item.event_type,
+            dict(item.data),
+            session_id=state.session.session_id,
+            timestamp=item.timestamp,
+            trace_id=state.trace_id,
+            seq=seq,
         )
         item.text = protocol.dumps(message)
         trace = self.trace_row(state)
         trace["last_seq"] = seq
         run_id = self.project(item, trace)
-        self.events.append((state.trace_id, seq, str(item.event_type), item.timestamp, message["message_id"], run_id, item.text))
+        self.events.append(
+            (state.trace_id, seq, str(item.event_type), item.timestamp, message["message_id"], run_id, item.text)
+        )
 
     def project(self, item: Pending, trace: dict[str, Any]) -> uuid.UUID | None:
         """Apply one event to the trace and run rows; returns the run it concerns, if any."""
@@ -154,25 +164,33 @@ class Batch:
             started = cast(TraceStarted, item.data)
             metadata = started.get("metadata") or {}
             trace.update(
-                name=_text(started.get("trace_name"))[:200], request=_text(started.get("request")),
-                agent_name=_text(started.get("agent_name"))[:100], max_steps=int(started.get("max_steps") or 0),
-                model=_text(metadata.get("model"))[:100], metadata=metadata, started_at=item.timestamp,
+                name=_text(started.get("trace_name"))[:200],
+                request=_text(started.get("request")),
+                agent_name=_text(started.get("agent_name"))[:100],
+                max_steps=int(started.get("max_steps") or 0),
+                model=_text(metadata.get("model"))[:100],
+                metadata=metadata,
+                started_at=item.timestamp,
             )
         elif kind == EventType.STATUS_UPDATE:
             trace["current_step"] = int(cast(StatusUpdate, item.data).get("current_step") or 0)
         elif kind == EventType.TRACE_COMPLETED:
             data = cast(TraceCompleted, item.data)
             trace.update(
-                status=data.get("status") or Trace.Status.SUCCESS, ended_at=item.timestamp,
-                duration_ms=data.get("duration_ms") if data.get("duration_ms") is not None
+                status=data.get("status") or Trace.Status.SUCCESS,
+                ended_at=item.timestamp,
+                duration_ms=data.get("duration_ms")
+                if data.get("duration_ms") is not None
                 else int((item.timestamp - trace["started_at"]).total_seconds() * 1000),
                 total_runs=int(data.get("total_runs") or 0),
                 total_cost=Decimal(str(data.get("total_cost") or 0)),
                 final_response=_text(data.get("final_response")),
-                error=_text(data.get("error")), error_type=_text(data.get("error_type"))[:100],
+                error=_text(data.get("error")),
+                error_type=_text(data.get("error_type"))[:100],
             )
-            if data.get("total_tokens") is not None:
-                trace["total_tokens"] = int(data["total_tokens"])
+            total_tokens = data.get("total_tokens")
+            if total_tokens is not None:
+                trace["total_tokens"] = int(total_tokens)
         if kind == EventType.THINK_DELTA:
             delta_of = cast(ThinkDelta, item.data).get("run_id")
             return uuid.UUID(delta_of) if delta_of else None
@@ -186,12 +204,16 @@ class Batch:
         parent = fields.get("parent_run_id")
         run.update(
             parent_id=uuid.UUID(str(parent)) if parent else None,
-            name=_text(fields.get("name"))[:200], run_type=fields.get("run_type") or Run.Type.AGENT,
+            name=_text(fields.get("name"))[:200],
+            run_type=fields.get("run_type") or Run.Type.AGENT,
             status=fields.get("status") or Run.Status.RUNNING,
             start_time=_time(fields.get("start_time")) or run.get("start_time") or item.timestamp,
-            end_time=_time(fields.get("end_time")), duration_ms=fields.get("duration_ms"),
-            inputs=fields.get("inputs") or {}, outputs=fields.get("outputs") or {},
-            error=_text(fields.get("error")), error_type=_text(fields.get("error_type"))[:100],
+            end_time=_time(fields.get("end_time")),
+            duration_ms=fields.get("duration_ms"),
+            inputs=fields.get("inputs") or {},
+            outputs=fields.get("outputs") or {},
+            error=_text(fields.get("error")),
+            error_type=_text(fields.get("error_type"))[:100],
             metadata=fields.get("metadata") or {},
         )
         if kind == EventType.THINK_COMPLETED or (kind == EventType.RUN_ERROR and fields.get("token_usage")):
@@ -204,13 +226,22 @@ class Batch:
 
     def write(self) -> None:
         """Runs on the writer thread: one transaction for the whole batch."""
-        upsert = {"update_conflicts": True}
-        if connection.features.supports_update_conflicts_with_target:
-            upsert["unique_fields"] = ["id"]
+        # MySQL upserts on any unique key (ON DUPLICATE KEY UPDATE); the others need it named.
+        unique = ["id"] if connection.features.supports_update_conflicts_with_target else None
         with transaction.atomic():
-            Trace.objects.bulk_create([Trace(**row) for row in self.traces.values()], update_fields=TRACE_FIELDS, **upsert)
+            Trace.objects.bulk_create(
+                [Trace(**row) for row in self.traces.values()],
+                update_conflicts=True,
+                unique_fields=unique,
+                update_fields=TRACE_FIELDS,
+            )
             if self.runs:
-                Run.objects.bulk_create([Run(**row) for row in self.runs.values()], update_fields=RUN_FIELDS, **upsert)
+                Run.objects.bulk_create(
+                    [Run(**row) for row in self.runs.values()],
+                    update_conflicts=True,
+                    unique_fields=unique,
+                    update_fields=RUN_FIELDS,
+                )
             _insert_events(self.events)
 
     def commit(self, items: list[Pending]) -> None:
@@ -224,15 +255,23 @@ class Batch:
             self.run_owner[run_id].runs[run_id] = row
 
 
-EVENT_FIELDS = [Event._meta.get_field(name) for name in ("trace", "seq", "event_type", "timestamp", "message_id", "run_id", "envelope")]
+EVENT_FIELDS = [
+    cast(models.Field, Event._meta.get_field(name))
+    for name in ("trace", "seq", "event_type", "timestamp", "message_id", "run_id", "envelope")
+]
 
 
 def _insert_events(rows: list[tuple]) -> None:
     """One executemany for the batch's events: the bulk of every write, without the ORM's per-row SQL compiling."""
     quote = connection.ops.quote_name
-    sql = (f"INSERT INTO {quote(Event._meta.db_table)} ({', '.join(quote(f.column) for f in EVENT_FIELDS)}) "
-           f"VALUES ({', '.join(['%s'] * len(EVENT_FIELDS))})")
-    prepared = [[field.get_db_prep_save(value, connection) for field, value in zip(EVENT_FIELDS, row)] for row in rows]
+    sql = (
+        f"INSERT INTO {quote(Event._meta.db_table)} ({', '.join(quote(f.column or f.name) for f in EVENT_FIELDS)}) "
+        f"VALUES ({', '.join(['%s'] * len(EVENT_FIELDS))})"
+    )
+    prepared = [
+        [field.get_db_prep_save(value, connection) for field, value in zip(EVENT_FIELDS, row, strict=True)]
+        for row in rows
+    ]
     with connection.cursor() as cursor:
         cursor.executemany(sql, prepared)
 
@@ -247,7 +286,9 @@ class EventStore:
     """Group commit and in-order publishing for every trace recorded by this event loop."""
 
     def __init__(self, channel_layer: Any = None) -> None:
-        self.layer: BestEffortLayer | None = BestEffortLayer.wrap(channel_layer) if channel_layer is not None else live_layer()
+        self.layer: BestEffortLayer | None = (
+            BestEffortLayer.wrap(channel_layer) if channel_layer is not None else live_layer()
+        )
         self.queue: asyncio.Queue[Pending] = asyncio.Queue()
         self.published: asyncio.Queue[list[Pending]] = asyncio.Queue()
         self.store_ok = True
@@ -292,7 +333,7 @@ class EventStore:
         started = time.perf_counter()
         try:
             batch = await loop.run_in_executor(_writer_thread, _write_with_retries, items)
-        except Exception as exc:  # the database stayed down: fail these events, deliver nothing
+        except Exception as exc:  # noqa: BLE001 - the database stayed down: fail these events, deliver nothing
             if self.store_ok:
                 logger.error("trace history unavailable, %d event(s) not stored: %s", len(items), exc)
             self.store_ok = False
@@ -327,12 +368,19 @@ class EventStore:
         by_group: dict[str, list[dict]] = {}
         for item in items:
             state = item.state
-            message = {"type": protocol.TRACE_EVENT_MESSAGE, "trace_id": str(state.trace_id), "seq": item.seq,
-                       "owner_id": state.trace.get("owner_id"), "text": item.text}
+            message = {
+                "type": protocol.TRACE_EVENT_MESSAGE,
+                "trace_id": str(state.trace_id),
+                "seq": item.seq,
+                "owner_id": state.trace.get("owner_id"),
+                "text": item.text,
+            }
             by_group.setdefault(protocol.trace_group(state.trace_id), []).append(message)
             by_group.setdefault(state.session.group, []).append(message)
             if item.event_type in protocol.FEED_EVENTS:
-                by_group.setdefault(protocol.ALL_TRACES_GROUP, []).append({**message, "type": protocol.TRACE_FEED_MESSAGE})
+                by_group.setdefault(protocol.ALL_TRACES_GROUP, []).append(
+                    {**message, "type": protocol.TRACE_FEED_MESSAGE}
+                )
 
         async def send_in_order(group: str, messages: list[dict]) -> None:
             async with self.publish_slots:
@@ -408,14 +456,14 @@ class TraceRecorder:
         self,
         *,
         trace_id: uuid.UUID | None = None,
-        session: SessionKey = SessionKey(""),
+        session: SessionKey | None = None,
         source: str = Trace.Source.WEBSOCKET,
         owner_id: int | None = None,
         rerun_of: uuid.UUID | None = None,
         store: EventStore | None = None,
     ) -> None:
         self.trace_id = trace_id or uuid.uuid4()
-        self.session = session
+        self.session = session = session or SessionKey("")
         self.store = store or get_event_store()
         self.in_flight: collections.deque[asyncio.Future] = collections.deque()
         self.failure: TraceStoreError | None = None
@@ -424,8 +472,15 @@ class TraceRecorder:
             trace_id=self.trace_id,
             session=session,
             trace={
-                "id": self.trace_id, "session_id": session.session_id, "source": source, "owner_id": owner_id,
-                "rerun_of_id": rerun_of, "name": "", "agent_name": "", "request": "", "started_at": now,
+                "id": self.trace_id,
+                "session_id": session.session_id,
+                "source": source,
+                "owner_id": owner_id,
+                "rerun_of_id": rerun_of,
+                "name": "",
+                "agent_name": "",
+                "request": "",
+                "started_at": now,
                 "status": Trace.Status.RUNNING,
             },
         )
@@ -434,7 +489,9 @@ class TraceRecorder:
         """Queue the event; it is stored, then delivered, shortly after. See the module docstring."""
         await self.submit(event_type, data, timestamp)
 
-    async def submit(self, event_type: EventType, data: EventData, timestamp: dt.datetime | None = None) -> asyncio.Future:
+    async def submit(
+        self, event_type: EventType, data: EventData, timestamp: dt.datetime | None = None
+    ) -> asyncio.Future:
         """Queue the event; returns a future of ``(seq, envelope text)`` that resolves once it is stored.
 
         Raises ``TraceStoreError`` if an earlier event of this trace could not be stored.
@@ -456,8 +513,11 @@ class TraceRecorder:
         return future
 
     def _settled(self, future: asyncio.Future) -> None:
-        if not future.cancelled() and future.exception() is not None and self.failure is None:
-            self.failure = future.exception()
+        if future.cancelled() or self.failure is not None:
+            return
+        error = future.exception()
+        if isinstance(error, TraceStoreError):
+            self.failure = error
 
     async def flush(self) -> None:
         """Wait until every event emitted so far is stored; raises ``TraceStoreError`` if one was not."""

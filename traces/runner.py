@@ -40,7 +40,7 @@ class ObservedRecorder(TraceRecorder):
                 result = self.listener(protocol.loads(text))
                 if asyncio.iscoroutine(result):
                     await result
-            except Exception as exc:  # a closed terminal must not fail the recorded run
+            except Exception as exc:  # noqa: BLE001 - a closed terminal must not fail the recorded run
                 logger.warning("trace listener failed and was detached: %r", exc)
                 self.listener = None
 
@@ -54,7 +54,9 @@ async def close_when_writable(recorder: TraceRecorder, error: str) -> bool:
     for _ in range(FINALIZE_ATTEMPTS):
         await recorder.reset_failure()
         try:
-            await recorder.emit(EventType.TRACE_COMPLETED, trace_failed(str(recorder.trace_id), error, "TraceStoreError"))
+            await recorder.emit(
+                EventType.TRACE_COMPLETED, trace_failed(str(recorder.trace_id), error, "TraceStoreError")
+            )
             logger.warning("trace=%s recorded as failed after the history database came back", recorder.trace_id)
             return True
         except TraceStoreError:
@@ -79,10 +81,22 @@ async def run_trace(
 ) -> AgentResult:
     """Run the agent on ``question`` and record the trace. Never raises for agent failures."""
     recorder = ObservedRecorder(
-        listener, trace_id=trace_id, session=session, source=source, owner_id=owner_id, rerun_of=rerun_of, store=store,
+        listener,
+        trace_id=trace_id,
+        session=session,
+        source=source,
+        owner_id=owner_id,
+        rerun_of=rerun_of,
+        store=store,
     )
     agent = agent or build_agent(model, max_steps)
-    logger.info("run started trace=%s session=%s source=%s model=%s", recorder.trace_id, session.session_id, source, agent.model.name)
+    logger.info(
+        "run started trace=%s session=%s source=%s model=%s",
+        recorder.trace_id,
+        session.session_id,
+        source,
+        agent.model.name,
+    )
     try:
         result = await agent.run(question, recorder)
         await recorder.flush()
@@ -92,5 +106,12 @@ async def run_trace(
         logger.error("run aborted trace=%s: %s", recorder.trace_id, exc)
         asyncio.get_running_loop().create_task(close_when_writable(recorder, str(exc)))
         return AgentResult(TraceOutcome.ERROR, "", str(exc), "TraceStoreError", stopped_by=StopReason.ERROR)
-    logger.info("run finished trace=%s session=%s status=%s steps=%s tokens=%s", recorder.trace_id, session.session_id, result.status, result.steps, result.total_tokens)
+    logger.info(
+        "run finished trace=%s session=%s status=%s steps=%s tokens=%s",
+        recorder.trace_id,
+        session.session_id,
+        result.status,
+        result.steps,
+        result.total_tokens,
+    )
     return result

@@ -13,13 +13,44 @@ from traces import protocol
 from traces.models import Event, Run, Trace
 
 TRACE_EXPORT_FIELDS = [
-    "name", "session_id", "agent_name", "request", "final_response", "status", "max_steps", "current_step",
-    "model", "source", "started_at", "ended_at", "duration_ms", "prompt_tokens", "completion_tokens",
-    "total_tokens", "total_cost", "total_runs", "last_seq", "error", "error_type", "metadata",
+    "name",
+    "session_id",
+    "agent_name",
+    "request",
+    "final_response",
+    "status",
+    "max_steps",
+    "current_step",
+    "model",
+    "source",
+    "started_at",
+    "ended_at",
+    "duration_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "total_cost",
+    "total_runs",
+    "last_seq",
+    "error",
+    "error_type",
+    "metadata",
 ]
 RUN_EXPORT_FIELDS = [
-    "name", "run_type", "status", "start_time", "end_time", "duration_ms", "inputs", "outputs", "error",
-    "error_type", "metadata", "prompt_tokens", "completion_tokens", "total_tokens",
+    "name",
+    "run_type",
+    "status",
+    "start_time",
+    "end_time",
+    "duration_ms",
+    "inputs",
+    "outputs",
+    "error",
+    "error_type",
+    "metadata",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
 ]
 
 
@@ -34,7 +65,9 @@ def export_value(value: Any) -> Any:
 
 def trace_document(trace: Trace) -> dict[str, Any]:
     """The trace, its runs and its events (the exact envelopes, in seq order)."""
-    return _document(trace, trace.runs.order_by("start_time", "id"), trace.events.order_by("seq").values_list("envelope", flat=True))
+    return _document(
+        trace, trace.runs.order_by("start_time", "id"), trace.events.order_by("seq").values_list("envelope", flat=True)
+    )
 
 
 def trace_documents(traces: list[Trace]) -> Iterator[dict[str, Any]]:
@@ -44,7 +77,9 @@ def trace_documents(traces: list[Trace]) -> Iterator[dict[str, Any]]:
     for run in Run.objects.filter(trace_id__in=ids).order_by("start_time", "id"):
         runs[run.trace_id].append(run)
     events: dict[Any, list[str]] = defaultdict(list)
-    for trace_id, text in Event.objects.filter(trace_id__in=ids).order_by("trace_id", "seq").values_list("trace_id", "envelope"):
+    for trace_id, text in (
+        Event.objects.filter(trace_id__in=ids).order_by("trace_id", "seq").values_list("trace_id", "envelope")
+    ):
         events[trace_id].append(text)
     for trace in traces:
         yield _document(trace, runs[trace.pk], events[trace.pk])
@@ -59,8 +94,11 @@ def _document(trace: Trace, runs: Iterable[Run], envelopes: Iterable[str]) -> di
     document = trace_header(trace)
     document["rerun_of"] = str(trace.rerun_of_id) if trace.rerun_of_id else None
     document["runs"] = [
-        {"id": str(run.pk), "parent_id": str(run.parent_id) if run.parent_id else None,
-         **{name: export_value(getattr(run, name)) for name in RUN_EXPORT_FIELDS}}
+        {
+            "id": str(run.pk),
+            "parent_id": str(run.parent_id) if run.parent_id else None,
+            **{name: export_value(getattr(run, name)) for name in RUN_EXPORT_FIELDS},
+        }
         for run in runs
     ]
     document["events"] = [protocol.loads(text) for text in envelopes]

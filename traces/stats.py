@@ -30,37 +30,48 @@ def percentile(values: list[int], fraction: float) -> int | None:
     if not values:
         return None
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(fraction * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(fraction * (len(values) - 1)))]
 
 
 def dashboard(traces, since: dt.datetime, hourly: bool) -> dict:
     traces = traces.filter(started_at__gte=since)
     trunc = TruncHour("started_at") if hourly else TruncDay("started_at")
     buckets: dict[dt.datetime, Bucket] = {}
-    for row in traces.annotate(bucket=trunc).values("bucket", "status").annotate(n=Count("id"), tokens=Sum("total_tokens"), cost=Sum("total_cost")).order_by("bucket"):
+    for row in (
+        traces.annotate(bucket=trunc)
+        .values("bucket", "status")
+        .annotate(n=Count("id"), tokens=Sum("total_tokens"), cost=Sum("total_cost"))
+        .order_by("bucket")
+    ):
         bucket = buckets.setdefault(row["bucket"], Bucket(row["bucket"]))
         setattr(bucket, row["status"], getattr(bucket, row["status"]) + row["n"])
         bucket.tokens += row["tokens"] or 0
         bucket.cost += float(row["cost"] or 0)
     totals = traces.aggregate(
-        runs=Count("id"), errors=Count("id", filter=Q(status=Trace.Status.ERROR)), tokens=Sum("total_tokens"),
-        cost=Sum("total_cost"), avg_ms=Avg("duration_ms"),
+        runs=Count("id"),
+        errors=Count("id", filter=Q(status=Trace.Status.ERROR)),
+        tokens=Sum("total_tokens"),
+        cost=Sum("total_cost"),
+        avg_ms=Avg("duration_ms"),
     )
-    durations = list(traces.exclude(duration_ms=None).order_by("duration_ms").values_list("duration_ms", flat=True)[:100000])
+    durations = list(
+        traces.exclude(duration_ms=None).order_by("duration_ms").values_list("duration_ms", flat=True)[:100000]
+    )
     runs = Run.objects.filter(trace__in=traces)
     tools = list(
-        runs.filter(run_type=Run.Type.TOOL).values("name")
+        runs.filter(run_type=Run.Type.TOOL)
+        .values("name")
         .annotate(calls=Count("id"), errors=Count("id", filter=Q(status=Run.Status.ERROR)), avg_ms=Avg("duration_ms"))
         .order_by("-calls")
     )
-    for tool in tools:
-        tool["error_share"] = tool["errors"] / tool["calls"] if tool["calls"] else 0
-    slowest_sql = list(
-        runs.filter(run_type=Run.Type.TOOL, name="run_sql", status=Run.Status.SUCCESS).exclude(duration_ms=None)
-        .order_by("-duration_ms").values("trace_id", "duration_ms", "outputs")[:10]
-    )
-    for row in slowest_sql:
-        row["sql"] = (row.pop("outputs") or {}).get("sql", "")
+    tool_rows = [{**tool, "error_share": tool["errors"] / tool["calls"] if tool["calls"] else 0} for tool in tools]
+    slowest_sql = [
+        {"trace_id": row["trace_id"], "duration_ms": row["duration_ms"], "sql": (row["outputs"] or {}).get("sql", "")}
+        for row in runs.filter(run_type=Run.Type.TOOL, name="run_sql", status=Run.Status.SUCCESS)
+        .exclude(duration_ms=None)
+        .order_by("-duration_ms")
+        .values("trace_id", "duration_ms", "outputs")[:10]
+    ]
     questions = list(traces.values("request").annotate(n=Count("id")).order_by("-n", "request")[:10])
     return {
         "buckets": list(buckets.values()),
@@ -68,7 +79,7 @@ def dashboard(traces, since: dt.datetime, hourly: bool) -> dict:
         "error_rate": (totals["errors"] / totals["runs"]) if totals["runs"] else 0,
         "p50": percentile(durations, 0.5),
         "p95": percentile(durations, 0.95),
-        "tools": tools,
+        "tools": tool_rows,
         "slowest_sql": slowest_sql,
         "questions": questions,
     }
@@ -85,5 +96,15 @@ def bar_chart(buckets: list[Bucket], keys: list[str], width: int = 720, height: 
             value = getattr(bucket, key)
             h = value / peak * (height - 10)
             y -= h
-            bars.append({"x": round(index * step + 1, 1), "y": round(y, 1), "w": round(max(step - 2, 1), 1), "h": round(h, 1), "key": key, "value": value, "label": bucket.start})
+            bars.append(
+                {
+                    "x": round(index * step + 1, 1),
+                    "y": round(y, 1),
+                    "w": round(max(step - 2, 1), 1),
+                    "h": round(h, 1),
+                    "key": key,
+                    "value": value,
+                    "label": bucket.start,
+                }
+            )
     return {"bars": bars, "width": width, "height": height, "peak": peak}

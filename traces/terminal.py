@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import IO, Any, cast
 
+from django.core.management.base import OutputWrapper
 from rich.console import Console
 from rich.markdown import Markdown
 from rich.panel import Panel
+from rich.status import Status
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from agents.events import EventType, RunFields, TraceCompleted, TraceStarted
+from agents.events import EventType, RunFields, TokenUsage, TraceCompleted, TraceStarted
 
 MAX_ROWS = 20
+
+
+def terminal_stream(output: OutputWrapper) -> IO[str]:
+    """The stream under a management command's ``self.stdout``, for writers that end their own lines."""
+    return cast(IO[str], output._out)
 
 
 class TerminalView:
@@ -22,7 +29,7 @@ class TerminalView:
     def __init__(self, console: Console | None = None, quiet: bool = False) -> None:
         self.console = console or Console()
         self.quiet = quiet
-        self.spinner = None
+        self.spinner: Status | None = None
 
     def __call__(self, message: dict[str, Any]) -> None:
         kind = message["event_type"]
@@ -38,8 +45,8 @@ class TerminalView:
     def _spin(self, text: str) -> None:
         self._stop()
         if self.console.is_terminal:
-            self.spinner = self.console.status(text)
-            self.spinner.start()
+            spinner = self.spinner = self.console.status(text)
+            spinner.start()
 
     def _stop(self) -> None:
         if self.spinner is not None:
@@ -49,7 +56,14 @@ class TerminalView:
     def on_trace_started(self, data: TraceStarted) -> None:
         model = (data.get("metadata") or {}).get("model", "")
         body = Text(data.get("request", ""), style="bold")
-        self.console.print(Panel(body, title=f"{data.get('agent_name')} · {model}", subtitle=f"trace {data.get('trace_id')}", expand=False))
+        self.console.print(
+            Panel(
+                body,
+                title=f"{data.get('agent_name')} · {model}",
+                subtitle=f"trace {data.get('trace_id')}",
+                expand=False,
+            )
+        )
 
     def on_step_started(self, data: RunFields) -> None:
         self.console.rule(Text(data.get("name", ""), style="cyan"), align="left")
@@ -59,8 +73,14 @@ class TerminalView:
 
     def on_think_completed(self, data: RunFields) -> None:
         self._stop()
-        usage = data.get("token_usage") or {}
-        self.console.print(Text(f"think · {data.get('duration_ms')} ms · {usage.get('total_tokens', 0)} tokens · {data.get('model', '')}", style="dim"))
+        usage = data.get("token_usage") or TokenUsage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
+        self.console.print(
+            Text(
+                f"think · {data.get('duration_ms')} ms · {usage.get('total_tokens', 0)} tokens · "
+                f"{data.get('model', '')}",
+                style="dim",
+            )
+        )
         content = (data.get("outputs") or {}).get("content")
         if content and (data.get("outputs") or {}).get("tool_calls"):
             self.console.print(Text(content))
@@ -86,11 +106,19 @@ class TerminalView:
                 table.add_row(*["" if v is None else str(v) for v in row])
             self.console.print(table)
             if len(rows) > MAX_ROWS or outputs.get("truncated"):
-                self.console.print(Text(f"({len(rows)} rows{', more in the database' if outputs.get('truncated') else ''})", style="dim"))
+                self.console.print(
+                    Text(
+                        f"({len(rows)} rows{', more in the database' if outputs.get('truncated') else ''})", style="dim"
+                    )
+                )
 
     def on_run_error(self, data: RunFields) -> None:
         self._stop()
-        self.console.print(Text(f"✗ {data.get('name')} {data.get('status')}: {data.get('error_type')}: {data.get('error')}", style="red"))
+        self.console.print(
+            Text(
+                f"✗ {data.get('name')} {data.get('status')}: {data.get('error_type')}: {data.get('error')}", style="red"
+            )
+        )
         sql = (data.get("outputs") or {}).get("sql")
         if sql:
             self.console.print(Syntax(sql, "sql", word_wrap=True))
@@ -103,7 +131,10 @@ class TerminalView:
             self.console.print(Panel(Markdown(data["final_response"]), title="Answer", border_style=style))
         if data.get("error"):
             self.console.print(Text(f"{data.get('error_type')}: {data['error']}", style="red"))
-        self.console.print(Text(
-            f"{status} · {data.get('duration_ms')} ms · {data.get('total_runs')} runs · {data.get('total_tokens')} tokens · ${data.get('total_cost', 0):.6f}",
-            style=f"bold {style}",
-        ))
+        self.console.print(
+            Text(
+                f"{status} · {data.get('duration_ms')} ms · {data.get('total_runs')} runs · "
+                f"{data.get('total_tokens')} tokens · ${data.get('total_cost', 0):.6f}",
+                style=f"bold {style}",
+            )
+        )

@@ -46,7 +46,12 @@ def export_csv(traces) -> Iterator[str]:
     for batch in _chunks(traces):
         for trace in batch:
             document = trace_header(trace)
-            writer.writerow([document[name] if not isinstance(document[name], dict) else protocol.dumps(document[name]) for name in CSV_FIELDS])
+            writer.writerow(
+                [
+                    document[name] if not isinstance(document[name], dict) else protocol.dumps(document[name])
+                    for name in CSV_FIELDS
+                ]
+            )
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()
@@ -64,8 +69,12 @@ def import_document(document: dict) -> bool:
     if Trace.objects.filter(pk=trace_id).exists():
         return False
     fields = {name: document.get(name) for name in TRACE_EXPORT_FIELDS}
-    fields.update(started_at=_time(fields["started_at"]), ended_at=_time(fields["ended_at"]),
-                  total_cost=Decimal(str(fields["total_cost"] or 0)), metadata=fields["metadata"] or {})
+    fields.update(
+        started_at=_time(fields["started_at"]),
+        ended_at=_time(fields["ended_at"]),
+        total_cost=Decimal(str(fields["total_cost"] or 0)),
+        metadata=fields["metadata"] or {},
+    )
     # rerun_of is linked by link_reruns() once the whole file is in: the original may come later.
     Trace.objects.create(id=trace_id, **fields)
     runs = []
@@ -76,11 +85,21 @@ def import_document(document: dict) -> bool:
     # Parents first: a step is created before the runs under it.
     runs.sort(key=lambda r: r.parent_id is not None)
     Run.objects.bulk_create(runs, batch_size=500)
-    Event.objects.bulk_create([
-        Event(trace_id=trace_id, seq=message["seq"], event_type=message["event_type"], timestamp=_time(message["timestamp"]),
-              message_id=message["message_id"], run_id=(message.get("data") or {}).get("run_id"), envelope=protocol.dumps(message))
-        for message in document.get("events", [])
-    ], batch_size=500)
+    Event.objects.bulk_create(
+        [
+            Event(
+                trace_id=trace_id,
+                seq=message["seq"],
+                event_type=message["event_type"],
+                timestamp=_time(message["timestamp"]),
+                message_id=message["message_id"],
+                run_id=(message.get("data") or {}).get("run_id"),
+                envelope=protocol.dumps(message),
+            )
+            for message in document.get("events", [])
+        ],
+        batch_size=500,
+    )
     return True
 
 

@@ -4,6 +4,7 @@ import asyncio
 import datetime as dt
 import os
 import uuid
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.paginator import Paginator
@@ -12,7 +13,6 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
-
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
 from agents.config import model_label
@@ -22,8 +22,8 @@ from traces.compare import compare
 from traces.forms import HistoryFilter
 from traces.layer import live_layer
 from traces.live import running_agents, sockets
-from traces.pagination import keyset_page
 from traces.models import Run, Trace
+from traces.pagination import keyset_page
 from traces.serializers import trace_document
 
 PAGE_SIZE = 50
@@ -35,7 +35,12 @@ EXAMPLE_QUESTIONS = [
     "latest 5 orders",
     "what tables are there?",
 ]
-DASHBOARD_RANGES = {"24h": dt.timedelta(hours=24), "7d": dt.timedelta(days=7), "30d": dt.timedelta(days=30), "90d": dt.timedelta(days=90)}
+DASHBOARD_RANGES = {
+    "24h": dt.timedelta(hours=24),
+    "7d": dt.timedelta(days=7),
+    "30d": dt.timedelta(days=30),
+    "90d": dt.timedelta(days=90),
+}
 
 
 def _visible(request: HttpRequest):
@@ -46,9 +51,16 @@ def live(request: HttpRequest) -> HttpResponse:
     rerun = None
     if request.GET.get("rerun"):
         rerun = _visible(request).filter(pk=_uuid_or_none(request.GET["rerun"])).only("id", "request").first()
-    return render(request, "traces/live.html", {
-        "recent": _visible(request)[:15], "model_name": model_label(), "examples": EXAMPLE_QUESTIONS, "rerun": rerun,
-    })
+    return render(
+        request,
+        "traces/live.html",
+        {
+            "recent": _visible(request)[:15],
+            "model_name": model_label(),
+            "examples": EXAMPLE_QUESTIONS,
+            "rerun": rerun,
+        },
+    )
 
 
 def trace_list(request: HttpRequest) -> HttpResponse:
@@ -57,14 +69,14 @@ def trace_list(request: HttpRequest) -> HttpResponse:
     query = request.GET.copy()
     for key in ("page", "after"):
         query.pop(key, None)
-    context = {"form": form, "query": query.urlencode()}
+    context: dict[str, Any] = {"form": form, "query": query.urlencode()}
     if form.newest_first and "page" not in request.GET:
         # The default view: keyset pages, as fast at the 2,000th page as at the first.
-        context["keyset"] = keyset_page(traces, request.GET.get("after"), PAGE_SIZE)
-        context["rows"] = context["keyset"].items
+        keyset = context["keyset"] = keyset_page(traces, request.GET.get("after"), PAGE_SIZE)
+        context["rows"] = keyset.items
     else:
-        context["page"] = Paginator(traces, PAGE_SIZE).get_page(request.GET.get("page"))
-        context["rows"] = context["page"].object_list
+        page = context["page"] = Paginator(traces, PAGE_SIZE).get_page(request.GET.get("page"))
+        context["rows"] = page.object_list
     return render(request, "traces/trace_list.html", context)
 
 
@@ -72,18 +84,29 @@ def session_detail(request: HttpRequest, session_id: str) -> HttpResponse:
     traces = list(_visible(request).for_session(session_id).order_by("started_at", "id")[:500])
     if not traces:
         raise Http404("no traces in this session")
-    return render(request, "traces/session_detail.html", {"session_id": session_id, "traces": traces,
-                                                          "total_tokens": sum(t.total_tokens for t in traces)})
+    return render(
+        request,
+        "traces/session_detail.html",
+        {"session_id": session_id, "traces": traces, "total_tokens": sum(t.total_tokens for t in traces)},
+    )
 
 
 def trace_detail(request: HttpRequest, trace_id) -> HttpResponse:
     trace = get_object_or_404(_visible(request).select_related("rerun_of"), pk=trace_id)
     runs = list(trace.runs.order_by("start_time", "id"))
     events = [protocol.loads(text) for text in trace.events.order_by("seq").values_list("envelope", flat=True)]
-    return render(request, "traces/trace_detail.html", {
-        "trace": trace, "tree": run_tree(runs), "waterfall": waterfall(trace, runs), "events": events,
-        "runs_json": {str(r.pk): run_view(r) for r in runs}, "reruns": list(trace.reruns.only("id", "status", "started_at")[:20]),
-    })
+    return render(
+        request,
+        "traces/trace_detail.html",
+        {
+            "trace": trace,
+            "tree": run_tree(runs),
+            "waterfall": waterfall(trace, runs),
+            "events": events,
+            "runs_json": {str(r.pk): run_view(r) for r in runs},
+            "reruns": list(trace.reruns.only("id", "status", "started_at")[:20]),
+        },
+    )
 
 
 def trace_export(request: HttpRequest, trace_id) -> JsonResponse:
@@ -97,7 +120,9 @@ def trace_export(request: HttpRequest, trace_id) -> JsonResponse:
 def trace_feedback(request: HttpRequest, trace_id) -> HttpResponse:
     trace = get_object_or_404(_visible(request), pk=trace_id)
     rating = {"up": 1, "down": -1, "clear": None}.get(request.POST.get("rating", ""), trace.feedback)
-    Trace.objects.filter(pk=trace.pk).update(feedback=rating, feedback_comment=request.POST.get("comment", trace.feedback_comment)[:4000])
+    Trace.objects.filter(pk=trace.pk).update(
+        feedback=rating, feedback_comment=request.POST.get("comment", trace.feedback_comment)[:4000]
+    )
     return redirect("traces:detail", trace_id=trace.pk)
 
 
@@ -111,14 +136,23 @@ def trace_compare(request: HttpRequest) -> HttpResponse:
 
 
 def dashboard(request: HttpRequest) -> HttpResponse:
-    key = request.GET.get("range") if request.GET.get("range") in DASHBOARD_RANGES else "7d"
+    key = request.GET.get("range") or "7d"
+    if key not in DASHBOARD_RANGES:
+        key = "7d"
     since = timezone.now() - DASHBOARD_RANGES[key]
     numbers = stats.dashboard(_visible(request), since, hourly=key == "24h")
-    return render(request, "traces/dashboard.html", {
-        **numbers, "range": key, "ranges": list(DASHBOARD_RANGES), "since": since,
-        "runs_chart": stats.bar_chart(numbers["buckets"], ["success", "error", "cancelled", "running"]),
-        "tokens_chart": stats.bar_chart(numbers["buckets"], ["tokens"]),
-    })
+    return render(
+        request,
+        "traces/dashboard.html",
+        {
+            **numbers,
+            "range": key,
+            "ranges": list(DASHBOARD_RANGES),
+            "since": since,
+            "runs_chart": stats.bar_chart(numbers["buckets"], ["success", "error", "cancelled", "running"]),
+            "tokens_chart": stats.bar_chart(numbers["buckets"], ["tokens"]),
+        },
+    )
 
 
 def run_tree(runs: list[Run]) -> list[dict]:
@@ -140,15 +174,29 @@ def waterfall(trace: Trace, runs: list[Run]) -> list[dict]:
     for run in runs:
         offset = (run.start_time - start).total_seconds() / span * 100
         width = max(((run.end_time or run.start_time) - run.start_time).total_seconds() / span * 100, 0.4)
-        rows.append({"run": run, "offset": round(offset, 2), "width": round(min(width, 100 - offset), 2),
-                     "depth": 0 if run.parent_id is None else 1})
+        rows.append(
+            {
+                "run": run,
+                "offset": round(offset, 2),
+                "width": round(min(width, 100 - offset), 2),
+                "depth": 0 if run.parent_id is None else 1,
+            }
+        )
     return rows
 
 
 def run_view(run: Run) -> dict:
-    return {"name": run.name, "run_type": run.run_type, "status": run.status, "duration_ms": run.duration_ms,
-            "inputs": run.inputs, "outputs": run.outputs, "error": run.error, "error_type": run.error_type,
-            "tokens": run.total_tokens}
+    return {
+        "name": run.name,
+        "run_type": run.run_type,
+        "status": run.status,
+        "duration_ms": run.duration_ms,
+        "inputs": run.inputs,
+        "outputs": run.outputs,
+        "error": run.error,
+        "error_type": run.error_type,
+        "tokens": run.total_tokens,
+    }
 
 
 def _uuid_or_none(value: str) -> uuid.UUID | None:
@@ -182,7 +230,7 @@ async def _check_database() -> str:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
             return "ok"
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure makes the service unhealthy, and says why
             return f"error: {exc}"
 
     return await sync_to_async(check)()
@@ -203,5 +251,3 @@ def metrics(request: HttpRequest) -> HttpResponse:
     else:
         registry = REGISTRY
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
-
-

@@ -128,7 +128,9 @@ def sqlite_database(path: Path) -> dict:
     }
 
 
-def mysql_database(name: str, user: str, password: str, host: str, port: int, charset: str = "utf8mb4", options: dict | None = None) -> dict:
+def mysql_database(
+    name: str, user: str, password: str, host: str, port: int, charset: str = "utf8mb4", options: dict | None = None
+) -> dict:
     return {
         "ENGINE": MYSQL_ENGINE,
         "NAME": name,
@@ -161,7 +163,9 @@ def database_url(name: str, default_sqlite: Path) -> dict:
     if parts.scheme in {"mysql", "mariadb"}:
         db = unquote(parts.path.lstrip("/"))
         if not db:
-            raise ImproperlyConfigured(f"{name} must name a database, e.g. mysql://user:password@127.0.0.1:3306/tracesite")
+            raise ImproperlyConfigured(
+                f"{name} must name a database, e.g. mysql://user:password@127.0.0.1:3306/tracesite"
+            )
         try:
             port = parts.port or 3306
         except ValueError:
@@ -169,8 +173,13 @@ def database_url(name: str, default_sqlite: Path) -> dict:
         options = dict(parse_qsl(parts.query))
         charset = options.pop("charset", "utf8mb4")
         return mysql_database(
-            db, unquote(parts.username or "root"), unquote(parts.password or ""),
-            parts.hostname or "127.0.0.1", port, charset, options,
+            db,
+            unquote(parts.username or "root"),
+            unquote(parts.password or ""),
+            parts.hostname or "127.0.0.1",
+            port,
+            charset,
+            options,
         )
     raise ImproperlyConfigured(f"{name} must start with sqlite:// or mysql://, not {parts.scheme or raw!r}://")
 

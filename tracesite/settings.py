@@ -16,7 +16,9 @@ DATA_DIR = Path(env.string("TRACESITE_DATA_DIR") or BASE_DIR / "var")
 SECRET_KEY = env.secret_key("DJANGO_SECRET_KEY", debug=DEBUG, data_dir=DATA_DIR)
 ALLOWED_HOSTS = env.strings("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 if not ALLOWED_HOSTS:
-    raise env.ImproperlyConfigured("DJANGO_ALLOWED_HOSTS must be set when DJANGO_DEBUG is off (e.g. traces.example.com)")
+    raise env.ImproperlyConfigured(
+        "DJANGO_ALLOWED_HOSTS must be set when DJANGO_DEBUG is off (e.g. traces.example.com)"
+    )
 CSRF_TRUSTED_ORIGINS = env.strings("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 # Extra WebSocket/CORS origins, e.g. a separately served front end on http://localhost:3000.
 TRACE_ALLOWED_ORIGINS = env.strings("TRACE_ALLOWED_ORIGINS", [])

@@ -9,9 +9,17 @@ from agents.database.mysql import MysqlDatabase
 from agents.database.sqlite import SqliteDatabase
 
 __all__ = [
-    "Column", "MysqlDatabase", "QueryError", "QueryResult", "SqlDatabase", "SqliteDatabase", "Table", "open_database",
+    "Column",
+    "MysqlDatabase",
+    "QueryError",
+    "QueryResult",
+    "SqlDatabase",
+    "SqliteDatabase",
+    "Table",
+    "open_database",
     "to_json_value",
 ]
+
 
 def open_database(settings: dict[str, Any], row_limit: int = 200, timeout: float = 5.0) -> SqlDatabase:
     """The agent database described by a Django-style settings dict (``DATABASES["agent"]``)."""

@@ -9,6 +9,7 @@ a subclass each: ``SqliteDatabase`` and ``MysqlDatabase``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import re
 import threading
@@ -117,7 +118,7 @@ class SqlDatabase(ABC):
     def _canceller(self, conn: Any) -> Callable[[], None]:
         """Stops the statement running on ``conn``; called from another thread. Built on the connection's own thread."""
 
-    def _before_query(self, conn: Any, state: _QueryState, deadline: float) -> None:
+    def _before_query(self, conn: Any, state: _QueryState, deadline: float) -> None:  # noqa: B027 - optional
         """Arm a client-side time limit, where the server has none."""
 
     def _release(self, conn: Any) -> None:
@@ -152,14 +153,16 @@ class SqlDatabase(ABC):
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             state.cancel()
-            task.add_done_callback(lambda f: f.cancelled() or f.exception())  # the abandoned query's outcome is not needed
+            task.add_done_callback(
+                lambda f: f.cancelled() or f.exception()
+            )  # the abandoned query's outcome is not needed
             raise
 
     def _execute(self, checked: guard.CheckedSql, state: _QueryState) -> QueryResult:
         started = time.perf_counter()
         try:
             conn = self._connect()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whichever driver's error: the model reads it
             raise QueryError(f"cannot connect to the agent's database: {exc}", "ConnectionError") from None
         state.attach(self._canceller(conn))
         try:
@@ -169,17 +172,15 @@ class SqlDatabase(ABC):
                 cursor.execute(checked.sql)
                 columns = [d[0] for d in cursor.description or []]
                 raw = cursor.fetchmany(self.row_limit + 1) if cursor.description else []
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - whichever driver's error: the model reads it
                 raise self._query_error(exc, state, started) from None
             truncated = len(raw) > self.row_limit
             rows = [[to_json_value(v) for v in row] for row in raw[: self.row_limit]]
             return QueryResult(checked.sql, columns, rows, truncated, int((time.perf_counter() - started) * 1000))
         finally:
             state.detach()
-            try:
+            with contextlib.suppress(Exception):  # the connection is being thrown away anyway
                 self._release(conn)
-            except Exception:  # noqa: BLE001, S110 - the connection is being thrown away anyway
-                pass
 
     def _query_error(self, exc: Exception, state: _QueryState, started: float) -> QueryError:
         text = str(exc.args[1] if len(getattr(exc, "args", ())) > 1 else exc)

@@ -9,6 +9,11 @@ from typing import Any
 
 from agents.database.base import Column, SqlDatabase, Table, aliases
 
+FOREIGN_KEYS_SQL = """
+SELECT COLUMN_NAME, REFERENCED_TABLE_NAME, REFERENCED_COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE
+WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND REFERENCED_TABLE_NAME IS NOT NULL
+"""
+
 
 class MysqlDatabase(SqlDatabase):
     vendor = "mysql"
@@ -77,7 +82,7 @@ class MysqlDatabase(SqlDatabase):
                 killer.cursor().execute(f"KILL QUERY {int(thread_id)}")
             finally:
                 killer.close()
-        except Exception:  # noqa: BLE001, S110 - the statement time limit still stops it
+        except Exception:  # noqa: BLE001 - the statement time limit still stops it
             pass
 
     def _is_timeout(self, text: str, elapsed: float) -> bool:
@@ -101,16 +106,14 @@ class MysqlDatabase(SqlDatabase):
     def _columns(self, table: str) -> list[Column]:
         foreign = {
             column: f"FK -> {ref_table}.{ref_column}"
-            for column, ref_table, ref_column in self._schema_rows(
-                "SELECT COLUMN_NAME, REFERENCED_TABLE_NAME, REFERENCED_COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE "
-                "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND REFERENCED_TABLE_NAME IS NOT NULL",
-                [table],
-            )
+            for column, ref_table, ref_column in self._schema_rows(FOREIGN_KEYS_SQL, [table])
         }
         rows = self._schema_rows(
             "SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLUMN_KEY, COLUMN_COMMENT FROM information_schema.COLUMNS "
             "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
             [table],
         )
-        return [Column(name, type_, nullable == "YES", foreign.get(name, key or ""), aliases(comment))
-                for name, type_, nullable, key, comment in rows]
+        return [
+            Column(name, type_, nullable == "YES", foreign.get(name, key or ""), aliases(comment))
+            for name, type_, nullable, key, comment in rows
+        ]

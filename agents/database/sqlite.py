@@ -16,7 +16,9 @@ class SqliteDatabase(SqlDatabase):
     dialect_family = "SQLite"
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(f"file:{self.settings['NAME']}?mode=ro", uri=True, timeout=self.timeout, check_same_thread=False)
+        conn = sqlite3.connect(
+            f"file:{self.settings['NAME']}?mode=ro", uri=True, timeout=self.timeout, check_same_thread=False
+        )
         conn.execute("PRAGMA query_only = 1")
         return conn
 
@@ -35,13 +37,18 @@ class SqliteDatabase(SqlDatabase):
         return '"' + identifier.replace('"', '""') + '"'
 
     def _table_list(self) -> list[Table]:
-        rows = self._schema_rows("SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        rows = self._schema_rows(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        )
         return [Table(name, aliases(_first_line(create))) for name, create in rows]
 
     def _columns(self, table: str) -> list[Column]:
         create = self._schema_rows("SELECT sql FROM sqlite_master WHERE name = ?", [table])[0][0] or ""
         comments = _column_comments(create)
-        foreign = {row[3]: f"FK -> {row[2]}.{row[4]}" for row in self._schema_rows(f"PRAGMA foreign_key_list({self.quote(table)})")}
+        foreign = {
+            row[3]: f"FK -> {row[2]}.{row[4]}"
+            for row in self._schema_rows(f"PRAGMA foreign_key_list({self.quote(table)})")
+        }
         columns = []
         for _, name, type_, notnull, _, pk in self._schema_rows(f"PRAGMA table_info({self.quote(table)})"):
             key = "PRI" if pk else foreign.get(name, "")

@@ -43,7 +43,9 @@ class Command(BaseCommand):
         for token in tokens:
             state = f"revoked {token.revoked_at:%Y-%m-%d}" if token.revoked_at else "active"
             used = f"{token.last_used_at:%Y-%m-%d %H:%M}" if token.last_used_at else "never"
-            self.stdout.write(f"{token.key_prefix}…  {token.user.get_username():<20} {token.name:<20} {state:<18} last used {used}")
+            self.stdout.write(
+                f"{token.key_prefix}…  {token.user.get_username():<20} {token.name:<20} {state:<18} last used {used}"
+            )
 
     def _revoke(self, prefix: str, **options):
         if len(prefix) < 6:

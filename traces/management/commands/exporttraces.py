@@ -1,10 +1,12 @@
 """Export traces with their runs and events, one JSON document per line (or a CSV of traces)."""
 
+import contextlib
 import datetime as dt
 
 from django.core.management.base import BaseCommand, CommandError
 
 from traces.models import Trace
+from traces.terminal import terminal_stream
 from traces.transfer import export_csv, export_jsonl
 
 
@@ -14,9 +16,16 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--since", help="Traces started on or after this date (YYYY-MM-DD).")
         parser.add_argument("--until", help="Traces started before the end of this date (YYYY-MM-DD).")
-        parser.add_argument("--status", action="append", choices=Trace.Status.values, help="Only this status (repeatable).")
+        parser.add_argument(
+            "--status", action="append", choices=Trace.Status.values, help="Only this status (repeatable)."
+        )
         parser.add_argument("--agent", help="Only this agent.")
-        parser.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="jsonl (default): everything; csv: one row per trace.")
+        parser.add_argument(
+            "--format",
+            choices=["jsonl", "csv"],
+            default="jsonl",
+            help="jsonl (default): everything; csv: one row per trace.",
+        )
         parser.add_argument("-o", "--output", help="File to write (default: stdout).")
 
     def handle(self, *args, since, until, status, agent, format, output, **options):
@@ -31,14 +40,14 @@ class Command(BaseCommand):
         if agent:
             traces = traces.filter(agent_name=agent)
         chunks = export_jsonl(traces) if format == "jsonl" else export_csv(traces)
-        stream = open(output, "w", encoding="utf-8", newline="") if output else self.stdout._out
         count = 0
-        try:
+        with (
+            open(output, "w", encoding="utf-8", newline="")
+            if output
+            else contextlib.nullcontext(terminal_stream(self.stdout)) as stream
+        ):
             for chunk in chunks:
                 stream.write(chunk)
                 count += format == "jsonl"
-        finally:
-            if output:
-                stream.close()
         if output:
             self.stderr.write(f"Wrote {output}" + (f" ({count} traces)" if format == "jsonl" else ""))

@@ -1,5 +1,6 @@
 """Load a JSONL export (from exporttraces) into this instance; traces already here are skipped."""
 
+import contextlib
 import json
 
 from django.core.management.base import BaseCommand, CommandError
@@ -16,10 +17,9 @@ class Command(BaseCommand):
     def handle(self, *args, file: str, **options):
         import sys
 
-        stream = sys.stdin if file == "-" else open(file, encoding="utf-8")
         imported = skipped = 0
         links: dict[str, str] = {}
-        try:
+        with contextlib.nullcontext(sys.stdin) if file == "-" else open(file, encoding="utf-8") as stream:
             for number, line in enumerate(stream, start=1):
                 if not line.strip():
                     continue
@@ -33,8 +33,5 @@ class Command(BaseCommand):
                         links[document["id"]] = document["rerun_of"]
                 else:
                     skipped += 1
-        finally:
-            if stream is not sys.stdin:
-                stream.close()
         link_reruns(links)
         self.stdout.write(self.style.SUCCESS(f"Imported {imported} traces; {skipped} were already here."))

@@ -11,7 +11,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--older-than", required=True, help="Age such as 30d, 12h or 2w.")
-        parser.add_argument("--status", action="append", choices=[s for s in Trace.Status.values if s != "running"], help="Only this status (repeatable).")
+        parser.add_argument(
+            "--status",
+            action="append",
+            choices=[s for s in Trace.Status.values if s != "running"],
+            help="Only this status (repeatable).",
+        )
         parser.add_argument("--dry-run", action="store_true", help="Say how many would go; delete nothing.")
         parser.add_argument("--pause", type=float, default=0.0, help="Seconds to rest between batches.")
 

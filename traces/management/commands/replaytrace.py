@@ -8,7 +8,7 @@ from rich.console import Console
 
 from traces import protocol
 from traces.models import Trace
-from traces.terminal import TerminalView
+from traces.terminal import TerminalView, terminal_stream
 
 
 class Command(BaseCommand):
@@ -16,7 +16,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("trace_id", help="The trace's id.")
-        parser.add_argument("--speed", type=float, default=0.0, help="1 = original timing, N = N× faster, 0 = instant (default).")
+        parser.add_argument(
+            "--speed", type=float, default=0.0, help="1 = original timing, N = N× faster, 0 = instant (default)."
+        )
 
     def handle(self, *args, trace_id: str, speed: float, **options):
         try:
@@ -25,7 +27,7 @@ class Command(BaseCommand):
             raise CommandError(f"no trace {trace_id}") from None
         if speed < 0:
             raise CommandError("--speed must be 0 or more")
-        view = TerminalView(Console(file=self.stdout._out, highlight=False))
+        view = TerminalView(Console(file=terminal_stream(self.stdout), highlight=False))
         first = None
         started = time.monotonic()
         for timestamp, text in trace.events.order_by("seq").values_list("timestamp", "envelope").iterator():

@@ -17,13 +17,16 @@ from traces.access import SessionKey
 from traces.models import Trace
 from traces.recorder import get_event_store
 from traces.runner import run_trace
-from traces.terminal import TerminalView
+from traces.terminal import TerminalView, terminal_stream
 
 EXIT_CANCELLED = 130
 
 
 class Command(BaseCommand):
-    help = 'Ask the agent a question, e.g. runagent "how many orders per country?". The trace is stored and published live.'
+    help = (
+        'Ask the agent a question, e.g. runagent "how many orders per country?". '
+        "The trace is stored and published live."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("question", help="The question for the agent.")
@@ -31,7 +34,9 @@ class Command(BaseCommand):
         parser.add_argument("--max-steps", type=int, help="Step limit (default AGENT_MAX_STEPS).")
         parser.add_argument("--session", default="cli", help="Session id the trace belongs to (default: cli).")
         parser.add_argument("--user", help="Username the trace belongs to (default: none).")
-        parser.add_argument("--json", action="store_true", help="Print one protocol envelope per line and nothing else.")
+        parser.add_argument(
+            "--json", action="store_true", help="Print one protocol envelope per line and nothing else."
+        )
         parser.add_argument("--quiet", action="store_true", help="Print only the final answer.")
 
     def handle(self, *args, question: str, model, max_steps, session, user, json: bool, quiet: bool, **options):
@@ -46,11 +51,12 @@ class Command(BaseCommand):
         if quiet_logs:
             traces_logger.setLevel(logging.WARNING)
         if json:
+
             def listener(message):
                 self.stdout.write(protocol.dumps(message))
                 self.stdout.flush()
         else:
-            listener = TerminalView(Console(file=self.stdout._out, highlight=False), quiet=quiet)
+            listener = TerminalView(Console(file=terminal_stream(self.stdout), highlight=False), quiet=quiet)
         try:
             result = asyncio.run(self._run(question.strip(), session, user_id, model, max_steps, listener))
         finally:
@@ -71,8 +77,17 @@ class Command(BaseCommand):
             raise CommandError(f"no user named {username!r}") from None
 
     async def _run(self, question, session, user_id, model, max_steps, listener):
-        task = asyncio.create_task(run_trace(question, session=SessionKey.of(session, user_id), source=Trace.Source.CLI,
-                                             owner_id=user_id, model=model, max_steps=max_steps, listener=listener))
+        task = asyncio.create_task(
+            run_trace(
+                question,
+                session=SessionKey.of(session, user_id),
+                source=Trace.Source.CLI,
+                owner_id=user_id,
+                model=model,
+                max_steps=max_steps,
+                listener=listener,
+            )
+        )
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, task.cancel)
         loop.add_signal_handler(signal.SIGTERM, task.cancel)

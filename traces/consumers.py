@@ -42,7 +42,7 @@ STALE_AFTER = dt.timedelta(hours=1)
 HOLD_SECONDS = 2.0
 CATCH_UP_SECONDS = 5.0
 FINISHING_SECONDS = 5.0  # how long start_agent waits for a finished run to tidy up
-COMPLETED_PREFIX = '{"event_type":"trace_completed"'  # how a stored trace_completed envelope begins
+COMPLETED_PREFIX = f'{{"event_type":"{EventType.TRACE_COMPLETED}"'  # how a stored trace_completed envelope begins
 
 
 class RateLimiter:

@@ -22,7 +22,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from agents.config import model_label
-from agents.events import format_timestamp, utcnow
+from agents.events import EventType, format_timestamp, utcnow
 from traces import access, protocol
 from traces.access import SessionKey
 from traces.compat import DirectDispatch, SendBuffer

@@ -254,11 +254,13 @@ class _Conversation:
             except ValueError:
                 continue
             if name == "describe_schema" and "tables" in body:
-                self.listing = [SchemaTable(t["name"], t.get("aliases") or [], t.get("rows")) for t in body["tables"]]
+                self.listing = [
+                    SchemaTable(t["name"], t.get("aliases") or [], t.get("estimated_rows")) for t in body["tables"]
+                ]
                 self.dialect = body.get("dialect", "SQLite")
             elif name == "describe_schema" and "columns" in body:
                 self.described[body["table"]] = SchemaTable(
-                    body["table"], body.get("aliases") or [], body.get("rows"), body["columns"]
+                    body["table"], body.get("aliases") or [], body.get("estimated_rows"), body["columns"]
                 )
             elif name == "run_sql":
                 self.query, self.query_sql, self.query_error = body, arguments.get("sql", ""), ""
@@ -436,7 +438,7 @@ class _Conversation:
     def answer_tables(self) -> str:
         rows = [[t.name, t.rows if t.rows is not None else "", ", ".join(t.aliases)] for t in self.listing or []]
         head = self.t(f"The database has {len(rows)} tables:", f"数据库里共有 {len(rows)} 张表：")
-        return f"{head}\n\n{markdown_table(['table', 'rows', 'aliases'], rows)}"
+        return f"{head}\n\n{markdown_table(['table', 'rows (estimate)', 'aliases'], rows)}"
 
     def answer_describe(self, table: SchemaTable) -> str:
         rows = [

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import threading
+from typing import Any
+
 from django.conf import settings
 
 from agents.builtin import BuiltinModel
@@ -15,9 +19,40 @@ from agents.tools import QueryTool, SchemaTool
 BUILTIN = "builtin"
 
 
+class AgentDatabases:
+    """The process's agent databases, one per configuration, each with its connection pool and
+    schema cache: every run of the process shares them. ``close()`` closes the idle connections."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._databases: dict[str, SqlDatabase] = {}
+
+    def get(self, database: dict[str, Any], **options: Any) -> SqlDatabase:
+        key = json.dumps([database, options], sort_keys=True, default=str)
+        with self._lock:
+            found = self._databases.get(key)
+            if found is None:
+                found = self._databases[key] = open_database(database, **options)
+            return found
+
+    def close(self) -> None:
+        with self._lock:
+            databases, self._databases = list(self._databases.values()), {}
+        for database in databases:
+            database.close()
+
+
+databases = AgentDatabases()
+
+
 def agent_database() -> SqlDatabase:
-    return open_database(
-        settings.DATABASES["agent"], row_limit=settings.AGENT_ROW_LIMIT, timeout=settings.AGENT_QUERY_TIMEOUT
+    """The configured agent database (``DATABASES["agent"]``), shared by the process's runs."""
+    return databases.get(
+        settings.DATABASES["agent"],
+        row_limit=settings.AGENT_ROW_LIMIT,
+        timeout=settings.AGENT_QUERY_TIMEOUT,
+        pool_size=settings.AGENT_POOL_SIZE,
+        schema_ttl=settings.AGENT_SCHEMA_TTL,
     )
 
 

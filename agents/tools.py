@@ -42,12 +42,16 @@ class Tool(ABC):
     async def run(self, arguments: dict[str, Any]) -> ToolResult: ...
 
 
+ESTIMATES_NOTE = "estimated from the database's statistics (null: none kept); SELECT COUNT(*) counts exactly"
+
+
 class SchemaTool(Tool):
     name = "describe_schema"
     description = (
-        "Look at the analytics database. Without arguments: list its tables with their row counts and "
-        "aliases (other names people use for them, e.g. in Chinese). With `table`: that table's columns "
-        "(type, key, nullability, aliases) and a few sample values. Call this before writing SQL."
+        "Look at the analytics database. Without arguments: list its tables with their estimated row counts "
+        "and aliases (other names people use for them, e.g. in Chinese). With `table`: that table's columns "
+        "(type, key, nullability, aliases) and a few sample values. Call this before writing SQL. Row counts "
+        "here are the database's estimates; count with SQL when an exact number is asked for."
     )
     parameters = {
         "type": "object",
@@ -65,12 +69,12 @@ class SchemaTool(Tool):
         try:
             if not table:
                 tables = await asyncio.to_thread(self.database.tables)
-                listing = [{"name": t.name, "rows": t.row_count, "aliases": t.aliases} for t in tables]
+                listing = [{"name": t.name, "estimated_rows": t.estimated_rows, "aliases": t.aliases} for t in tables]
                 return ToolResult(
-                    to_json({"dialect": self.database.dialect_label, "tables": listing}),
+                    to_json({"dialect": self.database.dialect_label, "row_counts": ESTIMATES_NOTE, "tables": listing}),
                     {
-                        "columns": ["table", "rows", "aliases"],
-                        "rows": [[t.name, t.row_count, ", ".join(t.aliases)] for t in tables],
+                        "columns": ["table", "rows (estimate)", "aliases"],
+                        "rows": [[t.name, t.estimated_rows, ", ".join(t.aliases)] for t in tables],
                     },
                 )
             described = await asyncio.to_thread(self.database.describe, table)
@@ -89,7 +93,12 @@ class SchemaTool(Tool):
         ]
         return ToolResult(
             to_json(
-                {"table": described.name, "rows": described.row_count, "aliases": described.aliases, "columns": columns}
+                {
+                    "table": described.name,
+                    "estimated_rows": described.estimated_rows,
+                    "aliases": described.aliases,
+                    "columns": columns,
+                }
             ),
             {
                 "columns": ["column", "type", "key", "nullable", "aliases", "samples"],

@@ -77,7 +77,12 @@ async def test_it_caps_rows_and_says_so(demo_db):
 def test_it_reads_aliases_declared_in_the_schema(demo_db):
     tables = {t.name: t for t in demo_db.tables()}
     assert "用户" in tables["users"].aliases and "订单" in tables["orders"].aliases
-    assert tables["order_items"].row_count == 5010
+    # The database's own estimate (ANALYZE ran when the demo was seeded): exact on SQLite, close on InnoDB.
+    assert (
+        tables["order_items"].estimated_rows == 5010
+        if demo_db.vendor == "sqlite"
+        else 2500 < tables["order_items"].estimated_rows < 10000
+    )
     orders = demo_db.describe("orders")
     columns = {c.name: c for c in orders.columns}
     assert columns["user_id"].key == "FK -> users.id"

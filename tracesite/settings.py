@@ -154,6 +154,10 @@ AGENT_PRICES_FILE = env.string("AGENT_PRICES_FILE")
 AGENT_MAX_STEPS = env.integer("AGENT_MAX_STEPS", 10, minimum=1, maximum=50)
 AGENT_ROW_LIMIT = env.integer("AGENT_ROW_LIMIT", 200, minimum=1, maximum=10000)
 AGENT_QUERY_TIMEOUT = env.number("AGENT_QUERY_TIMEOUT", 5.0, minimum=0.1)
+# Read-only connections to the agent's database kept open per process, and how long its schema
+# (tables, columns, estimates, samples) is cached before it is read again.
+AGENT_POOL_SIZE = env.integer("AGENT_POOL_SIZE", 4, minimum=1, maximum=100)
+AGENT_SCHEMA_TTL = env.number("AGENT_SCHEMA_TTL", 300.0, minimum=0.0)
 
 # The live service.
 TRACE_REQUIRE_AUTH = env.boolean("TRACE_REQUIRE_AUTH", default=not DEBUG)

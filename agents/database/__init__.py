@@ -21,8 +21,11 @@ __all__ = [
 ]
 
 
-def open_database(settings: dict[str, Any], row_limit: int = 200, timeout: float = 5.0) -> SqlDatabase:
-    """The agent database described by a Django-style settings dict (``DATABASES["agent"]``)."""
+def open_database(settings: dict[str, Any], **options: Any) -> SqlDatabase:
+    """The agent database described by a Django-style settings dict (``DATABASES["agent"]``).
+
+    ``options``: ``row_limit``, ``timeout`` (seconds per statement), ``pool_size``, ``schema_ttl``.
+    """
     engine = settings["ENGINE"]
     vendor: type[SqlDatabase]
     if engine.endswith("sqlite3"):
@@ -31,4 +34,4 @@ def open_database(settings: dict[str, Any], row_limit: int = 200, timeout: float
         vendor = MysqlDatabase
     else:
         raise ValueError(f"unsupported database engine for the agent: {engine}")
-    return vendor(settings, row_limit=row_limit, timeout=timeout)
+    return vendor(settings, **options)

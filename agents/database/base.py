@@ -1,26 +1,30 @@
 """What every agent database does: guarded, read-only, time-limited queries and schema introspection.
 
 Queries never use Django's connection for the ``agent`` alias (that one can write: it is what
-``seeddemo`` uses). Each query opens its own read-only connection from the same settings. What
-differs between vendors (connecting read-only, the time limit, cancelling, introspection) is in
-a subclass each: ``SqliteDatabase`` and ``MysqlDatabase``.
+``seeddemo`` uses). They run on a pool of read-only connections made from the same settings
+(``agents.database.pool``). What differs between vendors (connecting read-only, the time limit,
+cancelling, introspection, row estimates) is in a subclass each: ``SqliteDatabase`` and
+``MysqlDatabase``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import dataclasses
 import datetime as dt
 import re
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from agents import guard
+from agents.database.pool import ConnectionPool, PoolTimeout
 
 ALIASES_RE = re.compile(r"aliases:\s*([^*]+?)\s*(?:\*/|$)", re.IGNORECASE)
 
@@ -57,7 +61,7 @@ class Table:
     name: str
     aliases: list[str] = field(default_factory=list)
     columns: list[Column] = field(default_factory=list)
-    row_count: int | None = None
+    estimated_rows: int | None = None  # from the database's statistics, never counted
 
 
 def aliases(comment: str | None) -> list[str]:
@@ -87,17 +91,31 @@ def to_json_value(value: Any) -> Any:
 
 
 class SqlDatabase(ABC):
-    """One agent database, built from a Django-style settings dict."""
+    """One agent database, built from a Django-style settings dict.
+
+    It keeps a pool of read-only connections (``pool_size``) and a cache of the schema, refreshed
+    after ``schema_ttl`` seconds or when a query fails on a table or column that is not there.
+    Row counts in the schema are the database's own estimates; nothing here counts rows.
+    """
 
     #: The guard's dialect (``agents.guard``).
     vendor: str
     #: What the model is told it writes.
     dialect_family: str
 
-    def __init__(self, settings: dict[str, Any], row_limit: int = 200, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        settings: dict[str, Any],
+        row_limit: int = 200,
+        timeout: float = 5.0,
+        pool_size: int = 4,
+        schema_ttl: float = 300.0,
+    ) -> None:
         self.settings = settings
         self.row_limit = row_limit
         self.timeout = timeout
+        self.pool = ConnectionPool(self._connect, pool_size, check=self._ping)
+        self.schema = SchemaCache(schema_ttl)
 
     @property
     def name(self) -> str | None:
@@ -107,6 +125,9 @@ class SqlDatabase(ABC):
     @property
     def dialect_label(self) -> str:
         return self.dialect_family
+
+    def close(self) -> None:
+        self.pool.close()
 
     # ------------------------------------------------------------------ the vendor's part
 
@@ -121,23 +142,67 @@ class SqlDatabase(ABC):
     def _before_query(self, conn: Any, state: _QueryState, deadline: float) -> None:  # noqa: B027 - optional
         """Arm a client-side time limit, where the server has none."""
 
-    def _release(self, conn: Any) -> None:
-        conn.close()
+    def _after_query(self, conn: Any) -> None:  # noqa: B027 - optional
+        """Leave the connection as the pool hands it out (no transaction open, no handler armed)."""
+
+    def _ping(self, conn: Any) -> bool:
+        """Whether an idle connection still works."""
+        return True
+
+    @abstractmethod
+    def _is_disconnect(self, exc: Exception) -> bool:
+        """Whether the error means the connection itself is lost (it is not returned to the pool)."""
 
     @abstractmethod
     def _is_timeout(self, text: str, elapsed: float) -> bool:
         """Whether the error text says the statement was stopped for running too long."""
 
     @abstractmethod
-    def _table_list(self) -> list[Table]:
-        """Every table and view, with aliases (and the vendor's own row estimate, if it keeps one)."""
+    def _is_schema_error(self, text: str) -> bool:
+        """Whether the error says a table or column does not exist (the cached schema may be stale)."""
 
     @abstractmethod
-    def _columns(self, table: str) -> list[Column]:
-        """The columns of one table, with keys and aliases."""
+    def _table_list(self, conn: Any) -> list[Table]:
+        """Every table and view, with aliases and the database's own row estimate where it keeps one."""
+
+    @abstractmethod
+    def _all_columns(self, conn: Any, tables: list[str]) -> dict[str, list[Column]]:
+        """The columns of these tables, with keys and aliases."""
 
     @abstractmethod
     def quote(self, identifier: str) -> str: ...
+
+    # ------------------------------------------------------------------ connections
+
+    @contextlib.contextmanager
+    def connection(self, state: _QueryState | None = None) -> Iterator[Any]:
+        """A pooled connection for one statement or one introspection; returned when done.
+
+        It goes back to the pool unless it may be broken: its connection was lost, or its statement
+        was cancelled (a cancel can land late, so the connection is not handed to another query).
+        """
+        try:
+            conn = self.pool.acquire(timeout=self.timeout + 5)
+        except PoolTimeout as exc:
+            raise QueryError(str(exc), "PoolTimeout") from None
+        except Exception as exc:  # noqa: BLE001 - whichever driver's error: the model reads it
+            raise QueryError(f"cannot connect to the agent's database: {exc}", "ConnectionError") from None
+        reuse = False
+        try:
+            yield conn
+            reuse = True
+        except Exception as exc:
+            reuse = not self._is_disconnect(exc)
+            raise
+        finally:
+            if state is not None and state.cancelled:
+                reuse = False
+            if reuse:
+                try:
+                    self._after_query(conn)
+                except Exception:  # noqa: BLE001 - it cannot be reset: it is not reused
+                    reuse = False
+            self.pool.release(conn, reuse)
 
     # ------------------------------------------------------------------ queries
 
@@ -160,27 +225,34 @@ class SqlDatabase(ABC):
 
     def _execute(self, checked: guard.CheckedSql, state: _QueryState) -> QueryResult:
         started = time.perf_counter()
-        try:
-            conn = self._connect()
-        except Exception as exc:  # noqa: BLE001 - whichever driver's error: the model reads it
-            raise QueryError(f"cannot connect to the agent's database: {exc}", "ConnectionError") from None
-        state.attach(self._canceller(conn))
-        try:
-            self._before_query(conn, state, started + self.timeout)
-            cursor = conn.cursor()
+        for attempt in (1, 2):
             try:
-                cursor.execute(checked.sql)
-                columns = [d[0] for d in cursor.description or []]
-                raw = cursor.fetchmany(self.row_limit + 1) if cursor.description else []
+                columns, raw = self._fetch(checked.sql, state, started)
+                break
+            except QueryError:
+                raise
             except Exception as exc:  # noqa: BLE001 - whichever driver's error: the model reads it
-                raise self._query_error(exc, state, started) from None
-            truncated = len(raw) > self.row_limit
-            rows = [[to_json_value(v) for v in row] for row in raw[: self.row_limit]]
-            return QueryResult(checked.sql, columns, rows, truncated, int((time.perf_counter() - started) * 1000))
-        finally:
-            state.detach()
-            with contextlib.suppress(Exception):  # the connection is being thrown away anyway
-                self._release(conn)
+                if attempt == 1 and self._is_disconnect(exc) and not state.cancelled:
+                    continue  # a pooled connection the server had dropped: once more, on a new one
+                error = self._query_error(exc, state, started)
+                if error.error_type == "SchemaChanged":
+                    self.schema.invalidate()
+                raise error from None
+        truncated = len(raw) > self.row_limit
+        rows = [[to_json_value(v) for v in row] for row in raw[: self.row_limit]]
+        return QueryResult(checked.sql, columns, rows, truncated, int((time.perf_counter() - started) * 1000))
+
+    def _fetch(self, sql: str, state: _QueryState, started: float) -> tuple[list[str], list[Any]]:
+        with self.connection(state) as conn:
+            state.attach(self._canceller(conn))
+            try:
+                self._before_query(conn, state, started + self.timeout)
+                cursor = conn.cursor()
+                cursor.execute(sql)
+                columns = [d[0] for d in cursor.description or []]
+                return columns, cursor.fetchmany(self.row_limit + 1) if cursor.description else []
+            finally:
+                state.detach()
 
     def _query_error(self, exc: Exception, state: _QueryState, started: float) -> QueryError:
         text = str(exc.args[1] if len(getattr(exc, "args", ())) > 1 else exc)
@@ -190,48 +262,102 @@ class SqlDatabase(ABC):
             return QueryError(f"the query ran longer than the {self.timeout:g} s limit and was stopped", "QueryTimeout")
         if "read only" in text.lower() or "readonly" in text.lower():
             return QueryError(f"the agent's connection is read-only: {text}", "ReadOnly")
+        if self._is_schema_error(text):
+            return QueryError(text, "SchemaChanged")
         return QueryError(text, type(exc).__name__)
 
     # ------------------------------------------------------------------ schema
 
-    def _schema_rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-        conn = self._connect()
+    def _schema_rows(self, conn: Any, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        cursor = conn.cursor()
+        if params:
+            cursor.execute(sql, params)
+        else:
+            cursor.execute(sql)
+        return list(cursor.fetchall())
+
+    def _introspect(self) -> dict[str, Table]:
+        """The whole schema in one go: tables, estimates, columns, keys and aliases (no samples)."""
+        with self.connection() as conn:
+            tables = self._table_list(conn)
+            columns = self._all_columns(conn, [t.name for t in tables])
+        for table in tables:
+            table.columns = columns.get(table.name, [])
+        return {table.name: table for table in tables}
+
+    def _schema(self, refresh: bool = False) -> dict[str, Table]:
         try:
-            cursor = conn.cursor()
-            cursor.execute(sql, params or [])
-            return list(cursor.fetchall())
-        finally:
-            self._release(conn)
+            return self.schema.get(self._introspect, refresh=refresh)
+        except QueryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whichever driver's error: the model reads it
+            raise QueryError(f"cannot read the schema: {exc}", type(exc).__name__) from None
 
     def tables(self) -> list[Table]:
-        """Every table with its aliases and row count."""
-        found = self._table_list()
-        counts = self._counts([t.name for t in found])
-        for table in found:
-            table.row_count = counts.get(table.name, table.row_count)
-        return found
-
-    def _counts(self, names: list[str]) -> dict[str, int]:
-        if not names:
-            return {}
-        union = " UNION ALL ".join(f"SELECT '{n.replace(chr(39), '')}', COUNT(*) FROM {self.quote(n)}" for n in names)
-        try:
-            return {name: int(count) for name, count in self._schema_rows(union)}
-        except Exception:  # noqa: BLE001 - counts are a nicety; the listing stands without them
-            return {}
+        """Every table with its aliases and estimated row count (columns left out)."""
+        return [dataclasses.replace(t, columns=[]) for t in sorted(self._schema().values(), key=lambda t: t.name)]
 
     def describe(self, table_name: str) -> Table:
         """Columns (type, key, nullability, aliases) and a few sample values of one table."""
-        tables = {t.name.lower(): t for t in self.tables()}
-        table = tables.get(table_name.lower())
+        table = self._find(self._schema(), table_name)
+        if table is None and self.schema.age() > 1.0:  # created since the cache was filled?
+            table = self._find(self._schema(refresh=True), table_name)
         if table is None:
-            known = ", ".join(sorted(t.name for t in tables.values()))
+            known = ", ".join(sorted(self._schema()))
             raise QueryError(f"no table named {table_name!r}; tables: {known}", "UnknownTable")
-        table.columns = self._columns(table.name)
-        samples = self._schema_rows(f"SELECT * FROM {self.quote(table.name)} LIMIT 3")
-        for index, column in enumerate(table.columns):
-            column.samples = [to_json_value(row[index]) for row in samples]
-        return table
+        samples = self.schema.samples(table.name, lambda: self._samples(table))
+        described = copy.deepcopy(table)
+        for index, column in enumerate(described.columns):
+            column.samples = [row[index] for row in samples if index < len(row)]
+        return described
+
+    @staticmethod
+    def _find(schema: dict[str, Table], name: str) -> Table | None:
+        return schema.get(name) or next((t for t in schema.values() if t.name.lower() == name.lower()), None)
+
+    def _samples(self, table: Table) -> list[list[Any]]:
+        with self.connection() as conn:
+            rows = self._schema_rows(conn, f"SELECT * FROM {self.quote(table.name)} LIMIT 3")
+        return [[to_json_value(value) for value in row] for row in rows]
+
+
+class SchemaCache:
+    """The schema of one database, kept ``ttl`` seconds; sample rows kept per table as long."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._tables: dict[str, Table] | None = None
+        self._loaded = 0.0
+        self._samples: dict[str, tuple[float, list[list[Any]]]] = {}
+        self.loads = 0  # introspections over the cache's life: for tests and benchmarks
+
+    def get(self, load: Callable[[], dict[str, Table]], refresh: bool = False) -> dict[str, Table]:
+        with self._lock:  # one introspection at a time; the others wait for its result
+            if refresh or self._tables is None or time.monotonic() - self._loaded >= self.ttl:
+                self._tables = load()
+                self._loaded = time.monotonic()
+                self._samples.clear()
+                self.loads += 1
+            return self._tables
+
+    def samples(self, table: str, load: Callable[[], list[list[Any]]]) -> list[list[Any]]:
+        with self._lock:
+            cached = self._samples.get(table)
+        if cached is not None and time.monotonic() - cached[0] < self.ttl:
+            return cached[1]
+        rows = load()
+        with self._lock:
+            self._samples[table] = (time.monotonic(), rows)
+        return rows
+
+    def age(self) -> float:
+        return time.monotonic() - self._loaded if self._tables is not None else float("inf")
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._tables = None
+            self._samples.clear()
 
 
 class _QueryState:

@@ -9,18 +9,26 @@ from typing import Any
 
 from agents.database.base import Column, SqlDatabase, Table, aliases
 
-FOREIGN_KEYS_SQL = """
-SELECT COLUMN_NAME, REFERENCED_TABLE_NAME, REFERENCED_COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE
-WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND REFERENCED_TABLE_NAME IS NOT NULL
+COLUMNS_SQL = """
+SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLUMN_KEY, COLUMN_COMMENT FROM information_schema.COLUMNS
+WHERE TABLE_SCHEMA = DATABASE() ORDER BY TABLE_NAME, ORDINAL_POSITION
 """
+FOREIGN_KEYS_SQL = """
+SELECT TABLE_NAME, COLUMN_NAME, REFERENCED_TABLE_NAME, REFERENCED_COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE
+WHERE TABLE_SCHEMA = DATABASE() AND REFERENCED_TABLE_NAME IS NOT NULL
+"""
+# Lost connections (server gone, restarted, timed out): such a connection is not pooled again.
+DISCONNECTS = {2006, 2013, 2055}
+# Unknown table, unknown column: the cached schema may be stale.
+SCHEMA_ERRORS = ("doesn't exist", "Unknown column", "Unknown table")
 
 
 class MysqlDatabase(SqlDatabase):
     vendor = "mysql"
     dialect_family = "MySQL/MariaDB"
 
-    def __init__(self, settings: dict[str, Any], row_limit: int = 200, timeout: float = 5.0) -> None:
-        super().__init__(settings, row_limit, timeout)
+    def __init__(self, settings: dict[str, Any], **options: Any) -> None:
+        super().__init__(settings, **options)
         self._mariadb: bool | None = None  # known after the first connection
 
     @property
@@ -57,13 +65,23 @@ class MysqlDatabase(SqlDatabase):
             cursor.execute("SET SESSION max_statement_time = %s", [self.timeout])
         else:
             cursor.execute("SET SESSION MAX_EXECUTION_TIME = %s", [int(self.timeout * 1000)])
+        # Every transaction of this session is read-only (autocommit is off: each statement runs in one).
         cursor.execute("SET SESSION TRANSACTION READ ONLY")
-        cursor.execute("START TRANSACTION READ ONLY")
         return conn
 
-    def _release(self, conn: Any) -> None:
-        conn.rollback()
-        conn.close()
+    def _after_query(self, conn: Any) -> None:
+        conn.rollback()  # end the read-only transaction: no snapshot or metadata lock held while idle
+
+    def _ping(self, conn: Any) -> bool:
+        try:
+            conn.ping()
+        except Exception:  # noqa: BLE001 - any failure: open a new one
+            return False
+        return True
+
+    def _is_disconnect(self, exc: Exception) -> bool:
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+        return code in DISCONNECTS or type(exc).__name__ == "InterfaceError"
 
     def _canceller(self, conn: Any) -> Callable[[], None]:
         thread_id = conn.thread_id()  # read here, on the connection's own thread
@@ -93,27 +111,31 @@ class MysqlDatabase(SqlDatabase):
             or (elapsed >= self.timeout and "interrupt" in lowered)
         )
 
+    def _is_schema_error(self, text: str) -> bool:
+        return any(marker in text for marker in SCHEMA_ERRORS)
+
     def quote(self, identifier: str) -> str:
         return "`" + identifier.replace("`", "``") + "`"
 
-    def _table_list(self) -> list[Table]:
+    def _table_list(self, conn: Any) -> list[Table]:
+        # TABLE_ROWS: the storage engine's estimate (InnoDB samples pages), free to read.
         rows = self._schema_rows(
+            conn,
             "SELECT TABLE_NAME, TABLE_COMMENT, TABLE_ROWS FROM information_schema.TABLES "
-            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE IN ('BASE TABLE', 'VIEW') ORDER BY TABLE_NAME"
-        )
-        return [Table(name, aliases(comment), row_count=count) for name, comment, count in rows]
-
-    def _columns(self, table: str) -> list[Column]:
-        foreign = {
-            column: f"FK -> {ref_table}.{ref_column}"
-            for column, ref_table, ref_column in self._schema_rows(FOREIGN_KEYS_SQL, [table])
-        }
-        rows = self._schema_rows(
-            "SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLUMN_KEY, COLUMN_COMMENT FROM information_schema.COLUMNS "
-            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
-            [table],
+            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE IN ('BASE TABLE', 'VIEW') ORDER BY TABLE_NAME",
         )
         return [
-            Column(name, type_, nullable == "YES", foreign.get(name, key or ""), aliases(comment))
-            for name, type_, nullable, key, comment in rows
+            Table(name, aliases(comment), estimated_rows=int(count) if count is not None else None)
+            for name, comment, count in rows
         ]
+
+    def _all_columns(self, conn: Any, tables: list[str]) -> dict[str, list[Column]]:
+        foreign = {
+            (table, column): f"FK -> {ref_table}.{ref_column}"
+            for table, column, ref_table, ref_column in self._schema_rows(conn, FOREIGN_KEYS_SQL)
+        }
+        columns: dict[str, list[Column]] = {}
+        for table, name, type_, nullable, key, comment in self._schema_rows(conn, COLUMNS_SQL):
+            column = Column(name, type_, nullable == "YES", foreign.get((table, name), key or ""), aliases(comment))
+            columns.setdefault(table, []).append(column)
+        return columns

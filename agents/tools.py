@@ -42,6 +42,7 @@ class Tool(ABC):
     async def run(self, arguments: dict[str, Any]) -> ToolResult: ...
 
 
+MAX_LISTED_COLUMNS = 1000  # the table list names each table's columns up to this many in all
 ESTIMATES_NOTE = "estimated from the database's statistics (null: none kept); SELECT COUNT(*) counts exactly"
 
 
@@ -69,7 +70,18 @@ class SchemaTool(Tool):
         try:
             if not table:
                 tables = await asyncio.to_thread(self.database.tables)
-                listing = [{"name": t.name, "estimated_rows": t.estimated_rows, "aliases": t.aliases} for t in tables]
+                listing = [
+                    {
+                        "name": t.name,
+                        "estimated_rows": t.estimated_rows,
+                        "aliases": t.aliases,
+                        "columns": t.column_names,
+                    }
+                    for t in tables
+                ]
+                if sum(len(t.column_names) for t in tables) > MAX_LISTED_COLUMNS:  # a big schema: names on describe
+                    for entry in listing:
+                        del entry["columns"]
                 return ToolResult(
                     to_json({"dialect": self.database.dialect_label, "row_counts": ESTIMATES_NOTE, "tables": listing}),
                     {

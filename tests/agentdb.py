@@ -57,6 +57,58 @@ def library_rows() -> dict[str, list[tuple]]:
     return {"authors": AUTHORS, "books": books, "loans": loans}
 
 
+# A third schema with English names and no alias comments: Chinese questions reach it only
+# through the built-in model's vocabulary (员工, 部门, 客户, 订单, 产品, 金额, 价格, 日期).
+COMPANY_DDL = [
+    "CREATE TABLE departments (id INT PRIMARY KEY, name VARCHAR(60) NOT NULL, budget DECIMAL(12,2) NOT NULL, "
+    "city VARCHAR(60) NOT NULL)",
+    "CREATE TABLE employees (id INT PRIMARY KEY, name VARCHAR(100) NOT NULL, department_id INT NOT NULL, "
+    "title VARCHAR(60) NOT NULL, salary DECIMAL(10,2) NOT NULL, hired_at DATE NOT NULL, city VARCHAR(60) NOT NULL, "
+    "FOREIGN KEY (department_id) REFERENCES departments(id))",
+    "CREATE TABLE customers (id INT PRIMARY KEY, name VARCHAR(100) NOT NULL, country VARCHAR(60) NOT NULL, "
+    "signup_date DATE NOT NULL)",
+    "CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(100) NOT NULL, category VARCHAR(40) NOT NULL, "
+    "price DECIMAL(8,2) NOT NULL)",
+    "CREATE TABLE orders (id INT PRIMARY KEY, customer_id INT NOT NULL, product_id INT NOT NULL, quantity INT NOT NULL, "
+    "amount DECIMAL(10,2) NOT NULL, order_date DATE NOT NULL, status VARCHAR(20) NOT NULL, "
+    "FOREIGN KEY (customer_id) REFERENCES customers(id), FOREIGN KEY (product_id) REFERENCES products(id))",
+]
+DEPARTMENTS = [(1, "Engineering", 900000, "Berlin"), (2, "Sales", 400000, "London"), (3, "Support", 250000, "Lisbon"),
+               (4, "Finance", 300000, "London")]  # fmt: skip
+TITLES = ["Engineer", "Manager", "Analyst", "Associate"]
+CUSTOMER_COUNTRIES = ["Germany", "France", "Spain", "Italy", "Poland"]
+CATEGORIES = ["hardware", "software", "services"]
+
+
+def company_rows() -> dict[str, list[tuple]]:
+    employees = [
+        (i, f"Employee {i:02d}", 1 + (i * 3) % 4, TITLES[i % 4], 30000 + (i * 1375) % 50000,
+         f"{2019 + i % 6}-{(i % 12) + 1:02d}-{(i % 27) + 1:02d}", ["Berlin", "London", "Lisbon"][i % 3])
+        for i in range(1, 61)
+    ]  # fmt: skip
+    customers = [(i, f"Customer {i:02d}", CUSTOMER_COUNTRIES[(i * 7) % 5], f"{2022 + i % 4}-{(i % 12) + 1:02d}-15")
+                 for i in range(1, 41)]  # fmt: skip
+    products = [(i, f"Product {i:02d}", CATEGORIES[i % 3], float(f"{10 + (i * 13) % 90}.{(i * 7) % 100:02d}"))
+                for i in range(1, 25)]  # fmt: skip
+    orders = []
+    for i in range(1, 201):
+        product = 1 + (i * 5) % 24
+        quantity = 1 + i % 4
+        amount = round(quantity * products[product - 1][3], 2)
+        orders.append((i, 1 + (i * 11) % 40, product, quantity, amount,
+                       f"{2024 + i % 2}-{(i % 12) + 1:02d}-{(i % 28) + 1:02d}", ["open", "paid", "shipped"][i % 3]))  # fmt: skip
+    return {"departments": DEPARTMENTS, "employees": employees, "customers": customers, "products": products,
+            "orders": orders}  # fmt: skip
+
+
+def fill_company(cursor, placeholder: str) -> None:
+    for statement in COMPANY_DDL:
+        cursor.execute(statement)
+    for table, rows in company_rows().items():
+        marks = ", ".join([placeholder] * len(rows[0]))
+        cursor.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+
+
 def fill_library(cursor, placeholder: str) -> None:
     for statement in LIBRARY_DDL:
         cursor.execute(statement)
@@ -70,6 +122,8 @@ def sqlite_database(path: Path, schema: str, row_limit: int = 200, timeout: floa
     with conn:
         if schema == "demo":
             demo.create(conn.cursor(), "sqlite", "?")
+        elif schema == "company":
+            fill_company(conn.cursor(), "?")
         else:
             fill_library(conn.cursor(), "?")
     conn.close()
@@ -103,6 +157,8 @@ def mysql_database(url: str, schema: str, row_limit: int = 200, timeout: float =
         cursor = conn.cursor()
         if schema == "demo":
             demo.create(cursor, "mysql", "%s")
+        elif schema == "company":
+            fill_company(cursor, "%s")
         else:
             fill_library(cursor, "%s")
         conn.commit()

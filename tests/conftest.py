@@ -127,6 +127,27 @@ def library_db(request):
 
 
 @pytest.fixture(scope="session")
+def company_sqlite(tmp_path_factory):
+    from tests.agentdb import sqlite_database
+
+    return sqlite_database(tmp_path_factory.mktemp("agentdb") / "company.sqlite3", "company")
+
+
+@pytest.fixture(scope="session")
+def company_mysql(mysql_url):
+    from tests.agentdb import mysql_database
+
+    with mysql_database(mysql_url, "company") as database:
+        yield database
+
+
+@pytest.fixture(params=["sqlite", "mysql"])
+def company_db(request):
+    """Employees, departments, customers, products, orders: English names, no alias comments."""
+    return request.getfixturevalue(f"company_{request.param}")
+
+
+@pytest.fixture(scope="session")
 def configured_agent_db(django_db_blocker):
     """The agent database from settings (what runagent and the consumer use), seeded."""
     from django.core.management import call_command

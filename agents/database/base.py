@@ -62,6 +62,7 @@ class Table:
     aliases: list[str] = field(default_factory=list)
     columns: list[Column] = field(default_factory=list)
     estimated_rows: int | None = None  # from the database's statistics, never counted
+    column_names: list[str] = field(default_factory=list)
 
 
 def aliases(comment: str | None) -> list[str]:
@@ -294,8 +295,11 @@ class SqlDatabase(ABC):
             raise QueryError(f"cannot read the schema: {exc}", type(exc).__name__) from None
 
     def tables(self) -> list[Table]:
-        """Every table with its aliases and estimated row count (columns left out)."""
-        return [dataclasses.replace(t, columns=[]) for t in sorted(self._schema().values(), key=lambda t: t.name)]
+        """Every table with its aliases, estimated row count and column names (the columns' details left out)."""
+        return [
+            dataclasses.replace(t, columns=[], column_names=[c.name for c in t.columns])
+            for t in sorted(self._schema().values(), key=lambda t: t.name)
+        ]
 
     def describe(self, table_name: str) -> Table:
         """Columns (type, key, nullability, aliases) and a few sample values of one table."""

@@ -9,6 +9,9 @@ payloads for the wire (PROTOCOL.md).
 
 # No ``from __future__ import annotations`` here: TypedDict reads NotRequired[...] from real annotations.
 import datetime as dt
+import os
+import random
+import uuid
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, NotRequired, TypedDict
@@ -210,7 +213,16 @@ def trace_failed(trace_id: str, error: str, error_type: str) -> TraceCompleted:
     )
 
 
-# ---------------------------------------------------------------------------- time and JSON
+# ---------------------------------------------------------------------------- ids, time and JSON
+
+_ids = random.Random(int.from_bytes(os.urandom(16)))
+
+
+def new_run_id() -> uuid.UUID:
+    """A random (version 4) UUID for a run, without a system call each: ``uuid4()`` reads the
+    kernel's random source every time, which showed up in the live path's profile. Run ids only
+    need to be unique; trace ids, which appear in links, stay ``uuid4()``."""
+    return uuid.UUID(int=_ids.getrandbits(128), version=4)
 
 
 def utcnow() -> dt.datetime:

@@ -8,7 +8,17 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.events import EventData, EventType, RunFields, RunStatus, RunType, TokenUsage, format_timestamp, utcnow
+from agents.events import (
+    EventData,
+    EventType,
+    RunFields,
+    RunStatus,
+    RunType,
+    TokenUsage,
+    format_timestamp,
+    new_run_id,
+    utcnow,
+)
 from agents.sink import TraceSink
 
 STARTED_EVENT = {
@@ -40,7 +50,7 @@ class RunRecord:
     inputs: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
-    run_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    run_id: uuid.UUID = field(default_factory=new_run_id)
     status: RunStatus = RunStatus.RUNNING
     started_at: dt.datetime = field(default_factory=utcnow)
     started_clock: float = field(default_factory=time.perf_counter)

@@ -7,6 +7,7 @@
     python bench/live.py --server agent --sessions 50            # the real built-in agent
     python bench/live.py --server emitter --gap-ms 50            # paced like an agent: latency below saturation
     python bench/live.py --server emitter --asgi uvicorn         # tracesite under uvicorn instead of daphne
+    python bench/live.py --server agent --profile                # + where the server's time went (py-spy)
 
 Servers:
   emitter     tracesite under daphne (bench/emitter.py): the product with its agent replaced by
@@ -17,7 +18,10 @@ Servers:
 
 Backends (tracesite only): ``embedded`` (SQLite + in-memory layer, a fresh data directory) or
 ``mysql`` (MariaDB database ``tracesite_bench_live`` re-created, Redis db 13 flushed; override
-with BENCH_MYSQL_URL / BENCH_REDIS_URL). Clients run in ``--clients`` separate processes.
+with BENCH_MYSQL_URL / BENCH_REDIS_URL; the agent's database is then MariaDB too, ``…_agent``, and
+each run prints how many connections MariaDB accepted during it). Clients run in ``--clients``
+separate processes. ``--profile`` samples each server with py-spy and prints the share of its busy
+samples spent in the agent (``agents/``) and in the rest.
 Each event's latency is its ``timestamp`` (set when the agent emitted it) to its arrival.
 Prints one row per run and the medians, with delivered and stored counts (stored only for tracesite).
 """
@@ -29,6 +33,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -173,7 +178,16 @@ def tracesite_env(backend: str, sessions: int) -> dict[str, str]:
         conn.cursor().execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
         conn.close()
         redis.Redis.from_url(REDIS_URL).flushdb()
-        env.update(DATABASE_URL=MYSQL_URL, REDIS_URL=REDIS_URL)
+        agent = f"{name}_agent"
+        conn = MySQLdb.connect(
+            host=parts.hostname, port=parts.port or 3306, user=parts.username or "root", passwd=parts.password or ""
+        )
+        conn.cursor().execute(f"DROP DATABASE IF EXISTS `{agent}`")
+        conn.cursor().execute(f"CREATE DATABASE `{agent}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+        conn.close()
+        env.update(DATABASE_URL=MYSQL_URL, REDIS_URL=REDIS_URL, MYSQL_HOST=parts.hostname or "127.0.0.1",
+                   MYSQL_PORT=str(parts.port or 3306), MYSQL_USER=parts.username or "root",
+                   MYSQL_PASSWORD=parts.password or "", MYSQL_DATABASE=agent)  # fmt: skip
     else:
         env.pop("DATABASE_URL", None)
         env.pop("REDIS_URL", None)
@@ -253,6 +267,66 @@ def stored_events(env: dict[str, str], prefix: str) -> int:
     return int(out.stdout.split()[-1])
 
 
+def mysql_connections() -> int:
+    """MariaDB's count of connections it has accepted since it started."""
+    import MySQLdb
+
+    parts = urlsplit(MYSQL_URL)
+    conn = MySQLdb.connect(
+        host=parts.hostname, port=parts.port or 3306, user=parts.username or "root", passwd=parts.password or ""
+    )
+    try:
+        cursor = conn.cursor()
+        cursor.execute("SHOW GLOBAL STATUS LIKE 'Connections'")
+        return int(cursor.fetchone()[1])
+    finally:
+        conn.close()
+
+
+def start_profilers(servers: list[subprocess.Popen]) -> list[tuple[subprocess.Popen, Path]]:
+    profilers = []
+    for server in servers:
+        output = Path(tempfile.mkdtemp(prefix="tracesite-profile-")) / f"server-{server.pid}.txt"
+        command = ["py-spy", "record", "--pid", str(server.pid), "--format", "raw", "--output", str(output),
+                   "--rate", "250", "--nonblocking"]  # fmt: skip
+        py_spy = Path(sys.executable).with_name("py-spy")
+        command[0] = str(py_spy) if py_spy.exists() else "py-spy"
+        profilers.append((subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), output))
+    time.sleep(1.0)  # attached before the clock starts
+    return profilers
+
+
+def stop_profilers(profilers: list[tuple[subprocess.Popen, Path]]) -> list[str]:
+    """Stop sampling; per server, the share of busy samples in the agent's code and in the rest."""
+    import signal
+
+    lines = []
+    for profiler, output in profilers:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(60)
+        total = agent = 0
+        top: dict[str, int] = {}
+        for line in output.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            samples = int(count)
+            total += samples
+            # Whose work a sample is: the innermost frame of the project's own code (a library call is
+            # its caller's; the recorder, called from the agent's emit, is the live path's).
+            frames = [f.replace(f"{ROOT}/", "") for f in stack.split(";")]
+            ours = [f for f in frames if re.search(r"\((?:agents|traces|tracesite)/", f)]
+            if ours and "(agents/" in ours[-1]:
+                agent += samples
+                top[ours[-1]] = top.get(ours[-1], 0) + samples
+        busiest = ", ".join(
+            f"{frame} {n * 100 / total:.1f} %" for frame, n in sorted(top.items(), key=lambda kv: -kv[1])[:3]
+        )
+        lines.append(
+            f"profile {output}: {total} busy samples, the agent (agents/) {agent * 100 / max(total, 1):.1f} %"
+            f"{' — most in ' + busiest if busiest else ''}"
+        )
+    return lines
+
+
 # ---------------------------------------------------------------------------------- main
 
 
@@ -275,6 +349,7 @@ def main() -> None:
     parser.add_argument(
         "--asgi", choices=["daphne", "uvicorn"], default="daphne", help="the server tracesite runs under"
     )
+    parser.add_argument("--profile", action="store_true", help="sample the servers with py-spy (tracesite only)")
     parser.add_argument(
         "--gap-ms",
         type=float,
@@ -302,13 +377,17 @@ def main() -> None:
         )
     )
     summary = []
+    profilers = start_profilers(servers) if args.profile else []
     try:
         for sessions in args.sessions:
             rows = []
             for run in range(args.repeat):
                 prefix = f"b{sessions}r{run}-"
                 urls = [f"ws://127.0.0.1:{args.port + i % args.processes}/ws/{prefix}{i}" for i in range(sessions)]
+                accepted = mysql_connections() if args.backend == "mysql" and persisted else None
                 delivered, latencies, elapsed = swarm(urls, args.traces, min(args.clients, sessions))
+                if accepted is not None:
+                    accepted = mysql_connections() - accepted - 1  # less this count's own connection
                 stored = stored_events(env, prefix) if persisted else None
                 row = {
                     "delivered": delivered,
@@ -323,7 +402,8 @@ def main() -> None:
                 print(
                     f"{label} {sessions}x{args.traces} run {run + 1}: delivered {delivered} stored {stored} "
                     f"{row['events_s']:.0f} ev/s {row['traces_s']:.1f} traces/s p50 {row['p50']:.1f} "
-                    f"p99 {row['p99']:.1f} max {row['max']:.1f} ms",
+                    f"p99 {row['p99']:.1f} max {row['max']:.1f} ms"
+                    + (f" mariadb connections accepted {accepted}" if accepted is not None else ""),
                     flush=True,
                 )
             median = {
@@ -332,10 +412,13 @@ def main() -> None:
             lost = sum(r["delivered"] - r["stored"] for r in rows) if persisted else None
             summary.append((sessions, rows, median, lost))
     finally:
+        shares = stop_profilers(profilers)
         for server in servers:
             server.terminate()
         for server in servers:
             server.wait(15)
+    for share in shares:
+        print(share)
     print("\n| server | sessions × traces | events/s | traces/s | p50 ms | p99 ms | max ms | delivered − stored |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for sessions, _, m, lost in summary:

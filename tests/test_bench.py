@@ -83,3 +83,10 @@ def test_history_runs_every_page_and_the_export(tmp_path):
     assert re.search(r"status=error \(a quarter\)\s+15 ", out.stdout), out.stdout
     # One chunk of 60: the traces, their runs, their events, then the empty next page.
     assert re.search(r"everything\s+60 +[\d.]+ +[\d.]+ +4 ", out.stdout), out.stdout
+
+
+def test_the_agent_database_benchmark_runs(tmp_path):
+    out = run("bench/agentdb.py", "--backend", "sqlite", "--rows", "3000", "--repeat", "3", "--data-dir", str(tmp_path))
+    assert "| table list |" in out and "| describe page_views |" in out, out
+    answers = [line for line in out.splitlines() if line.startswith("| ") and line.rstrip().endswith("| success |")]
+    assert len(answers) == 7, out  # every question answered by the built-in agent

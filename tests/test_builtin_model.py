@@ -186,6 +186,14 @@ LIBRARY_MORE = [
     ),
     ("the most expensive book", "SELECT * FROM books WHERE price = (SELECT MAX(price) FROM books) ORDER BY id"),
     ("最贵的书", "SELECT * FROM books WHERE price = (SELECT MAX(price) FROM books) ORDER BY id"),
+    (
+        "top 3 books by pages with ties",
+        "SELECT * FROM books WHERE pages >= (SELECT pages FROM books ORDER BY pages DESC LIMIT 1 OFFSET 2) ORDER BY pages DESC, id",
+    ),
+    (
+        "页数最多的3本书（含并列）",
+        "SELECT * FROM books WHERE pages >= (SELECT pages FROM books ORDER BY pages DESC LIMIT 1 OFFSET 2) ORDER BY pages DESC, id",
+    ),
     ("书的平均价格", "SELECT AVG(price) FROM books"),
     ("每个国家的作者数量", "SELECT country, COUNT(*) AS n FROM authors GROUP BY country ORDER BY n DESC, country"),
 ]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from channels.layers import InMemoryChannelLayer
 
 from agents.events import PAYLOADS, RUN_EVENTS, EventType
 from traces import protocol
 from traces.access import SessionKey
+from traces.hub import Hub
 from traces.models import Event, Run, Trace
 from traces.recorder import EventStore
 from traces.runner import run_trace
@@ -32,7 +32,7 @@ SEED_FIELDS = {
 
 
 async def test_it_answers_the_original_question_with_a_complete_persisted_trace():
-    store = EventStore(channel_layer=InMemoryChannelLayer())
+    store = EventStore(hub=Hub())
     seen = []
     result = await run_trace(
         "显示用户表的10条用户数据",

@@ -6,20 +6,21 @@ shutdown, or a test's event loop, would wait for it for ever."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
 
 from agents.events import EventType
-from traces import protocol
 from traces.access import SessionKey
+from traces.bus import GROUP, Bus
 from traces.compat import InMemoryChannelLayer
-from traces.live import LiveRuns, RunHandle
+from traces.hub import Hub
 from traces.recorder import EventStore, TraceRecorder
 
 
 class CancelAsKeyError(InMemoryChannelLayer):
     """Blocks in receive and group_send until cancelled, and raises KeyError for the first cancel."""
+
+    crosses_processes = True  # as Redis: the bus uses it
 
     def __init__(self) -> None:
         super().__init__()
@@ -52,24 +53,20 @@ async def ended_within(task: asyncio.Task, seconds: float) -> bool:
     return False
 
 
-async def test_the_cancel_listener_of_a_run_ends_when_cancelled(settings):
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "tests.test_cancellation.CancelAsKeyError"}}
-    from channels.layers import get_channel_layer
-
-    layer = get_channel_layer()
-    handle = RunHandle(uuid.uuid4(), SessionKey("cancel-listener"))
-    listener = asyncio.create_task(LiveRuns()._listen_for_cancel(handle))
+async def test_the_bus_listener_ends_when_cancelled():
+    layer = CancelAsKeyError()
+    bus = Bus(Hub(), layer)
+    await bus.start()
     await asyncio.wait_for(layer.blocked.wait(), 5)
-    listener.cancel()
-    assert await ended_within(listener, 5)
-    assert listener.cancelled()
-    assert protocol.control_group("cancel-listener", None) not in layer.groups  # it left its group
+    closing = asyncio.create_task(bus.aclose())
+    assert await ended_within(closing, 5)
+    assert not layer.groups.get(GROUP)  # it left the processes' group
 
 
 @pytest.mark.django_db(transaction=True)
 async def test_the_event_store_closes_while_a_publish_is_stuck():
     layer = CancelAsKeyError()
-    store = EventStore(channel_layer=layer)
+    store = EventStore(hub=Hub(), bus=Bus(Hub(), layer))
     recorder = TraceRecorder(session=SessionKey("cancel-publisher"), store=store)
     await recorder.emit(
         EventType.TRACE_STARTED,

@@ -219,9 +219,9 @@ async def test_a_run_outlives_its_socket_and_a_reconnect_resumes_losslessly(slow
 async def test_a_resume_that_comes_after_the_hold_still_gets_every_event_once(slow_llm, monkeypatch):
     """On a busy server the client's subscribe_trace can come after the hold ran out and live
     events were sent: the events in between come then, so no seq is missing or sent twice."""
-    from traces import consumers
+    from traces import delivery
 
-    monkeypatch.setattr(consumers, "HOLD_SECONDS", 0.1)
+    monkeypatch.setattr(delivery, "HOLD_SECONDS", 0.1)
     tab, _ = await opened("/ws/late-resume")
     await send(tab, action="start_agent", question="显示用户表的10条用户数据")
     first = await receive_until(tab, "think_completed")
@@ -401,20 +401,23 @@ async def test_every_event_a_client_saw_is_stored():
     await communicator.disconnect()
 
 
-async def test_events_the_layer_dropped_still_arrive(monkeypatch):
-    """The channel layer drops silently when a channel is full; a quiet, unfinished trace is caught up from the database."""
-    from traces import consumers
+async def test_events_this_process_never_heard_of_still_arrive(monkeypatch):
+    """A batch another process stored can be lost on its way here (a Redis blip): a quiet,
+    unfinished trace is caught up from the database."""
+    from traces import delivery
+    from traces.hub import Hub, get_hub
     from traces.recorder import EventStore, TraceRecorder, get_event_store
 
-    monkeypatch.setattr(consumers, "CATCH_UP_SECONDS", 0.2)
+    monkeypatch.setattr(delivery, "CATCH_UP_SECONDS", 0.2)
+    monkeypatch.setattr(Hub, "CATCH_UP_SECONDS", 0.2)
+    await get_hub().aclose()  # its ticker starts again with the new interval
     communicator, _ = await opened("/ws/dropped")
     recorder = TraceRecorder(session=SessionKey("dropped"), store=get_event_store())
     await recorder.emit(EventType.TRACE_STARTED, {"trace_id": str(recorder.trace_id), "request": "q", "metadata": {}})
     await recorder.flush()
     assert (await receive(communicator))["seq"] == 1
-    # The rest is stored but never published, as if the layer had dropped every message.
-    silent = EventStore(channel_layer=None)
-    silent.layer = None
+    # The rest is stored but never delivered here, as if it came from a process whose batches were lost.
+    silent = EventStore(hub=Hub())
     recorder.store = silent
     for step in range(1, 4):
         await recorder.emit(EventType.STATUS_UPDATE, {"current_step": step})
@@ -432,12 +435,10 @@ async def test_a_resume_gets_every_event_when_publishing_lags_behind_storing():
     """Publishing runs a little behind storing: a client can reconnect when its trace is already
     finished in the database (so the hello reports no running trace) and still receive live
     events of it. Its subscribe_trace + after_seq must still get every event exactly once."""
-    from channels.layers import get_channel_layer
-
+    from traces.hub import Hub, StoredEvent, get_hub
     from traces.recorder import EventStore, TraceRecorder
 
-    silent = EventStore(channel_layer=None)
-    silent.layer = None  # stored, not yet published
+    silent = EventStore(hub=Hub())  # stored, not yet delivered
     recorder = TraceRecorder(session=SessionKey("lagging"), store=silent)
     await recorder.emit(EventType.TRACE_STARTED, {"trace_id": str(recorder.trace_id), "request": "q", "metadata": {}})
     for step in range(1, 5):
@@ -453,18 +454,13 @@ async def test_a_resume_gets_every_event_when_publishing_lags_behind_storing():
     stored = await database_sync_to_async(
         lambda: list(Event.objects.filter(trace_id=recorder.trace_id).order_by("seq").values_list("seq", "envelope"))
     )()
-    layer = get_channel_layer()
-    for seq, text in stored[3:]:  # the lagging publisher delivers seq 4..6 now
-        await layer.group_send(
-            protocol.session_group("lagging"),
-            {
-                "type": protocol.TRACE_EVENT_MESSAGE,
-                "trace_id": str(recorder.trace_id),
-                "seq": seq,
-                "owner_id": None,
-                "text": text,
-            },
-        )
+    # The lagging batch arrives now, with seq 4..6 (the last one the trace's end).
+    get_hub().deliver(
+        [
+            StoredEvent(str(recorder.trace_id), seq, protocol.session_group("lagging"), None, seq == 6, text)
+            for seq, text in stored[3:]
+        ]
+    )
     await send(again, action="subscribe_trace", trace_id=str(recorder.trace_id), after_seq=1)
     messages = await receive_until(again, "trace_completed")
     assert [m["seq"] for m in messages] == [2, 3, 4, 5, 6]
@@ -473,10 +469,11 @@ async def test_a_resume_gets_every_event_when_publishing_lags_behind_storing():
 
 
 def _background_tasks() -> list[asyncio.Task]:
+    """The sockets' writer tasks and their timers."""
     return [
         t
         for t in asyncio.all_tasks()
-        if getattr(t.get_coro(), "__name__", "") in ("_refresh_groups", "_catch_up_later")
+        if t.get_name().startswith("outbox-") or getattr(t.get_coro(), "__qualname__", "").startswith("Outbox.")
     ]
 
 
@@ -526,7 +523,7 @@ async def test_a_socket_the_server_cancels_leaves_nothing_running():
 
     before = sockets.connections
     communicator, _ = await opened("/ws/cancelled")
-    assert sockets.connections == before + 1 and len(_background_tasks()) == 2
+    assert sockets.connections == before + 1 and len(_background_tasks()) == 1
     communicator.future.cancel()
     with pytest.raises(asyncio.CancelledError):
         await communicator.future

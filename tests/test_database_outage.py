@@ -6,13 +6,13 @@ import asyncio
 import threading
 
 import pytest
-from channels.layers import InMemoryChannelLayer
 from django.db import connection as default_connection
 from django.db.backends.signals import connection_created
 
 from traces import recorder as recorder_module
 from traces import runner
 from traces.access import SessionKey
+from traces.hub import Hub
 from traces.models import Event, Trace
 from traces.recorder import EventStore, _writer_thread
 
@@ -44,7 +44,7 @@ async def test_a_run_fails_cleanly_when_the_history_stops_taking_writes(monkeypa
             refusing.set()  # the database goes away after the first model call
             await asyncio.to_thread(_close_writer_connection)
 
-    store = EventStore(channel_layer=InMemoryChannelLayer())
+    store = EventStore(hub=Hub())
     try:
         result = await runner.run_trace(
             "显示用户表的10条用户数据",

@@ -1,6 +1,6 @@
-"""With the channel layer down (every call raises), a socket still opens, subscribes, resumes and
-replays from the stored history, runs still finish and are stored, and the outage is said once
-and counted."""
+"""With the channel layer down (every call raises: the bus between processes cannot send or hear),
+a socket still opens, subscribes, resumes and replays from the stored history, runs still finish
+and are stored and delivered in this process, and the outage is said once and counted."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ class DownLayer(InMemoryChannelLayer):
     """A channel layer whose every call fails, as channels-redis does while Redis is unreachable."""
 
     calls = 0
+    crosses_processes = True  # as Redis: the processes' bus uses it
 
     def _fail(self, *args, **kwargs):
         DownLayer.calls += 1

@@ -6,13 +6,14 @@ import asyncio
 import uuid
 
 import pytest
-from channels.layers import InMemoryChannelLayer
-from channels_redis.core import RedisChannelLayer
 
 from agents.events import EventType, utcnow
 from tests.factories import run_fields
 from traces import protocol
 from traces.access import SessionKey
+from traces.bus import Bus
+from traces.compat import RedisChannelLayer as CompatRedisLayer
+from traces.hub import Hub
 from traces.models import Event, Run, Trace
 from traces.protocol import ServerEvent
 from traces.recorder import EventStore, TraceRecorder
@@ -86,39 +87,48 @@ async def emit_trace(recorder: TraceRecorder, events: int) -> None:
     )
 
 
-async def subscribe(layer, trace_id: uuid.UUID, inbox: list[dict]) -> None:
-    """A group member that keeps receiving, as a consumer does."""
-    channel = await layer.new_channel()
-    await layer.group_add(protocol.trace_group(trace_id), channel)
-    while True:
-        inbox.append(await layer.receive(channel))
+class Inbox:
+    """A socket's side of the hub, keeping what it is handed."""
+
+    def __init__(self) -> None:
+        self.events: list = []
+
+    def offer(self, event) -> None:
+        self.events.append(event)
+
+    def offer_feed(self, event) -> None:
+        pass
+
+    def catch_up(self) -> None:
+        pass
 
 
-async def wait_for_counts(inboxes: list[list], count: int, seconds: float) -> None:
+async def wait_for_counts(inboxes: list[Inbox], count: int, seconds: float) -> None:
     async with asyncio.timeout(seconds):
-        while any(len(inbox) < count for inbox in inboxes):
+        while any(len(inbox.events) < count for inbox in inboxes):
             await asyncio.sleep(0.02)
 
 
-async def record_many(layer) -> None:
-    store = EventStore(channel_layer=layer)
+async def record_many(store: EventStore, *hubs: Hub) -> None:
+    """Many traces at once through ``store``; on each hub (this process's, another's) a follower per trace."""
     recorders = [TraceRecorder(session=SessionKey(f"session-{i % 10}"), store=store) for i in range(TRACES)]
-    received: list[list[dict]] = [[] for _ in recorders]
-    members = [
-        asyncio.create_task(subscribe(layer, r.trace_id, inbox)) for r, inbox in zip(recorders, received, strict=True)
-    ]
-    await asyncio.sleep(0.1)  # group_add done before the first event
+    inboxes = {hub: [Inbox() for _ in recorders] for hub in hubs}
+    for hub, received in inboxes.items():
+        for recorder, inbox in zip(recorders, received, strict=True):
+            hub.follow_trace(str(recorder.trace_id), inbox)
     await asyncio.gather(*(emit_trace(r, EVENTS_PER_TRACE) for r in recorders))
-    await wait_for_counts(received, EVENTS_PER_TRACE, 120)
-    await asyncio.sleep(0.1)  # nothing more arrives
-    for member in members:
-        member.cancel()
-    await asyncio.gather(*members, return_exceptions=True)
+    everyone = [inbox for received in inboxes.values() for inbox in received]
+    await wait_for_counts(everyone, EVENTS_PER_TRACE, 120)
+    await asyncio.sleep(0.3)  # nothing more arrives (a process's own batch does not come back to it)
     await store.aclose()
+    for hub in hubs:
+        await hub.aclose()
 
-    for recorder, messages in zip(recorders, received, strict=True):
-        assert [m["seq"] for m in messages] == list(range(1, EVENTS_PER_TRACE + 1))
-        envelopes = [protocol.loads(m["text"]) for m in messages]
+    received = everyone
+    for recorder, inbox in zip(recorders * len(hubs), everyone, strict=True):
+        messages = inbox.events
+        assert [m.seq for m in messages] == list(range(1, EVENTS_PER_TRACE + 1))
+        envelopes = [protocol.loads(m.text) for m in messages]
         assert {e["trace_id"] for e in envelopes} == {str(recorder.trace_id)}
         assert envelopes[0]["event_type"] == "trace_started"
         assert envelopes[-1]["event_type"] == "trace_completed"
@@ -137,21 +147,35 @@ async def record_many(layer) -> None:
     texts = await asyncio.to_thread(
         lambda: list(Event.objects.filter(trace_id=first.trace_id).order_by("seq").values_list("envelope", flat=True))
     )
-    assert texts == [m["text"] for m in received[0]]
+    assert texts == [m.text for m in received[0].events]
 
 
-async def test_it_stores_and_delivers_concurrent_traces_in_order_on_the_in_memory_layer():
-    await record_many(InMemoryChannelLayer(capacity=10000))
+async def test_it_stores_and_delivers_concurrent_traces_in_order_to_its_own_sockets():
+    hub = Hub()
+    await record_many(EventStore(hub=hub), hub)
 
 
 @pytest.mark.redis
-async def test_it_stores_and_delivers_concurrent_traces_in_order_on_redis(redis_layer):
-    await record_many(redis_layer)
-    await redis_layer.flush()
+async def test_it_delivers_concurrent_traces_in_order_to_another_process_over_redis(redis_url):
+    """Two processes sharing Redis: one stores, the other's hub gets every batch, in order, once."""
+    from tracesite.env import redis_hosts
+
+    def layer():
+        return CompatRedisLayer(hosts=redis_hosts(redis_url), prefix=f"test{prefix}", capacity=10000, expiry=300)
+
+    prefix = uuid.uuid4().hex[:8]
+    writer_hub, reader_hub = Hub(), Hub()
+    writer_bus, reader_bus = Bus(writer_hub, layer()), Bus(reader_hub, layer())
+    await writer_bus.start()
+    await reader_bus.start()
+    await record_many(EventStore(hub=writer_hub, bus=writer_bus), writer_hub, reader_hub)
+    for bus in (writer_bus, reader_bus):
+        await bus.aclose()
+        await bus.layer.flush()
 
 
 async def test_it_projects_events_onto_the_trace_and_run_rows():
-    store = EventStore(channel_layer=InMemoryChannelLayer())
+    store = EventStore(hub=Hub())
     recorder = TraceRecorder(session=SessionKey("s1"), source=Trace.Source.CLI, store=store)
     await emit_trace(recorder, 12)
     await store.aclose()
@@ -171,7 +195,7 @@ async def test_it_projects_events_onto_the_trace_and_run_rows():
 
 
 async def test_submit_gives_the_envelope_as_stored_and_sent():
-    store = EventStore(channel_layer=InMemoryChannelLayer())
+    store = EventStore(hub=Hub())
     recorder = TraceRecorder(session=SessionKey("s2"), store=store)
     future = await recorder.submit(
         EventType.TRACE_STARTED, {"trace_id": str(recorder.trace_id), "request": "q", "metadata": {}}
@@ -187,21 +211,21 @@ async def test_submit_gives_the_envelope_as_stored_and_sent():
 
 
 async def test_it_stores_events_even_when_delivery_fails(caplog):
-    # A Redis layer pointed at a port where nothing listens: every publish fails.
-    broken = RedisChannelLayer(hosts=["redis://127.0.0.1:1/0"])
-    store = EventStore(channel_layer=broken)
+    # A Redis layer pointed at a port where nothing listens: every publish to other processes fails.
+    bus = Bus(Hub(), CompatRedisLayer(hosts=["redis://127.0.0.1:1/0"]))
+    store = EventStore(hub=Hub(), bus=bus)
     recorder = TraceRecorder(session=SessionKey("s3"), store=store)
     await emit_trace(recorder, 6)
     await store.drain()
     await store.aclose()
     assert await Event.objects.filter(trace_id=recorder.trace_id).acount() == 6
-    assert store.layer.up is False
+    assert bus.layer.up is False
     warnings = [r for r in caplog.records if "live delivery failing" in r.getMessage()]
     assert len(warnings) == 1  # said once, not per event
 
 
 async def test_it_refuses_non_trace_events():
-    recorder = TraceRecorder(session=SessionKey("s4"), store=EventStore(channel_layer=InMemoryChannelLayer()))
+    recorder = TraceRecorder(session=SessionKey("s4"), store=EventStore(hub=Hub()))
     with pytest.raises(ValueError):
         await recorder.emit(ServerEvent.PONG, {})
 
@@ -211,7 +235,7 @@ async def test_after_a_failed_write_the_trace_refuses_events_until_reset(monkeyp
     from traces.recorder import TraceStoreError
 
     monkeypatch.setattr(recorder_module, "RETRY_DELAYS", (0.0,))
-    store = EventStore(channel_layer=InMemoryChannelLayer())
+    store = EventStore(hub=Hub())
     recorder = TraceRecorder(session=SessionKey("s5"), store=store)
     await recorder.emit(EventType.TRACE_STARTED, {"trace_id": str(recorder.trace_id), "request": "q", "metadata": {}})
     await recorder.flush()

@@ -114,17 +114,21 @@ async def test_it_publishes_live_to_a_shared_redis_layer(redis_url):
     """Browsers on other processes see a CLI run live when REDIS_URL is set."""
     import asyncio
 
-    from channels_redis.core import RedisChannelLayer
     from django.db import connection
 
+    from tests.test_recorder import Inbox
     from traces import protocol
-
-    session = f"cli-live-{os.getpid()}"
+    from traces.bus import Bus
+    from traces.compat import RedisChannelLayer
+    from traces.hub import Hub
     from tracesite.env import redis_hosts
 
-    layer = RedisChannelLayer(hosts=redis_hosts(redis_url))
-    channel = await layer.new_channel()
-    await layer.group_add(protocol.session_group(session), channel)
+    session = f"cli-live-{os.getpid()}"
+    hub = Hub()  # this test process, as a server process with a socket on that session
+    bus = Bus(hub, RedisChannelLayer(hosts=redis_hosts(redis_url)))
+    await bus.start()
+    inbox = Inbox()
+    hub.join_session(protocol.session_group(session), inbox)
     env = {**os.environ, "TRACESITE_ENV_FILE": "", "REDIS_URL": redis_url, "OPENAI_API_KEY": ""}
     if connection.vendor == "sqlite":
         env["DATABASE_URL"] = f"sqlite:///{connection.settings_dict['NAME']}"
@@ -144,13 +148,14 @@ async def test_it_publishes_live_to_a_shared_redis_layer(redis_url):
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    received = []
     async with asyncio.timeout(60):
-        while not received or received[-1]["event_type"] != "trace_completed":
-            message = await layer.receive(channel)
-            received.append(protocol.loads(message["text"]))
+        while not inbox.events or protocol.loads(inbox.events[-1].text)["event_type"] != "trace_completed":
+            await asyncio.sleep(0.05)
+    received = [protocol.loads(event.text) for event in inbox.events]
+    await bus.aclose()
+    await hub.aclose()
     await process.communicate()
     assert process.returncode == 0
     assert [m["seq"] for m in received] == list(range(1, len(received) + 1))
     assert received[0]["data"]["request"] == "how many users?"
-    await layer.flush()
+    await bus.layer.flush()

@@ -108,6 +108,7 @@ class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
 
     SWEEP_INTERVAL = 1.0
     _swept = 0.0
+    crosses_processes = False  # one process's memory: nothing to send to other processes
 
     def _clean_expired(self) -> None:
         now = time.monotonic()
@@ -162,6 +163,8 @@ class _ReceiveBuffers(dict):
 
 class RedisChannelLayer(ChannelsRedisChannelLayer):
     """channels-redis, without the receive buffers of closed sockets' channels."""
+
+    crosses_processes = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -1,7 +1,7 @@
 """Process-local state of the live service: agent runs by session, open sockets.
 
-A run belongs to its session, not to a socket: closing the browser does not stop it. Each run
-listens on the session's control group, so ``cancel_agent`` reaches it from any process.
+A run belongs to its session, not to a socket: closing the browser does not stop it.
+``cancel_agent`` reaches a run in another process through the bus (``traces.bus``).
 """
 
 from __future__ import annotations
@@ -12,11 +12,8 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
-from django.conf import settings
-
-from traces import protocol
 from traces.access import SessionKey
-from traces.layer import BestEffortLayer, live_layer
+from traces.bus import get_bus
 from traces.loops import PerLoop
 from traces.metrics import RUNNING_AGENTS
 from traces.runner import run_trace
@@ -29,7 +26,6 @@ class RunHandle:
     trace_id: uuid.UUID
     session: SessionKey
     task: asyncio.Task | None = None
-    listener: asyncio.Task | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -58,9 +54,9 @@ class LiveRuns:
         self.runs[session] = handle
 
         async def run() -> None:
-            handle.listener = asyncio.create_task(self._listen_for_cancel(handle))
             RUNNING_AGENTS.inc()
             try:
+                await get_bus().start()  # so that a cancel from another process reaches this one
                 await run_trace(
                     question,
                     session=session,
@@ -75,34 +71,12 @@ class LiveRuns:
                 logger.exception("run crashed trace=%s", handle.trace_id)
             finally:
                 RUNNING_AGENTS.dec()
-                handle.listener.cancel()
                 if self.runs.get(session) is handle:
                     del self.runs[session]
                 handle.done.set()
 
         handle.task = asyncio.get_running_loop().create_task(run(), name=f"trace-{handle.trace_id}")
         return handle
-
-    async def _listen_for_cancel(self, handle: RunHandle) -> None:
-        """Cancel the run when its session asks, from whichever process (the session's control group).
-        While the layer is down, cancel still works from this process; the group is joined again
-        every TRACE_GROUP_REFRESH seconds, as sockets do."""
-        layer = live_layer()
-        if layer is None:
-            return
-        group = handle.session.control_group
-        channel = await layer.new_channel()
-        await layer.group_add(group, channel)
-        refresher = asyncio.create_task(_keep_joined(layer, group, channel))
-        try:
-            while True:
-                message = await layer.receive(channel)
-                if message.get("type") == protocol.AGENT_CANCEL_MESSAGE and handle.task is not None:
-                    handle.task.cancel()
-        finally:
-            refresher.cancel()
-            await layer.group_discard(group, channel)
-            layer.forget_channel(channel)
 
     def cancel_local(self, session: SessionKey) -> bool:
         handle = self.get(session)
@@ -112,19 +86,19 @@ class LiveRuns:
         return True
 
 
-async def _keep_joined(layer: BestEffortLayer, group: str, channel: str) -> None:
-    while True:
-        await asyncio.sleep(settings.TRACE_GROUP_REFRESH)
-        await layer.group_add(group, channel)
-
-
 @dataclass
 class Sockets:
     connections: int = 0
     sessions: Counter = field(default_factory=Counter)
 
 
-_runs: PerLoop[LiveRuns] = PerLoop(LiveRuns)
+def _live_runs() -> LiveRuns:
+    runs = LiveRuns()
+    get_bus().on_cancel = runs.cancel_local  # a cancel_agent sent from another process
+    return runs
+
+
+_runs: PerLoop[LiveRuns] = PerLoop(_live_runs)
 sockets = Sockets()
 
 

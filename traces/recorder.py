@@ -7,11 +7,11 @@ waiting for the database (the agent is not slowed by it; see "pipelining" below)
 2. writes it, together with the trace and run rows it changes, in one transaction per
    *batch* of pending events (group commit, on a thread of its own so the event loop never
    waits on the database), and only then
-3. publishes the stored envelope on the channel layer to the trace's group, the session's
-   group and, for trace start/end, the all-traces feed.
+3. hands the stored envelopes to this process's sockets (``traces.hub``) and, one message per
+   batch, to the other processes (``traces.bus``).
 
-So an event is delivered only after it is stored; if delivery fails (the channel layer is
-down, ``traces.layer``) it is still stored, and clients backfill from the database by ``seq``.
+So an event is delivered only after it is stored; if cross-process delivery fails (the channel
+layer is down, ``traces.layer``) it is still stored, and clients catch up from the database by ``seq``.
 
 Pipelining: a trace may have up to ``MAX_IN_FLIGHT`` events queued or being written; the
 agent goes on meanwhile, so batches fill from every running trace at once. ``trace_completed``
@@ -36,6 +36,7 @@ from typing import Any, cast
 from django.db import DatabaseError, connection, models, transaction
 
 from agents.events import (
+    BOUNDARY_EVENTS,
     RUN_EVENTS,
     EventData,
     EventType,
@@ -51,7 +52,8 @@ from agents.events import (
 )
 from traces import protocol
 from traces.access import SessionKey
-from traces.layer import BestEffortLayer, live_layer
+from traces.bus import Bus, get_bus
+from traces.hub import Hub, StoredEvent, get_hub
 from traces.loops import PerLoop
 from traces.metrics import EVENT_PERSIST_SECONDS, RUN_SECONDS, RUNS, TOKENS, TOOL_CALLS
 from traces.models import Event, Run, Trace
@@ -60,7 +62,6 @@ logger = logging.getLogger(__name__)
 
 MAX_BATCH = 500
 RETRY_DELAYS = (0.1, 0.3, 1.0, 2.0, 4.0)
-PUBLISH_CONCURRENCY = 4
 MAX_IN_FLIGHT = 256  # events of one trace queued or being written before emit() waits
 
 # One thread writes for the whole process: a single connection, batches in order.
@@ -283,17 +284,18 @@ RUN_FIELDS = [f.attname for f in Run._meta.concrete_fields if f.name not in {"id
 
 
 class EventStore:
-    """Group commit and in-order publishing for every trace recorded by this event loop."""
+    """Group commit and in-order delivery for every trace recorded by this event loop.
 
-    def __init__(self, channel_layer: Any = None) -> None:
-        self.layer: BestEffortLayer | None = (
-            BestEffortLayer.wrap(channel_layer) if channel_layer is not None else live_layer()
-        )
+    After each batch commits, its events go to this process's sockets through the hub, at once,
+    and to the other processes through the bus, one message per batch.
+    """
+
+    def __init__(self, hub: Hub | None = None, bus: Bus | None = None) -> None:
+        self.hub = hub if hub is not None else get_hub()
+        self.bus = bus if bus is not None else get_bus()
         self.queue: asyncio.Queue[Pending] = asyncio.Queue()
-        self.published: asyncio.Queue[list[Pending]] = asyncio.Queue()
+        self.published: asyncio.Queue[list[StoredEvent]] = asyncio.Queue()
         self.store_ok = True
-        # A few groups at a time: enough to overlap round trips, few enough for the layer's pool.
-        self.publish_slots = asyncio.Semaphore(PUBLISH_CONCURRENCY)
         self._tasks: list[asyncio.Task] = []
 
     def _ensure_started(self) -> None:
@@ -321,7 +323,7 @@ class EventStore:
                     self.queue.task_done()
 
     async def _write(self, loop: asyncio.AbstractEventLoop, taken: list[Pending]) -> None:
-        """Store one batch, then hand it to the publisher; failures fail the events' futures."""
+        """Store one batch, then deliver it; failures fail the events' futures."""
         items = []
         for item in taken:
             if item.state.failed:
@@ -350,45 +352,28 @@ class EventStore:
             if not item.future.done():
                 item.future.set_result((item.seq, item.text))
             _count(item)
-        await self.published.put(items)
+        events = [
+            StoredEvent(
+                str(item.state.trace_id),
+                item.seq,
+                item.state.session.group,
+                item.state.trace.get("owner_id"),
+                item.event_type in BOUNDARY_EVENTS,
+                item.text,
+            )
+            for item in items
+        ]
+        self.hub.deliver(events)  # this process's sockets: straight onto their outboxes
+        await self.published.put(events)
 
     async def _publish_loop(self) -> None:
+        """The other processes' sockets: one bus message per batch, in commit order."""
         while True:
-            items = await self.published.get()
+            events = await self.published.get()
             try:
-                await self._publish(items)
+                await self.bus.publish(events)
             finally:
                 self.published.task_done()
-
-    async def _publish(self, items: list[Pending]) -> None:
-        """Deliver one committed batch: in order within each group, groups concurrently."""
-        layer = self.layer
-        if layer is None:
-            return
-        by_group: dict[str, list[dict]] = {}
-        for item in items:
-            state = item.state
-            message = {
-                "type": protocol.TRACE_EVENT_MESSAGE,
-                "trace_id": str(state.trace_id),
-                "seq": item.seq,
-                "owner_id": state.trace.get("owner_id"),
-                "text": item.text,
-            }
-            by_group.setdefault(protocol.trace_group(state.trace_id), []).append(message)
-            by_group.setdefault(state.session.group, []).append(message)
-            if item.event_type in protocol.FEED_EVENTS:
-                by_group.setdefault(protocol.ALL_TRACES_GROUP, []).append(
-                    {**message, "type": protocol.TRACE_FEED_MESSAGE}
-                )
-
-        async def send_in_order(group: str, messages: list[dict]) -> None:
-            async with self.publish_slots:
-                for message in messages:
-                    if not await layer.group_send(group, message):
-                        return  # the layer is down: stored already, clients backfill by seq
-
-        await asyncio.gather(*(send_in_order(group, messages) for group, messages in by_group.items()))
 
     async def drain(self) -> None:
         """Wait until everything submitted so far is stored and published (or has failed)."""

@@ -99,4 +99,5 @@ class Command(BaseCommand):
         store = get_event_store()
         await store.drain()  # every stored event is published before the process exits
         await store.aclose()
+        await store.bus.aclose()
         return result

@@ -1,0 +1,315 @@
+"""One socket's outgoing side: its outbox, the writer task that empties it, and its view of each trace.
+
+Everything a socket sends goes through its ``Outbox``, in order: the hello, answers, stored events
+the hub hands it, backfills from the database, replays. One writer task per socket sends them,
+so a slow client slows only itself, and the socket's delivery state (``FollowedTrace``) is only
+ever touched by that task.
+
+Lossless by ``seq``: the writer remembers the last seq it sent per trace, drops duplicates and
+backfills a gap from the database (events are stored before they are delivered, so it has them).
+When the outbox is full (the client reads slower than events come) live events of a trace are not
+queued but noted, and the writer reads them from the database once it has caught up: memory stays
+bounded and nothing is lost. A client whose connection stops taking data for
+``TRACE_SLOW_CLIENT_SECONDS`` is dropped; it resumes by seq when it reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+from agents.events import EventType
+from traces import access
+from traces.compat import SendBuffer
+from traces.hub import StoredEvent
+from traces.metrics import MESSAGES_OUT, REJECTED
+
+logger = logging.getLogger(__name__)
+
+HOLD_SECONDS = 2.0
+CATCH_UP_SECONDS = 5.0
+MAX_QUEUED = 2000  # items an outbox holds before live events are read from the database instead
+BACKFILL_CHUNK = 500
+COMPLETED_PREFIX = f'{{"event_type":"{EventType.TRACE_COMPLETED}"'  # how a stored trace_completed envelope begins
+
+Reader = Callable[[uuid.UUID, int, int | None, int], Awaitable[list[tuple[int, Any, str]]]]
+
+
+@dataclass
+class FollowedTrace:
+    """A socket's view of one trace it follows."""
+
+    sent: int = 0  # the last seq sent on this socket
+    held: list[StoredEvent] | None = None  # live events waiting for the client to say where to resume
+    skipped: int | None = None  # stored before this socket followed it unasked: a late resume may still ask
+    last_sent: float = 0.0  # monotonic time of the last event sent; 0 while nothing was
+    finished: bool = False  # its trace_completed was sent
+
+
+@dataclass(eq=False)  # one outbox per socket, compared and hashed by identity
+class Outbox:
+    """A socket's outgoing queue and its writer. ``send`` puts one text frame on the socket."""
+
+    send: Callable[[str], Awaitable[None]]
+    read_events: Reader
+    session_id: str
+    user: Any = None
+    send_buffer: SendBuffer = field(default_factory=lambda: SendBuffer(None))
+    close: Callable[[int], Awaitable[None]] | None = None  # closes the socket with a code
+    followed: dict[str, FollowedTrace] = field(default_factory=dict)
+    dropped: bool = False  # the client is gone or too slow: send nothing more
+
+    def __post_init__(self) -> None:
+        self._items: collections.deque[tuple] = collections.deque()
+        self._wake = asyncio.Event()
+        self._overflowed: set[str] = set()
+        self._timers: set[asyncio.Task] = set()
+        self._writer: asyncio.Task | None = None
+
+    # ------------------------------------------------------------------ the queue (any task)
+
+    def start(self, hello: str, hold: tuple[str, int] | None = None) -> None:
+        """Send ``hello`` first, then what has queued meanwhile. ``hold``: a running trace of the
+        session (id, last stored seq) whose live events wait for the client's resume."""
+        if hold is not None:
+            trace_id, last_seq = hold
+            self.followed[trace_id] = FollowedTrace(sent=last_seq, held=[])
+            self._later(HOLD_SECONDS, ("release", trace_id))
+        self._items.appendleft(("text", hello, "connection_established"))
+        self._writer = asyncio.get_running_loop().create_task(self._write(), name=f"outbox-{self.session_id}")
+        self._wake.set()
+
+    def _put(self, item: tuple) -> None:
+        self._items.append(item)
+        self._wake.set()
+
+    def text(self, text: str, label: str) -> None:
+        self._put(("text", text, label))
+
+    def offer(self, event: StoredEvent) -> None:
+        """A stored event of a trace or session this socket follows (from the hub)."""
+        if len(self._items) >= MAX_QUEUED:
+            self._overflowed.add(event.trace_id)  # read from the database once the writer catches up
+            self._wake.set()
+            return
+        self._put(("live", event))
+
+    def offer_feed(self, event: StoredEvent) -> None:
+        if len(self._items) < MAX_QUEUED:
+            self._put(("feed", event))
+
+    def resume(self, trace_id: str, after_seq: int) -> None:
+        self._put(("resume", trace_id, after_seq))
+
+    def unfollow(self, trace_id: str) -> None:
+        self._put(("unfollow", trace_id))
+
+    def follow_new(self, trace_id: str) -> None:
+        """A trace this socket started: follow it from its first event."""
+        self._put(("new", trace_id))
+
+    def catch_up(self) -> None:
+        self._put(("catch_up",))
+
+    def close_after(self, code: int) -> None:
+        """Close the socket once what is queued before has been sent."""
+        self._put(("close", code))
+
+    @property
+    def queued(self) -> int:
+        return len(self._items)
+
+    def _later(self, seconds: float, item: tuple) -> None:
+        async def wait() -> None:
+            await asyncio.sleep(seconds)
+            self._put(item)
+
+        task = asyncio.get_running_loop().create_task(wait())
+        self._timers.add(task)
+        task.add_done_callback(self._timers.discard)
+
+    async def aclose(self) -> None:
+        tasks = [t for t in (self._writer, *self._timers) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    @property
+    def tasks(self) -> list[asyncio.Task]:
+        return [t for t in (self._writer, *self._timers) if t is not None and not t.done()]
+
+    # ------------------------------------------------------------------ the writer (its own task)
+
+    async def _write(self) -> None:
+        items = self._items
+        while True:
+            while not items:
+                if self._overflowed:
+                    await self._catch_up_overflowed()
+                    continue
+                self._wake.clear()
+                await self._wake.wait()
+            item = items.popleft()
+            kind = item[0]
+            if kind == "live":
+                await self._live(item[1])
+            elif kind == "text":
+                await self._send(item[1], item[2])
+            elif kind == "feed":
+                await self._feed(item[1])
+            elif kind == "resume":
+                await self._resume(item[1], item[2])
+            elif kind == "release":
+                await self._release(item[1])
+            elif kind == "unfollow":
+                self.followed.pop(item[1], None)
+            elif kind == "new":
+                self.followed.setdefault(item[1], FollowedTrace())
+            elif kind == "catch_up":
+                await self._catch_up_quiet()
+            elif kind == "close" and self.close is not None and not self.dropped:
+                self.dropped = True
+                await self.close(item[1])
+
+    async def _live(self, event: StoredEvent) -> None:
+        key, seq = event.trace_id, event.seq
+        followed = self.followed.get(key)
+        if followed is None:
+            if seq > 1:
+                # A trace of this session that was under way before this socket followed it
+                # (publishing runs a little behind storing, so even one already finished in the
+                # database): the client may be about to resume it by seq, so hold it as the hello does.
+                self.followed[key] = FollowedTrace(sent=seq - 1, held=[event])
+                self._later(HOLD_SECONDS, ("release", key))
+                return
+            followed = self.followed[key] = FollowedTrace()  # started after this socket joined: follow it
+        if followed.held is not None:
+            followed.held.append(event)
+            return
+        if seq <= followed.sent:
+            return  # sent already (a backfill, or the same event through another route)
+        if seq > followed.sent + 1:
+            await self._backfill(key, followed, up_to=seq - 1)
+        if seq == followed.sent + 1:
+            await self._sent(key, followed, seq, event.text)
+
+    async def _feed(self, event: StoredEvent) -> None:
+        if event.trace_id in self.followed:
+            return  # followed already: it comes as a live event
+        if access.can_view(self.user, event.owner_id):
+            await self._send(event.text, "trace_event")
+
+    async def _resume(self, key: str, after_seq: int) -> None:
+        """subscribe_trace: the stored events after ``after_seq``, then live ones; no gap, no duplicate."""
+        followed = self.followed.get(key)
+        held = followed.held if followed is not None else None
+        if followed is not None and held is None:
+            if followed.skipped is not None and after_seq < followed.skipped:
+                # The hold ran out before the client asked (a busy server): the events this socket
+                # skipped come now, after the live ones it has sent meanwhile. Each seq still once.
+                await self._send_range(key, after_seq, followed.skipped)
+            after_seq = max(after_seq, followed.sent)  # never resend on the same socket
+        followed = self.followed[key] = FollowedTrace(sent=after_seq)
+        await self._backfill(key, followed)
+        for event in held or []:
+            await self._live(event)
+
+    async def _release(self, key: str) -> None:
+        """The client did not ask to resume the trace that was running when it connected: follow it."""
+        followed = self.followed.get(key)
+        if followed is None or followed.held is None:
+            return
+        held, followed.held = followed.held, None
+        followed.skipped = followed.sent  # a late subscribe_trace can still ask for these
+        for event in held:
+            await self._live(event)
+
+    async def _catch_up_quiet(self) -> None:
+        """A safety net: a followed trace quiet for CATCH_UP_SECONDS without finishing gets what the
+        database holds after its last sent seq (a batch another process published may be lost)."""
+        quiet = time.monotonic() - CATCH_UP_SECONDS
+        for key, followed in list(self.followed.items()):
+            if followed.held is None and not followed.finished and 0 < followed.last_sent <= quiet:
+                followed.last_sent = time.monotonic()  # checked now; again after another quiet spell
+                await self._backfill(key, followed)
+
+    async def _catch_up_overflowed(self) -> None:
+        keys, self._overflowed = self._overflowed, set()
+        for key in keys:
+            followed = self.followed.get(key)
+            if followed is not None and followed.held is None:
+                await self._backfill(key, followed)
+
+    async def _backfill(self, key: str, followed: FollowedTrace, up_to: int | None = None) -> None:
+        """Send the stored events after the last sent one, up to ``up_to`` (or all)."""
+        trace_id = uuid.UUID(key)
+        while not self.dropped:
+            rows = await self.read_events(trace_id, followed.sent, up_to, BACKFILL_CHUNK)
+            for seq, _, text in rows:
+                await self._sent(key, followed, seq, text)
+            if len(rows) < BACKFILL_CHUNK:
+                return
+
+    async def _send_range(self, key: str, after_seq: int, up_to: int) -> None:
+        """Send stored events ``after_seq < seq <= up_to`` without moving the live position."""
+        trace_id = uuid.UUID(key)
+        while after_seq < up_to and not self.dropped:
+            rows = await self.read_events(trace_id, after_seq, up_to, BACKFILL_CHUNK)
+            for seq, _, text in rows:
+                after_seq = seq
+                await self._send(text, "trace_event")
+            if len(rows) < BACKFILL_CHUNK:
+                return
+
+    async def _sent(self, key: str, followed: FollowedTrace, seq: int, text: str) -> None:
+        followed.sent = seq
+        if text.startswith(COMPLETED_PREFIX):
+            followed.finished = True
+        else:
+            followed.last_sent = time.monotonic()
+        await self._send(text, "trace_event")
+
+    async def _send(self, text: str, label: str) -> None:
+        MESSAGES_OUT.labels(label).inc()
+        if self.dropped:
+            return
+        try:
+            await self.send(text)
+        except Exception as exc:  # noqa: BLE001 - each server has its own "connection closed" error
+            # The client went away while this socket still had events to send (daphne raises
+            # autobahn's Disconnected, others an OSError). Its websocket.disconnect follows.
+            logger.debug("send on a closed socket session=%s: %r", self.session_id, exc)
+            self.dropped = True
+            return
+        pending = self.send_buffer.pending()
+        if pending is not None and pending > settings.TRACE_SEND_BUFFER_BYTES:
+            await self._wait_for_client()
+
+    async def _wait_for_client(self) -> None:
+        """Backpressure: more than TRACE_SEND_BUFFER_BYTES wait for this client. Let it catch up
+        (to half of that) within TRACE_SLOW_CLIENT_SECONDS, or drop it rather than buffer its
+        events without bound. Only this socket waits; its outbox stops queuing live events and
+        reads them from the database later. A reconnect resumes by seq; a run it started goes on.
+        """
+        deadline = time.monotonic() + settings.TRACE_SLOW_CLIENT_SECONDS
+        while (pending := self.send_buffer.pending() or 0) > settings.TRACE_SEND_BUFFER_BYTES // 2:
+            if time.monotonic() > deadline:
+                REJECTED.labels("slow_client").inc()
+                logger.warning(
+                    "dropping a slow client session=%s: %d bytes unsent after %ss",
+                    self.session_id,
+                    pending,
+                    settings.TRACE_SLOW_CLIENT_SECONDS,
+                )
+                self.dropped = True
+                self.send_buffer.abort()
+                return
+            await asyncio.sleep(0.02)

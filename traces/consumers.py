@@ -12,13 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db import connection, connections
 from django.utils import timezone
 
 from agents.config import model_label
@@ -69,12 +72,48 @@ class RateLimiter:
         return self.refused_in_a_row > self.rate * FLOOD_STRIKES
 
 
+@dataclass(frozen=True)
+class ActiveTrace:
+    id: uuid.UUID
+    last_seq: int
+    owner_id: int | None
+
+
+@functools.cache
+def _active_trace_sql(alias: str, with_owner: bool) -> str:
+    """``Trace.objects.running().filter(session.filter(), started_at__gte=…)``, newest first, as SQL
+    built once: every start_agent asks it, and compiling the queryset cost more than running it."""
+    quote = connections[alias].ops.quote_name
+    meta = Trace._meta
+
+    def column(name: str) -> str:
+        field = meta.get_field(name)
+        return quote(getattr(field, "column", None) or name)
+
+    sql = (
+        f"SELECT {column('id')}, {column('last_seq')}, {column('owner')} FROM {quote(meta.db_table)} "
+        f"WHERE {column('session_id')} = %s AND {column('status')} = %s AND {column('started_at')} >= %s"
+    )
+    if with_owner:
+        sql += f" AND {column('owner')} = %s"
+    return f"{sql} ORDER BY {column('started_at')} DESC LIMIT 1"
+
+
 @live_read
-def _active_trace(session: SessionKey) -> Trace | None:
+def _active_trace(session: SessionKey) -> ActiveTrace | None:
     """The session's running trace, if any."""
     # A run older than STALE_AFTER without finishing died with its process; it does not block the session.
-    traces = Trace.objects.running().filter(session.filter(), started_at__gte=timezone.now() - STALE_AFTER)
-    return traces.order_by("-started_at").only("id", "last_seq", "owner_id").first()
+    since = connection.ops.adapt_datetimefield_value(timezone.now() - STALE_AFTER)
+    params: list[Any] = [session.session_id, Trace.Status.RUNNING, since]
+    if session.owner_id is not None:
+        params.append(session.owner_id)
+    with connection.cursor() as cursor:
+        cursor.execute(_active_trace_sql(connection.alias, session.owner_id is not None), params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    trace_id = row[0] if isinstance(row[0], uuid.UUID) else uuid.UUID(str(row[0]))
+    return ActiveTrace(trace_id, row[1], row[2])
 
 
 @live_read
@@ -136,7 +175,7 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
         self.counted = True
         logger.info("websocket opened session=%s user=%s", self.session_id, self.owner_id)
         active = await _active_trace(self.session)
-        active_trace_id, last_seq = (str(active.pk), active.last_seq) if active else (None, 0)
+        active_trace_id, last_seq = (str(active.id), active.last_seq) if active else (None, 0)
         hello = self._message(
             ServerEvent.CONNECTION_ESTABLISHED,
             {

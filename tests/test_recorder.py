@@ -262,3 +262,37 @@ async def test_after_a_failed_write_the_trace_refuses_events_until_reset(monkeyp
     stored = [(e.seq, e.event_type) async for e in Event.objects.filter(trace_id=recorder.trace_id).order_by("seq")]
     assert stored == [(1, "trace_started"), (2, "trace_completed")]  # no hole, the refused events absent
     assert (await Trace.objects.aget(pk=recorder.trace_id)).status == "error"
+
+
+async def test_a_trace_whose_event_cannot_be_stored_fails_alone(monkeypatch):
+    """One trace's bad event in a batch fails that trace, not the others written with it."""
+    from traces import recorder as recorder_module
+    from traces.recorder import TraceStoreError
+
+    monkeypatch.setattr(recorder_module, "RETRY_DELAYS", (0.0,))
+    store = EventStore(hub=Hub())
+    good, bad = (TraceRecorder(session=SessionKey(name), store=store) for name in ("good", "bad"))
+    for recorder in (good, bad):
+        await recorder.emit(
+            EventType.TRACE_STARTED, {"trace_id": str(recorder.trace_id), "request": "q", "metadata": {}}
+        )
+    await good.flush()
+    await bad.flush()
+    # A row already at the bad trace's next seq makes its part of the next batch fail in the database.
+    await Event.objects.acreate(
+        trace_id=bad.trace_id, seq=2, event_type="status_update", timestamp=utcnow(), message_id="x", envelope="{}"
+    )
+    for step in (1, 2):  # both traces' events queue together: one batch
+        await good.emit(EventType.STATUS_UPDATE, {"current_step": step})
+        await bad.emit(EventType.STATUS_UPDATE, {"current_step": step})
+    await good.flush()
+    with pytest.raises(TraceStoreError, match="could not be stored"):
+        await bad.flush()
+    await good.emit(
+        EventType.TRACE_COMPLETED, {"trace_id": str(good.trace_id), "status": "success", "final_response": "ok"}
+    )
+    await store.aclose()
+    assert [e.seq async for e in Event.objects.filter(trace_id=good.trace_id).order_by("seq")] == [1, 2, 3, 4]
+    assert (await Trace.objects.aget(pk=good.trace_id)).status == "success"
+    assert [e.message_id async for e in Event.objects.filter(trace_id=bad.trace_id).order_by("seq")][1] == "x"
+    assert store.store_ok  # not taken for a database outage

@@ -459,38 +459,47 @@ class EventStore:
         if not items:
             return
         started = time.perf_counter()
-        try:
-            batch = await loop.run_in_executor(_writer_thread, _write_with_retries, items)
-        except Exception as exc:  # noqa: BLE001 - the database stayed down: fail these events, deliver nothing
+        outcome = await loop.run_in_executor(_writer_thread, _store, items)
+        if not outcome.stored:
+            (_, exc), *_ = outcome.failed
             if self.store_ok:
                 logger.error("trace history unavailable, %d event(s) not stored: %s", len(items), exc)
             self.store_ok = False
-            for item in items:
-                item.state.failed = True
-                _fail(item, TraceStoreError(f"trace history unavailable: {exc}"))
+            self._refuse(items, TraceStoreError(f"trace history unavailable: {exc}"))
             return
         if not self.store_ok:
             logger.warning("trace history writable again")
             self.store_ok = True
-        batch.commit(items)
+        for part, exc in outcome.failed:
+            # The others of the batch are stored: only this trace's runs end (its next emit raises).
+            logger.error("trace=%s: %d event(s) could not be stored: %s", part[0].state.trace_id, len(part), exc)
+            self._refuse(part, TraceStoreError(f"this trace's event could not be stored: {exc}"))
         EVENT_PERSIST_SECONDS.observe(time.perf_counter() - started)
-        for item in items:
-            if not item.future.done():
-                item.future.set_result((item.seq, item.text))
-            _count(item)
-        events = [
-            StoredEvent(
-                str(item.state.trace_id),
-                item.seq,
-                item.state.session.group,
-                item.state.trace.get("owner_id"),
-                item.event_type in BOUNDARY_EVENTS,
-                item.text,
-            )
-            for item in items
-        ]
+        events = []
+        for batch, part in outcome.stored:
+            batch.commit(part)
+            for item in part:
+                if not item.future.done():
+                    item.future.set_result((item.seq, item.text))
+                _count(item)
+                events.append(
+                    StoredEvent(
+                        str(item.state.trace_id),
+                        item.seq,
+                        item.state.session.group,
+                        item.state.trace.get("owner_id"),
+                        item.event_type in BOUNDARY_EVENTS,
+                        item.text,
+                    )
+                )
         self.hub.deliver(events)  # this process's sockets: straight onto their outboxes
         await self.published.put(events)
+
+    @staticmethod
+    def _refuse(items: list[Pending], error: TraceStoreError) -> None:
+        for item in items:
+            item.state.failed = True  # its later events are refused too: the stored trace has no holes
+            _fail(item, error)
 
     async def _publish_loop(self) -> None:
         """The other processes' sockets: one bus message per batch, in commit order."""
@@ -536,20 +545,55 @@ def _count(item: Pending) -> None:
             TOOL_CALLS.labels(run.get("name") or "", run.get("status") or "").inc()
 
 
-def _write_with_retries(items: list[Pending]) -> Batch:
-    for attempt, delay in enumerate((0.0, *RETRY_DELAYS)):
+@dataclasses.dataclass
+class Outcome:
+    """What the writer thread stored (each part with its batch) and what it could not."""
+
+    stored: list[tuple[Batch, list[Pending]]]
+    failed: list[tuple[list[Pending], Exception]]
+
+
+def _attempt(items: list[Pending]) -> Batch:
+    batch = Batch()
+    for item in items:
+        batch.add(item)
+    batch.write()
+    return batch
+
+
+def _store(items: list[Pending]) -> Outcome:
+    """Runs on the writer thread: the batch in one transaction; if that fails, each trace's part in
+    one of its own, so that a trace whose event cannot be stored (too large for the database, say)
+    fails alone. If every part fails, the database is down: retry it all with delays."""
+    try:
+        return Outcome([(_attempt(items), items)], [])
+    except DatabaseError as exc:
+        logger.debug("trace batch write failed: %s", exc)
+        last: Exception = exc
+        connection.close()  # reconnect on the next attempt
+    parts: dict[uuid.UUID, list[Pending]] = {}
+    for item in items:
+        parts.setdefault(item.state.trace_id, []).append(item)
+    if len(parts) > 1:
+        stored: list[tuple[Batch, list[Pending]]] = []
+        failed: list[tuple[list[Pending], Exception]] = []
+        for part in parts.values():
+            try:
+                stored.append((_attempt(part), part))
+            except DatabaseError as exc:
+                failed.append((part, exc))
+                connection.close()
+        if stored:  # the database works: the traces that failed are the ones that cannot be stored
+            return Outcome(stored, failed)
+    for attempt, delay in enumerate(RETRY_DELAYS, start=2):
         time.sleep(delay)
-        batch = Batch()
-        for item in items:
-            batch.add(item)
         try:
-            batch.write()
-            return batch
+            return Outcome([(_attempt(items), items)], [])
         except DatabaseError as exc:
-            logger.debug("trace batch write failed (attempt %d): %s", attempt + 1, exc)
+            logger.debug("trace batch write failed (attempt %d): %s", attempt, exc)
             last = exc
-            connection.close()  # reconnect on the next attempt
-    raise last
+            connection.close()
+    return Outcome([], [(items, last)])
 
 
 _stores: PerLoop[EventStore] = PerLoop(EventStore)

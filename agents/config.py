@@ -53,6 +53,8 @@ def agent_database() -> SqlDatabase:
         timeout=settings.AGENT_QUERY_TIMEOUT,
         pool_size=settings.AGENT_POOL_SIZE,
         schema_ttl=settings.AGENT_SCHEMA_TTL,
+        cell_chars=settings.AGENT_MAX_CELL_CHARS,
+        result_bytes=settings.AGENT_MAX_RESULT_BYTES,
     )
 
 
@@ -77,5 +79,8 @@ def model_label() -> str:
 def build_agent(model: str | None = None, max_steps: int | None = None, database: SqlDatabase | None = None) -> Agent:
     database = database or agent_database()
     return Agent(
-        chat_model(model), [SchemaTool(database), QueryTool(database)], max_steps=max_steps or settings.AGENT_MAX_STEPS
+        chat_model(model),
+        [SchemaTool(database), QueryTool(database)],
+        max_steps=max_steps or settings.AGENT_MAX_STEPS,
+        max_text_chars=settings.AGENT_MAX_TEXT_CHARS,
     )

@@ -252,3 +252,65 @@ def _json_default(value: Any) -> Any:
 def to_json(value: Any) -> str:
     """JSON text of a payload (or of what a tool shows the model); anything odd becomes a string."""
     return orjson.dumps(value, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+# ---------------------------------------------------------------------------- bounded payloads
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, with a visible marker saying how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… [truncated: {len(text):,} characters in all]"
+
+
+def json_size(value: Any) -> int:
+    """Bytes of the JSON text of ``value``."""
+    text = to_json(value)
+    return len(text) if text.isascii() else len(text.encode())
+
+
+def bound(data: Any, limit: int) -> Any:
+    """``data`` made to fit ``limit`` bytes of JSON: the longest strings cut first (with a marker),
+    then long lists shortened (with a last item saying how many were left out). Returns ``data``
+    itself when it fits; otherwise a copy with ``"truncated": {"original_bytes", "limit_bytes"}``."""
+    size = json_size(data)
+    if size <= limit:
+        return data
+    longest = max(min(limit // 4, limit // max(_strings(data), 1)), 64)  # a fair share each, to start
+    shrunk = data
+    while True:
+        shrunk = _shorten(data, longest, None)
+        if json_size(shrunk) <= limit or longest <= 64:
+            break
+        longest //= 2
+    items = 1000
+    while json_size(shrunk) > limit and items > 1:
+        items //= 2
+        shrunk = _shorten(data, longest, items)
+    if isinstance(shrunk, dict):
+        shrunk = {**shrunk, "truncated": {"original_bytes": size, "limit_bytes": limit}}
+    return shrunk
+
+
+def _strings(value: Any) -> int:
+    if isinstance(value, str):
+        return 1
+    if isinstance(value, dict):
+        return sum(_strings(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_strings(item) for item in value)
+    return 0
+
+
+def _shorten(value: Any, longest: int, items: int | None) -> Any:
+    if isinstance(value, str):
+        return clip(value, longest)
+    if isinstance(value, dict):
+        return {key: _shorten(item, longest, items) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        kept = [_shorten(item, longest, items) for item in value[:items]]
+        if items is not None and len(value) > items:
+            kept.append(f"… [truncated: {len(value):,} items in all]")
+        return kept
+    return value

@@ -28,6 +28,7 @@ from agents.events import (
     TraceCompleted,
     TraceOutcome,
     TraceStarted,
+    clip,
 )
 from agents.sink import TraceSink
 from agents.tools import Tool, ToolError, ToolResult
@@ -67,8 +68,14 @@ class Agent:
     name = "sql_agent"
 
     def __init__(
-        self, model: ChatModel, tools: list[Tool], max_steps: int = 10, system_prompt: str = SYSTEM_PROMPT
+        self,
+        model: ChatModel,
+        tools: list[Tool],
+        max_steps: int = 10,
+        system_prompt: str = SYSTEM_PROMPT,
+        max_text_chars: int = 100_000,
     ) -> None:
+        self.max_text_chars = max_text_chars  # model text an event carries; beyond it, cut with a marker
         self.model = model
         self.tools = {tool.name: tool for tool in tools}
         self.max_steps = max_steps
@@ -195,7 +202,7 @@ class _Run:
             "think",
             RunType.THINK,
             step,
-            inputs={"content": prompt, "message_count": len(self.messages)},
+            inputs={"content": clip(prompt, self.agent.max_text_chars), "message_count": len(self.messages)},
             metadata={"model": self.agent.model.name},
         )
         deltas = _DeltaThrottle(self.tracer, run)
@@ -212,7 +219,7 @@ class _Run:
         calls = [call.as_openai() for call in completion.tool_calls]
         await self.tracer.finish(
             run,
-            outputs={"content": completion.content, "tool_calls": calls},
+            outputs={"content": clip(completion.content, self.agent.max_text_chars), "tool_calls": calls},
             usage=LlmUsage(completion.usage.as_dict(), completion.model or self.agent.model.name, completion.cost),
         )
         assistant: dict[str, Any] = {"role": "assistant", "content": completion.content or None}

@@ -161,8 +161,19 @@ class QueryTool(Tool):
             "row_count": len(result.rows),
             "truncated": result.truncated,
         }
-        if result.truncated:
-            body["note"] = f"only the first {self.database.row_limit} rows are shown"
+        notes = []
+        if result.size_limited:
+            notes.append(
+                f"only the first {len(result.rows)} rows fit in the {self.database.result_bytes:,}-byte result limit"
+            )
+        elif result.truncated:
+            notes.append(f"only the first {self.database.row_limit} rows are shown")
+        if result.cut_cells:
+            notes.append(
+                f"{result.cut_cells} values longer than {self.database.cell_chars:,} characters were cut (marked)"
+            )
+        if notes:
+            body["note"] = "; ".join(notes) + ": aggregate, filter or select fewer columns for the rest"
         return ToolResult(
             to_json(body),
             {
@@ -172,6 +183,8 @@ class QueryTool(Tool):
                 "rows": result.rows,
                 "row_count": len(result.rows),
                 "truncated": result.truncated,
+                "cut_cells": result.cut_cells,
                 "query_ms": result.duration_ms,
+                **({"note": body["note"]} if "note" in body else {}),
             },
         )

@@ -109,6 +109,13 @@ def fill_company(cursor, placeholder: str) -> None:
         cursor.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
 
 
+def fill_notes(cursor, placeholder: str) -> None:
+    """Rows whose values are long: what the caps on one result are for."""
+    cursor.execute("CREATE TABLE notes (id INT PRIMARY KEY, title VARCHAR(100) NOT NULL, body TEXT NOT NULL)")
+    rows = [(i, f"note {i}", f"{i}:" + "lorem ipsum " * 5000) for i in range(1, 41)]  # 60,000 characters each
+    cursor.executemany(f"INSERT INTO notes VALUES ({placeholder}, {placeholder}, {placeholder})", rows)
+
+
 def fill_library(cursor, placeholder: str) -> None:
     for statement in LIBRARY_DDL:
         cursor.execute(statement)
@@ -117,17 +124,19 @@ def fill_library(cursor, placeholder: str) -> None:
         cursor.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
 
 
-def sqlite_database(path: Path, schema: str, row_limit: int = 200, timeout: float = 5.0) -> SqlDatabase:
+def sqlite_database(path: Path, schema: str, row_limit: int = 200, timeout: float = 5.0, **options) -> SqlDatabase:
     conn = sqlite3.connect(path)
     with conn:
         if schema == "demo":
             demo.create(conn.cursor(), "sqlite", "?")
         elif schema == "company":
             fill_company(conn.cursor(), "?")
+        elif schema == "notes":
+            fill_notes(conn.cursor(), "?")
         else:
             fill_library(conn.cursor(), "?")
     conn.close()
-    return open_database(env.sqlite_database(path), row_limit=row_limit, timeout=timeout)
+    return open_database(env.sqlite_database(path), row_limit=row_limit, timeout=timeout, **options)
 
 
 def _mysql_connect(url: str, db: str | None = None):
@@ -147,7 +156,7 @@ def _mysql_connect(url: str, db: str | None = None):
 
 
 @contextlib.contextmanager
-def mysql_database(url: str, schema: str, row_limit: int = 200, timeout: float = 5.0):
+def mysql_database(url: str, schema: str, row_limit: int = 200, timeout: float = 5.0, **options):
     """A throwaway MariaDB database holding ``schema``, dropped afterwards."""
     name = f"tracesite_t_{schema}_{uuid.uuid4().hex[:8]}"
     admin, parts = _mysql_connect(url)
@@ -159,6 +168,8 @@ def mysql_database(url: str, schema: str, row_limit: int = 200, timeout: float =
             demo.create(cursor, "mysql", "%s")
         elif schema == "company":
             fill_company(cursor, "%s")
+        elif schema == "notes":
+            fill_notes(cursor, "%s")
         else:
             fill_library(cursor, "%s")
         conn.commit()
@@ -166,7 +177,7 @@ def mysql_database(url: str, schema: str, row_limit: int = 200, timeout: float =
         settings = env.mysql_database(
             name, parts.username or "root", parts.password or "", parts.hostname or "127.0.0.1", parts.port or 3306
         )
-        yield open_database(settings, row_limit=row_limit, timeout=timeout)
+        yield open_database(settings, row_limit=row_limit, timeout=timeout, **options)
     finally:
         admin.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
         admin.close()

@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any, cast
 
+from django.conf import settings
 from django.db import DatabaseError, connection, models, transaction
 from django.db.models.constants import OnConflict
 
@@ -50,6 +51,7 @@ from agents.events import (
     TokenUsage,
     TraceCompleted,
     TraceStarted,
+    bound,
     parse_timestamp,
     to_json,
     utcnow,
@@ -150,20 +152,32 @@ class Batch:
         seq = self.seqs.get(state.trace_id, state.last_seq) + 1
         self.seqs[state.trace_id] = seq
         item.seq = seq
-        message = protocol.envelope(
+        message = self.envelope(item, seq)
+        item.text = protocol.dumps(message)
+        limit = settings.TRACE_MAX_EVENT_BYTES
+        if len(item.text) > limit // 4 and len(item.text.encode()) > limit:
+            # Too large to store and send as it is: its longest values are cut, with markers and
+            # its original size (and the run row below is projected from the cut event).
+            item.data = bound(item.data, limit - 1024)
+            message = self.envelope(item, seq)
+            item.text = protocol.dumps(message)
+        trace = self.trace_row(state)
+        trace["last_seq"] = seq
+        run_id = self.project(item, trace)
+        self.events.append(
+            (state.trace_id, seq, str(item.event_type), item.timestamp, message["message_id"], run_id, item.text)
+        )
+
+    @staticmethod
+    def envelope(item: Pending, seq: int) -> dict[str, Any]:
+        state = item.state
+        return protocol.envelope(
             item.event_type,
             dict(item.data),
             session_id=state.session.session_id,
             timestamp=item.timestamp,
             trace_id=state.trace_id,
             seq=seq,
-        )
-        item.text = protocol.dumps(message)
-        trace = self.trace_row(state)
-        trace["last_seq"] = seq
-        run_id = self.project(item, trace)
-        self.events.append(
-            (state.trace_id, seq, str(item.event_type), item.timestamp, message["message_id"], run_id, item.text)
         )
 
     def project(self, item: Pending, trace: dict[str, Any]) -> uuid.UUID | None:

@@ -158,6 +158,12 @@ AGENT_QUERY_TIMEOUT = env.number("AGENT_QUERY_TIMEOUT", 5.0, minimum=0.1)
 # (tables, columns, estimates, samples) is cached before it is read again.
 AGENT_POOL_SIZE = env.integer("AGENT_POOL_SIZE", 4, minimum=1, maximum=100)
 AGENT_SCHEMA_TTL = env.number("AGENT_SCHEMA_TTL", 300.0, minimum=0.0)
+# What one event may carry: a query result's values and rows, the model's text, the whole event.
+# Beyond each, the rest is cut with a visible marker and the model is told its result was cut.
+AGENT_MAX_CELL_CHARS = env.integer("AGENT_MAX_CELL_CHARS", 2000, minimum=16)
+AGENT_MAX_RESULT_BYTES = env.integer("AGENT_MAX_RESULT_BYTES", 256 * 1024, minimum=1024)
+AGENT_MAX_TEXT_CHARS = env.integer("AGENT_MAX_TEXT_CHARS", 100_000, minimum=100)
+TRACE_MAX_EVENT_BYTES = env.integer("TRACE_MAX_EVENT_BYTES", 1024 * 1024, minimum=4096)
 
 # The live service.
 TRACE_REQUIRE_AUTH = env.boolean("TRACE_REQUIRE_AUTH", default=not DEBUG)

@@ -25,6 +25,7 @@ from typing import Any
 
 from agents import guard
 from agents.database.pool import ConnectionPool, PoolTimeout
+from agents.events import clip, json_size
 
 ALIASES_RE = re.compile(r"aliases:\s*([^*]+?)\s*(?:\*/|$)", re.IGNORECASE)
 
@@ -42,8 +43,10 @@ class QueryResult:
     sql: str
     columns: list[str]
     rows: list[list[Any]]
-    truncated: bool
+    truncated: bool  # more rows exist than are here (the row limit, or the result's size limit)
     duration_ms: int
+    cut_cells: int = 0  # values cut to the cell limit, with a marker
+    size_limited: bool = False  # rows left out because the result reached its size limit
 
 
 @dataclass
@@ -111,10 +114,14 @@ class SqlDatabase(ABC):
         timeout: float = 5.0,
         pool_size: int = 4,
         schema_ttl: float = 300.0,
+        cell_chars: int = 2000,
+        result_bytes: int = 256 * 1024,
     ) -> None:
         self.settings = settings
         self.row_limit = row_limit
         self.timeout = timeout
+        self.cell_chars = cell_chars  # a longer value is cut, with a marker
+        self.result_bytes = result_bytes  # rows past this much JSON are left out, said in the result
         self.pool = ConnectionPool(self._connect, pool_size, check=self._ping)
         self.schema = SchemaCache(schema_ttl)
 
@@ -239,9 +246,30 @@ class SqlDatabase(ABC):
                 if error.error_type == "SchemaChanged":
                     self.schema.invalidate()
                 raise error from None
-        truncated = len(raw) > self.row_limit
-        rows = [[to_json_value(v) for v in row] for row in raw[: self.row_limit]]
-        return QueryResult(checked.sql, columns, rows, truncated, int((time.perf_counter() - started) * 1000))
+        rows, cut, size_limited = self._bounded(raw[: self.row_limit])
+        truncated = len(raw) > self.row_limit or size_limited
+        duration_ms = int((time.perf_counter() - started) * 1000)
+        return QueryResult(checked.sql, columns, rows, truncated, duration_ms, cut, size_limited)
+
+    def _bounded(self, raw: list[Any]) -> tuple[list[list[Any]], int, bool]:
+        """The rows as JSON values, long values cut to ``cell_chars``, no more rows than fit in
+        ``result_bytes``: what one result may put in front of the model and into a trace event."""
+        rows: list[list[Any]] = []
+        cut = size = 0
+        for raw_row in raw:
+            values = [to_json_value(value) for value in raw_row]
+            long = sum(1 for value in values if isinstance(value, str) and len(value) > self.cell_chars)
+            row = [self._cell(value) for value in values] if long else values
+            size += json_size(row) + 1
+            if size > self.result_bytes and rows:
+                return rows, cut, True
+            cut += long
+            rows.append(row)
+        return rows, cut, False
+
+    def _cell(self, value: Any) -> Any:
+        """A value as it may appear in a result: a long text cut to ``cell_chars``, with a marker."""
+        return clip(value, self.cell_chars) if isinstance(value, str) else value
 
     def _fetch(self, sql: str, state: _QueryState, started: float) -> tuple[list[str], list[Any]]:
         with self.connection(state) as conn:
@@ -322,7 +350,7 @@ class SqlDatabase(ABC):
     def _samples(self, table: Table) -> list[list[Any]]:
         with self.connection() as conn:
             rows = self._schema_rows(conn, f"SELECT * FROM {self.quote(table.name)} LIMIT 3")
-        return [[to_json_value(value) for value in row] for row in rows]
+        return [[self._cell(to_json_value(value)) for value in row] for row in rows]
 
 
 class SchemaCache:

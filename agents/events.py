@@ -197,6 +197,16 @@ PAYLOADS: dict[EventType, type] = {
 }
 
 
+def interruption(reason: str) -> str:
+    """The message to cancel a run with when its process is stopping (``task.cancel(msg)``): the run
+    then ends as an error saying so, not as cancelled by the user."""
+    return f"interrupted: {reason}"
+
+
+def is_interruption(exc: BaseException) -> bool:
+    return bool(exc.args) and isinstance(exc.args[0], str) and exc.args[0].startswith("interrupted: ")
+
+
 def trace_failed(trace_id: str, error: str, error_type: str) -> TraceCompleted:
     """The end of a trace that could not finish on its own (its recording failed, its process died)."""
     return TraceCompleted(

@@ -29,6 +29,7 @@ from agents.events import (
     TraceOutcome,
     TraceStarted,
     clip,
+    is_interruption,
 )
 from agents.sink import TraceSink
 from agents.tools import Tool, ToolError, ToolResult
@@ -138,8 +139,12 @@ class _Run:
             )
             await self.status(AgentState.RUNNING, "Agent started", 0)
             answer, stopped_by = await self.loop()
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             _current_task().uncancel()  # the cancellation is handled: finish recording it
+            if is_interruption(exc):  # the process is stopping, not the user cancelling
+                return await _uninterruptible(
+                    self.end(TraceOutcome.ERROR, "", StopReason.ERROR, str(exc.args[0]), "Interrupted")
+                )
             return await _uninterruptible(
                 self.end(TraceOutcome.CANCELLED, "", StopReason.CANCELLED, "Cancelled by the user", "Cancelled")
             )

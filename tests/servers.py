@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.db import connection
@@ -44,8 +45,15 @@ def wait_for_port(port: int, seconds: float = 30, process: subprocess.Popen | No
     raise TimeoutError(f"nothing listens on {port} after {seconds}s")
 
 
+@dataclass
+class Daphne:
+    host: str
+    process: subprocess.Popen
+    log: Path
+
+
 @contextlib.contextmanager
-def daphne(**env_overrides: str):
+def daphne_server(**env_overrides: str):
     """``daphne tracesite.asgi:application`` on a free port, sharing this test's database."""
     port = free_port()
     env = {
@@ -56,7 +64,8 @@ def daphne(**env_overrides: str):
         **env_overrides,
     }
     env = {k: v for k, v in env.items() if v is not None}
-    with open(Path(os.environ["TRACESITE_DATA_DIR"]) / f"daphne-{port}.log", "w+") as log:
+    path = Path(os.environ["TRACESITE_DATA_DIR"]) / f"daphne-{port}.log"
+    with open(path, "w+") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "tracesite.asgi:application"],
             cwd=ROOT,
@@ -66,13 +75,21 @@ def daphne(**env_overrides: str):
         )
         try:
             wait_for_port(port, process=process)
-            yield f"127.0.0.1:{port}"
+            yield Daphne(f"127.0.0.1:{port}", process, path)
         finally:
-            process.terminate()
+            if process.poll() is None:
+                process.terminate()
             try:
-                process.wait(10)
+                process.wait(20)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+@contextlib.contextmanager
+def daphne(**env_overrides: str):
+    """``daphne_server``, giving its host:port."""
+    with daphne_server(**env_overrides) as server:
+        yield server.host
 
 
 def http_get(url: str) -> tuple[int, bytes]:

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 GROUP = "tracesite.processes"
 BATCH_MESSAGE = "trace.batch"
 CANCEL_MESSAGE = "agent.cancel"
+CLOSE_SECONDS = 2.0
 
 
 class Bus:
@@ -62,8 +63,7 @@ class Bus:
     async def publish(self, events: list[StoredEvent]) -> None:
         """Send a committed batch to the other processes."""
         if not self.crosses_processes or self.layer is None or not events:
-            return
-        await self.start()
+            return  # sending needs no membership: a process that only runs agents (runagent) never listens
         message = {"type": BATCH_MESSAGE, "origin": self.origin, "events": [e.as_tuple() for e in events]}
         await self.layer.group_send(GROUP, message)
 
@@ -71,7 +71,6 @@ class Bus:
         """Ask whichever process runs ``session``'s agent to cancel it."""
         if not self.crosses_processes or self.layer is None:
             return False
-        await self.start()
         message = {"type": CANCEL_MESSAGE, "origin": self.origin, "session": [session.session_id, session.owner_id]}
         return await self.layer.group_send(GROUP, message)
 
@@ -97,7 +96,9 @@ class Bus:
     async def aclose(self) -> None:
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            # channels-redis can take its time to give up a blocking read; a closing process need not wait for it.
+            await asyncio.wait(self._tasks, timeout=CLOSE_SECONDS)
         self._tasks = []
         if self.layer is not None and self.channel:
             await self.layer.group_discard(GROUP, self.channel)

@@ -14,12 +14,14 @@ a warning naming the hook, the library and what it no longer finds.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
+import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.consumer import AsyncConsumer, get_handler_name
@@ -195,6 +197,25 @@ class DirectDispatch:
         if handler is None:
             raise ValueError(f"no handler for message type {message['type']}")
         await handler(message)
+
+
+# ---------------------------------------------------------------------------- daphne's shutdown
+
+
+def on_server_shutdown(drain: Callable[[], Awaitable[None]]) -> bool:
+    """Have daphne wait for ``drain`` before it stops (SIGTERM, SIGINT): Twisted runs "before
+    shutdown" triggers and waits for the Deferreds they return, as daphne does to cancel its
+    application instances. False when not under daphne (uvicorn uses the ASGI lifespan instead)."""
+    reactor = sys.modules.get("twisted.internet.reactor")
+    if reactor is None or not hasattr(reactor, "addSystemEventTrigger"):
+        return False
+    from twisted.internet import defer
+
+    def trigger() -> Any:
+        return defer.Deferred.fromFuture(asyncio.ensure_future(drain()))
+
+    reactor.addSystemEventTrigger("before", "shutdown", trigger)
+    return True
 
 
 # ---------------------------------------------------------------------------- the self-check

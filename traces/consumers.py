@@ -33,7 +33,7 @@ from traces.compat import DirectDispatch, SendBuffer
 from traces.db import live_read
 from traces.delivery import Outbox
 from traces.hub import get_hub
-from traces.live import live_runs, sockets
+from traces.live import live_runs, serve, sockets
 from traces.metrics import CONNECTIONS, MESSAGES_IN, REJECTED
 from traces.models import Event, Trace
 from traces.protocol import ClientMessage, CloseCode, ErrorCode, ProtocolError, ServerEvent
@@ -169,6 +169,7 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
         self.hub = get_hub()
         self.hub.join_session(self.session.group, self.outbox)  # live events queue from now on
         await get_bus().start()  # this process hears the batches other processes store
+        await serve()  # it beats as a runner, reaps interrupted runs, drains on shutdown
         sockets.connections += 1
         sockets.sessions[self.session_id] += 1
         CONNECTIONS.inc()

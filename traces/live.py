@@ -12,6 +12,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
+from agents.events import interruption
 from traces.access import SessionKey
 from traces.bus import get_bus
 from traces.loops import PerLoop
@@ -108,3 +109,45 @@ def live_runs() -> LiveRuns:
 
 def running_agents() -> int:
     return sum(len(runs) for runs in _runs.all())
+
+
+SHUTDOWN_SECONDS = 10.0
+_draining: set[asyncio.AbstractEventLoop] = set()
+
+
+async def serve() -> None:
+    """This process serves sockets: it beats as a runner, reaps interrupted runs, and drains on
+    shutdown (once per process; cheap after the first call)."""
+    from traces import compat
+    from traces.runners import get_runners
+
+    await get_runners().start("server")
+    loop = asyncio.get_running_loop()
+    if loop not in _draining:
+        _draining.add(loop)
+        compat.on_server_shutdown(shutdown)
+
+
+async def shutdown(seconds: float = SHUTDOWN_SECONDS) -> None:
+    """Stop cleanly: the runs of this process end as interrupted and are recorded, everything stored
+    is delivered, the process stops beating and leaves the bus. What does not finish in ``seconds``
+    is closed by the reaper of another process (this one no longer counts as alive)."""
+    from traces.recorder import get_event_store
+    from traces.runners import get_runners
+
+    runs = live_runs()
+    handles = list(runs.runs.values())
+    for handle in handles:
+        if handle.task is not None:
+            handle.task.cancel(interruption("the server is shutting down"))
+    try:
+        async with asyncio.timeout(seconds):
+            await asyncio.gather(*(handle.done.wait() for handle in handles))
+            await get_event_store().drain()
+    except TimeoutError:
+        logger.warning(
+            "shutdown: %d run(s) not recorded as ended in %ss", sum(not h.done.is_set() for h in handles), seconds
+        )
+    await get_runners().aclose()
+    await get_bus().aclose()
+    logger.info("shut down: %d run(s) interrupted", len(handles))

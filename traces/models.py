@@ -91,6 +91,7 @@ class Trace(models.Model):
     error = models.TextField(blank=True)
     error_type = models.CharField(max_length=100, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    runner = models.CharField(max_length=32, blank=True, help_text="The process that runs (or ran) it: a Runner's id.")
     feedback = models.SmallIntegerField(null=True, blank=True, choices=[(1, "👍 Good"), (-1, "👎 Bad")])
     feedback_comment = models.TextField(blank=True)
 
@@ -111,6 +112,21 @@ class Trace(models.Model):
 
     def __str__(self) -> str:
         return f"{self.request[:60]} ({self.status})"
+
+
+class Runner(models.Model):
+    """A process that runs agents (a server process, a ``runagent`` command) and when it was last
+    seen alive. A running trace whose runner has not been seen for a while was interrupted."""
+
+    id = models.CharField(primary_key=True, max_length=32)
+    host = models.CharField(max_length=200)
+    pid = models.PositiveIntegerField()
+    kind = models.CharField(max_length=16)  # server | cli
+    started_at = models.DateTimeField()
+    seen_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.host}:{self.pid}"
 
 
 class Run(models.Model):

@@ -618,6 +618,19 @@ def get_event_store() -> EventStore:
     return _stores.get()
 
 
+async def run_on_writer(work: Callable[[], Any]) -> Any:
+    """Run ``work`` (database writes) on the writer thread, in order with the batches."""
+
+    def call() -> Any:
+        try:
+            return work()
+        except DatabaseError:
+            connection.close()  # reconnect next time
+            raise
+
+    return await asyncio.get_running_loop().run_in_executor(_writer_thread, call)
+
+
 class TraceRecorder:
     """The ``TraceSink`` for one trace: queues each event the agent emits to be stored, then published."""
 
@@ -630,6 +643,7 @@ class TraceRecorder:
         owner_id: int | None = None,
         rerun_of: uuid.UUID | None = None,
         store: EventStore | None = None,
+        runner: str = "",
     ) -> None:
         self.trace_id = trace_id or uuid.uuid4()
         self.session = session = session or SessionKey("")
@@ -645,6 +659,7 @@ class TraceRecorder:
                 "session_id": session.session_id,
                 "source": source,
                 "owner_id": owner_id,
+                "runner": runner,
                 "rerun_of_id": rerun_of,
                 "name": "",
                 "agent_name": "",
@@ -682,10 +697,10 @@ class TraceRecorder:
         return future
 
     def _settled(self, future: asyncio.Future) -> None:
-        if future.cancelled() or self.failure is not None:
+        if future.cancelled():
             return
-        error = future.exception()
-        if isinstance(error, TraceStoreError):
+        error = future.exception()  # retrieved here, so a refused event is not reported as unhandled
+        if isinstance(error, TraceStoreError) and self.failure is None:
             self.failure = error
 
     async def flush(self) -> None:

@@ -12,12 +12,17 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from asgiref.sync import sync_to_async
+from django.db import DatabaseError
+
 from agents.config import build_agent
 from agents.events import EventData, EventType, StopReason, TraceOutcome, trace_failed
 from agents.loop import Agent, AgentResult
 from traces import protocol
 from traces.access import SessionKey
+from traces.models import Trace
 from traces.recorder import EventStore, TraceRecorder, TraceStoreError
+from traces.runners import get_runners
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +50,14 @@ class ObservedRecorder(TraceRecorder):
                 self.listener = None
 
 
+@sync_to_async
+def _still_running(trace_id: uuid.UUID) -> bool:
+    try:
+        return Trace.objects.running().filter(pk=trace_id).exists()
+    except DatabaseError:
+        return True  # the database is still away: keep trying
+
+
 FINALIZE_ATTEMPTS = 60
 FINALIZE_INTERVAL = 5.0
 
@@ -52,6 +65,8 @@ FINALIZE_INTERVAL = 5.0
 async def close_when_writable(recorder: TraceRecorder, error: str) -> bool:
     """Retry recording the end of a trace whose database went away mid-run."""
     for _ in range(FINALIZE_ATTEMPTS):
+        if not await _still_running(recorder.trace_id):
+            return True  # closed meanwhile (by the reaper of another process)
         await recorder.reset_failure()
         try:
             await recorder.emit(
@@ -80,6 +95,8 @@ async def run_trace(
     store: EventStore | None = None,
 ) -> AgentResult:
     """Run the agent on ``question`` and record the trace. Never raises for agent failures."""
+    runners = get_runners()
+    await runners.start("cli" if source == "cli" else "server")  # heartbeats: a killed process's runs get closed
     recorder = ObservedRecorder(
         listener,
         trace_id=trace_id,
@@ -88,6 +105,7 @@ async def run_trace(
         owner_id=owner_id,
         rerun_of=rerun_of,
         store=store,
+        runner=runners.id,
     )
     agent = agent or build_agent(model, max_steps)
     logger.info(

@@ -11,12 +11,15 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from traces.lifespan import lifespan  # noqa: E402
 from traces.routing import websocket_urlpatterns  # noqa: E402
 from traces.security import origin_validator  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
+        # uvicorn: runs closed and history drained on shutdown (daphne sends no lifespan events).
+        "lifespan": lifespan,
         # Like AllowedHostsOriginValidator, plus TRACE_ALLOWED_ORIGINS (a separately served front end).
         "websocket": origin_validator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }

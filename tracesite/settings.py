@@ -175,6 +175,9 @@ TRACE_SLOW_CLIENT_SECONDS = env.number("TRACE_SLOW_CLIENT_SECONDS", 10.0, minimu
 TRACE_MAX_CONCURRENT_RUNS = env.integer("TRACE_MAX_CONCURRENT_RUNS", 20, minimum=1)
 # Seconds between a socket re-joining its channel-layer groups (after a Redis restart, expiry).
 TRACE_GROUP_REFRESH = env.number("TRACE_GROUP_REFRESH", 30.0, minimum=0.1)
+# A running trace whose process has not written a heartbeat for this many seconds was interrupted
+# (the process was killed or crashed): it is closed as an error (traces.runners).
+TRACE_RUNNER_TIMEOUT = env.number("TRACE_RUNNER_TIMEOUT", 60.0, minimum=1.0)
 
 LOG_LEVEL = env.choice("LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
 LOG_FILE = env.string("LOG_FILE")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
@@ -17,9 +19,11 @@ from traces.access import SessionKey
 from traces.models import Trace
 from traces.recorder import get_event_store
 from traces.runner import run_trace
+from traces.runners import get_runners
 from traces.terminal import TerminalView, terminal_stream
 
 EXIT_CANCELLED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a writer killed by a closed pipe
 
 
 class Command(BaseCommand):
@@ -61,6 +65,8 @@ class Command(BaseCommand):
             result = asyncio.run(self._run(question.strip(), session, user_id, model, max_steps, listener))
         finally:
             traces_logger.setLevel(previous_level)
+        if self.output_closed:
+            sys.exit(EXIT_BROKEN_PIPE)  # the reader went away (``| head``): the run was cancelled and recorded
         if result.status == TraceOutcome.CANCELLED:
             self.stderr.write("Cancelled; the trace is recorded as cancelled.")
             sys.exit(EXIT_CANCELLED)
@@ -77,6 +83,21 @@ class Command(BaseCommand):
             raise CommandError(f"no user named {username!r}") from None
 
     async def _run(self, question, session, user_id, model, max_steps, listener):
+        self.output_closed = False
+
+        def show(message: dict) -> Any:
+            """The view, until the reader of our output goes away: then the run is cancelled, as on Ctrl-C."""
+            if self.output_closed:
+                return None
+            try:
+                return listener(message)
+            except (BrokenPipeError, SystemExit):  # rich turns a broken pipe into SystemExit(1)
+                self.output_closed = True
+                # Nothing more can be written there; at exit Python would still try to flush it.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                task.cancel()
+                return None
+
         task = asyncio.create_task(
             run_trace(
                 question,
@@ -85,19 +106,21 @@ class Command(BaseCommand):
                 owner_id=user_id,
                 model=model,
                 max_steps=max_steps,
-                listener=listener,
+                listener=show,
             )
         )
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGINT, task.cancel)
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill, the terminal closing
+        for stop in stops:
+            loop.add_signal_handler(stop, task.cancel)
         try:
             result = await task
         finally:
-            loop.remove_signal_handler(signal.SIGINT)
-            loop.remove_signal_handler(signal.SIGTERM)
+            for stop in stops:
+                loop.remove_signal_handler(stop)
         store = get_event_store()
         await store.drain()  # every stored event is published before the process exits
         await store.aclose()
         await store.bus.aclose()
+        await get_runners().aclose()
         return result

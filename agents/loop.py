@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,8 @@ FINAL_PROMPT = (
     "without calling tools."
 )
 DELTA_INTERVAL = 0.1  # seconds between think_delta events
+# Waits for the run's turn; reports (e.g. "queued: 2 runs ahead") through the callback it is given.
+Admission = Callable[[Callable[[str], Awaitable[None]]], Awaitable[None]]
 
 
 @dataclass
@@ -82,10 +85,21 @@ class Agent:
         self.max_steps = max_steps
         self.system_prompt = system_prompt
 
-    async def run(self, question: str, sink: TraceSink, metadata: dict[str, Any] | None = None) -> AgentResult:
-        """Run to the end, whatever happens; cancelling the calling task ends the trace as cancelled."""
+    async def run(
+        self,
+        question: str,
+        sink: TraceSink,
+        metadata: dict[str, Any] | None = None,
+        admission: Admission | None = None,
+    ) -> AgentResult:
+        """Run to the end, whatever happens; cancelling the calling task ends the trace as cancelled.
+
+        ``admission``, if given, is awaited after ``trace_started`` and before the first step: the
+        run waits there for its turn (a server running as many agents as it may), reporting through
+        the callback it is given, which emits a ``status_update`` (state ``IDLE``) with the message.
+        """
         run = _Run(self, question, Tracer(sink), metadata or {})
-        return await run.execute()
+        return await run.execute(admission)
 
 
 class _Run:
@@ -107,6 +121,9 @@ class _Run:
     def max_steps(self) -> int:
         return self.agent.max_steps
 
+    async def waiting(self, message: str) -> None:
+        await self.status(AgentState.IDLE, message, 0)
+
     async def status(self, state: AgentState, message: str, progress: int) -> None:
         await self.tracer.emit(
             EventType.STATUS_UPDATE,
@@ -119,7 +136,7 @@ class _Run:
             ),
         )
 
-    async def execute(self) -> AgentResult:
+    async def execute(self, admission: Admission | None = None) -> AgentResult:
         try:
             await self.tracer.emit(
                 EventType.TRACE_STARTED,
@@ -137,6 +154,8 @@ class _Run:
                     },
                 ),
             )
+            if admission is not None:
+                await admission(self.waiting)
             await self.status(AgentState.RUNNING, "Agent started", 0)
             answer, stopped_by = await self.loop()
         except asyncio.CancelledError as exc:

@@ -157,7 +157,6 @@ def tracesite_env(backend: str, sessions: int) -> dict[str, str]:
         "DJANGO_DEBUG": "0",
         "DJANGO_SECRET_KEY": "bench-" + "x" * 50,
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "TRACE_MAX_CONCURRENT_RUNS": str(sessions * 2),
         "TRACE_REQUIRE_AUTH": "0",
         # Bench clients start their next trace the moment one ends: with the built-in model that
         # is faster than the per-socket flood limit (10 messages/s) allows a person.

@@ -58,6 +58,10 @@ def fresh_events(trace_id: uuid.UUID) -> list[tuple[str, dict[str, Any]]]:
     return [(kind, data) for kind, data in orjson.loads(fresh)]
 
 
+async def _ignore(message: str) -> None:
+    """The stand-in agent does not report its place in the queue."""
+
+
 class ScriptedModel:
     name = "scripted"
 
@@ -68,12 +72,16 @@ class ScriptedAgent:
     name = "sql_agent"
     model = ScriptedModel()
 
-    async def run(self, question: str, sink, metadata: dict[str, Any] | None = None):
+    async def run(self, question: str, sink, metadata: dict[str, Any] | None = None, admission=None):
         from agents.events import EventType, TraceOutcome
         from agents.loop import AgentResult
 
         pause = gap()
-        for kind, data in fresh_events(sink.trace_id):
+        events = fresh_events(sink.trace_id)
+        await sink.emit(EventType(events[0][0]), events[0][1])  # trace_started
+        if admission is not None:
+            await admission(_ignore)
+        for kind, data in events[1:]:
             if pause and kind != "trace_started":
                 await asyncio.sleep(pause)
             await sink.emit(EventType(kind), data)

@@ -169,19 +169,47 @@ async def test_a_question_right_after_trace_completed_is_not_refused_as_busy(mon
     await communicator.disconnect()
 
 
-async def test_it_refuses_beyond_the_server_wide_limit(settings, slow_llm):
+async def test_a_run_beyond_the_limit_waits_its_turn_and_says_so(settings, slow_llm):
     settings.TRACE_MAX_CONCURRENT_RUNS = 1
     first, _ = await opened("/ws/limit-a")
     second, _ = await opened("/ws/limit-b")
     await send(first, action="start_agent", question="how many users?")
     await receive_until(first, "think_delta")  # running, for seconds
-    await send(second, action="start_agent", question="how many users?")
-    messages = await receive_until(second, "error")
-    assert messages[-1]["data"]["error"] == "server_busy"
+    await send(second, action="start_agent", question="how many orders?")
+    queued = await receive_until(second, "status_update")
+    assert queued[-1]["data"]["agent_state"] == "IDLE" and queued[-1]["data"]["message"].startswith("Queued: next")
+    assert not [m for m in queued if m["event_type"] == "error"]
+    assert await second.receive_nothing(0.5)  # it waits: no step starts while the first one runs
     await send(first, action="cancel_agent")
     await receive_until(first, "trace_completed")
+    rest = await receive_until(second, "trace_completed", timeout=60)  # its turn came
+    assert next(m["data"]["agent_state"] for m in rest if m["event_type"] == "status_update") == "RUNNING"
+    assert rest[-1]["data"]["status"] == "success"
     await first.disconnect()
     await second.disconnect()
+
+
+async def test_queued_runs_move_up_and_a_full_queue_refuses_with_a_retry_hint(settings, slow_llm):
+    settings.TRACE_MAX_CONCURRENT_RUNS = 1
+    settings.TRACE_MAX_QUEUED_RUNS = 2
+    sockets = [(await opened(f"/ws/queue-{i}"))[0] for i in range(4)]
+    await send(sockets[0], action="start_agent", question="how many users?")
+    await receive_until(sockets[0], "think_delta")
+    for socket in sockets[1:3]:
+        await send(socket, action="start_agent", question="how many users?")
+        await receive_until(socket, "status_update")
+    await send(sockets[3], action="start_agent", question="how many users?")
+    refused = (await receive_until(sockets[3], "error"))[-1]["data"]
+    assert refused["error"] == "server_busy" and refused["retry_after"] > 0
+    await send(sockets[0], action="cancel_agent")  # the first ends: the second starts, the third moves up
+    moved = await receive_until(
+        sockets[2], "status_update", message="Queued: next to start; the server runs 1 agents at a time"
+    )
+    assert moved[-1]["data"]["agent_state"] == "IDLE"
+    for socket in sockets[1:3]:
+        await send(socket, action="cancel_agent")
+    for socket in sockets:
+        await socket.disconnect()
 
 
 async def test_it_shares_a_session_between_tabs_and_reports_the_active_trace():

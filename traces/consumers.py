@@ -260,7 +260,7 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
             await getattr(self, f"action_{message.action}")(message)
         except ProtocolError as exc:
             REJECTED.labels(str(exc.error)).inc()
-            self.send_error(exc.error, exc.detail)
+            self.send_error(exc.error, exc.detail, **exc.extra)
 
     async def action_start_agent(self, message: ClientMessage) -> None:
         runs = live_runs()
@@ -276,9 +276,13 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
             raise ProtocolError(
                 "an agent is already running in this session; cancel it or wait for it to finish", ErrorCode.AGENT_BUSY
             )
-        if len(runs) >= settings.TRACE_MAX_CONCURRENT_RUNS:
+        if runs.full:
+            retry_after = runs.retry_after()
             raise ProtocolError(
-                f"the server is running {len(runs)} agents, its limit; try again shortly", ErrorCode.SERVER_BUSY
+                f"the server is running {runs.running} agents and {len(runs.waiting)} more are waiting, its limit; "
+                f"try again in {retry_after} s",
+                ErrorCode.SERVER_BUSY,
+                retry_after=retry_after,
             )
         fields = message.fields
         if fields["rerun_of"] is not None:
@@ -361,5 +365,5 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
         assert self.outbox is not None
         self.outbox.text(self._message(event_type, data), event_type)
 
-    def send_error(self, error: ErrorCode, detail: str) -> None:
-        self.send_event(ServerEvent.ERROR, {"error": str(error), "detail": detail})
+    def send_error(self, error: ErrorCode, detail: str, **extra: Any) -> None:
+        self.send_event(ServerEvent.ERROR, {"error": str(error), "detail": detail, **extra})

@@ -154,10 +154,11 @@ def mark_replay(text: str) -> str:
 class ProtocolError(Exception):
     """A client message that is refused; becomes an ``error`` event, the socket stays open."""
 
-    def __init__(self, detail: str, error: ErrorCode = ErrorCode.INVALID_MESSAGE):
+    def __init__(self, detail: str, error: ErrorCode = ErrorCode.INVALID_MESSAGE, **extra: Any):
         super().__init__(detail)
         self.error = error
         self.detail = detail
+        self.extra = extra  # more fields of the error event, e.g. retry_after
 
 
 @dataclass(frozen=True)

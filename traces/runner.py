@@ -17,7 +17,7 @@ from django.db import DatabaseError
 
 from agents.config import build_agent
 from agents.events import EventData, EventType, StopReason, TraceOutcome, trace_failed
-from agents.loop import Agent, AgentResult
+from agents.loop import Admission, Agent, AgentResult
 from traces import protocol
 from traces.access import SessionKey
 from traces.models import Trace
@@ -93,6 +93,7 @@ async def run_trace(
     agent: Agent | None = None,
     listener: Listener | None = None,
     store: EventStore | None = None,
+    admission: Admission | None = None,
 ) -> AgentResult:
     """Run the agent on ``question`` and record the trace. Never raises for agent failures."""
     runners = get_runners()
@@ -116,7 +117,7 @@ async def run_trace(
         agent.model.name,
     )
     try:
-        result = await agent.run(question, recorder)
+        result = await agent.run(question, recorder, admission=admission)
         await recorder.flush()
     except TraceStoreError as exc:
         # The history database went away and the agent could not even record its failure:

@@ -4,6 +4,7 @@ With nothing set, everything is embedded: SQLite files under ``var/``, the in-me
 layer, DEBUG on and the offline built-in model. ``.env.example`` documents every variable.
 """
 
+import os
 from pathlib import Path
 
 from tracesite import env
@@ -172,7 +173,11 @@ TRACE_RATE_LIMIT = env.integer("TRACE_RATE_LIMIT", 10, minimum=1)
 # and is dropped if it has not within TRACE_SLOW_CLIENT_SECONDS (it resumes by seq on return).
 TRACE_SEND_BUFFER_BYTES = env.integer("TRACE_SEND_BUFFER_BYTES", 1024 * 1024, minimum=16 * 1024)
 TRACE_SLOW_CLIENT_SECONDS = env.number("TRACE_SLOW_CLIENT_SECONDS", 10.0, minimum=0.1)
-TRACE_MAX_CONCURRENT_RUNS = env.integer("TRACE_MAX_CONCURRENT_RUNS", 20, minimum=1)
+# Agent runs at once per server process: they mostly wait on the model, so many fit on a core.
+# Beyond it a run waits its turn (its trace says it is queued, and where); beyond the queue too,
+# start_agent is refused with server_busy and a retry hint.
+TRACE_MAX_CONCURRENT_RUNS = env.integer("TRACE_MAX_CONCURRENT_RUNS", max(32, 16 * (os.cpu_count() or 1)), minimum=1)
+TRACE_MAX_QUEUED_RUNS = env.integer("TRACE_MAX_QUEUED_RUNS", 500, minimum=0)
 # Seconds between a socket re-joining its channel-layer groups (after a Redis restart, expiry).
 TRACE_GROUP_REFRESH = env.number("TRACE_GROUP_REFRESH", 30.0, minimum=0.1)
 # A running trace whose process has not written a heartbeat for this many seconds was interrupted

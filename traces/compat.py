@@ -91,6 +91,12 @@ class SendBuffer:
             return None
         return len(t.dataBuffer) - t.offset + getattr(t, "_tempDataLen", 0)
 
+    @property
+    def closing(self) -> bool:
+        """The client has closed (autobahn answered its close frame and asked Twisted to close once the
+        buffer is written): nothing more need be sent."""
+        return self.transport is not None and bool(getattr(self.transport, "disconnecting", False))
+
     def abort(self) -> None:
         """Drop the connection now, freeing its buffer (a close frame would wait behind it)."""
         if self.transport is not None:

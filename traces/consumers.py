@@ -235,6 +235,7 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.outbox.aclose()
+        self.outbox.abandon()
         return True
 
     # ------------------------------------------------------------------ client messages

@@ -38,6 +38,8 @@ HOLD_SECONDS = 2.0
 CATCH_UP_SECONDS = 5.0
 MAX_QUEUED = 2000  # items an outbox holds before live events are read from the database instead
 BACKFILL_CHUNK = 500
+CLOSE_GRACE_SECONDS = 1.0
+_abandoned: set[asyncio.Task] = set()  # closed sockets whose unsent bytes get a last chance to drain
 COMPLETED_PREFIX = f'{{"event_type":"{EventType.TRACE_COMPLETED}"'  # how a stored trace_completed envelope begins
 
 Reader = Callable[[uuid.UUID, int, int | None, int], Awaitable[list[tuple[int, Any, str]]]]
@@ -73,6 +75,7 @@ class Outbox:
         self._overflowed: set[str] = set()
         self._timers: set[asyncio.Task] = set()
         self._writer: asyncio.Task | None = None
+        self._abandoned = False
 
     # ------------------------------------------------------------------ the queue (any task)
 
@@ -293,6 +296,28 @@ class Outbox:
         if pending is not None and pending > settings.TRACE_SEND_BUFFER_BYTES:
             await self._wait_for_client()
 
+    def abandon(self) -> None:
+        """The socket is closed (the client closed it): what is still in the server's send buffer
+        goes nowhere useful. Twisted closes the TCP connection only once that buffer is written,
+        and a client that stopped reading while it closed never takes it, so its close handshake
+        hangs (10 s in a websockets client) and so does its reconnect. Give the buffer
+        CLOSE_GRACE_SECONDS to drain, then drop the connection."""
+        self.dropped = True
+        if self._abandoned or not self.send_buffer.pending():
+            return
+        self._abandoned = True
+
+        async def drop_if_stuck() -> None:
+            deadline = time.monotonic() + CLOSE_GRACE_SECONDS
+            while self.send_buffer.pending() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if self.send_buffer.pending():
+                self.send_buffer.abort()
+
+        task = asyncio.get_running_loop().create_task(drop_if_stuck())
+        _abandoned.add(task)
+        task.add_done_callback(_abandoned.discard)
+
     async def _wait_for_client(self) -> None:
         """Backpressure: more than TRACE_SEND_BUFFER_BYTES wait for this client. Let it catch up
         (to half of that) within TRACE_SLOW_CLIENT_SECONDS, or drop it rather than buffer its
@@ -301,6 +326,9 @@ class Outbox:
         """
         deadline = time.monotonic() + settings.TRACE_SLOW_CLIENT_SECONDS
         while (pending := self.send_buffer.pending() or 0) > settings.TRACE_SEND_BUFFER_BYTES // 2:
+            if self.send_buffer.closing:  # it closed without reading what we sent: not slow, gone
+                self.abandon()
+                return
             if time.monotonic() > deadline:
                 REJECTED.labels("slow_client").inc()
                 logger.warning(

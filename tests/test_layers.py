@@ -53,3 +53,34 @@ async def test_a_receive_cancelled_after_its_socket_closed_ends_as_cancelled_and
     assert (await asyncio.wait_for(layer.receive(later), 10))["to"] == later
     await layer.flush()
     await layer.close_pools()
+
+
+async def test_a_cancelled_layer_call_ends_as_cancelled_even_when_redis_py_returns(redis_url):
+    """redis-py sometimes returns normally from a call whose task was cancelled. A loop that
+    publishes or receives through the layer must still end when cancelled, every time."""
+    from traces.compat import RedisChannelLayer
+    from traces.layer import BestEffortLayer
+    from tracesite.env import redis_hosts
+
+    layer = BestEffortLayer(layer=RedisChannelLayer(hosts=redis_hosts(redis_url), prefix=f"test{uuid.uuid4().hex[:8]}"))
+    member = await layer.new_channel()
+    await layer.group_add("processes", member)
+
+    async def publishing() -> None:
+        while True:
+            await layer.group_send("processes", {"type": "trace.batch"})
+
+    async def receiving() -> None:
+        while True:
+            await layer.receive(member)
+
+    for attempt in range(200):  # cancelled at many points of a call's round trips
+        tasks = [asyncio.create_task(publishing()), asyncio.create_task(receiving())]
+        await asyncio.sleep(0.0003 * (attempt % 12))
+        for task in tasks:
+            task.cancel()
+        done, pending = await asyncio.wait(tasks, timeout=5)
+        assert not pending, f"attempt {attempt}: a cancelled loop kept running"
+        assert all(task.cancelled() for task in done), [task.exception() for task in done if not task.cancelled()]
+    await layer.layer.flush()
+    await layer.layer.close_pools()

@@ -20,7 +20,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.utils.module_loading import import_string
 
-from traces.loops import raise_if_cancelled
+from traces.loops import keep_cancellation, raise_if_cancelled
 from traces.metrics import LAYER_ERRORS, LAYER_UP
 
 logger = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class BestEffortLayer:
     async def _call(self, operation: str, *args: Any) -> bool:
         try:
             async with asyncio.timeout(CALL_TIMEOUT):
-                await getattr(self.layer, operation)(*args)
+                await keep_cancellation(getattr(self.layer, operation)(*args))
         except Exception as exc:  # noqa: BLE001 - the policy: any failure of the layer is an outage
             self._failed(operation, exc)
             return False
@@ -90,7 +90,7 @@ class BestEffortLayer:
 
     async def new_channel(self, prefix: str = "specific.") -> str:
         try:
-            return await self.layer.new_channel(prefix)
+            return await keep_cancellation(self.layer.new_channel(prefix))
         except Exception as exc:  # noqa: BLE001
             self._failed("new_channel", exc)
             return f"{prefix}unavailable!{uuid.uuid4().hex}"  # receive on it waits until the layer is back
@@ -100,7 +100,7 @@ class BestEffortLayer:
         attempt = 0
         while True:
             try:
-                message = await self.layer.receive(channel)
+                message = await keep_cancellation(self.layer.receive(channel))
             except Exception as exc:  # noqa: BLE001
                 self._failed("receive", exc)
                 await asyncio.sleep(RECEIVE_RETRY[min(attempt, len(RECEIVE_RETRY) - 1)])

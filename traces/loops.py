@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -37,3 +37,18 @@ def raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+async def keep_cancellation(awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable``; if the task was cancelled meanwhile and the library returned anyway,
+    raise the cancellation.
+
+    redis-py (under channels-redis) sometimes returns normally from a call whose task was
+    cancelled, dropping the ``CancelledError``: a loop around such a call would never end.
+    """
+    task = asyncio.current_task()
+    before = task.cancelling() if task is not None else 0
+    result = await awaitable
+    if task is not None and task.cancelling() > before:
+        raise asyncio.CancelledError
+    return result

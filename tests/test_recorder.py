@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import json
 import uuid
 
 import pytest
+from django.db import connection
 
 from agents.events import EventType, utcnow
 from tests.factories import run_fields
@@ -16,7 +19,7 @@ from traces.compat import RedisChannelLayer as CompatRedisLayer
 from traces.hub import Hub
 from traces.models import Event, Run, Trace
 from traces.protocol import ServerEvent
-from traces.recorder import EventStore, TraceRecorder
+from traces.recorder import EVENT_ROWS, RUN_ROWS, TRACE_ROWS, EventStore, TraceRecorder
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -296,3 +299,47 @@ async def test_a_trace_whose_event_cannot_be_stored_fails_alone(monkeypatch):
     assert (await Trace.objects.aget(pk=good.trace_id)).status == "success"
     assert [e.message_id async for e in Event.objects.filter(trace_id=bad.trace_id).order_by("seq")][1] == "x"
     assert store.store_ok  # not taken for a database outage
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        utcnow(),
+        dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC),  # no microseconds: str() leaves them out
+        dt.datetime(2026, 6, 1, 12, 0, 0, 123456, tzinfo=dt.timezone(dt.timedelta(hours=8))),
+        dt.datetime.fromisoformat("2025-09-24T12:00:00.000Z"),
+        None,
+    ],
+)
+def test_the_rows_fast_converters_prepare_datetimes_as_django_does(value):
+    for rows in (EVENT_ROWS, TRACE_ROWS, RUN_ROWS):
+        for field, convert in zip(rows.fields, rows.converters(), strict=True):
+            if field.get_internal_type() == "DateTimeField":
+                assert convert(value) == field.get_db_prep_save(value, connection), field
+
+
+def test_the_rows_fast_converters_prepare_uuids_text_and_json_as_django_does():
+    samples = {
+        "UUIDField": [uuid.uuid4(), str(uuid.uuid4()), None],
+        "ForeignKey": [uuid.uuid4(), None],
+        "CharField": ["sql_agent", "显示 🚀", None],
+        "TextField": ["x" * 3000, None],
+        "PositiveIntegerField": [0, 7, None],
+        "IntegerField": [0, -3, None],
+        "JSONField": [{"a": [1, "二"]}, {}, None],
+    }
+    checked = 0
+    for rows in (EVENT_ROWS, TRACE_ROWS, RUN_ROWS):
+        for field, convert in zip(rows.fields, rows.converters(), strict=True):
+            kind = field.get_internal_type()
+            if kind == "ForeignKey" and field.target_field.get_internal_type() != "UUIDField":
+                continue
+            for value in samples.get(kind, []):
+                expected = field.get_db_prep_save(value, connection)
+                if kind == "JSONField" and expected is not None:  # the adapter's text, compared as JSON
+                    expected = json.loads(expected if isinstance(expected, str) else expected.dumps(value))
+                    assert json.loads(convert(value)) == expected, field
+                else:
+                    assert convert(value) == expected, field
+                checked += 1
+    assert checked > 30

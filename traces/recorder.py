@@ -130,6 +130,7 @@ class Batch:
         self.seqs: dict[uuid.UUID, int] = {}
         self.events: list[tuple] = []  # values of EVENT_ROWS
         self.whole: set[uuid.UUID] = set()  # traces whose whole row is written (new, started or finished)
+        self.max_event_bytes = settings.TRACE_MAX_EVENT_BYTES
 
     def trace_row(self, state: TraceState) -> dict[str, Any]:
         row = self.traces.get(state.trace_id)
@@ -154,7 +155,7 @@ class Batch:
         item.seq = seq
         message = self.envelope(item, seq)
         item.text = protocol.dumps(message)
-        limit = settings.TRACE_MAX_EVENT_BYTES
+        limit = self.max_event_bytes
         if len(item.text) > limit // 4 and len(item.text.encode()) > limit:
             # Too large to store and send as it is: its longest values are cut, with markers and
             # its original size (and the run row below is projected from the cut event).
@@ -297,6 +298,13 @@ def _converter(field: models.Field) -> Callable[[Any], Any]:
         )
     if kind == "DateTimeField":
         adapt = connection.ops.adapt_datetimefield_value
+        if settings.USE_TZ and connection.timezone_name == "UTC":
+            # The vendors' step for an aware datetime is make_naive in the connection's zone, then
+            # str(): for the UTC datetimes the recorder makes, that is dropping the tzinfo.
+            return lambda value: (
+                str(value.replace(tzinfo=None)) if type(value) is dt.datetime and value.tzinfo is dt.UTC
+                else None if value is None else adapt(value)
+            )  # fmt: skip
         return lambda value: None if value is None else adapt(value)
     if kind == "JSONField":
         return lambda value: None if value is None else to_json(value)
@@ -365,7 +373,25 @@ class _Rows:
                 values = list(row)
             prepared.append([convert(v) for convert, v in zip(converters, values, strict=True)])
         with connection.cursor() as cursor:
-            cursor.executemany(self.sql(), prepared)
+            if connection.vendor == "sqlite" and not self.upsert and len(prepared) > 1:
+                for start in range(0, len(prepared), MULTI_ROW):
+                    chunk = prepared[start : start + MULTI_ROW]
+                    cursor.execute(self.multi_row_sql(len(chunk)), [v for row in chunk for v in row])
+            else:
+                cursor.executemany(self.sql(), prepared)
+
+    def multi_row_sql(self, rows: int) -> str:
+        """``INSERT … VALUES (…), (…), …`` for ``rows`` rows."""
+        key = f"{connection.alias}:{rows}"
+        if key not in self._sql:
+            one = f"({', '.join(['%s'] * len(self.columns))})"
+            self._sql[key] = self.sql().replace(one, ", ".join([one] * rows))
+        return self._sql[key]
+
+
+# SQLite runs an executemany row by row, letting the other threads have the GIL between rows (and
+# waiting up to a switch interval to get it back): one statement for many rows is one step.
+MULTI_ROW = 100
 
 
 # A running trace's row: every field the recorder projects, never its owner, session, source or
@@ -706,7 +732,8 @@ class TraceRecorder:
     async def flush(self) -> None:
         """Wait until every event emitted so far is stored; raises ``TraceStoreError`` if one was not."""
         if self.in_flight:
-            await asyncio.wait(list(self.in_flight))
+            # A trace's events settle in order (one writer, batches in order): the last settles last.
+            await asyncio.wait([self.in_flight[-1]])
             self.in_flight.clear()
         if self.failure is not None:
             raise self.failure

@@ -40,6 +40,7 @@ MAX_QUEUED = 2000  # items an outbox holds before live events are read from the 
 BACKFILL_CHUNK = 500
 CLOSE_GRACE_SECONDS = 1.0
 _abandoned: set[asyncio.Task] = set()  # closed sockets whose unsent bytes get a last chance to drain
+_TRACE_EVENTS_OUT = MESSAGES_OUT.labels("trace_event")  # every event sent: its counter looked up once
 COMPLETED_PREFIX = f'{{"event_type":"{EventType.TRACE_COMPLETED}"'  # how a stored trace_completed envelope begins
 
 Reader = Callable[[uuid.UUID, int, int | None, int], Awaitable[list[tuple[int, Any, str]]]]
@@ -76,6 +77,7 @@ class Outbox:
         self._timers: set[asyncio.Task] = set()
         self._writer: asyncio.Task | None = None
         self._abandoned = False
+        self._buffer_limit = settings.TRACE_SEND_BUFFER_BYTES
 
     # ------------------------------------------------------------------ the queue (any task)
 
@@ -281,7 +283,7 @@ class Outbox:
         await self._send(text, "trace_event")
 
     async def _send(self, text: str, label: str) -> None:
-        MESSAGES_OUT.labels(label).inc()
+        (_TRACE_EVENTS_OUT if label == "trace_event" else MESSAGES_OUT.labels(label)).inc()
         if self.dropped:
             return
         try:
@@ -293,7 +295,7 @@ class Outbox:
             self.dropped = True
             return
         pending = self.send_buffer.pending()
-        if pending is not None and pending > settings.TRACE_SEND_BUFFER_BYTES:
+        if pending is not None and pending > self._buffer_limit:
             await self._wait_for_client()
 
     def abandon(self) -> None:

@@ -23,7 +23,9 @@ each run prints how many connections MariaDB accepted during it). Clients run in
 separate processes. ``--profile`` samples each server with py-spy and prints the share of its busy
 samples spent in the agent (``agents/``) and in the rest.
 Each event's latency is its ``timestamp`` (set when the agent emitted it) to its arrival.
-Prints one row per run and the medians, with delivered and stored counts (stored only for tracesite).
+Prints one row per run and the medians, with delivered and stored counts (stored only for tracesite)
+and where the machine's CPU went: cores busy in the servers, the clients and (``mysql``) MariaDB +
+Redis, and the servers' CPU time per event delivered.
 """
 
 from __future__ import annotations
@@ -88,17 +90,19 @@ def client(urls: list[str], traces: int, start, queue) -> None:
         await asyncio.gather(*(session(url, traces, latencies, counts) for url in urls))
 
     start.wait()
+    cpu = time.process_time()
     try:
         asyncio.run(run())
-        queue.put((counts[0], latencies, None, counts[1]))
+        queue.put((counts[0], latencies, None, counts[1], time.process_time() - cpu))
     except BaseException as exc:  # whatever it was, the parent must hear of it
         import traceback
 
-        queue.put((counts[0], latencies, "".join(traceback.format_exception(exc))[-3000:], counts[1]))
+        queue.put((counts[0], latencies, "".join(traceback.format_exception(exc))[-3000:], counts[1], 0.0))
 
 
-def swarm(urls: list[str], traces: int, processes: int) -> tuple[int, list[float], float]:
-    """Run every session (one URL each) from ``processes`` client processes; returns delivered, latencies, seconds."""
+def swarm(urls: list[str], traces: int, processes: int) -> tuple[int, list[float], float, float]:
+    """Run every session (one URL each) from ``processes`` client processes; returns delivered,
+    latencies, seconds, and the CPU seconds the clients used."""
     context = multiprocessing.get_context("spawn")
     queue, start = context.Queue(), context.Event()
     workers = [
@@ -121,13 +125,38 @@ def swarm(urls: list[str], traces: int, processes: int) -> tuple[int, list[float
     elapsed = time.perf_counter() - started
     for worker in workers:
         worker.join()
-    errors = [error for _, _, error, _ in results if error]
+    errors = [r[2] for r in results if r[2]]
     if errors:
         raise RuntimeError(f"client failed: {errors[0]}")
     stalled = sum(r[3] for r in results)
     if stalled:
         print(f"WARNING: {stalled} session(s) received nothing for {STALL_SECONDS:g} s and were abandoned", flush=True)
-    return sum(r[0] for r in results), sorted(v for r in results for v in r[1]), elapsed
+    return sum(r[0] for r in results), sorted(v for r in results for v in r[1]), elapsed, sum(r[4] for r in results)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def pids_named(*names: str) -> list[int]:
+    """Processes whose command is one of ``names`` (the database and Redis the servers use)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() in names:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
 
 
 # ---------------------------------------------------------------------------------- servers
@@ -376,6 +405,7 @@ def main() -> None:
         )
     )
     summary = []
+    services = pids_named("mariadbd", "mysqld", "redis-server") if args.backend == "mysql" and persisted else []
     profilers = start_profilers(servers) if args.profile else []
     try:
         for sessions in args.sessions:
@@ -384,7 +414,11 @@ def main() -> None:
                 prefix = f"b{sessions}r{run}-"
                 urls = [f"ws://127.0.0.1:{args.port + i % args.processes}/ws/{prefix}{i}" for i in range(sessions)]
                 accepted = mysql_connections() if args.backend == "mysql" and persisted else None
-                delivered, latencies, elapsed = swarm(urls, args.traces, min(args.clients, sessions))
+                servers_cpu = cpu_seconds([server.pid for server in servers])
+                services_cpu = cpu_seconds(services)
+                delivered, latencies, elapsed, clients_cpu = swarm(urls, args.traces, min(args.clients, sessions))
+                servers_cpu = cpu_seconds([server.pid for server in servers]) - servers_cpu
+                services_cpu = cpu_seconds(services) - services_cpu
                 if accepted is not None:
                     accepted = mysql_connections() - accepted - 1  # less this count's own connection
                 stored = stored_events(env, prefix) if persisted else None
@@ -396,12 +430,24 @@ def main() -> None:
                     "p50": statistics.median(latencies),
                     "p99": percentile(latencies, 0.99),
                     "max": latencies[-1],
+                    # Where the machine's CPU went, in cores busy over the run: the servers, the
+                    # client processes, MariaDB + Redis; and the servers' CPU per event delivered.
+                    "cpu": {
+                        "servers": servers_cpu / elapsed,
+                        "clients": clients_cpu / elapsed,
+                        "services": services_cpu / elapsed,
+                        "cores": os.cpu_count(),
+                        "server_us_per_event": servers_cpu / max(delivered, 1) * 1e6,
+                    },
                 }
                 rows.append(row)
                 print(
                     f"{label} {sessions}x{args.traces} run {run + 1}: delivered {delivered} stored {stored} "
                     f"{row['events_s']:.0f} ev/s {row['traces_s']:.1f} traces/s p50 {row['p50']:.1f} "
                     f"p99 {row['p99']:.1f} max {row['max']:.1f} ms"
+                    + f" | cores busy: servers {row['cpu']['servers']:.2f} clients {row['cpu']['clients']:.2f}"
+                    + (f" mariadb+redis {row['cpu']['services']:.2f}" if services else "")
+                    + f" of {os.cpu_count()}; server CPU {row['cpu']['server_us_per_event']:.0f} µs/event"
                     + (f" mariadb connections accepted {accepted}" if accepted is not None else ""),
                     flush=True,
                 )

@@ -9,7 +9,7 @@ import pytest
 import websockets
 from channels.db import database_sync_to_async
 
-from tests.servers import RedisServer, daphne, http_get
+from tests.servers import RedisServer, daphne, daphne_server, http_get
 from traces.models import ApiToken, Trace
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("configured_agent_db")]
@@ -92,14 +92,15 @@ async def test_it_replays_as_fast_as_possible_and_refuses_unknown_traces():
             assert (await recv(ws))["data"]["error"] == "not_found"
 
 
-async def test_a_flood_is_rate_limited_then_closed():
-    with daphne(TRACE_RATE_LIMIT="5") as host:
+async def test_a_flood_is_rate_limited_then_closed_and_logged_once():
+    with daphne_server(TRACE_RATE_LIMIT="5") as server:
+        host = server.host
         async with websockets.connect(f"ws://{host}/ws/flood") as ws:
             await recv(ws)
-            for _ in range(60):
-                await ws.send('{"action": "ping"}')
             errors = 0
             with pytest.raises(websockets.ConnectionClosed) as closed:
+                for _ in range(2000):
+                    await ws.send('{"action": "ping"}')
                 while True:
                     message = await recv(ws)
                     errors += message["event_type"] == "error" and message["data"]["error"] == "rate_limited"
@@ -107,6 +108,23 @@ async def test_a_flood_is_rate_limited_then_closed():
         # The server is fine.
         async with websockets.connect(f"ws://{host}/ws/after-flood") as ws:
             assert (await recv(ws))["event_type"] == "connection_established"
+        log = server.log.read_text()
+    assert log.count("closing a flooding socket") == 1, log[-2000:]
+    assert "WARNING" not in log.replace("WARNING traces.consumers closing a flooding socket", ""), log[-2000:]
+
+
+@pytest.mark.parametrize("path", ["/ws/a/b", "/ws/../../etc/passwd", "/ws/%2e%2e%2fadmin", "/", "/admin/"])
+async def test_a_websocket_on_any_other_path_is_closed_4400_without_an_error(path):
+    with daphne_server() as server:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            async with websockets.connect(f"ws://{server.host}{path}") as ws:
+                await recv(ws)
+        assert closed.value.rcvd.code == 4400  # daphne sends no close reason
+        async with websockets.connect(f"ws://{server.host}/ws/fine") as ws:  # and the server is fine
+            assert (await recv(ws))["event_type"] == "connection_established"
+        log = server.log.read_text()
+    assert "Traceback" not in log and " ERROR " not in log and " WARNING " not in log, log
+    assert "no endpoint at" in log
 
 
 async def test_auth_on_needs_a_token_and_auth_off_does_not(django_user_model):

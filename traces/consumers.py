@@ -144,6 +144,7 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
     user: Any = None
     outbox: Outbox | None = None
     counted = False  # open and counted in ``sockets``; stopped once, by disconnect() or __call__
+    closing_flood = False  # closing for flooding: what else it sends is counted, not answered or logged
 
     # ------------------------------------------------------------------ connection
 
@@ -241,9 +242,13 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
     # ------------------------------------------------------------------ client messages
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closing_flood:
+            REJECTED.labels("rate_limited").inc()  # counted; it was logged once when the close began
+            return
         if not self.limiter.allow():
             REJECTED.labels("rate_limited").inc()
             if self.limiter.flooding:
+                self.closing_flood = True
                 logger.warning("closing a flooding socket session=%s", self.session_id)
                 assert self.outbox is not None
                 self.outbox.close_after(CloseCode.FLOODING)
@@ -368,3 +373,16 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
 
     def send_error(self, error: ErrorCode, detail: str, **extra: Any) -> None:
         self.send_event(ServerEvent.ERROR, {"error": str(error), "detail": detail, **extra})
+
+
+class UnknownPath(AsyncWebsocketConsumer):
+    """Any other WebSocket path (``/ws/a/b``, ``/``, ``/ws/../admin``): accepted and closed with 4400
+    and a reason, logged at INFO; without it the router raises and the server answers 500."""
+
+    channel_layer_alias = "tracesite.no-layer"
+
+    async def connect(self) -> None:
+        REJECTED.labels("unknown_path").inc()
+        logger.info("websocket refused: no endpoint at %r", self.scope.get("path", ""))
+        await self.accept()
+        await self.close(code=CloseCode.INVALID_SESSION, reason="no such endpoint: connect to /ws/<session_id>")

@@ -66,7 +66,7 @@ class ErrorCode(StrEnum):
 
 
 class CloseCode:
-    INVALID_SESSION = 4400
+    INVALID_SESSION = 4400  # a bad session id, or no endpoint at the path
     UNAUTHORIZED = 4001
     FLOODING = 4429
 

@@ -73,6 +73,27 @@ def test_it_searches_chinese_and_english_and_filters(client):
     assert client.get(reverse("traces:list"), {"since": "not-a-date"}).status_code == 200  # ignored, not an error
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [{"until": "9999-12-31"}, {"since": "0001-01-01"}, {"min_ms": "abc"}, {"status": "bogus"}, {"since": "notadate"},
+     {"sort": "sideways"}, {"feedback": "maybe"}],
+)  # fmt: skip
+def test_a_bad_filter_value_is_shown_as_its_error_and_the_other_filters_still_apply(client, bad):
+    make_trace("how many orders per country?", final_response="Canada leads", status=Trace.Status.ERROR, error="x")
+    make_trace("how many users are there?", final_response="3 users", status=Trace.Status.ERROR, error="y")
+    make_trace("how many orders per month?", final_response="12", source=Trace.Source.CLI)
+    response = client.get(reverse("traces:list"), {"q": "orders", "status": "error", **bad})
+    assert response.status_code == 200
+    body = response.content.decode()
+    (field,) = bad
+    assert response.context["form"].errors[field]  # said, next to the field
+    assert 'class="field-error"' in body
+    if field != "status":  # the search and the valid status filter still apply
+        assert "per country" in body and "users are there" not in body and "per month" not in body
+    else:  # the search still applies
+        assert "per country" in body and "per month" in body and "users are there" not in body
+
+
 def test_it_paginates_by_keyset_by_default_and_by_page_number_on_request(client):
     bulk_traces(120)
     url, seen = reverse("traces:list"), []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -51,6 +52,30 @@ class ChatModelError(Exception):
     def __init__(self, message: str, error_type: str = "ChatModelError"):
         super().__init__(message)
         self.error_type = error_type
+
+
+class EndpointHealth:
+    """How the process's calls to the model endpoint went lately, for a health check.
+
+    A failure is remembered until a later call succeeds: an endpoint that is unreachable, refuses
+    the key or keeps answering 429/5xx makes every run fail, though the service itself is up.
+    """
+
+    def __init__(self) -> None:
+        self.last_ok: float | None = None  # time.time() of the last call that answered
+        self.last_error: str = ""
+        self.last_error_at: float | None = None
+
+    def succeeded(self) -> None:
+        self.last_ok = time.time()
+        self.last_error, self.last_error_at = "", None
+
+    def failed(self, error: ChatModelError) -> None:
+        self.last_error, self.last_error_at = f"{error.error_type}: {error}", time.time()
+
+
+#: The model endpoint of this process (one configuration per process).
+ENDPOINT_HEALTH = EndpointHealth()
 
 
 class ChatModel(ABC):

@@ -8,7 +8,7 @@ from typing import Any
 import openai
 from openai import AsyncOpenAI
 
-from agents.chat import ChatModel, ChatModelError, Completion, TextCallback, ToolCall, Usage
+from agents.chat import ENDPOINT_HEALTH, ChatModel, ChatModelError, Completion, TextCallback, ToolCall, Usage
 from agents.pricing import PriceTable
 
 
@@ -36,6 +36,17 @@ class OpenAIChatModel(ChatModel):
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None = None,
         on_text: TextCallback | None = None,
+    ) -> Completion:
+        try:
+            completion = await self._complete(messages, tools, on_text)
+        except ChatModelError as exc:
+            ENDPOINT_HEALTH.failed(exc)
+            raise
+        ENDPOINT_HEALTH.succeeded()
+        return completion
+
+    async def _complete(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, on_text: TextCallback | None
     ) -> Completion:
         request: dict[str, Any] = {"model": self.name, "messages": messages}
         if tools:

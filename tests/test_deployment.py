@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ def test_the_container_start_sequence_serves_a_healthy_app_with_debug_off(tmp_pa
         "STATIC_ROOT": str(tmp_path / "static"),
         "BIND": "127.0.0.1",
         "PORT": str(port),
+        "TRACE_METRICS_TOKEN": "monitoring-secret",
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     }
     subprocess.run(
@@ -40,7 +42,12 @@ def test_the_container_start_sequence_serves_a_healthy_app_with_debug_off(tmp_pa
     try:
         wait_for_port(port, 60, server)
         status, body = http_get(f"http://127.0.0.1:{port}/health")
-        assert status in (200, 503) and json.loads(body)["checks"]["database"] == "ok"
+        assert status == 200 and json.loads(body) == {"status": "healthy"}  # the details are not public
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/health", headers={"Authorization": "Bearer monitoring-secret"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert json.loads(response.read())["checks"]["database"] == "ok"
         status, body = http_get(f"http://127.0.0.1:{port}/static/tracesite.css")
         assert status == 200 and b"--fg" in body  # whitenoise serves the collected, hashed files
         status, _ = http_get(f"http://127.0.0.1:{port}/traces/")

@@ -457,6 +457,7 @@ class EventStore:
         self._idle.set()
         self.published: asyncio.Queue[list[StoredEvent]] = asyncio.Queue()
         self.store_ok = True
+        self.writing_since: float | None = None  # time.monotonic() when the batch being written was handed over
         self._tasks: list[asyncio.Task] = []
 
     def _ensure_started(self) -> None:
@@ -499,7 +500,11 @@ class EventStore:
         if not items:
             return
         started = time.perf_counter()
-        outcome = await loop.run_in_executor(_writer_thread, _store, items)
+        self.writing_since = time.monotonic()
+        try:
+            outcome = await loop.run_in_executor(_writer_thread, _store, items)
+        finally:
+            self.writing_since = None
         if not outcome.stored:
             (_, exc), *_ = outcome.failed
             if self.store_ok:
@@ -642,6 +647,11 @@ _stores: PerLoop[EventStore] = PerLoop(EventStore)
 def get_event_store() -> EventStore:
     """The EventStore of the running event loop."""
     return _stores.get()
+
+
+def all_event_stores() -> list[EventStore]:
+    """Every event loop's EventStore in this process (the server has one)."""
+    return _stores.all()
 
 
 async def run_on_writer(work: Callable[[], Any]) -> Any:

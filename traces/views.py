@@ -1,14 +1,11 @@
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import os
 import uuid
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.core.paginator import Paginator
-from django.db import close_old_connections, connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -17,10 +14,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 
 from agents.config import model_label
 from agents.events import format_timestamp, utcnow
+from traces import health as health_checks
 from traces import protocol, stats
 from traces.compare import compare
 from traces.forms import HistoryFilter
-from traces.layer import live_layer
 from traces.live import running_agents, sockets
 from traces.models import Run, Trace
 from traces.pagination import keyset_page
@@ -207,44 +204,35 @@ def _uuid_or_none(value: str) -> uuid.UUID | None:
 
 
 async def health(request: HttpRequest) -> JsonResponse:
-    """200 when healthy; 503 "degraded" without the channel layer, "unhealthy" without the database."""
-    database, layer = await asyncio.gather(_check_database(), _check_channel_layer())
-    status = "unhealthy" if database != "ok" else "degraded" if layer != "ok" else "healthy"
-    body = {
-        "status": status,
-        "timestamp": format_timestamp(utcnow()),
-        "server_version": protocol.SERVER_VERSION,
-        "active_connections": sockets.connections,
-        "active_sessions": len(sockets.sessions),
-        "running_agents": running_agents(),
-        "model": model_label(),
-        "checks": {"database": database, "channel_layer": layer},
-    }
-    return JsonResponse(body, status=200 if status == "healthy" else 503)
+    """``traces.health``: 200 while it serves (healthy, or degraded: live delivery between processes
+    or the model endpoint failing), 503 when unhealthy; the status for anybody, the details for monitoring."""
+    status, results = await health_checks.checks()
+    body: dict[str, Any] = {"status": status}
+    if await health_checks.monitoring_allowed(request):
+        body |= {
+            "timestamp": format_timestamp(utcnow()),
+            "server_version": protocol.SERVER_VERSION,
+            "active_connections": sockets.connections,
+            "active_sessions": len(sockets.sessions),
+            "running_agents": running_agents(),
+            "model": model_label(),
+            "checks": results,
+        }
+    return JsonResponse(body, status=503 if status == "unhealthy" else 200)
 
 
-async def _check_database() -> str:
-    def check() -> str:
-        close_old_connections()
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-            return "ok"
-        except Exception as exc:  # noqa: BLE001 - any failure makes the service unhealthy, and says why
-            return f"error: {exc}"
-
-    return await sync_to_async(check)()
-
-
-async def _check_channel_layer() -> str:
-    layer = live_layer()
-    if layer is None:
-        return "error: no channel layer configured"
-    return await layer.check()
-
-
-def metrics(request: HttpRequest) -> HttpResponse:
-    """Prometheus text format; aggregated across processes when PROMETHEUS_MULTIPROC_DIR is set."""
+async def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus text format; aggregated across processes when PROMETHEUS_MULTIPROC_DIR is set.
+    For monitoring only (``traces.health.monitoring_allowed``)."""
+    if not await health_checks.monitoring_allowed(request):
+        response = HttpResponse(
+            "metrics need TRACE_METRICS_TOKEN or a staff user's API token (Authorization: Bearer …), "
+            "a staff login, or an address in TRACE_MONITORING_IPS\n",
+            status=401,
+            content_type="text/plain",
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="tracesite metrics"'
+        return response
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

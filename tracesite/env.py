@@ -83,6 +83,19 @@ def strings(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def networks(name: str) -> list[str]:
+    """A comma-separated list of addresses or networks (``10.0.0.0/8``, ``::1``)."""
+    import ipaddress
+
+    values = strings(name, [])
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {value!r} is not an IP address or network") from None
+    return values
+
+
 def choice(name: str, default: str, choices: set[str]) -> str:
     value = string(name, default).upper()
     if value not in choices:

@@ -184,6 +184,11 @@ TRACE_GROUP_REFRESH = env.number("TRACE_GROUP_REFRESH", 30.0, minimum=0.1)
 # (the process was killed or crashed): it is closed as an error (traces.runners).
 TRACE_RUNNER_TIMEOUT = env.number("TRACE_RUNNER_TIMEOUT", 60.0, minimum=1.0)
 
+# Who may read /metrics and the details of /health (anybody gets /health's status): DEBUG, staff,
+# a bearer token (this one, or a staff user's API token), or these addresses (traces.health).
+TRACE_METRICS_TOKEN = env.string("TRACE_METRICS_TOKEN")
+TRACE_MONITORING_IPS = env.networks("TRACE_MONITORING_IPS")
+
 LOG_LEVEL = env.choice("LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
 LOG_FILE = env.string("LOG_FILE")
 LOGGING = {

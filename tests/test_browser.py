@@ -180,3 +180,37 @@ async def test_the_dashboard_renders(page):
         assert await page.locator("svg.chart rect").count() >= 1
         assert "describe_schema" in await page.locator("body").inner_text()
         await shot(page, "dashboard")
+
+
+OPEN_SOCKET = """async (url) => await new Promise((resolve) => {
+    const socket = new WebSocket(url);
+    socket.onmessage = (event) => { socket.close(); resolve("open: " + JSON.parse(event.data).event_type); };
+    socket.onclose = (event) => resolve("closed " + event.code);
+})"""
+
+
+async def test_a_page_on_another_port_cannot_open_the_socket_as_the_logged_in_user(page, staff_user):
+    """WebSocket hijacking: the admin's browser, on a page served from another port of the same
+    host, must not get a socket (which would carry the admin's session cookie)."""
+    import http.server
+    import threading
+
+    from tests.servers import free_port
+
+    other_port = free_port()
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", other_port), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        with daphne() as host:
+            await page.goto(f"http://{host}/admin/login/")
+            await page.fill("#id_username", staff_user.username)
+            await page.fill("#id_password", "pw-alice-123")
+            await page.click("input[type=submit]")
+            await page.wait_for_url(f"http://{host}/admin/")
+            same_origin = await page.evaluate(OPEN_SOCKET, f"ws://{host}/ws/hijack")
+            assert same_origin == "open: connection_established"
+            await page.goto(f"http://127.0.0.1:{other_port}/")
+            cross_origin = await page.evaluate(OPEN_SOCKET, f"ws://{host}/ws/hijack")
+            assert cross_origin == "closed 1006", cross_origin  # refused at the handshake (HTTP 403)
+    finally:
+        other.shutdown()

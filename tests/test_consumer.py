@@ -410,14 +410,34 @@ async def test_a_user_cannot_follow_someone_elses_trace(settings, django_user_mo
     await theirs.disconnect()
 
 
-async def test_it_refuses_foreign_origins_but_allows_configured_ones(settings):
-    communicator = connect("/ws/origin", headers=[(b"origin", b"http://evil.example.com")])
+async def opens(origin: str | None, host: str = "localhost:8000", **extra: str) -> bool:
+    headers = [(b"host", host.encode())] + ([(b"origin", origin.encode())] if origin is not None else [])
+    headers += [(name.encode(), value.encode()) for name, value in extra.items()]
+    communicator = connect("/ws/origin", headers=headers)
     connected, _ = await communicator.connect()
-    assert not connected
-    communicator = connect("/ws/origin", headers=[(b"origin", b"http://localhost:8000")])
-    connected, _ = await communicator.connect()
-    assert connected
-    await communicator.disconnect()
+    if connected:
+        await communicator.disconnect()
+    return connected
+
+
+async def test_a_browser_socket_must_come_from_the_same_scheme_host_and_port_or_a_configured_origin(settings):
+    settings.ALLOWED_HOSTS = ["localhost", "traces.example.com"]
+    settings.TRACE_ALLOWED_ORIGINS = ["http://localhost:3000"]
+    assert await opens("http://localhost:8000")  # the page this server served
+    assert await opens(None)  # not a browser page: on to authentication
+    assert not await opens("http://evil.example.com")
+    assert not await opens("http://localhost:9999")  # another port of the same host: another origin
+    assert not await opens("https://localhost:8000")  # another scheme
+    assert not await opens("null")
+    assert await opens("http://localhost:3000") and not await opens("http://localhost:3001")
+    assert not await opens("http://evil.example.com", host="evil.example.com")  # a host not served
+    # Behind a proxy that terminates TLS and says so.
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    assert await opens("https://traces.example.com", host="traces.example.com", **{"x-forwarded-proto": "https"})
+    assert not await opens("http://traces.example.com", host="traces.example.com", **{"x-forwarded-proto": "https"})
+    assert not await opens("https://traces.example.com", host="traces.example.com")  # plain ws, no proxy header
+    settings.CSRF_TRUSTED_ORIGINS = ["https://*.example.com"]
+    assert await opens("https://app.example.com", host="traces.example.com")
 
 
 async def test_every_event_a_client_saw_is_stored():

@@ -2,37 +2,105 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs
+import logging
+from urllib.parse import parse_qs, urlsplit
 
 from channels.db import database_sync_to_async
-from channels.security.websocket import OriginValidator
+from channels.security.websocket import WebsocketDenier
 from django.conf import settings
+from django.http.request import split_domain_port, validate_host
 
+from traces.metrics import REJECTED
 from traces.models import ApiToken
 
-
-class TraceOriginValidator(OriginValidator):
-    """Browsers must come from ALLOWED_HOSTS or TRACE_ALLOWED_ORIGINS.
-
-    A request without an Origin header is not from a browser page (a CLI, a server, a test
-    client) and cannot be a cross-site request, so it is let through to authentication.
-    """
-
-    def valid_origin(self, parsed_origin) -> bool:
-        if parsed_origin is None:
-            return True
-        return super().valid_origin(parsed_origin)
+logger = logging.getLogger(__name__)
 
 
-def allowed_origins() -> list[str]:
-    hosts = list(settings.ALLOWED_HOSTS)
-    if settings.DEBUG and not hosts:
-        hosts = [".localhost", "127.0.0.1", "[::1]"]
-    return hosts + list(settings.TRACE_ALLOWED_ORIGINS)
+def _origin(value: str) -> tuple[str, str, int] | None:
+    """``scheme://host[:port]`` as (scheme, host, port), the port made explicit; None if it is not one."""
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    try:
+        port = parts.port or DEFAULT_PORTS[parts.scheme]
+    except ValueError:
+        return None
+    return parts.scheme, parts.hostname.lower(), port
 
 
-def origin_validator(application) -> TraceOriginValidator:
-    return TraceOriginValidator(application, allowed_origins())
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _matches(origin: tuple[str, str, int], allowed: tuple[str, str, int]) -> bool:
+    scheme, host, port = allowed
+    if (origin[0], origin[2]) != (scheme, port):
+        return False
+    return origin[1] == host or (host.startswith("*.") and origin[1].endswith(host[1:]))
+
+
+def configured_origins() -> list[tuple[str, str, int]]:
+    """TRACE_ALLOWED_ORIGINS (a separately served front end) and CSRF_TRUSTED_ORIGINS."""
+    values = list(settings.TRACE_ALLOWED_ORIGINS) + list(settings.CSRF_TRUSTED_ORIGINS)
+    return [origin for origin in map(_origin, values) if origin is not None]
+
+
+def _own_origin(scope: dict, headers: dict[bytes, bytes]) -> tuple[str, str, int] | None:
+    """The origin the socket was opened on: its scheme (behind a TLS proxy, as the proxy says), and
+    the Host it was sent to, if that host is one of ALLOWED_HOSTS."""
+    host = headers.get(b"host", b"").decode("latin1")
+    if settings.USE_X_FORWARDED_HOST and b"x-forwarded-host" in headers:
+        host = headers[b"x-forwarded-host"].decode("latin1").split(",")[0].strip()
+    secure = scope.get("scheme") in ("wss", "https")
+    proxy = settings.SECURE_PROXY_SSL_HEADER
+    if proxy:
+        header, value = proxy
+        name = header.removeprefix("HTTP_").replace("_", "-").lower().encode()
+        secure = secure or headers.get(name, b"").decode("latin1").split(",")[0].strip() == value
+    scheme = "https" if secure else "http"
+    origin = _origin(f"{scheme}://{host}") if host else None
+    if origin is None:
+        return None
+    allowed_hosts = list(settings.ALLOWED_HOSTS)
+    if settings.DEBUG and not allowed_hosts:
+        allowed_hosts = [".localhost", "127.0.0.1", "[::1]"]
+    domain, _ = split_domain_port(host)
+    return origin if domain and validate_host(domain, allowed_hosts) else None
+
+
+def origin_allowed(scope: dict) -> bool:
+    """A browser's socket must come from a page of this very origin (scheme, host and port), or of
+    one configured. A request without an Origin header is not from a browser page (a CLI, a
+    server, a test client) and cannot be a cross-site request: it goes on to authentication."""
+    headers = dict(scope.get("headers") or [])
+    raw = headers.get(b"origin")
+    if raw is None:
+        return True
+    origin = _origin(raw.decode("latin1"))
+    if origin is None:  # "null" (a sandboxed frame, a file: page) or garbage
+        return False
+    own = _own_origin(scope, headers)
+    if own is not None and _matches(origin, own):
+        return True
+    return any(_matches(origin, allowed) for allowed in configured_origins())
+
+
+class OriginCheck:
+    """Refuses (HTTP 403) a WebSocket whose Origin is not allowed (``origin_allowed``)."""
+
+    def __init__(self, application) -> None:
+        self.application = application
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "websocket" and not origin_allowed(scope):
+            REJECTED.labels("origin").inc()
+            origin = dict(scope.get("headers") or []).get(b"origin", b"").decode("latin1")
+            logger.info("websocket refused: origin %r not allowed for %s", origin[:200], scope.get("path", ""))
+            return await WebsocketDenier()(scope, receive, send)
+        return await self.application(scope, receive, send)
+
+
+def origin_validator(application) -> OriginCheck:
+    return OriginCheck(application)
 
 
 @database_sync_to_async

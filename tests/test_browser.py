@@ -214,3 +214,28 @@ async def test_a_page_on_another_port_cannot_open_the_socket_as_the_logged_in_us
             assert cross_origin == "closed 1006", cross_origin  # refused at the handshake (HTTP 403)
     finally:
         other.shutdown()
+
+
+async def test_run_again_starts_from_the_button_only_never_from_a_link_or_a_reload(page):
+    with daphne() as host:
+        await ask(page, host, "how many users are there?")
+        await page.wait_for_selector(".event-done", timeout=20000)
+        first = await database_sync_to_async(lambda: Trace.objects.get())()
+        count = database_sync_to_async(Trace.objects.count)
+        # A link to ?rerun= (another site's, say) fills in the question and starts nothing.
+        await page.goto(f"http://{host}/?rerun={first.pk}")
+        await page.wait_for_selector("[data-connection][data-state=connected]")
+        assert await page.input_value("textarea") == "how many users are there?"
+        await page.wait_for_timeout(1500)
+        assert await count() == 1
+        # The detail page's button does start it, once: a reload does not start it again.
+        await page.goto(f"http://{host}/traces/{first.pk}/")
+        await page.click("[data-rerun]")
+        await page.wait_for_selector(".event-done", timeout=20000)
+        assert await count() == 2
+        again = await database_sync_to_async(lambda: Trace.objects.exclude(pk=first.pk).get())()
+        assert again.rerun_of_id == first.pk
+        await page.reload()
+        await page.wait_for_selector("[data-connection][data-state=connected]")
+        await page.wait_for_timeout(1500)
+        assert await count() == 2

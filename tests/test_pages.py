@@ -190,10 +190,20 @@ def test_the_dashboard_summarises_a_time_range(client, django_assert_max_num_que
     assert old
 
 
-def test_the_live_page_offers_run_again(client):
+def test_run_again_is_a_post_a_link_only_fills_in_the_question():
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
     trace = make_trace("how many users?")
+    detail = client.get(reverse("traces:detail", args=[trace.pk])).content.decode()
+    assert f'action="{reverse("traces:live")}"' in detail and 'name="csrfmiddlewaretoken"' in detail
     body = client.get(reverse("traces:live"), {"rerun": trace.pk}).content.decode()
     assert f'data-rerun-of="{trace.pk}"' in body and "how many users?" in body
+    assert "data-autostart" not in body  # a link (from anywhere) or a reload starts nothing
+    assert client.post(reverse("traces:live"), {"rerun": trace.pk}).status_code == 403  # no CSRF token
+    token = client.cookies["csrftoken"].value
+    body = client.post(reverse("traces:live"), {"rerun": trace.pk, "csrfmiddlewaretoken": token}).content.decode()
+    assert 'data-autostart="1"' in body and f'data-rerun-of="{trace.pk}"' in body
 
 
 def test_traces_of_other_users_are_hidden_when_auth_is_on(client, settings, django_user_model):

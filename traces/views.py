@@ -9,7 +9,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
 from agents.config import model_label
@@ -44,10 +44,14 @@ def _visible(request: HttpRequest):
     return Trace.objects.visible_to(request.user)
 
 
+@require_http_methods(["GET", "HEAD", "POST"])
 def live(request: HttpRequest) -> HttpResponse:
+    """The live page. ``?rerun=<id>`` fills in that trace's question; only a POST of the detail
+    page's "Run again" form (CSRF-checked) starts it on load, never a link or a reload."""
     rerun = None
-    if request.GET.get("rerun"):
-        rerun = _visible(request).filter(pk=_uuid_or_none(request.GET["rerun"])).only("id", "request").first()
+    wanted = request.POST.get("rerun") if request.method == "POST" else request.GET.get("rerun")
+    if wanted:
+        rerun = _visible(request).filter(pk=_uuid_or_none(wanted)).only("id", "request").first()
     return render(
         request,
         "traces/live.html",
@@ -56,6 +60,7 @@ def live(request: HttpRequest) -> HttpResponse:
             "model_name": model_label(),
             "examples": EXAMPLE_QUESTIONS,
             "rerun": rerun,
+            "autostart": rerun is not None and request.method == "POST",
         },
     )
 

@@ -82,5 +82,9 @@ function feed(message) {
   }
 }
 
-if (form.dataset.autostart) start(question.value);
+if (form.dataset.autostart) {
+  start(question.value);
+  // A reload (or going back) shows the question again, but does not start it a second time.
+  history.replaceState(null, "", `?rerun=${encodeURIComponent(rerunOf)}`);
+}
 running(false);

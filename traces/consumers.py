@@ -34,11 +34,12 @@ from traces.db import live_read
 from traces.delivery import Outbox
 from traces.hub import get_hub
 from traces.live import live_runs, serve, sockets
+from traces.loops import PerLoop
 from traces.metrics import CONNECTIONS, MESSAGES_IN, REJECTED
 from traces.models import Event, Trace
-from traces.protocol import ClientMessage, CloseCode, ErrorCode, ProtocolError, ServerEvent
+from traces.protocol import Action, ClientMessage, CloseCode, ErrorCode, ProtocolError, ServerEvent
 from traces.replay import replay
-from traces.security import socket_user
+from traces.security import Credential, socket_user, still_valid
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +146,8 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
     outbox: Outbox | None = None
     counted = False  # open and counted in ``sockets``; stopped once, by disconnect() or __call__
     closing_flood = False  # closing for flooding: what else it sends is counted, not answered or logged
+    closing_revoked = False  # closing because its credential was revoked
+    credential: Credential | None = None
 
     # ------------------------------------------------------------------ connection
 
@@ -154,7 +157,7 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
             REJECTED.labels("invalid_session").inc()
             await self._refuse(CloseCode.INVALID_SESSION)
             return
-        self.user = await socket_user(self.scope)
+        self.user, self.credential = await socket_user(self.scope)
         if settings.TRACE_REQUIRE_AUTH and self.user is None:
             REJECTED.labels("unauthorized").inc()
             await self._refuse(CloseCode.UNAUTHORIZED)
@@ -175,6 +178,8 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
         sockets.sessions[self.session_id] += 1
         CONNECTIONS.inc()
         self.counted = True
+        if self.credential is not None:
+            _watches.get().add(self, self.credential)
         logger.info("websocket opened session=%s user=%s", self.session_id, self.owner_id)
         active = await _active_trace(self.session)
         active_trace_id, last_seq = (str(active.id), active.last_seq) if active else (None, 0)
@@ -196,6 +201,18 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
 
     async def _send_frame(self, text: str) -> None:
         await self.send(text_data=text)
+
+    def revoke(self) -> None:
+        """Its token was revoked, its session ended or its user deactivated: closed with 4001."""
+        if self.closing_revoked:
+            return
+        self.closing_revoked = True
+        REJECTED.labels("unauthorized").inc()
+        logger.info(
+            "websocket closed: its credential is no longer valid session=%s user=%s", self.session_id, self.owner_id
+        )
+        assert self.outbox is not None
+        self.outbox.close_after(CloseCode.UNAUTHORIZED)
 
     async def _close(self, code: int) -> None:
         await self.close(code=code)
@@ -229,6 +246,7 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
         if sockets.sessions[self.session_id] <= 0:
             del sockets.sessions[self.session_id]
         CONNECTIONS.dec()
+        _watches.get().remove(self)
         assert self.outbox is not None
         self.hub.remove(self.outbox)
         tasks = list(self.replays.values())
@@ -262,6 +280,10 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
             self.send_error(exc.error, exc.detail)
             return
         MESSAGES_IN.labels(str(message.action)).inc()
+        # Whatever this socket asks for is asked with its credential as it is now.
+        if self.credential is not None and message.action != Action.PING and not await _still_valid([self.credential]):
+            self.revoke()
+            return
         try:
             await getattr(self, f"action_{message.action}")(message)
         except ProtocolError as exc:
@@ -386,3 +408,44 @@ class UnknownPath(AsyncWebsocketConsumer):
         logger.info("websocket refused: no endpoint at %r", self.scope.get("path", ""))
         await self.accept()
         await self.close(code=CloseCode.INVALID_SESSION, reason="no such endpoint: connect to /ws/<session_id>")
+
+
+_still_valid = live_read(still_valid)
+
+
+class CredentialWatch:
+    """This process's sockets opened with a credential (an API token, a login): every
+    ``TRACE_AUTH_RECHECK_SECONDS`` the credentials are checked again, all in a few queries, and the
+    sockets whose token was revoked, whose session ended or whose user was deactivated are closed
+    with 4001, also those that only listen. (A socket that asks for something is checked then too.)"""
+
+    def __init__(self) -> None:
+        self.sockets: dict[TraceConsumer, Credential] = {}
+        self.task: asyncio.Task | None = None
+
+    def add(self, consumer: TraceConsumer, credential: Credential) -> None:
+        self.sockets[consumer] = credential
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._watch(), name="credential-watch")
+
+    def remove(self, consumer: TraceConsumer) -> None:
+        self.sockets.pop(consumer, None)
+
+    async def _watch(self) -> None:
+        while self.sockets:  # ends with the last such socket; the next one starts it again
+            await asyncio.sleep(settings.TRACE_AUTH_RECHECK_SECONDS)
+            await self.sweep()
+
+    async def sweep(self) -> None:
+        watched = list(self.sockets.items())
+        try:
+            valid = await _still_valid([credential for _, credential in watched])
+        except Exception:
+            logger.debug("credential check failed", exc_info=True)
+            return
+        for consumer, credential in watched:
+            if credential not in valid:
+                consumer.revoke()
+
+
+_watches: PerLoop[CredentialWatch] = PerLoop(CredentialWatch)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from importlib import import_module
 from urllib.parse import parse_qs, urlsplit
 
 from channels.db import database_sync_to_async
@@ -103,15 +105,65 @@ def origin_validator(application) -> OriginCheck:
     return OriginCheck(application)
 
 
+@dataclass(frozen=True)
+class Credential:
+    """What a socket was let in with, so that it can be checked again later: an API token (by its
+    hash) or a logged-in session (by its key), and the user."""
+
+    user_id: int
+    token_hash: str = ""
+    session_key: str = ""
+
+
 @database_sync_to_async
-def socket_user(scope) -> object | None:
-    """The logged-in user, else the owner of a valid ``?token=``, else None."""
+def socket_user(scope) -> tuple[object | None, Credential | None]:
+    """The logged-in user, else the owner of a valid ``?token=``, else None; and its credential."""
     user = scope.get("user")
     if user is not None and user.is_authenticated:
-        return user
+        session = scope.get("session")
+        return user, Credential(user.pk, session_key=getattr(session, "session_key", None) or "")
     query = parse_qs(scope.get("query_string", b"").decode("latin1"))
     key = (query.get("token") or [""])[0]
-    return ApiToken.authenticate(key) if key else None
+    user = ApiToken.authenticate(key) if key else None
+    return user, (Credential(user.pk, token_hash=ApiToken.hash(key)) if user is not None else None)
+
+
+def still_valid(credentials: list[Credential]) -> set[Credential]:
+    """Of ``credentials``, those that still let their sockets in: the token not revoked, the session
+    not ended (logged out, expired), the user still active. A few queries for any number."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    if not credentials:
+        return set()
+    active_users = set(
+        get_user_model()
+        .objects.filter(pk__in={c.user_id for c in credentials}, is_active=True)
+        .values_list("pk", flat=True)
+    )
+    hashes = {c.token_hash for c in credentials if c.token_hash}
+    live_tokens = set(ApiToken.objects.active().filter(key_hash__in=hashes).values_list("key_hash", flat=True))
+    keys = {c.session_key for c in credentials if c.session_key}
+    if settings.SESSION_ENGINE == "django.contrib.sessions.backends.db":
+        live_sessions = set(
+            Session.objects.filter(session_key__in=keys, expire_date__gt=timezone.now()).values_list(
+                "session_key", flat=True
+            )
+        )
+    else:
+        store = import_module(settings.SESSION_ENGINE).SessionStore
+        live_sessions = {key for key in keys if store().exists(key)}
+    valid = set()
+    for credential in credentials:
+        if credential.user_id not in active_users:
+            continue
+        if credential.token_hash and credential.token_hash not in live_tokens:
+            continue
+        if credential.session_key and credential.session_key not in live_sessions:
+            continue
+        valid.add(credential)
+    return valid
 
 
 def group_user(user_id: int | None) -> int | None:

@@ -169,6 +169,9 @@ TRACE_MAX_EVENT_BYTES = env.integer("TRACE_MAX_EVENT_BYTES", 1024 * 1024, minimu
 # The live service.
 TRACE_REQUIRE_AUTH = env.boolean("TRACE_REQUIRE_AUTH", default=not DEBUG)
 TRACE_RATE_LIMIT = env.integer("TRACE_RATE_LIMIT", 10, minimum=1)
+# Seconds between checks that open sockets' API tokens and logins are still valid (revoked tokens,
+# ended sessions and deactivated users close their sockets with 4001; actions are checked at once).
+TRACE_AUTH_RECHECK_SECONDS = env.number("TRACE_AUTH_RECHECK_SECONDS", 30.0, minimum=0.1)
 # A client that stops reading: above this many unsent bytes its socket waits for it to catch up,
 # and is dropped if it has not within TRACE_SLOW_CLIENT_SECONDS (it resumes by seq on return).
 TRACE_SEND_BUFFER_BYTES = env.integer("TRACE_SEND_BUFFER_BYTES", 1024 * 1024, minimum=16 * 1024)

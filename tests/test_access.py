@@ -35,12 +35,27 @@ def test_the_rule_and_its_query_agree_for_everyone(settings, people, auth):
         assert access.can_view(user, trace.owner_id) == in_query, (who, name)
 
 
-def test_with_auth_on_users_see_their_own_and_unowned_traces_staff_see_all(settings, people):
+def test_with_auth_on_users_see_their_own_staff_see_all_and_anonymous_nothing(settings, people):
     settings.TRACE_REQUIRE_AUTH = True
     owner_id = people["owner"].pk
     assert access.can_view(people["owner"], owner_id) and access.can_view(people["staff"], owner_id)
     assert not access.can_view(people["other"], owner_id) and not access.can_view(people["anonymous"], owner_id)
-    assert all(access.can_view(user, None) for user in people.values())
+    # An ownerless trace (runagent without --user): staff only, unless shared with every user.
+    assert access.can_view(people["staff"], None)
+    assert not any(access.can_view(people[who], None) for who in ("anonymous", "nobody", "owner", "other"))
+    settings.TRACE_SHARE_UNOWNED = True
+    assert access.can_view(people["owner"], None) and access.can_view(people["other"], None)
+    assert not access.can_view(people["anonymous"], None) and not access.can_view(people["nobody"], None)
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_the_rule_and_its_query_agree_with_unowned_traces_shared_or_not(settings, people, share):
+    settings.TRACE_REQUIRE_AUTH = True
+    settings.TRACE_SHARE_UNOWNED = share
+    traces = {"owned": make_trace("owned", owner=people["owner"]), "unowned": make_trace("unowned")}
+    for (who, user), (name, trace) in itertools.product(people.items(), traces.items()):
+        in_query = Trace.objects.visible_to(user).filter(pk=trace.pk).exists()
+        assert access.can_view(user, trace.owner_id) == in_query, (who, name)
 
 
 def test_with_auth_on_only_the_owner_and_staff_may_cancel(settings, people):

@@ -192,7 +192,7 @@ async def test_a_run_survives_redis_going_away_and_delivery_resumes(slow_llm):
                 except (TimeoutError, websockets.ConnectionClosed):
                     pass
             status, body = http_get(f"http://{host}/health")
-            assert status == 503 and json.loads(body)["status"] == "degraded"
+            assert status == 200 and json.loads(body)["status"] == "degraded"  # it still serves
             trace_id = seen[0]["trace_id"]
             for _ in range(300):  # the run completes and is stored without Redis
                 if (await Trace.objects.aget(pk=trace_id)).status != "running":

@@ -57,8 +57,10 @@ def test_it_filters_through_queryset_methods(django_user_model, settings):
     owner = django_user_model.objects.create_user("bob")
     other = django_user_model.objects.create_user("carol")
     mine = make_trace("mine", owner=owner)
-    assert set(Trace.objects.visible_to(owner)) == {running, done, mine}
+    assert set(Trace.objects.visible_to(owner)) == {mine}  # unowned traces are staff's
     assert mine not in Trace.objects.visible_to(other)
+    settings.TRACE_SHARE_UNOWNED = True
+    assert set(Trace.objects.visible_to(owner)) == {running, done, mine}
 
 
 @pytest.mark.django_db

@@ -209,8 +209,69 @@ def test_run_again_is_a_post_a_link_only_fills_in_the_question():
 def test_traces_of_other_users_are_hidden_when_auth_is_on(client, settings, django_user_model):
     settings.TRACE_REQUIRE_AUTH = True
     owner = django_user_model.objects.create_user("hal")
+    other = django_user_model.objects.create_user("ivy")
     trace = make_trace("secret question", owner=owner)
+    client.force_login(other)
     assert client.get(reverse("traces:detail", args=[trace.pk])).status_code == 404
     assert "secret question" not in client.get(reverse("traces:list")).content.decode()
     client.force_login(owner)
     assert client.get(reverse("traces:detail", args=[trace.pk])).status_code == 200
+
+
+def test_with_auth_on_every_page_needs_a_login_and_ownerless_traces_are_staffs(client, settings, django_user_model):
+    settings.TRACE_REQUIRE_AUTH = True
+    cli_run = make_trace("an ownerless runagent question", session_id="cli", final_response="rows")
+    pages = [
+        reverse("traces:live"),
+        reverse("traces:list"),
+        reverse("traces:detail", args=[cli_run.pk]),
+        reverse("traces:export", args=[cli_run.pk]),
+        reverse("traces:session", args=["cli"]),
+        reverse("traces:dashboard"),
+        reverse("traces:compare") + f"?a={cli_run.pk}&b={cli_run.pk}",
+    ]
+    for url in pages:
+        response = client.get(url)
+        assert response.status_code == 302 and response["Location"].startswith("/accounts/login/?next="), url
+    feedback = client.post(reverse("traces:feedback", args=[cli_run.pk]), {"value": "down"})
+    assert feedback.status_code == 302  # not stored
+    cli_run.refresh_from_db()
+    assert cli_run.feedback is None
+    assert client.get("/health").status_code != 302 and client.get(reverse("login")).status_code == 200
+
+    client.force_login(django_user_model.objects.create_user("una"))
+    assert client.get(reverse("traces:detail", args=[cli_run.pk])).status_code == 404
+    assert client.get(reverse("traces:export", args=[cli_run.pk])).status_code == 404
+    assert "ownerless runagent" not in client.get(reverse("traces:list")).content.decode()
+    assert "ownerless runagent" not in client.get(reverse("traces:live")).content.decode()
+    assert client.get(reverse("traces:session", args=["cli"])).status_code == 404
+    client.force_login(django_user_model.objects.create_user("stan", is_staff=True))
+    assert client.get(reverse("traces:detail", args=[cli_run.pk])).status_code == 200
+    settings.TRACE_SHARE_UNOWNED = True
+    client.force_login(django_user_model.objects.get(username="una"))
+    assert client.get(reverse("traces:detail", args=[cli_run.pk])).status_code == 200
+
+
+def test_any_user_logs_in_changes_the_password_and_logs_out_from_the_sites_own_pages(
+    client, settings, django_user_model
+):
+    settings.TRACE_REQUIRE_AUTH = True
+    django_user_model.objects.create_user("vera", password="old-pass-8812")  # not staff
+    login = client.get(reverse("traces:list"), follow=True)
+    assert login.request["PATH_INFO"] == reverse("login") and b'name="password"' in login.content
+    refused = client.post(reverse("login"), {"username": "vera", "password": "wrong"})
+    assert b"data-login-error" in refused.content
+    response = client.post(
+        reverse("login") + "?next=/traces/", {"username": "vera", "password": "old-pass-8812", "next": "/traces/"}
+    )
+    assert response.status_code == 302 and response["Location"] == "/traces/"
+    page = client.get(reverse("traces:list")).content.decode()
+    assert "vera" in page and "data-logout" in page and 'href="/admin/"' not in page  # not staff: no admin link
+    changed = client.post(
+        reverse("password_change"),
+        {"old_password": "old-pass-8812", "new_password1": "new-pass-9923x", "new_password2": "new-pass-9923x"},
+    )
+    assert changed.status_code == 302 and changed["Location"] == reverse("password_change_done")
+    assert client.post(reverse("logout")).status_code == 302
+    assert client.get(reverse("traces:list")).status_code == 302
+    assert client.login(username="vera", password="new-pass-9923x")

@@ -1,10 +1,11 @@
 """Who may see a trace, who may cancel its run, and which live session a socket or a run is in.
 
 The one rule, used by the socket, the pages, export and the admin: with ``TRACE_REQUIRE_AUTH``
-off everyone sees every trace; with it on, staff see every trace and other users see their own
-and those that have no owner. A user may cancel a run they may see if it is theirs (or they are
-staff); with auth off anyone may. ``can_view`` and ``visible_filter`` are the same rule, for one
-trace and for a query.
+off everyone sees every trace; with it on, nobody sees anything without logging in, staff see
+every trace, and other users see their own — and those that have no owner (a ``runagent`` run
+without ``--user``) only with ``TRACE_SHARE_UNOWNED``. A user may cancel a run they may see if
+it is theirs (or they are staff); with auth off anyone may. ``can_view`` and ``visible_filter``
+are the same rule, for one trace and for a query.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ def user_id(user: Any) -> int | None:
 def can_view(user: Any, owner_id: int | None) -> bool:
     if not settings.TRACE_REQUIRE_AUTH:
         return True
-    if owner_id is None:
+    if user_id(user) is None:
+        return False
+    if user.is_staff or user.pk == owner_id:
         return True
-    return user_id(user) is not None and (user.is_staff or user.pk == owner_id)
+    return owner_id is None and settings.TRACE_SHARE_UNOWNED
 
 
 def can_cancel(user: Any, owner_id: int | None) -> bool:
@@ -41,12 +44,12 @@ def visible_filter(user: Any, prefix: str = "") -> Q:
     """``can_view`` as a query filter; ``prefix`` reaches the trace from a related model (``"trace__"``)."""
     if not settings.TRACE_REQUIRE_AUTH:
         return Q()
-    unowned = Q(**{f"{prefix}owner__isnull": True})
     if user_id(user) is None:
-        return unowned
+        return Q(pk__in=[])  # nothing
     if user.is_staff:
         return Q()
-    return unowned | Q(**{f"{prefix}owner": user.pk})
+    own = Q(**{f"{prefix}owner": user.pk})
+    return own | Q(**{f"{prefix}owner__isnull": True}) if settings.TRACE_SHARE_UNOWNED else own
 
 
 @dataclass(frozen=True)

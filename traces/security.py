@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 from channels.db import database_sync_to_async
 from channels.security.websocket import WebsocketDenier
 from django.conf import settings
+from django.contrib.auth.middleware import LoginRequiredMiddleware
 from django.http.request import split_domain_port, validate_host
 
 from traces.metrics import REJECTED
@@ -169,3 +170,14 @@ def still_valid(credentials: list[Credential]) -> set[Credential]:
 def group_user(user_id: int | None) -> int | None:
     """With auth on, a session belongs to a user (group names include the user); with it off, to nobody."""
     return user_id if settings.TRACE_REQUIRE_AUTH else None
+
+
+class LoginRequired(LoginRequiredMiddleware):
+    """With ``TRACE_REQUIRE_AUTH`` on, every page needs a login (Django's LoginRequiredMiddleware):
+    anonymous users are sent to the login page. Views marked ``login_not_required`` stay open: the
+    login page itself, ``/health`` and ``/metrics`` (which check their own callers)."""
+
+    def process_view(self, request, view_func, view_args, view_kwargs):
+        if not settings.TRACE_REQUIRE_AUTH:
+            return None
+        return super().process_view(request, view_func, view_args, view_kwargs)

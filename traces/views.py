@@ -5,6 +5,7 @@ import os
 import uuid
 from typing import Any
 
+from django.contrib.auth.decorators import login_not_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -208,6 +209,7 @@ def _uuid_or_none(value: str) -> uuid.UUID | None:
         return None
 
 
+@login_not_required
 async def health(request: HttpRequest) -> JsonResponse:
     """``traces.health``: 200 while it serves (healthy, or degraded: live delivery between processes
     or the model endpoint failing), 503 when unhealthy; the status for anybody, the details for monitoring."""
@@ -226,6 +228,7 @@ async def health(request: HttpRequest) -> JsonResponse:
     return JsonResponse(body, status=503 if status == "unhealthy" else 200)
 
 
+@login_not_required
 async def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus text format; aggregated across processes when PROMETHEUS_MULTIPROC_DIR is set.
     For monitoring only (``traces.health.monitoring_allowed``)."""

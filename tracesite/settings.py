@@ -45,11 +45,15 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "traces.security.LoginRequired",  # with TRACE_REQUIRE_AUTH on: every page needs a login
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "tracesite.urls"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "traces:live"
+LOGOUT_REDIRECT_URL = "login"
 ASGI_APPLICATION = "tracesite.asgi.application"
 WSGI_APPLICATION = None
 
@@ -168,6 +172,9 @@ TRACE_MAX_EVENT_BYTES = env.integer("TRACE_MAX_EVENT_BYTES", 1024 * 1024, minimu
 
 # The live service.
 TRACE_REQUIRE_AUTH = env.boolean("TRACE_REQUIRE_AUTH", default=not DEBUG)
+# With auth on: traces that have no owner (runagent without --user) are seen by staff only, or, with
+# this on, by every logged-in user.
+TRACE_SHARE_UNOWNED = env.boolean("TRACE_SHARE_UNOWNED", default=False)
 TRACE_RATE_LIMIT = env.integer("TRACE_RATE_LIMIT", 10, minimum=1)
 # Seconds between checks that open sockets' API tokens and logins are still valid (revoked tokens,
 # ended sessions and deactivated users close their sockets with 4001; actions are checked at once).

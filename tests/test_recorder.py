@@ -177,6 +177,25 @@ async def test_it_delivers_concurrent_traces_in_order_to_another_process_over_re
         await bus.layer.flush()
 
 
+@pytest.mark.redis
+async def test_sockets_connecting_at_once_start_the_bus_once(redis_url):
+    """Each socket starts the process's bus as it connects; twenty at once must join the processes'
+    group with one channel, or batches sent to the others' channels pile up unread in memory."""
+    from tracesite.env import redis_hosts
+
+    layer = CompatRedisLayer(hosts=redis_hosts(redis_url), prefix=f"test{uuid.uuid4().hex[:8]}", expiry=60)
+    bus = Bus(Hub(), layer)
+    await asyncio.gather(*(bus.start() for _ in range(20)))
+    await bus.start()
+    from traces.bus import GROUP
+
+    members = await layer.connection(layer.consistent_hash(GROUP)).zrange(layer._group_key(GROUP), 0, -1)
+    assert [member.decode() for member in members] == [bus.channel]
+    assert len([task for task in asyncio.all_tasks() if task.get_name() == "bus-listen"]) == 1
+    await bus.aclose()
+    await layer.flush()
+
+
 async def test_it_projects_events_onto_the_trace_and_run_rows():
     store = EventStore(hub=Hub())
     recorder = TraceRecorder(session=SessionKey("s1"), source=Trace.Source.CLI, store=store)

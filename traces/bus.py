@@ -42,6 +42,7 @@ class Bus:
         self.origin = uuid.uuid4().hex  # this process: it does not deliver its own batches twice
         self.channel = ""
         self._tasks: list[asyncio.Task] = []
+        self._starting: asyncio.Task | None = None
         self.on_cancel: Callable[[SessionKey], bool] | None = None  # traces.live: cancels a run of this process
 
     @property
@@ -49,9 +50,19 @@ class Bus:
         return self.layer is not None and getattr(self.layer, "crosses_processes", False)
 
     async def start(self) -> None:
-        """Join the processes' group and listen (idempotent; nothing to do on a single-process layer)."""
-        if self._tasks or not self.crosses_processes or self.layer is None:
+        """Join the processes' group and listen (idempotent; nothing to do on a single-process layer).
+
+        Sockets call it as they connect, many at once: they all wait for one start. (Each starting
+        on its own joined the group with a channel nobody read, and channels-redis kept every
+        batch sent to it in this process's memory.)"""
+        if not self.crosses_processes or self.layer is None:
             return
+        if self._starting is None:
+            self._starting = asyncio.get_running_loop().create_task(self._start(), name="bus-start")
+        await asyncio.shield(self._starting)  # a socket cancelled meanwhile does not cancel the start
+
+    async def _start(self) -> None:
+        assert self.layer is not None
         self.channel = await self.layer.new_channel()
         await self.layer.group_add(GROUP, self.channel)
         loop = asyncio.get_running_loop()
@@ -94,6 +105,9 @@ class Bus:
             await self.layer.group_add(GROUP, self.channel)
 
     async def aclose(self) -> None:
+        if self._starting is not None:
+            await asyncio.gather(self._starting, return_exceptions=True)
+            self._starting = None
         for task in self._tasks:
             task.cancel()
         if self._tasks:

@@ -439,6 +439,10 @@ TRACE_PROGRESS = _Progress(
 EVENT_ROWS = _Rows(Event, ["trace", "seq", "event_type", "timestamp", "message_id", "run_id", "envelope"])
 
 
+PUBLISH_MAX_EVENTS = 1000  # events in one bus message, at most (when batches are waiting to be published)
+PUBLISH_MAX_BYTES = 4 * 1024 * 1024
+
+
 class EventStore:
     """Group commit and in-order delivery for every trace recorded by this event loop.
 
@@ -547,13 +551,23 @@ class EventStore:
             _fail(item, error)
 
     async def _publish_loop(self) -> None:
-        """The other processes' sockets: one bus message per batch, in commit order."""
+        """The other processes' sockets: one bus message per batch, in commit order; batches that
+        committed while the last message was on its way go together in the next (so the queue
+        cannot grow while Redis round trips are slower than commits)."""
         while True:
             events = await self.published.get()
+            taken = 1
+            size = sum(len(event.text) for event in events)
+            while not self.published.empty() and len(events) < PUBLISH_MAX_EVENTS and size < PUBLISH_MAX_BYTES:
+                more = self.published.get_nowait()
+                events = events + more
+                size += sum(len(event.text) for event in more)
+                taken += 1
             try:
                 await self.bus.publish(events)
             finally:
-                self.published.task_done()
+                for _ in range(taken):
+                    self.published.task_done()
 
     async def drain(self) -> None:
         """Wait until everything submitted so far is stored and published (or has failed)."""

@@ -215,3 +215,17 @@ async def test_a_run_survives_redis_going_away_and_delivery_resumes(slow_llm):
                 assert (await until(ws, "trace_completed"))[-1]["data"]["status"] == "success"
     finally:
         redis.stop()
+
+
+async def test_a_message_over_the_size_limit_closes_with_1009_and_the_server_goes_on():
+    with daphne_server() as server:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            async with websockets.connect(f"ws://{server.host}/ws/huge", max_size=None) as ws:
+                await recv(ws)
+                await ws.send('{"action": "ping", "pad": "' + "x" * (1536 * 1024) + '"}')
+                await recv(ws)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009  # message too big, not a drop
+        async with websockets.connect(f"ws://{server.host}/ws/after-huge") as ws:
+            assert (await recv(ws))["event_type"] == "connection_established"
+        log = server.log.read_text()
+    assert "Traceback" not in log, log

@@ -2,7 +2,9 @@
 what it reaches for.
 
 - ``SendBuffer`` reads how many bytes daphne's Twisted transport holds for a client (ASGI has no
-  way to ask), so that a client that stops reading is noticed and dropped.
+  way to ask), so that a client that stops reading is noticed and dropped; and it has autobahn
+  close a connection that breaks a limit with a close frame (1009 for a message over 1 MiB)
+  instead of dropping it.
 - ``InMemoryChannelLayer`` sweeps the in-memory layer's expiry at most once a second.
 - ``RedisChannelLayer`` drops channels-redis's receive buffers of closed sockets' channels.
 - ``DirectDispatch`` skips the connection clean-up Channels runs before every message handler.
@@ -72,6 +74,11 @@ class SendBuffer:
     def __init__(self, send: Any) -> None:
         protocol = _daphne_protocol(send)
         self.transport = _socket_transport(protocol) if protocol is not None else None
+        if protocol is not None and _is_daphne(protocol) and hasattr(protocol, "failByDrop"):
+            # autobahn drops the TCP connection of a client that breaks a limit (a message over
+            # daphne's 1 MiB): the client sees 1006 and no reason. Close with a close frame instead,
+            # so it gets 1009 "message too big".
+            protocol.failByDrop = False
         if self.transport is None and protocol is not None and _is_daphne(protocol) and not SendBuffer.warned:
             SendBuffer.warned = True
             logger.warning(
@@ -243,6 +250,10 @@ def _check_daphne() -> str | None:
         return None  # not installed: nothing to hook
     if "partial(self.handle_reply" not in _source(Server):
         return "daphne: Server no longer passes partial(self.handle_reply, protocol) as send; SendBuffer finds nothing"
+    from autobahn.websocket.protocol import WebSocketProtocol
+
+    if "failByDrop" not in WebSocketProtocol.CONFIG_ATTRS_COMMON:
+        return "autobahn: failByDrop is no longer a protocol option; an oversized message drops the connection"
     missing = [name for name in ("dataBuffer", "offset") if not hasattr(FileDescriptor, name)]
     if missing or not hasattr(Connection, "abortConnection"):
         return f"Twisted: the transport lacks {', '.join(missing) or 'abortConnection'}; SendBuffer cannot read it"

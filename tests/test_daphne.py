@@ -229,3 +229,30 @@ async def test_a_message_over_the_size_limit_closes_with_1009_and_the_server_goe
             assert (await recv(ws))["event_type"] == "connection_established"
         log = server.log.read_text()
     assert "Traceback" not in log, log
+
+
+@pytest.mark.redis
+async def test_with_redis_down_new_sockets_are_served_runs_and_history_included():
+    redis = RedisServer()  # never started: its port refuses connections
+    with daphne_server(REDIS_URL=redis.url) as server:
+        host = server.host
+        async with websockets.connect(f"ws://{host}/ws/no-redis") as ws:
+            assert (await recv(ws))["event_type"] == "connection_established"
+            await ws.send(json.dumps({"action": "start_agent", "question": "how many users?"}))
+            live = await until(ws, "trace_completed")  # this process's sockets need no Redis
+            assert live[-1]["data"]["status"] == "success"
+            await asyncio.sleep(2)  # the socket stays open
+            await ws.send(json.dumps({"action": "ping"}))
+            assert (await recv(ws))["event_type"] == "pong"
+        async with websockets.connect(f"ws://{host}/ws/no-redis-2") as ws:
+            await recv(ws)
+            await ws.send(json.dumps({"action": "subscribe_trace", "trace_id": live[0]["trace_id"], "after_seq": 0}))
+            history = await until(ws, "trace_completed")
+            assert [m["seq"] for m in history] == [m["seq"] for m in live]
+            await ws.send(json.dumps({"action": "replay_trace", "trace_id": live[0]["trace_id"], "speed": 0}))
+            assert (await until(ws, "replay_completed"))[-1]["event_type"] == "replay_completed"
+        status, body = http_get(f"http://{host}/health")
+        assert status == 200 and json.loads(body)["status"] == "degraded"
+        log = server.log.read_text()
+    assert "Traceback" not in log and " ERROR " not in log, log
+    assert log.count("live delivery failing") == 1, log

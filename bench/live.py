@@ -331,32 +331,31 @@ def start_profilers(servers: list[subprocess.Popen]) -> list[tuple[subprocess.Po
     return profilers
 
 
-# What a GIL-holding sample is spent on, by the innermost frame of the project's own code (a library
-# call counts for its caller: SQLite's insert for storing, JSON for whoever serialises).
-STORE_FUNCTIONS = {"_store", "_attempt", "add", "envelope", "project", "write", "commit", "trace_row", "run_row",
-                   "<lambda>", "<listcomp>", "multi_row_sql", "converters", "sql", "_prep", "_usage", "_time", "_text"}  # fmt: skip
+# What a GIL-holding sample is spent on: the writer thread's whole stack is storing; otherwise the
+# innermost frame of the project's own code decides (a library call counts for its caller).
 FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>[^:)]+)")
+OWNERS = [
+    ("recorder (numbering, queueing)", ("traces/recorder.py", "traces/runner.py")),
+    ("the stand-in agent", ("scripted.py", "bench/")),
+    ("the agent", ("agents/",)),
+    ("bus to other processes", ("traces/bus.py", "traces/layer.py")),
+    ("sockets (hub, outbox, consumer, daphne)", ("traces/", "tracesite/")),
+]
 
 
 def category(frames: list[str]) -> str:
+    if any(frame.startswith("_store (traces/recorder.py") for frame in frames):
+        return "storing (the writer thread: rows, envelopes, the insert)"
     for frame in reversed(frames):
         match = FRAME.match(frame)
         if match is None:
             continue
-        function, file = match["function"], match["file"]
-        if file.startswith("agents/"):
-            return "the agent"
-        if file.startswith("bench/"):
-            return "the stand-in agent"
-        if file == "traces/recorder.py":
-            return "storing (rows, envelopes, the insert)" if function in STORE_FUNCTIONS else "recorder queue"
-        if file in ("traces/bus.py", "traces/layer.py"):
-            return "bus to other processes"
-        if file.startswith(("traces/", "tracesite/")):
-            return "sockets (hub, outbox, consumer)"
+        for name, prefixes in OWNERS:
+            if match["file"].startswith(prefixes):
+                return name
     text = ";".join(frames)
     if any(name in text for name in ("daphne/", "twisted/", "autobahn/", "uvicorn/", "websockets/")):
-        return "sockets (hub, outbox, consumer)"
+        return "sockets (hub, outbox, consumer, daphne)"
     if "redis/" in text or "channels_redis/" in text:
         return "bus to other processes"
     if "asyncio/" in text:

@@ -239,3 +239,46 @@ async def test_run_again_starts_from_the_button_only_never_from_a_link_or_a_relo
         await page.wait_for_selector("[data-connection][data-state=connected]")
         await page.wait_for_timeout(1500)
         assert await count() == 2
+
+
+async def test_every_page_runs_under_the_content_security_policy_with_nothing_blocked(page, staff_user):
+    """No inline script anywhere: the pages, the live socket and the admin pass the CSP."""
+    await page.add_init_script(
+        "window.__blocked = [];"
+        "document.addEventListener('securitypolicyviolation',"
+        " (e) => window.__blocked.push(e.violatedDirective + ' ' + e.blockedURI));"
+    )
+    with daphne() as host:
+        await ask(page, host, "how many orders per country?")
+        await page.wait_for_selector(".event-done", timeout=20000)
+        trace = await database_sync_to_async(lambda: Trace.objects.get())()
+        response = await page.goto(f"http://{host}/traces/")
+        assert "script-src 'self'" in response.headers["content-security-policy"]
+        await page.goto(f"http://{host}/admin/login/")
+        await page.fill("#id_username", staff_user.username)
+        await page.fill("#id_password", "pw-alice-123")
+        await page.click("input[type=submit]")
+        await page.wait_for_url(f"http://{host}/admin/")
+        visited = {}
+        for path in [
+            "/",
+            "/traces/",
+            f"/traces/{trace.pk}/",
+            f"/traces/compare/?a={trace.pk}&b={trace.pk}",
+            f"/sessions/{trace.session_id}/",
+            "/dashboard/",
+            "/admin/",
+            "/admin/traces/trace/",
+            f"/admin/traces/trace/{trace.pk}/change/",
+            "/accounts/password/",
+        ]:
+            await page.goto(f"http://{host}{path}")
+            await page.wait_for_load_state("networkidle")
+            visited[path] = await page.evaluate("window.__blocked")
+        await page.goto(f"http://{host}/traces/{trace.pk}/")
+        await page.click("[data-replay='0']")
+        await page.wait_for_timeout(500)
+        visited["replay"] = await page.evaluate("window.__blocked")
+        assert all(blocked == [] for blocked in visited.values()), visited
+        await page.goto(f"http://{host}/")
+        await page.wait_for_selector("[data-connection][data-state=connected]")  # the socket is allowed

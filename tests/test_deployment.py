@@ -100,3 +100,39 @@ def test_every_variable_in_env_example_is_read_by_the_settings():
     compose_only = {"MYSQL_ROOT_PASSWORD", "MYSQL_TRACESITE_PASSWORD", "MYSQL_AGENT_PASSWORD", "WEB_PORT"}
     read = set(re.findall(r'"([A-Z][A-Z0-9_]+)"', SETTINGS))
     assert documented - compose_only <= read, (documented - compose_only) - read
+
+
+PRODUCTION = {  # the README's production settings, behind a proxy that terminates TLS
+    "DJANGO_DEBUG": "false",
+    "DJANGO_SECRET_KEY": "k" * 20 + "Zq8#v!2pL@x9Rt$3mN&w" + "a" * 20,
+    "DJANGO_ALLOWED_HOSTS": "traces.example.com",
+    "DJANGO_SSL_REDIRECT": "true",
+    "DJANGO_HSTS_SECONDS": "31536000",
+    "DJANGO_HSTS_PRELOAD": "true",
+}
+
+
+def test_the_documented_production_settings_pass_check_deploy(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    for name, value in PRODUCTION.items():
+        if name != "DJANGO_SECRET_KEY":
+            assert f"{name}={value}" in readme, name
+    env = {**os.environ, "TRACESITE_ENV_FILE": "", "TRACESITE_DATA_DIR": str(tmp_path), **PRODUCTION}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0 and "no issues" in result.stdout, result.stdout + result.stderr
+
+
+def test_hsts_and_the_https_redirect_follow_the_proxy_header(settings, client):
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.SECURE_HSTS_SECONDS = 31536000
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_REDIRECT_EXEMPT = [r"^health$", r"^metrics$"]
+    secure = client.get("/accounts/login/", HTTP_X_FORWARDED_PROTO="https")
+    assert secure.status_code == 200 and secure["Strict-Transport-Security"].startswith("max-age=31536000")
+    plain = client.get("/accounts/login/")
+    assert plain.status_code == 301 and plain["Location"].startswith("https://")
+    assert "Strict-Transport-Security" not in plain
+    assert client.get("/health").status_code != 301  # load balancers probe the plain port

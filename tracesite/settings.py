@@ -34,12 +34,14 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
+    "csp",
     "traces",
     "agents",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -146,7 +148,36 @@ STORAGES = {
 if not DEBUG:
     SESSION_COOKIE_SECURE = env.boolean("DJANGO_SECURE_COOKIES", default=True)
     CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # Behind a proxy that terminates TLS, the header it sets to say so (empty: not behind one; then
+    # a client could claim https by sending it itself).
+    _proxy_header = env.string("DJANGO_SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto")
+    if _proxy_header:
+        SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_header.upper().replace("-", "_"), "https")
+    # HTTPS only: redirect http:// (not /health and /metrics, which load balancers and scrapers call
+    # on the plain port), and HSTS, sent on https responses only (SecurityMiddleware).
+    SECURE_SSL_REDIRECT = env.boolean("DJANGO_SSL_REDIRECT", default=False)
+    SECURE_REDIRECT_EXEMPT = [r"^health$", r"^metrics$"]
+    SECURE_HSTS_SECONDS = env.integer("DJANGO_HSTS_SECONDS", 0, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.boolean("DJANGO_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.boolean("DJANGO_HSTS_PRELOAD", default=False)
+
+# Content-Security-Policy (django-csp): scripts, styles, images and connections from this origin
+# only, no inline script anywhere; inline style attributes are allowed (the waterfall's bar
+# positions), which cannot run code.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "style-src-attr": ["'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 # The agent.
 OPENAI_API_KEY = env.string("OPENAI_API_KEY")

@@ -40,15 +40,30 @@ def raise_if_cancelled() -> None:
 
 
 async def keep_cancellation(awaitable: Awaitable[T]) -> T:
-    """Await ``awaitable``; if the task was cancelled meanwhile and the library returned anyway,
-    raise the cancellation.
+    """Await a library call so that cancelling the caller always ends the caller, at once.
 
-    redis-py (under channels-redis) sometimes returns normally from a call whose task was
-    cancelled, dropping the ``CancelledError``: a loop around such a call would never end.
+    redis-py (under channels-redis) sometimes drops a ``CancelledError``: the call then returns
+    normally, or goes on waiting (channels-redis's receive loops to its next blocking pop), and a
+    loop around it never ends. So the call runs as a task of its own behind a shield: the caller's
+    cancellation ends the caller here, and the call is cancelled again until it has ended
+    (``CANCEL_GRACE`` at most).
     """
-    task = asyncio.current_task()
-    before = task.cancelling() if task is not None else 0
-    result = await awaitable
-    if task is not None and task.cancelling() > before:
-        raise asyncio.CancelledError
-    return result
+    call = asyncio.ensure_future(awaitable)
+    try:
+        return await asyncio.shield(call)
+    except asyncio.CancelledError:
+        await _cancel_until_done(call)
+        raise
+
+
+CANCEL_GRACE = 2.0  # seconds to keep cancelling a call that swallows its cancellation
+
+
+async def _cancel_until_done(call: asyncio.Future) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CANCEL_GRACE
+    while not call.done() and loop.time() < deadline:
+        call.cancel()
+        await asyncio.wait([call], timeout=0.05)
+    if call.done() and not call.cancelled():
+        call.exception()  # retrieved: it ended some other way, which no longer matters

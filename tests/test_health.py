@@ -215,3 +215,23 @@ async def test_a_batch_waiting_on_the_database_makes_it_unhealthy(async_client, 
         assert body["status"] == "unhealthy" and "has waited" in body["checks"]["history_writer"]
     finally:
         store.writing_since = None
+
+
+async def test_database_checks_at_the_same_moment_share_one_probe_and_agree(monkeypatch):
+    """Checks that overlap (several load balancers, processes serving views concurrently): none is
+    told the database is stuck because another check's probe is still running."""
+    import time
+
+    from traces import health
+
+    probe = health._probe_database
+    calls = []
+
+    def slower_probe() -> str:  # a database that takes a moment, as under load
+        calls.append(1)
+        time.sleep(0.3)
+        return probe()
+
+    monkeypatch.setattr(health, "_probe_database", slower_probe)
+    results = await asyncio.gather(*(health.check_database() for _ in range(8)))
+    assert results == ["ok"] * 8 and len(calls) == 1

@@ -3,8 +3,8 @@
 - ``database``: the history database answers a read of the events table within
   ``CHECK_SECONDS``, and (SQLite) its write lock can be taken: a table locked by another client
   (``LOCK TABLES … WRITE``, a long ``BEGIN EXCLUSIVE``) stops every run's events, so it makes the
-  service unhealthy. The probe runs on a thread of its own; while one is still waiting, the next
-  check says so instead of queueing behind it.
+  service unhealthy. The probe runs on a thread of its own; checks that come while it runs wait
+  for the same probe, and once it has waited ``CHECK_SECONDS`` they say so instead of queueing.
 - ``history_writer``: this process's event store has no batch waiting on the database for longer
   than ``CHECK_SECONDS`` and its last write did not fail.
 - ``channel_layer``: a round trip through the layer; without it the service is degraded (events
@@ -68,12 +68,15 @@ def _probe_database() -> str:
 
 
 async def check_database() -> str:
+    """Concurrent checks share one probe; a probe still waiting after ``CHECK_SECONDS`` is an answer."""
     global _probe, _probe_started
-    if _probe is not None and not _probe.done():
-        return f"error: the database has not answered for {time.monotonic() - _probe_started:.0f} s (locked?)"
-    _probe, _probe_started = _probe_thread.submit(_probe_database), time.monotonic()
+    if _probe is None or _probe.done():
+        _probe, _probe_started = _probe_thread.submit(_probe_database), time.monotonic()
+    waited = time.monotonic() - _probe_started
+    if waited >= CHECK_SECONDS:
+        return f"error: the database has not answered for {waited:.0f} s (locked?)"
     try:
-        return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(_probe)), CHECK_SECONDS + 0.5)
+        return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(_probe)), CHECK_SECONDS - waited + 0.5)
     except TimeoutError:
         return f"error: the database did not answer within {CHECK_SECONDS:g} s (locked or overloaded)"
 

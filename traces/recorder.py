@@ -555,12 +555,12 @@ class EventStore:
         committed while the last message was on its way go together in the next (so the queue
         cannot grow while Redis round trips are slower than commits)."""
         while True:
-            events = await self.published.get()
+            events = list(await self.published.get())
             taken = 1
             size = sum(len(event.text) for event in events)
             while not self.published.empty() and len(events) < PUBLISH_MAX_EVENTS and size < PUBLISH_MAX_BYTES:
                 more = self.published.get_nowait()
-                events = events + more
+                events.extend(more)
                 size += sum(len(event.text) for event in more)
                 taken += 1
             try:

@@ -19,6 +19,9 @@ from traces.models import ApiToken
 logger = logging.getLogger(__name__)
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def _origin(value: str) -> tuple[str, str, int] | None:
     """``scheme://host[:port]`` as (scheme, host, port), the port made explicit; None if it is not one."""
     parts = urlsplit(value.strip())
@@ -29,9 +32,6 @@ def _origin(value: str) -> tuple[str, str, int] | None:
     except ValueError:
         return None
     return parts.scheme, parts.hostname.lower(), port
-
-
-DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def _matches(origin: tuple[str, str, int], allowed: tuple[str, str, int]) -> bool:

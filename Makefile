@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format install install-dev clean
+.PHONY: run test lint format install install-dev vendor clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,23 @@ lint: $(VENV)/.installed-dev
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+## Install the browser libraries from the npm registry (frontend/package-lock.json) and copy
+## them into static/vendor/, which the app serves itself (committed, so `make run` needs no npm)
+NM := frontend/node_modules
+vendor:
+	cd frontend && npm ci --no-audit --no-fund
+	rm -rf static/vendor && mkdir -p static/vendor/highlight static/vendor/licenses
+	cp $(NM)/markdown-it/dist/markdown-it.min.js static/vendor/
+	cp $(NM)/dompurify/dist/purify.es.mjs static/vendor/
+	cp $(NM)/uplot/dist/uPlot.esm.js $(NM)/uplot/dist/uPlot.min.css static/vendor/
+	cp $(NM)/@highlightjs/cdn-assets/es/core.min.js static/vendor/highlight/
+	cp $(NM)/@highlightjs/cdn-assets/es/languages/sql.min.js $(NM)/@highlightjs/cdn-assets/es/languages/json.min.js static/vendor/highlight/
+	cp $(NM)/@highlightjs/cdn-assets/styles/github.min.css static/vendor/highlight/
+	cp $(NM)/markdown-it/LICENSE static/vendor/licenses/markdown-it.txt
+	cp $(NM)/dompurify/LICENSE static/vendor/licenses/dompurify.txt
+	cp $(NM)/uplot/LICENSE static/vendor/licenses/uplot.txt
+	cp $(NM)/@highlightjs/cdn-assets/LICENSE static/vendor/licenses/highlight.js.txt
 
 clean:
 	rm -rf $(VENV) var staticfiles

@@ -12,6 +12,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+# The browser fixtures (Chromium, a page) for every browser test file.
+pytest_plugins = ["tests.pages"]
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 TEST_MYSQL_URL = os.environ.get("TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")

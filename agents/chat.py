@@ -92,3 +92,7 @@ class ChatModel(ABC):
         on_text: TextCallback | None = None,
     ) -> Completion:
         """One chat-completions call. ``on_text`` receives the answer's text as it streams."""
+
+    def parameters(self) -> dict[str, Any]:
+        """The request's parameters besides messages and tools, recorded on each model call."""
+        return {"model": self.name}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from typing import Any
 
@@ -17,6 +18,11 @@ from agents.pricing import PriceTable
 from agents.tools import QueryTool, SchemaTool
 
 BUILTIN = "builtin"
+# Sent as the key to an endpoint configured without one: local servers (vLLM, Ollama) need none,
+# but the client sends some key.
+PLACEHOLDER_KEY = "no-key"
+
+logger = logging.getLogger(__name__)
 
 
 class AgentDatabases:
@@ -58,12 +64,22 @@ def agent_database() -> SqlDatabase:
     )
 
 
+def endpoint_configured() -> bool:
+    """OPENAI_API_KEY (for OpenAI or OPENAI_BASE_URL), or OPENAI_BASE_URL alone (a server needing no key)."""
+    return bool(settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL)
+
+
 def chat_model(name: str | None = None) -> ChatModel:
-    """``name`` overrides OPENAI_MODEL; "builtin", or no OPENAI_API_KEY, gives the offline model."""
-    if name == BUILTIN or not settings.OPENAI_API_KEY:
+    """``name`` overrides OPENAI_MODEL; "builtin", or no endpoint configured, gives the offline model."""
+    if name == BUILTIN or not endpoint_configured():
         return BuiltinModel()
+    if not settings.OPENAI_API_KEY:
+        logger.info(
+            "OPENAI_BASE_URL is set without OPENAI_API_KEY: calling %s with a placeholder key",
+            settings.OPENAI_BASE_URL,
+        )
     return OpenAIChatModel(
-        api_key=settings.OPENAI_API_KEY,
+        api_key=settings.OPENAI_API_KEY or PLACEHOLDER_KEY,
         base_url=settings.OPENAI_BASE_URL or None,
         model=name or settings.OPENAI_MODEL,
         timeout=settings.OPENAI_TIMEOUT,
@@ -73,7 +89,7 @@ def chat_model(name: str | None = None) -> ChatModel:
 
 
 def model_label() -> str:
-    return settings.OPENAI_MODEL if settings.OPENAI_API_KEY else BUILTIN
+    return settings.OPENAI_MODEL if endpoint_configured() else BUILTIN
 
 
 def build_agent(model: str | None = None, max_steps: int | None = None, database: SqlDatabase | None = None) -> Agent:

@@ -2,9 +2,10 @@
 
 Each step is an ``agent`` run whose children are one ``think`` run (one model call) and the
 ``tool`` runs the model asked for (run concurrently). The loop stops at a final answer, at
-``max_steps`` (then one last call without tools asks for the best answer so far), on an error,
-or when its task is cancelled. It reports everything through a TraceSink and knows nothing of
-WebSockets or Django models.
+``max_steps`` (then one last call without tools asks for the best answer so far, and the trace
+ends as an error, ``StepLimitReached``, keeping that answer), on an error, or when its task is
+cancelled. It reports everything through a TraceSink and knows nothing of WebSockets or Django
+models.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ FINAL_PROMPT = (
     "You have reached the step limit. Give your best final answer now from what you already know, "
     "without calling tools."
 )
+STEP_LIMIT_REACHED = "StepLimitReached"  # the error_type of a run stopped by max_steps
 DELTA_INTERVAL = 0.1  # seconds between think_delta events
 # Waits for the run's turn; reports (e.g. "queued: 2 runs ahead") through the callback it is given.
 Admission = Callable[[Callable[[str], Awaitable[None]]], Awaitable[None]]
@@ -112,6 +114,7 @@ class _Run:
             {"role": "system", "content": agent.system_prompt},
             {"role": "user", "content": question},
         ]
+        self.messages_recorded = 0  # how many of self.messages a think run has recorded
         self.step = 0
         self.usage_total = 0
         self.cost_total = 0.0
@@ -173,6 +176,11 @@ class _Run:
             return await _uninterruptible(
                 self.end(TraceOutcome.ERROR, "", StopReason.ERROR, f"{type(exc).__name__}: {exc}", type(exc).__name__)
             )
+        if stopped_by == StopReason.MAX_STEPS:
+            # The question was not answered within the steps allowed: the trace is an error, and
+            # keeps the best answer the last call gave.
+            error = f"stopped at the limit of {_steps(self.max_steps)}"
+            return await _uninterruptible(self.end(TraceOutcome.ERROR, answer, stopped_by, error, STEP_LIMIT_REACHED))
         return await _uninterruptible(self.end(TraceOutcome.SUCCESS, answer, stopped_by))
 
     async def loop(self) -> tuple[str, StopReason]:
@@ -198,7 +206,7 @@ class _Run:
             "final_answer", RunType.AGENT, inputs={"reason": str(StopReason.MAX_STEPS)}, metadata={"forced_final": True}
         )
         await self.status(
-            AgentState.RUNNING, f"Reached the limit of {self.max_steps} steps; asking for a final answer", 95
+            AgentState.RUNNING, f"Reached the limit of {_steps(self.max_steps)}; asking for a final answer", 95
         )
         self.messages.append({"role": "user", "content": FINAL_PROMPT})
         completion = await self.think(step, None)
@@ -222,12 +230,26 @@ class _Run:
 
     async def think(self, step: RunRecord, tools: list[dict] | None) -> Completion:
         prompt = _pending_prompt(self.messages)
+        # What the model is sent: each call records the messages added since the call before
+        # (the first one has the system prompt), so a trace stores the conversation once.
+        sent = [
+            _message_view(message, self.agent.max_text_chars) for message in self.messages[self.messages_recorded :]
+        ]
+        inputs: dict[str, Any] = {
+            "content": clip(prompt, self.agent.max_text_chars),
+            "message_count": len(self.messages),
+            "messages": sent,
+            "messages_from": self.messages_recorded,
+        }
+        if tools:
+            inputs["tools"] = tools
+        self.messages_recorded = len(self.messages)
         run = await self.tracer.start(
             "think",
             RunType.THINK,
             step,
-            inputs={"content": clip(prompt, self.agent.max_text_chars), "message_count": len(self.messages)},
-            metadata={"model": self.agent.model.name},
+            inputs=inputs,
+            metadata={"model": self.agent.model.name, "parameters": self.agent.model.parameters()},
         )
         deltas = _DeltaThrottle(self.tracer, run)
         try:
@@ -306,12 +328,12 @@ class _Run:
             TraceOutcome.CANCELLED: AgentState.CANCELLED,
         }[outcome]
         message = {
-            TraceOutcome.SUCCESS: "Finished"
-            if stopped_by == StopReason.ANSWER
-            else f"Stopped at the limit of {self.max_steps} steps",
+            TraceOutcome.SUCCESS: "Finished",
             TraceOutcome.ERROR: f"Failed: {error}",
             TraceOutcome.CANCELLED: "Cancelled",
         }[outcome]
+        if stopped_by == StopReason.MAX_STEPS:
+            message = f"Stopped at the limit of {_steps(self.max_steps)}"
         await self.status(state, message, 100 if outcome == TraceOutcome.SUCCESS else self._progress())
         duration_ms = int((time.perf_counter() - self.started) * 1000)
         data = TraceCompleted(
@@ -342,10 +364,22 @@ async def _uninterruptible(coro):
             _current_task().uncancel()
 
 
+def _steps(count: int) -> str:
+    return f"{count} step" if count == 1 else f"{count} steps"
+
+
 def _current_task() -> asyncio.Task[Any]:
     task = asyncio.current_task()
     assert task is not None, "called outside a task"
     return task
+
+
+def _message_view(message: dict[str, Any], limit: int) -> dict[str, Any]:
+    """A chat message as recorded on a think run: its text clipped to ``limit``."""
+    view = dict(message)
+    if isinstance(view.get("content"), str):
+        view["content"] = clip(view["content"], limit)
+    return view
 
 
 def _pending_prompt(messages: list[dict[str, Any]]) -> str:

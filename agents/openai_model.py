@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from typing import Any
 
 import openai
@@ -30,6 +32,7 @@ class OpenAIChatModel(ChatModel):
         # Retries with exponential backoff on 408/409/429/5xx and connection errors are the
         # client's own; it honours Retry-After.
         self.client = AsyncOpenAI(api_key=api_key, base_url=base_url or None, timeout=timeout, max_retries=max_retries)
+        self.base_url = str(self.client.base_url).rstrip("/")  # named in errors: which endpoint failed
 
     async def complete(
         self,
@@ -45,6 +48,12 @@ class OpenAIChatModel(ChatModel):
         ENDPOINT_HEALTH.succeeded()
         return completion
 
+    def parameters(self) -> dict[str, Any]:
+        parameters: dict[str, Any] = {"model": self.name, "stream": self.stream}
+        if self.stream:
+            parameters["stream_options"] = {"include_usage": True}
+        return parameters
+
     async def _complete(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, on_text: TextCallback | None
     ) -> Completion:
@@ -57,17 +66,29 @@ class OpenAIChatModel(ChatModel):
             else:
                 completion = self._parse(await self.client.chat.completions.create(**request))
         except openai.APIStatusError as exc:
-            raise ChatModelError(
-                f"the model endpoint answered HTTP {exc.status_code}: {_message(exc)}", type(exc).__name__
-            ) from None
+            raise ChatModelError(self._status_error(exc), type(exc).__name__) from None
         except openai.APITimeoutError:
-            raise ChatModelError("the model endpoint did not answer in time", "APITimeoutError") from None
+            raise ChatModelError(
+                f"the model endpoint {self.base_url} did not answer within {self.client.timeout} s", "APITimeoutError"
+            ) from None
         except openai.APIConnectionError as exc:
-            raise ChatModelError(f"cannot reach the model endpoint: {exc}", "APIConnectionError") from None
+            raise ChatModelError(
+                f"cannot reach the model endpoint {self.base_url}: {_root_cause(exc)}", "APIConnectionError"
+            ) from None
         except openai.OpenAIError as exc:
             raise ChatModelError(str(exc), type(exc).__name__) from None
         completion.cost = self.prices.cost(completion.model or self.name, completion.usage)
         return completion
+
+    def _status_error(self, exc: openai.APIStatusError) -> str:
+        message = _error_message(exc.body)
+        if exc.status_code == 404 and message is None:
+            # Not an OpenAI-style error: the server has no such path, typically a base URL without /v1.
+            return (
+                f"the model endpoint {self.base_url} answered HTTP 404 for /chat/completions: "
+                "check that OPENAI_BASE_URL ends with /v1"
+            )
+        return f"the model endpoint answered HTTP {exc.status_code}: {message or _body_summary(exc.body)}"
 
     def _parse(self, response) -> Completion:
         choice = response.choices[0]
@@ -117,13 +138,35 @@ class OpenAIChatModel(ChatModel):
         return Completion("".join(content), tool_calls, usage, model, finish_reason=finish)
 
 
-def _message(exc: openai.APIStatusError) -> str:
-    body = exc.body
+def _error_message(body: object) -> str | None:
+    """The message of an OpenAI-style error body (``{"error": {"message": ...}}``), if it is one."""
     if isinstance(body, dict):
         error = body.get("error", body)
         if isinstance(error, dict) and error.get("message"):
             return str(error["message"])[:500]
+    return None
+
+
+def _body_summary(body: object) -> str:
+    """Any other body, short: a proxy's HTML error page becomes its text ("502 Bad Gateway nginx")."""
+    if isinstance(body, str):
+        return " ".join(re.sub(r"<[^>]*>", " ", body).split())[:200] or "(empty body)"
     try:
         return json.dumps(body)[:500]
     except (TypeError, ValueError):
-        return str(exc)[:500]
+        return str(body)[:500]
+
+
+def _root_cause(exc: BaseException) -> str:
+    """What the network said, from the bottom of the chain: "Connection refused", "Name or service not known"."""
+    for _ in range(20):  # a chain is short; the bound only guards against a cycle
+        inner = exc.__cause__ or exc.__context__
+        if inner is None:
+            break
+        exc = inner
+    if isinstance(exc, OSError):
+        if exc.errno and exc.errno > 0:
+            return os.strerror(exc.errno)
+        if exc.strerror:
+            return exc.strerror
+    return str(exc) or type(exc).__name__

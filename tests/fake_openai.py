@@ -2,6 +2,8 @@
 
 Tests script its responses (JSON or SSE streaming, tool calls, usage, HTTP errors, slow
 streams) and drive it through the real ``openai`` client, which never knows the difference.
+Like vLLM or Ollama behind a web server, it serves the API under ``/v1`` only: any other path
+gets the server's HTML 404 page (what a base URL without ``/v1`` meets).
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ class Reply:
     model: str = "gpt-4o-mini-2024-07-18"
 
 
+NOT_FOUND_PAGE = (
+    "<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head>\n"
+    "<body><center><h1>404 Not Found</h1></center><hr><center>nginx</center></body></html>\n"
+)
+
+
 def tool(name: str, arguments: Any) -> tuple[str, str]:
     return name, arguments if isinstance(arguments, str) else json.dumps(arguments)
 
@@ -36,6 +44,7 @@ class FakeOpenAI:
         self.replies: deque[Reply] = deque()
         self.default: Reply | None = None  # used when the script runs out
         self.requests: list[dict[str, Any]] = []
+        self.misses: list[str] = []  # paths asked for outside /v1
         self.disconnects = 0
         server = self
 
@@ -47,6 +56,9 @@ class FakeOpenAI:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                if not self.path.startswith("/v1/"):
+                    server.misses.append(self.path)
+                    return self._html(404, NOT_FOUND_PAGE)
                 server.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
                 reply = server.replies.popleft() if server.replies else server.default
                 if reply is None:
@@ -65,6 +77,14 @@ class FakeOpenAI:
                 if body.get("stream"):
                     return self._stream(reply, body)
                 return self._json(200, completion(reply))
+
+            def _html(self, status: int, page: str):
+                data = page.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def _json(self, status: int, payload: dict, headers: dict | None = None):
                 data = json.dumps(payload).encode()

@@ -88,3 +88,39 @@ async def test_it_answers_the_original_question_with_a_complete_persisted_trace(
     assert children and all(r.parent_id in steps for r in children)
     assert sum(r.total_tokens for r in runs if r.run_type == Run.Type.THINK) == trace.total_tokens
     assert trace.total_runs == len(runs)
+
+
+async def test_each_model_call_records_what_it_was_sent_once_across_the_trace():
+    """The system prompt, the question and every later message are recorded on the think run
+    that first sent them, with the tools offered and the request's parameters."""
+    store = EventStore(hub=Hub())
+    seen = []
+    await run_trace(
+        "how many orders per country?",
+        session=SessionKey("s1"),
+        source=Trace.Source.WEBSOCKET,
+        listener=seen.append,
+        store=store,
+    )
+    await store.drain()
+    await store.aclose()
+
+    thinks = [m["data"] for m in seen if m["event_type"] == EventType.THINK_STARTED]
+    assert len(thinks) >= 3
+    first = thinks[0]["inputs"]
+    assert [m["role"] for m in first["messages"]] == ["system", "user"] and first["messages_from"] == 0
+    assert "read-only" in first["messages"][0]["content"]
+    assert first["messages"][1]["content"] == "how many orders per country?"
+    assert {tool["function"]["name"] for tool in first["tools"]} >= {"describe_schema", "run_sql"}
+    assert thinks[0]["metadata"]["parameters"] == {"model": "builtin"}
+
+    # Later calls carry only what was added since: the assistant's tool calls and their results.
+    conversation = []
+    for think in thinks:
+        assert think["inputs"]["messages_from"] == len(conversation)
+        conversation += think["inputs"]["messages"]
+        assert think["inputs"]["message_count"] == len(conversation)
+    second = thinks[1]["inputs"]["messages"]
+    assert [m["role"] for m in second] == ["assistant", "tool"]
+    assert second[0]["tool_calls"][0]["function"]["name"] == "describe_schema"
+    assert second[1]["tool_call_id"] == second[0]["tool_calls"][0]["id"]

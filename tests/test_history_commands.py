@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import uuid
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -59,6 +60,28 @@ def test_export_filters_and_writes_csv(tmp_path):
         export("--since", "yesterday")
 
 
+def test_export_orders_by_start_time_then_id_the_same_on_every_database(monkeypatch):
+    from traces import transfer
+
+    monkeypatch.setattr(transfer, "CHUNK", 2)  # the order holds from one page to the next
+    now = timezone.now()
+    # Ids in an order of their own: first and last groups disagree (MariaDB's UUID type sorts by the last).
+    starts = {
+        "ffffffff-0000-4000-8000-000000000001": now - dt.timedelta(seconds=4),
+        "00000001-0000-4000-8000-00000000000f": now - dt.timedelta(seconds=3),
+        "00000000-0000-4000-8000-00000000000e": now - dt.timedelta(seconds=3),  # same start: by id
+        "0000000f-0000-4000-8000-000000000000": now - dt.timedelta(seconds=3),
+        "88888888-0000-4000-8000-000000000002": now - dt.timedelta(seconds=1),
+        "11111111-0000-4000-8000-000000000003": now - dt.timedelta(seconds=2),
+    }
+    for trace_id, started in starts.items():
+        make_trace(f"q {trace_id}", id=uuid.UUID(trace_id), started_at=started)
+    expected = sorted(starts, key=lambda trace_id: (starts[trace_id], trace_id))
+    assert [json.loads(line)["id"] for line in export().splitlines()] == expected
+    rows = export("--format", "csv").splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == expected
+
+
 def test_export_streams_in_chunks(django_assert_max_num_queries, monkeypatch):
     from traces import transfer
 
@@ -84,6 +107,31 @@ def test_export_reads_runs_and_events_per_chunk_not_per_trace(django_assert_num_
         str(t.pk): json.loads(json.dumps(trace_document(t)))
         for t in Trace.objects.filter(pk__in=[t.pk for t in traces])
     }
+
+
+def test_import_says_which_line_is_wrong_instead_of_a_traceback(tmp_path):
+    make_trace("kept")
+    good = export()
+    Trace.objects.all().delete()
+    with pytest.raises(CommandError, match=r"cannot read .*missing\.jsonl: No such file or directory"):
+        call_command("importtraces", str(tmp_path / "missing.jsonl"), stdout=io.StringIO())
+    path = tmp_path / "traces.jsonl"
+    for bad, problem in [
+        ('{"request": "no id"}', 'no trace "id"'),
+        ("{not json", "not JSON"),
+        ("[1, 2]", "not a JSON object"),
+        ('{"id": "nope"}', '"id" is not a trace id'),
+        (json.dumps({"id": str(uuid.uuid4())}), "not a trace export: IntegrityError"),  # no name, no start…
+    ]:
+        Trace.objects.all().delete()
+        path.write_text(good + "\n" + bad + "\n")  # the bad line is line 3
+        with pytest.raises(CommandError) as raised:
+            call_command("importtraces", str(path), stdout=io.StringIO())
+        message = str(raised.value)
+        assert message.startswith(f"{path}, line 3: {problem}"), message
+        assert message.endswith("(traces imported before it: 1)"), message
+        # The trace before the bad line is in: importing again after a fix skips it.
+        assert list(Trace.objects.values_list("request", flat=True)) == ["kept"]
 
 
 def test_prune_deletes_old_finished_traces_in_batches(monkeypatch):
@@ -115,3 +163,18 @@ def test_replaytrace_renders_a_stored_trace(configured_agent_db):
     assert "how many users?" in text and "SELECT COUNT(*)" in text and "success" in text
     with pytest.raises(CommandError, match="no trace"):
         call_command("replaytrace", "00000000-0000-0000-0000-000000000000")
+
+
+def test_replaytrace_takes_a_unique_start_of_the_id():
+    first = make_trace("first", id=uuid.UUID("abcd1234-0000-4000-8000-000000000001"))
+    make_trace("second", id=uuid.UUID("abcd5678-0000-4000-8000-000000000002"))
+    for given in ("abcd1", "ABCD1234-00", "abcd12340000", str(first.pk)):
+        out = io.StringIO()
+        call_command("replaytrace", given, stdout=out)
+        assert f"trace {first.pk}" in out.getvalue().splitlines(), given
+    with pytest.raises(CommandError, match=r"^2 traces have an id starting with abcd; give more of it$"):
+        call_command("replaytrace", "abcd")
+    with pytest.raises(CommandError, match=r"^no trace abce$"):
+        call_command("replaytrace", "abce")
+    with pytest.raises(CommandError, match=r"^no trace xyz: a trace id is hexadecimal digits and dashes$"):
+        call_command("replaytrace", "xyz")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -138,18 +139,62 @@ async def test_it_feeds_back_a_rejected_query(llm, demo_sqlite):
     assert "rejected by the SQL guard" in llm.requests[1]["body"]["messages"][-1]["content"]
 
 
-async def test_it_stops_a_model_that_never_stops_at_max_steps(llm, demo_sqlite):
-    llm.default = Reply("", [tool("describe_schema", {})], usage=(10, 2))
+async def test_it_stops_a_model_that_never_stops_at_max_steps_and_records_an_error(llm, demo_sqlite):
+    llm.script(*[Reply("", [tool("describe_schema", {})], usage=(10, 2))] * 3, Reply("Probably 300 users."))
     sink = ListSink()
     result = await make_agent(llm, demo_sqlite, max_steps=3).run("loop forever", sink)
     # The last call has no tools and asks for the best answer so far.
     assert "tools" not in llm.requests[-1]["body"]
     assert "step limit" in llm.requests[-1]["body"]["messages"][-1]["content"]
-    assert result.stopped_by == "max_steps" and result.status == TraceOutcome.SUCCESS
     assert len(llm.requests) == 4
     steps = [e["data"]["name"] for e in sink.of_type(EventType.STEP_STARTED)]
     assert steps == ["step_1", "step_2", "step_3", "final_answer"]
-    assert sink.of_type(EventType.TRACE_COMPLETED)[0]["data"]["stopped_by"] == "max_steps"
+    # Not answered within the steps allowed: an error, keeping the best answer it gave.
+    assert (result.status, result.stopped_by, result.error_type) == (
+        TraceOutcome.ERROR,
+        "max_steps",
+        "StepLimitReached",
+    )
+    completed = sink.of_type(EventType.TRACE_COMPLETED)[0]["data"]
+    assert (completed["status"], completed["stopped_by"]) == ("error", "max_steps")
+    assert completed["error"] == "stopped at the limit of 3 steps" and completed["error_type"] == "StepLimitReached"
+    assert completed["final_response"] == result.final_response == "Probably 300 users."
+    status = sink.of_type(EventType.STATUS_UPDATE)[-1]["data"]
+    assert (status["agent_state"], status["message"]) == ("ERROR", "Stopped at the limit of 3 steps")
+
+
+async def test_a_base_url_without_v1_is_named_instead_of_the_404_page(llm, demo_sqlite):
+    base_url = llm.url.removesuffix("/v1")
+    model = OpenAIChatModel(api_key="sk-test", base_url=base_url, model="qwen2.5:7b", max_retries=0)
+    sink = ListSink()
+    result = await Agent(model, [SchemaTool(demo_sqlite)]).run("hello", sink)
+    assert llm.misses == ["/chat/completions"]  # the server's HTML 404 page
+    assert (result.status, result.error_type) == (TraceOutcome.ERROR, "NotFoundError")
+    assert result.error == (
+        f"the model endpoint {base_url} answered HTTP 404 for /chat/completions: "
+        "check that OPENAI_BASE_URL ends with /v1"
+    )
+    # A model the server does not have is a 404 too, whose own message says more than the hint.
+    llm.script(Reply(status=404))
+    model = OpenAIChatModel(api_key="sk-test", base_url=llm.url, model="nope", max_retries=0)
+    result = await Agent(model, []).run("hello", ListSink())
+    assert result.error == "the model endpoint answered HTTP 404: scripted 404"
+
+
+async def test_a_base_url_without_a_key_is_called_with_a_placeholder_key(llm, settings, caplog):
+    from agents.config import PLACEHOLDER_KEY, chat_model, model_label
+
+    settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL, settings.OPENAI_MODEL = "", llm.url, "qwen2.5:7b"
+    caplog.set_level(logging.INFO, logger="agents.config")
+    model = chat_model()
+    assert (model.name, model.offline, model_label()) == ("qwen2.5:7b", False, "qwen2.5:7b")
+    assert f"OPENAI_BASE_URL is set without OPENAI_API_KEY: calling {llm.url} with a placeholder key" in caplog.text
+    llm.script(Reply("Hello."))
+    result = await Agent(model, []).run("hi", ListSink())
+    assert result.final_response == "Hello."
+    assert llm.requests[0]["auth"] == f"Bearer {PLACEHOLDER_KEY}" and llm.requests[0]["body"]["model"] == "qwen2.5:7b"
+    settings.OPENAI_BASE_URL = ""  # nothing configured: the built-in model
+    assert chat_model("gpt-4o").offline and model_label() == "builtin"
 
 
 async def test_it_runs_several_tool_calls_of_one_turn_concurrently(llm, demo_sqlite):

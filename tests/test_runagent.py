@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -14,10 +15,34 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from traces.models import Event, Trace
+from tests.fake_openai import FakeOpenAI, Reply, tool
+from traces.models import Event, Run, Trace
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("configured_agent_db")]
 ROOT = Path(__file__).resolve().parent.parent
+# Longer than the 80 columns rich assumes when the output is not a terminal.
+LONG_SQL = (
+    "SELECT id, name, email, age, country, city, created_at FROM users "
+    "WHERE age BETWEEN 20 AND 60 ORDER BY created_at DESC, id LIMIT 5"
+)
+
+
+@pytest.fixture
+def llm(settings):
+    """runagent's model is the OpenAI path, against a local chat-completions server."""
+    with FakeOpenAI() as server:
+        settings.OPENAI_API_KEY = "sk-test"
+        settings.OPENAI_BASE_URL = server.url
+        settings.OPENAI_MAX_RETRIES = 0
+        yield server
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def test_it_shows_the_trace_and_records_it_as_cli():
@@ -58,6 +83,86 @@ def test_it_rejects_bad_flags():
         call_command("runagent", "q", "--session", "bad id!")
     with pytest.raises(CommandError, match="no user named"):
         call_command("runagent", "q", "--user", "nobody")
+
+
+@pytest.mark.parametrize("question", ["", "   "])
+def test_it_refuses_an_empty_question_and_stores_nothing(question):
+    with pytest.raises(CommandError, match="the question is empty"):
+        call_command("runagent", question, stdout=io.StringIO())
+    assert not Trace.objects.exists()
+
+
+def test_it_prints_the_whole_trace_id_that_replaytrace_takes():
+    out = io.StringIO()
+    call_command("runagent", "how many users?", stdout=out)
+    trace = Trace.objects.get()
+    assert f"trace {trace.pk}" in out.getvalue().splitlines()
+
+
+@pytest.mark.parametrize("flags", [["--quiet"], []], ids=["quiet", "full"])
+def test_into_a_pipe_it_leaves_long_lines_whole(llm, flags):
+    """Not a terminal: what the model and the agent wrote is printed as written, not cut at 80 columns."""
+    answer = f"The five newest users aged 20 to 60, from this query:\n\n```sql\n{LONG_SQL}\n```"
+    llm.script(Reply("", [tool("run_sql", {"sql": LONG_SQL})]), Reply(answer))
+    out = io.StringIO()
+    call_command("runagent", "the newest users aged 20 to 60", *flags, stdout=out)
+    lines = out.getvalue().splitlines()
+    assert LONG_SQL in lines  # the answer's code fence, unbroken
+    assert "The five newest users aged 20 to 60, from this query:" in lines
+    if not flags:
+        executed = Run.objects.get(name="run_sql").outputs["sql"]
+        assert len(executed) > 80 and executed in lines
+        assert f"→ run_sql({json.dumps({'sql': LONG_SQL})})" in lines
+
+
+def test_a_run_stopped_by_the_step_limit_is_an_error_that_says_so():
+    out = io.StringIO()
+    with pytest.raises(CommandError, match=r"stopped at the limit of 1 step\b.*--max-steps"):
+        call_command("runagent", "how many users?", "--max-steps", "1", stdout=out)
+    trace = Trace.objects.get()
+    assert (trace.status, trace.error_type, trace.error) == (
+        "error",
+        "StepLimitReached",
+        "stopped at the limit of 1 step",
+    )
+    # The built-in model's last word says why it has no answer, not that it could not read the question.
+    assert "step limit" in trace.final_response and "could not map" not in trace.final_response
+    text = out.getvalue()
+    assert "Best answer at the step limit" in text and "stopped at the step limit" in text
+    assert trace.final_response in text
+
+
+def test_it_warns_that_a_model_without_an_endpoint_is_the_built_in_one(settings):
+    settings.OPENAI_API_KEY = settings.OPENAI_BASE_URL = ""
+    err = io.StringIO()
+    call_command("runagent", "how many users?", "--model", "gpt-4o", "--quiet", stdout=io.StringIO(), stderr=err)
+    assert "--model gpt-4o is ignored" in err.getvalue() and "built-in offline model" in err.getvalue()
+    assert Trace.objects.get().model == "builtin"
+
+
+def test_it_keeps_the_model_clients_request_log_out_of_its_output_unless_verbose(llm, settings, caplog):
+    settings.OPENAI_MAX_RETRIES = 1
+    caplog.set_level(logging.INFO)
+    llm.script(Reply(status=500), Reply("There are 300 users."))
+    call_command("runagent", "how many users?", "--quiet", stdout=io.StringIO())
+    assert len(llm.requests) == 2  # retried
+    assert not [r for r in caplog.records if r.name.startswith(("openai", "httpx"))]
+    llm.script(Reply(status=500), Reply("There are 300 users."))
+    call_command("runagent", "how many users?", "--quiet", verbosity=2, stdout=io.StringIO())
+    assert "Retrying request" in caplog.text
+
+
+@pytest.mark.parametrize("flags", [[], ["--quiet"], ["--json"]], ids=["view", "quiet", "json"])
+def test_a_connection_error_names_the_endpoint_once(settings, flags):
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL, settings.OPENAI_MAX_RETRIES = "sk-test", url, 1
+    out = io.StringIO()
+    with pytest.raises(CommandError) as raised:
+        call_command("runagent", "how many users?", *flags, stdout=out)
+    error = Trace.objects.get().error
+    assert error == f"cannot reach the model endpoint {url}: Connection refused"
+    shown = str(raised.value) + ("" if "--json" in flags else out.getvalue())  # --json is for programs
+    assert shown.count(url) == 1, shown
 
 
 def test_it_records_the_trace_for_the_named_user(django_user_model):

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from decimal import Decimal
 
-from django.db import transaction
+from django.db import DataError, IntegrityError, transaction
+from django.db.models import CharField, Q
+from django.db.models.functions import Cast
 
 from agents.events import parse_timestamp
 from traces import protocol
@@ -19,18 +22,29 @@ CHUNK = 200
 CSV_FIELDS = ["id", *TRACE_EXPORT_FIELDS]
 
 
+class InvalidLine(ValueError):
+    """A line of an import file that is not a trace as exporttraces writes it; the message says where."""
+
+
 def _chunks(traces) -> Iterator[list[Trace]]:
-    """Keyset pagination by primary key: constant memory however many traces there are."""
+    """Oldest first, in keyset pages: constant memory however many traces there are.
+
+    The order is the same on every database: by start time, then by id compared as text (as a
+    value, MariaDB's native UUID type sorts by the id's last group first, SQLite and MySQL by its first).
+    """
+    traces = traces.annotate(id_text=Cast("pk", CharField())).order_by("started_at", "id_text")
     last = None
     while True:
-        page = traces.order_by("pk")
+        page = traces
         if last is not None:
-            page = page.filter(pk__gt=last)
+            page = page.filter(
+                Q(started_at__gt=last.started_at) | Q(started_at=last.started_at, id_text__gt=last.id_text)
+            )
         batch = list(page[:CHUNK])
         if not batch:
             return
         yield batch
-        last = batch[-1].pk
+        last = batch[-1]
 
 
 def export_jsonl(traces) -> Iterator[str]:
@@ -60,6 +74,59 @@ def export_csv(traces) -> Iterator[str]:
 
 def _time(value):
     return parse_timestamp(value) if value else None
+
+
+def import_jsonl(lines: Iterable[str]) -> tuple[int, int]:
+    """Load an export, a line at a time: (imported, skipped because already here).
+
+    Stops at the first line that is not an exported trace, raising InvalidLine with its number;
+    the traces before it stay imported (importing the file again skips them).
+    """
+    imported = skipped = 0
+    links: dict[str, str] = {}
+    try:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            # A malformed document raises one of these, or the database refuses what no export holds.
+            try:
+                document = _document(line)
+                added = import_document(document)
+            except (KeyError, TypeError, AttributeError, ValueError, ArithmeticError, IntegrityError, DataError) as exc:
+                raise InvalidLine(f"line {number}: {_problem(exc)} (traces imported before it: {imported})") from None
+            if added:
+                imported += 1
+                if document.get("rerun_of"):
+                    links[document["id"]] = document["rerun_of"]
+            else:
+                skipped += 1
+    finally:
+        link_reruns(links)
+    return imported, skipped
+
+
+def _problem(exc: Exception) -> str:
+    if isinstance(exc, InvalidLine):
+        return str(exc)
+    if isinstance(exc, KeyError):
+        return f"a field is missing: {exc}"
+    return f"not a trace export: {type(exc).__name__}: {exc}"
+
+
+def _document(line: str) -> dict:
+    try:
+        document = json.loads(line)
+    except ValueError as exc:
+        raise InvalidLine(f"not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise InvalidLine("not a JSON object")
+    if not isinstance(document.get("id"), str):
+        raise InvalidLine('no trace "id"')
+    try:
+        uuid.UUID(document["id"])
+    except ValueError:
+        raise InvalidLine(f'"id" is not a trace id: {document["id"][:60]!r}') from None
+    return document
 
 
 @transaction.atomic

@@ -24,7 +24,7 @@ from typing import Any
 
 from agents.builtin import answers
 from agents.builtin.numbers import zh_number
-from agents.builtin.planner import Conversation, Plan, Unmapped
+from agents.builtin.planner import Conversation, Plan, Unfinished, Unmapped
 from agents.builtin.question import Question, parse, parse_intent
 from agents.chat import ChatModel, Completion, TextCallback, ToolCall, Usage
 
@@ -68,6 +68,8 @@ class BuiltinModel(ChatModel):
             return step
         if isinstance(step, Unmapped):
             return answers.cannot(conversation, step.reason)
+        if isinstance(step, Unfinished):
+            return answers.unfinished(conversation)
         if isinstance(step, Plan):
             return answers.query(conversation, step)
         if step == "tables":

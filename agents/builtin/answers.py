@@ -95,6 +95,15 @@ def cannot(c: Conversation, reason: str | None = None) -> str:
     )
 
 
+def unfinished(c: Conversation) -> str:
+    """The answer at the step limit when the query had not run yet: nothing from the data, and why."""
+    return c.t(
+        "I reached the step limit before I could query the database, so I have no answer from the data. "
+        "Allow more steps to let me finish.",
+        "在查询数据库之前已达到步数上限，因此无法根据数据回答。请允许更多步数后再试。",
+    )
+
+
 def _number(value: Any) -> Any:
     """Averages come back as long floats (3098082.8100000042): two decimals are enough to read."""
     if isinstance(value, float) and value != int(value):

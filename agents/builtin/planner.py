@@ -29,6 +29,11 @@ class Unmapped:
 
 
 @dataclass
+class Unfinished:
+    """The steps ran out (the last call comes without tools) before the statement could run."""
+
+
+@dataclass
 class Describe:
     """The plan needs this table's columns first."""
 
@@ -103,11 +108,12 @@ class Conversation:
 
     # ------------------------------------------------------------------ the next step
 
-    def next_step(self, tools_available: bool) -> ToolCall | Plan | Unmapped | str:
-        """A tool call to make, the plan whose query has run (answer from it), a refusal, or a text answer."""
+    def next_step(self, tools_available: bool) -> ToolCall | Plan | Unmapped | Unfinished | str:
+        """A tool call to make, the plan whose query has run (answer from it), a refusal, a call it
+        could not make (no tools: the step limit), or a text answer."""
         question = self.question
         if not self.listed:
-            return self.call("describe_schema", {}) if tools_available else Unmapped(None)
+            return self.call("describe_schema", {}) if tools_available else Unfinished()
         if question.kind == "tables":
             return "tables"
         if question.kind == "unknown":
@@ -116,15 +122,15 @@ class Conversation:
         if table is None:
             return Unmapped(self.t("No table in the database matches the question.", "数据库里没有与问题对应的表。"))
         if table.columns is None:
-            return self.call("describe_schema", {"table": table.name}) if tools_available else Unmapped(None)
+            return self.call("describe_schema", {"table": table.name}) if tools_available else Unfinished()
         if question.kind == "describe":
             return "describe"
         plan = self.plan(question, table)
         if isinstance(plan, Describe):
-            return self.call("describe_schema", {"table": plan.table}) if tools_available else Unmapped(None)
+            return self.call("describe_schema", {"table": plan.table}) if tools_available else Unfinished()
         if isinstance(plan, Unmapped) or self.query is not None or self.query_error:
             return plan
-        return self.call("run_sql", {"sql": plan.sql}) if tools_available else Unmapped(None)
+        return self.call("run_sql", {"sql": plan.sql}) if tools_available else Unfinished()
 
     def main_table(self) -> Table | None:
         """The table the question is about: the one it names, unless what it measures lives elsewhere

@@ -1,7 +1,7 @@
 """Show a stored trace in the terminal as runagent showed it live, at its original pace or faster."""
 
+import re
 import time
-import uuid
 
 from django.core.management.base import BaseCommand, CommandError
 from rich.console import Console
@@ -10,23 +10,39 @@ from traces import protocol
 from traces.models import Trace
 from traces.terminal import TerminalView, terminal_stream
 
+HEX = re.compile(r"[0-9a-f]{1,32}")
+GROUPS = ((0, 8), (8, 12), (12, 16), (16, 20), (20, 32))  # a UUID's hex digits between its dashes
+
+
+def find_trace(prefix: str) -> Trace:
+    """The trace whose id starts with ``prefix`` (dashes optional); CommandError if there is none or several."""
+    digits = prefix.strip().lower().replace("-", "")
+    if not HEX.fullmatch(digits):
+        raise CommandError(f"no trace {prefix}: a trace id is hexadecimal digits and dashes")
+    # The id's text form as far as given: it matches a native UUID column and a char(32) one alike.
+    canonical = "-".join(digits[start:end] for start, end in GROUPS if digits[start:end])
+    matches = Trace.objects.filter(pk__startswith=canonical)
+    count = matches.count()
+    if not count:
+        raise CommandError(f"no trace {prefix}")
+    if count > 1:
+        raise CommandError(f"{count} traces have an id starting with {prefix}; give more of it")
+    return matches.get()
+
 
 class Command(BaseCommand):
     help = "Re-render a stored trace in the terminal. --speed 1 is the original timing, 0 as fast as possible."
 
     def add_arguments(self, parser):
-        parser.add_argument("trace_id", help="The trace's id.")
+        parser.add_argument("trace_id", help="The trace's id, or enough of its start to be unique.")
         parser.add_argument(
             "--speed", type=float, default=0.0, help="1 = original timing, N = N× faster, 0 = instant (default)."
         )
 
     def handle(self, *args, trace_id: str, speed: float, **options):
-        try:
-            trace = Trace.objects.get(pk=uuid.UUID(trace_id))
-        except (ValueError, Trace.DoesNotExist):
-            raise CommandError(f"no trace {trace_id}") from None
         if speed < 0:
             raise CommandError("--speed must be 0 or more")
+        trace = find_trace(trace_id)
         view = TerminalView(Console(file=terminal_stream(self.stdout), highlight=False))
         first = None
         started = time.monotonic()

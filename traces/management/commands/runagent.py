@@ -13,7 +13,9 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from rich.console import Console
 
-from agents.events import TraceOutcome
+from agents.config import BUILTIN, endpoint_configured
+from agents.events import StopReason, TraceOutcome
+from agents.loop import AgentResult
 from traces import protocol
 from traces.access import SessionKey
 from traces.models import Trace
@@ -24,6 +26,19 @@ from traces.terminal import TerminalView, terminal_stream
 
 EXIT_CANCELLED = 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a writer killed by a closed pipe
+# Quiet below -v 2, as the terminal view says it all: our own per-run lines, and the openai client
+# and its HTTP library, which log each request and each retry ("Retrying request in …").
+CHATTY_LOGGERS = ("traces", "openai", "httpx2")
+
+
+def failure(result: AgentResult, shown: bool) -> str:
+    """Why the command fails; the error itself only if the terminal view has not just shown it."""
+    if result.stopped_by == StopReason.MAX_STEPS:
+        answer = "the answer is the best it had by then" if result.final_response else "it has no answer"
+        return f"the run {result.error}: {answer} (--max-steps allows more)"
+    if shown:
+        return f"the run failed ({result.error_type}, shown above); the trace is recorded as an error"
+    return f"the run failed: {result.error}"
 
 
 class Command(BaseCommand):
@@ -34,26 +49,42 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("question", help="The question for the agent.")
-        parser.add_argument("--model", help='Model name (default OPENAI_MODEL; "builtin" for the offline model).')
+        parser.add_argument(
+            "--model",
+            help='Model name (default OPENAI_MODEL; "builtin" for the offline model). Other names need a model '
+            "endpoint: OPENAI_API_KEY or OPENAI_BASE_URL.",
+        )
         parser.add_argument("--max-steps", type=int, help="Step limit (default AGENT_MAX_STEPS).")
         parser.add_argument("--session", default="cli", help="Session id the trace belongs to (default: cli).")
         parser.add_argument("--user", help="Username the trace belongs to (default: none).")
         parser.add_argument(
             "--json", action="store_true", help="Print one protocol envelope per line and nothing else."
         )
-        parser.add_argument("--quiet", action="store_true", help="Print only the final answer.")
+        parser.add_argument("--quiet", action="store_true", help="Print only the final answer (errors go to stderr).")
 
     def handle(self, *args, question: str, model, max_steps, session, user, json: bool, quiet: bool, **options):
+        question = question.strip()
+        if not question:
+            raise CommandError("the question is empty")
+        if len(question) > protocol.MAX_QUESTION_CHARS:
+            raise CommandError(f"the question is longer than {protocol.MAX_QUESTION_CHARS} characters")
         if not protocol.SESSION_ID_RE.fullmatch(session):
             raise CommandError("--session must match [A-Za-z0-9_.-]{1,100}")
         if max_steps is not None and not 1 <= max_steps <= protocol.MAX_STEPS_LIMIT:
             raise CommandError(f"--max-steps must be between 1 and {protocol.MAX_STEPS_LIMIT}")
         user_id = self._user_id(user)
-        quiet_logs = options["verbosity"] < 2  # the terminal view says it all
-        traces_logger = logging.getLogger("traces")
-        previous_level = traces_logger.level
-        if quiet_logs:
-            traces_logger.setLevel(logging.WARNING)
+        if model and model != BUILTIN and not endpoint_configured():
+            self.stderr.write(
+                self.style.WARNING(
+                    f"--model {model} is ignored: no model endpoint is configured (OPENAI_API_KEY, "
+                    "OPENAI_BASE_URL), so the built-in offline model answers."
+                )
+            )
+        loggers = [logging.getLogger(name) for name in CHATTY_LOGGERS]
+        levels = [logger.level for logger in loggers]
+        if options["verbosity"] < 2:
+            for logger in loggers:
+                logger.setLevel(logging.WARNING)
         if json:
 
             def listener(message):
@@ -62,16 +93,18 @@ class Command(BaseCommand):
         else:
             listener = TerminalView(Console(file=terminal_stream(self.stdout), highlight=False), quiet=quiet)
         try:
-            result = asyncio.run(self._run(question.strip(), session, user_id, model, max_steps, listener))
+            result = asyncio.run(self._run(question, session, user_id, model, max_steps, listener))
         finally:
-            traces_logger.setLevel(previous_level)
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
         if self.output_closed:
             sys.exit(EXIT_BROKEN_PIPE)  # the reader went away (``| head``): the run was cancelled and recorded
         if result.status == TraceOutcome.CANCELLED:
             self.stderr.write("Cancelled; the trace is recorded as cancelled.")
             sys.exit(EXIT_CANCELLED)
         if result.status != TraceOutcome.SUCCESS:
-            raise CommandError(f"the run failed: {result.error}")
+            shown = isinstance(listener, TerminalView) and result.error in listener.shown_errors
+            raise CommandError(failure(result, shown))
 
     @staticmethod
     def _user_id(username: str | None) -> int | None:

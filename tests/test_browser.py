@@ -24,7 +24,7 @@ async def test_it_answers_a_question_live_with_the_result_table(page):
         assert "Alice" in await answer.inner_text()
         assert await answer.locator("table tbody tr").count() == 10
         assert await page.locator(".event-tool table.result").count() >= 1
-        assert await page.locator("pre.sql .kw").first.inner_text() == "SELECT"
+        assert await page.locator("pre.sql .hljs-keyword").first.inner_text() == "SELECT"
         assert "built-in offline model" in await page.locator("[data-model]").inner_text()
         await shot(page, "live")
 
@@ -81,10 +81,11 @@ async def test_it_replays_a_finished_trace(page):
         await page.wait_for_selector(".event-done", timeout=20000)
         trace = await Trace.objects.aget()
         await page.goto(f"http://{host}/traces/{trace.pk}/")
-        assert await page.locator(".tree .run-row").count() >= 4
-        await page.locator(".run-row.run-tool").last.click()
+        assert await page.locator(".span-row").count() >= 4
+        await page.locator(".span-row[data-run-type=tool]").last.click()
         assert "SQL guard: allowed" in await page.locator("[data-run-panel]").inner_text()
         await shot(page, "detail")
+        await page.click("[data-tab-button=timeline]")
         await page.click("[data-replay='0']")
         await page.wait_for_selector(".event-replay >> text=Replay finished", timeout=20000)
         replayed = await page.evaluate("window.tracesite.view.seqs")
@@ -132,7 +133,7 @@ async def test_the_dashboard_renders(page):
         await ask(page, host, "how many users?")
         await page.wait_for_selector(".event-done", timeout=20000)
         await page.goto(f"http://{host}/dashboard/")
-        assert await page.locator("svg.chart rect").count() >= 1
+        await page.locator("[data-chart=status] canvas").wait_for()
         assert "describe_schema" in await page.locator("body").inner_text()
         await shot(page, "dashboard")
 

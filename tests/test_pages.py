@@ -64,7 +64,7 @@ def test_it_searches_chinese_and_english_and_filters(client):
     def page(**q):
         return client.get(reverse("traces:list"), q).content.decode()
 
-    assert "显示用户表" in page(q="用户表") and "how many orders" not in page(q="用户表")
+    assert "显示<mark>用户表</mark>" in page(q="用户表") and "how many orders" not in page(q="用户表")
     assert "how many orders" in page(q="Canada")
     assert "how many orders" in page(has_error="on") and "显示用户表" not in page(has_error="on")
     assert "top 5 products" in page(source="cli") and "显示用户表" not in page(source="cli")
@@ -111,12 +111,14 @@ def test_it_paginates_by_keyset_by_default_and_by_page_number_on_request(client)
     assert client.get(reverse("traces:list"), {"after": "garbage"}).status_code == 200  # first page
 
 
-def test_the_detail_page_shows_the_tree_waterfall_and_events(client):
+def test_the_detail_page_carries_its_events_for_the_run_tree_and_waterfall(client):
+    """The page draws the tree, the waterfall and the timeline from the stored events
+    (tests/test_browser_trace.py shows them drawn)."""
     trace = make_trace("<b>bold?</b> 显示用户表的10条用户数据")
     body = client.get(reverse("traces:detail", args=[trace.pk])).content.decode()
     assert "&lt;b&gt;bold?&lt;/b&gt;" in body and "<b>bold?</b>" not in body
-    assert body.count('class="wf-row') == Run.objects.filter(trace=trace).count()
-    assert 'id="trace-events"' in body and 'id="trace-runs"' in body
+    assert f"<dt>Runs</dt><dd>{Run.objects.filter(trace=trace).count()}</dd>" in body
+    assert 'id="trace-events"' in body and "data-spans" in body and "data-axis" in body
     events = json.loads(body.split('id="trace-events" type="application/json">')[1].split("</script>")[0])
     assert [e["seq"] for e in events] == [1, 2]
 
@@ -167,7 +169,8 @@ def test_compare_aligns_steps_and_diffs_sql(client):
     assert (
         'class="diff-removed">- SELECT * FROM users' in body and 'class="diff-added">+ SELECT name FROM users' in body
     )
-    assert client.get(reverse("traces:compare"), {"a": a.pk}).status_code == 404
+    missing = client.get(reverse("traces:compare"), {"a": a.pk})
+    assert missing.status_code == 400 and "Choose trace B." in missing.content.decode()
 
 
 def test_a_session_page_groups_its_traces(client):
@@ -185,7 +188,7 @@ def test_the_dashboard_summarises_a_time_range(client, django_assert_max_num_que
     old = make_trace("ancient", started_at=timezone.now() - dt.timedelta(days=60))
     with django_assert_max_num_queries(8):
         body = client.get(reverse("traces:dashboard"), {"range": "7d"}).content.decode()
-    assert "<svg" in body and "50%" in body and "ancient" not in body
+    assert 'id="dashboard-data"' in body and "50%" in body and "ancient" not in body
     assert "ancient" in client.get(reverse("traces:dashboard"), {"range": "90d"}).content.decode()
     assert old
 

@@ -1,9 +1,17 @@
-"""The history filters, validated by a form: a bad value is shown as the field's error and left
-out, and the valid filters (the search among them) still apply."""
+"""The forms of the history pages.
+
+The history filters: a bad value is shown as the field's error and left out, and the valid
+filters (the search among them) still apply; where the search matched is shown as text cut
+into parts, the matches marked, for the template to escape. The compare form: two traces by id
+or by the first characters of an id.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
+import uuid
+from dataclasses import dataclass
 
 from django import forms
 from django.db.models import Q
@@ -59,6 +67,18 @@ class HistoryFilter(forms.Form):
         return self.cleaned_data
 
     @property
+    def search_term(self) -> str:
+        return (self.valid_data.get("q") or "").strip()
+
+    def where_matched(self, trace: Trace) -> Match | None:
+        """Where the search found ``trace``: the question, the answer or both, as excerpts."""
+        term = self.search_term
+        if not term:
+            return None
+        match = Match(excerpt(trace.request, term), excerpt(trace.final_response, term))
+        return match if match.question or match.answer else None
+
+    @property
     def newest_first(self) -> bool:
         return self.valid_data.get("sort") in (None, "", "newest")
 
@@ -85,3 +105,94 @@ class HistoryFilter(forms.Form):
         elif data.get("feedback") == "none":
             traces = traces.filter(feedback__isnull=True)
         return traces.order_by(*SORTS[data.get("sort") or "newest"])
+
+
+Part = tuple[str, bool]  # a piece of text, and whether it is a match
+
+
+@dataclass(frozen=True)
+class Match:
+    question: list[Part]  # empty where the term is not found
+    answer: list[Part]
+
+
+def excerpt(text: str, term: str, width: int = 140) -> list[Part]:
+    """The text around the first case-insensitive match of ``term``, in parts with each match
+    marked; whitespace runs shown as one space; empty if there is no match.
+
+    The database decides what matches (its collation may also fold accents); a match it finds
+    that this does not is shown without an excerpt.
+    """
+    pattern = re.compile(re.escape(term), re.IGNORECASE)
+    first = pattern.search(text)
+    if first is None:
+        return []
+    start = max(0, first.start() - width // 3)
+    end = max(first.end(), min(len(text), start + width))
+    # Cut at a space near each end, if there is one, rather than in a word.
+    if start > 0 and (space := re.search(r"\s", text[start : min(start + 20, first.start())])):
+        start += space.end()
+    if end < len(text) and (space := re.search(r"\s\S*$", text[max(first.end(), end - 20) : end])):
+        end -= len(space.group())
+    window = text[start:end]
+    parts: list[Part] = [("…", False)] if start > 0 else []
+    at = 0
+    for found in pattern.finditer(window):
+        parts += [(window[at : found.start()], False), (found.group(), True)]
+        at = found.end()
+    parts.append((window[at:], False))
+    if end < len(text):
+        parts.append(("…", False))
+    return [(re.sub(r"\s+", " ", piece), hit) for piece, hit in parts if piece]
+
+
+class CompareForm(forms.Form):
+    """Two traces to compare, ``a`` and ``b``, each by its id or the first characters of it."""
+
+    MIN_PREFIX = 4
+
+    a = forms.CharField(required=False, max_length=40, label="Trace A")
+    b = forms.CharField(required=False, max_length=40, label="Trace B")
+
+    def __init__(self, data, traces) -> None:
+        super().__init__(data)
+        self.traces = traces  # the traces the user may see: the others are unknown ids
+        for name in ("a", "b"):
+            self.fields[name].widget.attrs.update(
+                {"list": "recent-traces", "placeholder": "trace id, or its first characters", "autocomplete": "off"}
+            )
+
+    def clean_a(self) -> Trace:
+        return self._trace("a")
+
+    def clean_b(self) -> Trace:
+        return self._trace("b")
+
+    def _trace(self, name: str) -> Trace:
+        text = self.cleaned_data.get(name, "")
+        if not text:
+            raise forms.ValidationError(f"Choose trace {name.upper()}.", code="required")
+        key = text.strip().lower().replace("-", "")
+        if not (self.MIN_PREFIX <= len(key) <= 32 and re.fullmatch("[0-9a-f]+", key)):
+            raise forms.ValidationError(
+                f"“{text}” is not a trace id: give the id, or at least its first {self.MIN_PREFIX} characters.",
+                code="invalid",
+            )
+        whole = len(key) == 32
+        found = list(self.traces.filter(pk=uuid.UUID(key))[:1] if whole else self.traces.filter(pk__startswith=key)[:2])
+        if not found:
+            raise forms.ValidationError(
+                f"No trace has the id “{text}”." if whole else f"No trace has an id starting with “{text}”.",
+                code="unknown",
+            )
+        if len(found) > 1:
+            raise forms.ValidationError(
+                f"More than one trace has an id starting with “{text}”: give more of it.", code="ambiguous"
+            )
+        return found[0]
+
+    @property
+    def only_unknown(self) -> bool:
+        """Every error is an id that matches no trace (a 404 rather than a bad request)."""
+        codes = {error.code for errors in self.errors.as_data().values() for error in errors}
+        return codes == {"unknown"}

@@ -1,29 +1,106 @@
-"""Numbers for the dashboard, computed in the database over a time range."""
+"""Numbers for the dashboard, computed in the database over a time range.
+
+A range is a number of hour or day buckets ending with the current one, in the current time
+zone. Every bucket of the range is there, zero when nothing ran, so the charts span the whole
+range; the counts, tokens and cost of each bucket come by status and by model from one grouped
+query, which also gives the totals.
+"""
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
 
-from django.db.models import Avg, Count, Q, Sum
-from django.db.models.functions import TruncDay, TruncHour
+from django.db.models import Avg, Count, Q, Sum, TextField, Value
+from django.db.models.fields.json import KT
+from django.db.models.functions import Coalesce, TruncDay, TruncHour
+from django.utils import timezone
 
+from agents.tools import QueryTool
 from traces.models import Run, Trace
+
+# The error type of a statement the agent's database stopped at its time limit
+# (agents.database.base.QueryError).
+TIMED_OUT = "QueryTimeout"
+# Models with a series of their own in the charts; the rest are summed as one.
+MODEL_SERIES = 6
+OTHER_MODELS = "other models"
+NO_MODEL = "(no model)"
+
+
+@dataclass(frozen=True)
+class Span:
+    """A dashboard range: ``buckets`` hours or days, the last one the current."""
+
+    buckets: int
+    hourly: bool
+
+    def starts(self, now: dt.datetime) -> list[dt.datetime]:
+        """The start of each bucket, oldest first, in the current time zone."""
+        local = timezone.localtime(now)
+        if self.hourly:
+            # Hours are counted in UTC, so that a daylight-saving change neither skips nor repeats one.
+            last = local.replace(minute=0, second=0, microsecond=0).astimezone(dt.UTC)
+            return [timezone.localtime(last - dt.timedelta(hours=n)) for n in reversed(range(self.buckets))]
+        today = local.date()
+        return [
+            timezone.make_aware(dt.datetime.combine(today - dt.timedelta(days=n), dt.time.min))
+            for n in reversed(range(self.buckets))
+        ]
+
+
+RANGES = {"24h": Span(24, hourly=True), "7d": Span(7, False), "30d": Span(30, False), "90d": Span(90, False)}
+DEFAULT_RANGE = "7d"
 
 
 @dataclass
-class Bucket:
-    start: dt.datetime
-    success: int = 0
-    error: int = 0
-    cancelled: int = 0
-    running: int = 0
+class Tally:
+    """Traces of a model (or of all) over the range."""
+
+    name: str
+    traces: int = 0
+    errors: int = 0
     tokens: int = 0
-    cost: float = 0.0
+    cost: Decimal = Decimal(0)
+    duration_ms: int = 0
+    timed: int = 0  # traces with a duration
 
     @property
-    def total(self) -> int:
-        return self.success + self.error + self.cancelled + self.running
+    def avg_ms(self) -> float | None:
+        return self.duration_ms / self.timed if self.timed else None
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.traces if self.traces else 0.0
+
+
+@dataclass
+class Series:
+    """Per-bucket values of the charts: traces by status, and traces, tokens and cost by model."""
+
+    size: int
+    by_status: dict[str, list[int]] = field(default_factory=dict)
+    traces: dict[str, list[int]] = field(default_factory=dict)
+    tokens: dict[str, list[int]] = field(default_factory=dict)
+    cost: dict[str, list[float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for status in Trace.Status.values:
+            self.by_status[status] = [0] * self.size
+
+    def add_model(self, model: str) -> None:
+        self.traces.setdefault(model, [0] * self.size)
+        self.tokens.setdefault(model, [0] * self.size)
+        self.cost.setdefault(model, [0.0] * self.size)
+
+    def add(self, index: int, status: str, model: str, traces: int, tokens: int, cost: float) -> None:
+        self.add_model(model)
+        self.by_status.setdefault(status, [0] * self.size)[index] += traces
+        self.traces[model][index] += traces
+        self.tokens[model][index] += tokens
+        self.cost[model][index] += cost
 
 
 def percentile(values: list[int], fraction: float) -> int | None:
@@ -33,27 +110,23 @@ def percentile(values: list[int], fraction: float) -> int | None:
     return values[min(len(values) - 1, round(fraction * (len(values) - 1)))]
 
 
-def dashboard(traces, since: dt.datetime, hourly: bool) -> dict:
-    traces = traces.filter(started_at__gte=since)
-    trunc = TruncHour("started_at") if hourly else TruncDay("started_at")
-    buckets: dict[dt.datetime, Bucket] = {}
-    for row in (
+def dashboard(traces, span: Span, now: dt.datetime) -> dict:
+    starts = span.starts(now)
+    traces = traces.filter(started_at__gte=starts[0])
+    trunc = TruncHour("started_at") if span.hourly else TruncDay("started_at")
+    rows = list(
         traces.annotate(bucket=trunc)
-        .values("bucket", "status")
-        .annotate(n=Count("id"), tokens=Sum("total_tokens"), cost=Sum("total_cost"))
-        .order_by("bucket")
-    ):
-        bucket = buckets.setdefault(row["bucket"], Bucket(row["bucket"]))
-        setattr(bucket, row["status"], getattr(bucket, row["status"]) + row["n"])
-        bucket.tokens += row["tokens"] or 0
-        bucket.cost += float(row["cost"] or 0)
-    totals = traces.aggregate(
-        runs=Count("id"),
-        errors=Count("id", filter=Q(status=Trace.Status.ERROR)),
-        tokens=Sum("total_tokens"),
-        cost=Sum("total_cost"),
-        avg_ms=Avg("duration_ms"),
+        .values("bucket", "model", "status")
+        .annotate(
+            n=Count("id"),
+            tokens=Sum("total_tokens"),
+            cost=Sum("total_cost"),
+            ms=Sum("duration_ms"),
+            timed=Count("duration_ms"),
+        )
+        .order_by()
     )
+    totals, by_model = tallies(rows)
     durations = list(
         traces.exclude(duration_ms=None).order_by("duration_ms").values_list("duration_ms", flat=True)[:100000]
     )
@@ -61,50 +134,93 @@ def dashboard(traces, since: dt.datetime, hourly: bool) -> dict:
     tools = list(
         runs.filter(run_type=Run.Type.TOOL)
         .values("name")
-        .annotate(calls=Count("id"), errors=Count("id", filter=Q(status=Run.Status.ERROR)), avg_ms=Avg("duration_ms"))
+        .annotate(
+            calls=Count("id"),
+            errors=Count("id", filter=Q(status=Run.Status.ERROR)),
+            avg_ms=Avg("duration_ms"),
+        )
         .order_by("-calls")
     )
     tool_rows = [{**tool, "error_share": tool["errors"] / tool["calls"] if tool["calls"] else 0} for tool in tools]
-    slowest_sql = [
-        {"trace_id": row["trace_id"], "duration_ms": row["duration_ms"], "sql": (row["outputs"] or {}).get("sql", "")}
-        for row in runs.filter(run_type=Run.Type.TOOL, name="run_sql", status=Run.Status.SUCCESS)
-        .exclude(duration_ms=None)
-        .order_by("-duration_ms")
-        .values("trace_id", "duration_ms", "outputs")[:10]
-    ]
     questions = list(traces.values("request").annotate(n=Count("id")).order_by("-n", "request")[:10])
     return {
-        "buckets": list(buckets.values()),
+        "since": starts[0],
         "totals": totals,
-        "error_rate": (totals["errors"] / totals["runs"]) if totals["runs"] else 0,
+        "models": by_model,
+        "chart": chart_data(starts, span, series_of(rows, starts, by_model)),
         "p50": percentile(durations, 0.5),
         "p95": percentile(durations, 0.95),
         "tools": tool_rows,
-        "slowest_sql": slowest_sql,
+        "slowest_sql": slowest_sql(runs),
         "questions": questions,
     }
 
 
-def bar_chart(buckets: list[Bucket], keys: list[str], width: int = 720, height: int = 160) -> dict:
-    """Geometry for a stacked SVG bar chart: numbers only, drawn by the template."""
-    peak = max((sum(getattr(b, k) for k in keys) for b in buckets), default=0) or 1
-    step = width / max(len(buckets), 1)
-    bars = []
-    for index, bucket in enumerate(buckets):
-        y = height
-        for key in keys:
-            value = getattr(bucket, key)
-            h = value / peak * (height - 10)
-            y -= h
-            bars.append(
-                {
-                    "x": round(index * step + 1, 1),
-                    "y": round(y, 1),
-                    "w": round(max(step - 2, 1), 1),
-                    "h": round(h, 1),
-                    "key": key,
-                    "value": value,
-                    "label": bucket.start,
-                }
-            )
-    return {"bars": bars, "width": width, "height": height, "peak": peak}
+def tallies(rows: list[dict]) -> tuple[Tally, list[Tally]]:
+    """The totals, and each model's, the most used first, from rows grouped by bucket, model and status."""
+    totals = Tally("all")
+    models: dict[str, Tally] = {}
+    for row in rows:
+        name = row["model"] or NO_MODEL
+        for tally in (totals, models.setdefault(name, Tally(name))):
+            tally.traces += row["n"]
+            tally.errors += row["n"] if row["status"] == Trace.Status.ERROR else 0
+            tally.tokens += row["tokens"] or 0
+            tally.cost += row["cost"] or 0
+            tally.duration_ms += row["ms"] or 0
+            tally.timed += row["timed"]
+    return totals, sorted(models.values(), key=lambda t: (-t.traces, t.name))
+
+
+def series_of(rows: list[dict], starts: list[dt.datetime], by_model: list[Tally]) -> Series:
+    """Each bucket's values; the models past the MODEL_SERIES most used summed as one series."""
+    charted = {t.name for t in by_model[:MODEL_SERIES]} if len(by_model) > MODEL_SERIES + 1 else None
+    series = Series(len(starts))
+    for tally in by_model:  # in order of use, the most used first
+        if charted is None or tally.name in charted:
+            series.add_model(tally.name)
+    edges = [start.timestamp() for start in starts]
+    for row in rows:
+        index = bisect.bisect_right(edges, row["bucket"].timestamp()) - 1
+        if index < 0:
+            continue
+        name = row["model"] or NO_MODEL
+        model = name if charted is None or name in charted else OTHER_MODELS
+        series.add(index, row["status"], model, row["n"], row["tokens"] or 0, float(row["cost"] or 0))
+    return series
+
+
+def slowest_sql(runs, limit: int = 10) -> list[dict]:
+    """The longest ``run_sql`` calls, finished or not: an error or a timeout is often the slowest."""
+    rows = (
+        runs.filter(run_type=Run.Type.TOOL, name=QueryTool.name)
+        .exclude(duration_ms=None)
+        .annotate(sql=Coalesce(KT("outputs__sql"), KT("inputs__sql"), Value(""), output_field=TextField()))
+        .order_by("-duration_ms", "id")
+        .values("trace_id", "duration_ms", "status", "error_type", "error", "sql")[:limit]
+    )
+    return [{**row, "outcome": outcome(row["status"], row["error_type"])} for row in rows]
+
+
+def outcome(status: str, error_type: str) -> str:
+    """How a query ended, as the dashboard marks it: "" when it succeeded."""
+    if status == Run.Status.SUCCESS:
+        return ""
+    if error_type == TIMED_OUT:
+        return "timed out"
+    return {Run.Status.ERROR.value: "failed", Run.Status.CANCELLED.value: "cancelled"}.get(status, status)
+
+
+def chart_data(starts: list[dt.datetime], span: Span, series: Series) -> dict:
+    """What ``static/traces/dashboard.js`` draws: bucket starts (Unix seconds) and the values."""
+    return {
+        "x": [int(start.timestamp()) for start in starts],
+        "bucket_seconds": 3600 if span.hourly else 86400,
+        "hourly": span.hourly,
+        "time_zone": timezone.get_current_timezone_name(),
+        "status": series.by_status,
+        "models": list(series.traces),
+        "traces": list(series.traces.values()),
+        "tokens": list(series.tokens.values()),
+        "cost": [[round(value, 6) for value in values] for values in series.cost.values()],
+    }

@@ -1,14 +1,14 @@
 from __future__ import annotations
 
-import datetime as dt
 import os
 import uuid
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_not_required
-from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
@@ -18,10 +18,10 @@ from agents.events import format_timestamp, utcnow
 from traces import health as health_checks
 from traces import protocol, stats
 from traces.compare import compare
-from traces.forms import HistoryFilter
+from traces.forms import CompareForm, HistoryFilter
 from traces.live import running_agents, sockets
-from traces.models import Run, Trace
-from traces.pagination import keyset_page
+from traces.models import Trace
+from traces.pagination import keyset_page, numbered_page, page_number
 from traces.serializers import trace_document
 
 PAGE_SIZE = 50
@@ -33,12 +33,6 @@ EXAMPLE_QUESTIONS = [
     "latest 5 orders",
     "what tables are there?",
 ]
-DASHBOARD_RANGES = {
-    "24h": dt.timedelta(hours=24),
-    "7d": dt.timedelta(days=7),
-    "30d": dt.timedelta(days=30),
-    "90d": dt.timedelta(days=90),
-}
 
 
 def _visible(request: HttpRequest):
@@ -68,19 +62,31 @@ def live(request: HttpRequest) -> HttpResponse:
 
 def trace_list(request: HttpRequest) -> HttpResponse:
     form = HistoryFilter(request.GET or None)
-    traces = form.apply(_visible(request)).defer("metadata", "final_response", "error")
+    traces = form.apply(_visible(request)).defer("metadata", "error", "feedback_comment")
+    if not form.search_term:  # the answer is read only to show where a search found it
+        traces = traces.defer("final_response")
     query = request.GET.copy()
-    for key in ("page", "after"):
+    for key in ("page", "after", "before"):
         query.pop(key, None)
-    context: dict[str, Any] = {"form": form, "query": query.urlencode()}
-    if form.newest_first and "page" not in request.GET:
-        # The default view: keyset pages, as fast at the 2,000th page as at the first.
-        keyset = context["keyset"] = keyset_page(traces, request.GET.get("after"), PAGE_SIZE)
-        context["rows"] = keyset.items
+    number = page_number(request.GET.get("page"))
+    cursor = {key: request.GET.get(key) for key in ("after", "before")}
+    if form.newest_first and (any(cursor.values()) or "page" not in request.GET):
+        # The default view: keyset pages, as fast at the 2,000th page as at the first; ?page=N
+        # alone jumps to a page by number.
+        page = keyset_page(traces, **cursor, number=number, size=PAGE_SIZE)
     else:
-        page = context["page"] = Paginator(traces, PAGE_SIZE).get_page(request.GET.get("page"))
-        context["rows"] = page.object_list
-    return render(request, "traces/trace_list.html", context)
+        page = numbered_page(traces, number, PAGE_SIZE)
+    return render(
+        request,
+        "traces/trace_list.html",
+        {
+            "form": form,
+            "query": query.urlencode(),
+            "newest_first": form.newest_first,
+            "page": page,
+            "rows": [(trace, form.where_matched(trace)) for trace in page.items],
+        },
+    )
 
 
 def session_detail(request: HttpRequest, session_id: str) -> HttpResponse:
@@ -95,18 +101,17 @@ def session_detail(request: HttpRequest, session_id: str) -> HttpResponse:
 
 
 def trace_detail(request: HttpRequest, trace_id) -> HttpResponse:
+    """The run tree and waterfall, the run panel and the timeline are drawn by the page from the
+    stored events, the same way as live and replayed ones."""
     trace = get_object_or_404(_visible(request).select_related("rerun_of"), pk=trace_id)
-    runs = list(trace.runs.order_by("start_time", "id"))
     events = [protocol.loads(text) for text in trace.events.order_by("seq").values_list("envelope", flat=True)]
     return render(
         request,
         "traces/trace_detail.html",
         {
             "trace": trace,
-            "tree": run_tree(runs),
-            "waterfall": waterfall(trace, runs),
             "events": events,
-            "runs_json": {str(r.pk): run_view(r) for r in runs},
+            "runs": trace.runs.count(),
             "reruns": list(trace.reruns.only("id", "status", "started_at")[:20]),
         },
     )
@@ -130,76 +135,43 @@ def trace_feedback(request: HttpRequest, trace_id) -> HttpResponse:
 
 
 def trace_compare(request: HttpRequest) -> HttpResponse:
-    ids = [_uuid_or_none(request.GET.get(key, "")) for key in ("a", "b")]
-    traces = {t.pk: t for t in _visible(request).filter(pk__in=[i for i in ids if i])}
-    if not all(i in traces for i in ids):
-        raise Http404("choose two traces: /traces/compare/?a=<id>&b=<id>")
-    a, b = traces[ids[0]], traces[ids[1]]
-    return render(request, "traces/compare.html", {"a": a, "b": b, "rows": compare(a, b)})
+    """Two traces side by side, ``?a=<id>&b=<id>`` (ids or their first characters). Without them,
+    or with ids that are wrong, the page asks for them, saying what was wrong (404 when all that
+    is wrong is an id no trace has). The history page sends the two rows picked there as
+    ``?trace=<id>&trace=<id>``."""
+    picked = request.GET.getlist("trace")
+    if len(picked) == 2:
+        return redirect(f"{reverse('traces:compare')}?{urlencode({'a': picked[0], 'b': picked[1]})}")
+    asked = "a" in request.GET or "b" in request.GET
+    form = CompareForm(request.GET if asked else None, traces=_visible(request))
+    context: dict[str, Any] = {
+        "form": form,
+        "recent": _visible(request).only("id", "request", "model", "started_at")[:20],
+        "picked": len(picked) if picked else None,
+    }
+    if form.is_valid():
+        a, b = form.cleaned_data["a"], form.cleaned_data["b"]
+        context |= {
+            "a": a,
+            "b": b,
+            "rows": compare(a, b),
+            "answers": {"a": a.final_response, "b": b.final_response},
+        }
+        return render(request, "traces/compare.html", context)
+    status = 200
+    if picked:
+        status = 400
+    elif form.is_bound:
+        status = 404 if form.only_unknown else 400
+    return render(request, "traces/compare.html", context, status=status)
 
 
 def dashboard(request: HttpRequest) -> HttpResponse:
-    key = request.GET.get("range") or "7d"
-    if key not in DASHBOARD_RANGES:
-        key = "7d"
-    since = timezone.now() - DASHBOARD_RANGES[key]
-    numbers = stats.dashboard(_visible(request), since, hourly=key == "24h")
-    return render(
-        request,
-        "traces/dashboard.html",
-        {
-            **numbers,
-            "range": key,
-            "ranges": list(DASHBOARD_RANGES),
-            "since": since,
-            "runs_chart": stats.bar_chart(numbers["buckets"], ["success", "error", "cancelled", "running"]),
-            "tokens_chart": stats.bar_chart(numbers["buckets"], ["tokens"]),
-        },
-    )
-
-
-def run_tree(runs: list[Run]) -> list[dict]:
-    """Steps with their think and tool runs under them."""
-    children: dict = {}
-    for run in runs:
-        children.setdefault(run.parent_id, []).append(run)
-    return [{"run": step, "children": children.get(step.pk, [])} for step in children.get(None, [])]
-
-
-def waterfall(trace: Trace, runs: list[Run]) -> list[dict]:
-    """Each run's offset and width as a percentage of the trace's span."""
-    if not runs:
-        return []
-    start = min(r.start_time for r in runs)
-    end = max((r.end_time or r.start_time) for r in runs)
-    span = max((end - start).total_seconds(), 0.001)
-    rows = []
-    for run in runs:
-        offset = (run.start_time - start).total_seconds() / span * 100
-        width = max(((run.end_time or run.start_time) - run.start_time).total_seconds() / span * 100, 0.4)
-        rows.append(
-            {
-                "run": run,
-                "offset": round(offset, 2),
-                "width": round(min(width, 100 - offset), 2),
-                "depth": 0 if run.parent_id is None else 1,
-            }
-        )
-    return rows
-
-
-def run_view(run: Run) -> dict:
-    return {
-        "name": run.name,
-        "run_type": run.run_type,
-        "status": run.status,
-        "duration_ms": run.duration_ms,
-        "inputs": run.inputs,
-        "outputs": run.outputs,
-        "error": run.error,
-        "error_type": run.error_type,
-        "tokens": run.total_tokens,
-    }
+    key = request.GET.get("range") or stats.DEFAULT_RANGE
+    if key not in stats.RANGES:
+        key = stats.DEFAULT_RANGE
+    numbers = stats.dashboard(_visible(request), stats.RANGES[key], timezone.now())
+    return render(request, "traces/dashboard.html", {**numbers, "range": key, "ranges": list(stats.RANGES)})
 
 
 def _uuid_or_none(value: str) -> uuid.UUID | None:

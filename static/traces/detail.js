@@ -1,78 +1,80 @@
-import {el, renderMarkdown, renderTable, highlightSql, TraceView} from "./render.js";
+import {TraceView} from "./render.js";
 import {TraceSocket, sessionId} from "./socket.js";
+import {TraceTreeView} from "./trace.js";
 
 const root = document.querySelector("[data-detail]");
-const view = new TraceView(root);
+const view = new TraceView(root.querySelector("[data-tab=timeline]"));
+view.statusLabel = root.querySelector("[data-trace-status]");
+const tree = new TraceTreeView(root.querySelector("[data-tab=trace]"));
 const stored = JSON.parse(document.getElementById("trace-events").textContent);
-const runs = JSON.parse(document.getElementById("trace-runs").textContent);
 const traceId = root.dataset.traceId;
+const connection = root.querySelector("[data-connection]");
+const pauseButton = root.querySelector("[data-pause]");
 let mode = "stored"; // stored | live | replay
 let paused = false;
 const pending = [];
 
-for (const message of stored) view.apply(message);
+// Stored events draw without scrolling anything: the page opens at its top.
+for (const message of stored) view.apply(message, {scroll: false});
+tree.applyNow(stored);
+
+function show(message) {
+  view.apply(message);
+  tree.apply(message);
+  if (message.event_type === "trace_completed" && mode === "live") following(false);
+}
+
+// The connection state only matters while something arrives: a running trace or a replay.
+function following(on) {
+  connection.hidden = !on;
+}
 
 const socket = new TraceSocket(sessionId(), {
-  onStatus: (text) => { root.querySelector("[data-connection]").textContent = text; },
-  resumeFrom: () => (root.dataset.running === "true" && !view.finished ? {traceId, afterSeq: view.lastSeq} : null),
+  onStatus: (text) => { connection.textContent = text; connection.dataset.state = text; },
+  resumeFrom: () => (mode === "live" && !view.finished ? {traceId, afterSeq: view.lastSeq} : null),
   onEvent: (message) => {
     if (message.trace_id && message.trace_id !== traceId && !message.event_type.startsWith("replay")) return;
     if (message.event_type === "connection_established" || message.event_type === "pong") return;
+    if (message.event_type === "replay_completed") { pauseButton.disabled = true; following(false); }
     if (mode === "replay" && paused) { pending.push(message); return; }
-    view.apply(message);
+    show(message);
   },
 });
-window.tracesite = {socket, view};
+window.tracesite = {socket, view, tree};
 
 function replay(speed) {
   mode = "replay";
   paused = false;
   pending.length = 0;
   view.reset();
+  tree.reset();
+  following(true);
   socket.send({action: "unsubscribe_trace", trace_id: traceId});
   socket.send({action: "replay_trace", trace_id: traceId, speed});
-  root.querySelector("[data-pause]").textContent = "Pause";
+  pauseButton.textContent = "Pause";
+  pauseButton.disabled = false;
 }
 
 for (const button of root.querySelectorAll("[data-replay]")) {
   button.addEventListener("click", () => replay(Number(button.dataset.replay)));
 }
-root.querySelector("[data-pause]").addEventListener("click", (event) => {
+pauseButton.addEventListener("click", () => {
   paused = !paused;
-  event.target.textContent = paused ? "Resume" : "Pause";
-  if (!paused) for (const message of pending.splice(0)) view.apply(message);
+  pauseButton.textContent = paused ? "Resume" : "Pause";
+  if (!paused) for (const message of pending.splice(0)) show(message);
 });
 
-// Selecting a run shows what went in and came out.
-const panel = root.querySelector("[data-run-panel]");
-function showRun(runId) {
-  const run = runs[runId];
-  if (!run) return;
-  const outputs = run.outputs || {};
-  const inputs = run.inputs || {};
-  panel.replaceChildren(...[
-    el("h3", {text: `${run.name} · ${run.run_type} · ${run.status}`}),
-    el("p", {class: "muted", text: `${run.duration_ms ?? "?"} ms · ${run.tokens} tokens`}),
-    el("h4", {text: "Inputs"}),
-    inputs.sql ? highlightSql(inputs.sql) : el("pre", {text: typeof inputs.content === "string" ? inputs.content : JSON.stringify(inputs, null, 2)}),
-    el("h4", {text: "Outputs"}),
-    outputs.sql ? el("div", {}, el("p", {class: "muted", text: `SQL guard: ${outputs.guard || "n/a"}`}), highlightSql(outputs.sql)) : null,
-    outputs.columns ? renderTable(outputs.columns, outputs.rows || []) : null,
-    outputs.tool_calls && outputs.tool_calls.length ? el("pre", {text: JSON.stringify(outputs.tool_calls, null, 2)}) : null,
-    typeof outputs.content === "string" && outputs.content ? renderMarkdown(outputs.content) : null,
-    !outputs.columns && outputs.output ? el("pre", {text: String(outputs.output).slice(0, 5000)}) : null,
-    run.error ? el("p", {class: "error-text", text: `${run.error_type}: ${run.error}`}) : null,
-  ].filter(Boolean));
-}
-for (const row of root.querySelectorAll("[data-run]")) {
-  row.addEventListener("click", () => {
-    root.querySelectorAll("[data-run].selected").forEach((r) => r.classList.remove("selected"));
-    root.querySelectorAll(`[data-run="${CSS.escape(row.dataset.run)}"]`).forEach((r) => r.classList.add("selected"));
-    showRun(row.dataset.run);
+// Tabs: the trace view, the timeline of events, the raw event log.
+const tabs = root.querySelectorAll("[data-tab-button]");
+for (const tab of tabs) {
+  tab.addEventListener("click", () => {
+    for (const other of tabs) other.setAttribute("aria-selected", String(other === tab));
+    for (const panel of root.querySelectorAll("[data-tab]")) panel.hidden = panel.dataset.tab !== tab.dataset.tabButton;
   });
 }
 
 if (root.dataset.running === "true") {
   mode = "live";
+  following(true);
   socket.follow(traceId, () => view.lastSeq);
 }

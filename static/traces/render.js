@@ -1,6 +1,7 @@
 // Rendering of trace events: one function per event kind, shared by the live page, resumed
 // events and replays. Trace data is untrusted (users, the model): it only ever reaches the page
-// through textContent and attribute setters, never as HTML.
+// through textContent and attribute setters, or as the sanitized DOM fragments of libs.js.
+import {codeFragment, markdownFragment} from "./libs.js";
 
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -18,88 +19,68 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-const SQL_KEYWORDS = new Set(("select from where group by order limit offset join left right inner outer on as and or not in is null " +
-  "count sum avg min max distinct having union all with case when then else end desc asc like between show describe explain").split(" "));
-
 export function highlightSql(sql) {
-  const pre = el("pre", {class: "sql"});
-  for (const token of String(sql).split(/(\s+|[(),;]|'(?:[^']|'')*')/)) {
-    if (!token) continue;
-    if (SQL_KEYWORDS.has(token.toLowerCase())) pre.append(el("span", {class: "kw", text: token}));
-    else if (/^'.*'$/s.test(token)) pre.append(el("span", {class: "str", text: token}));
-    else if (/^\d+(\.\d+)?$/.test(token)) pre.append(el("span", {class: "num", text: token}));
-    else pre.append(document.createTextNode(token));
-  }
-  return pre;
+  return el("pre", {class: "sql hljs"}, codeFragment(String(sql ?? ""), "sql"));
+}
+
+export function highlightJson(value) {
+  return el("pre", {class: "json hljs"}, codeFragment(JSON.stringify(value, null, 2), "json"));
 }
 
 export function renderTable(columns, rows, limit = 50) {
   const table = el("table", {class: "result"});
   table.append(el("thead", {}, el("tr", {}, columns.map((c) => el("th", {text: c})))));
   const body = el("tbody");
-  for (const row of rows.slice(0, limit)) body.append(el("tr", {}, row.map((v) => el("td", {text: v === null ? "NULL" : String(v)}))));
+  for (const row of rows.slice(0, limit)) body.append(el("tr", {}, row.map((v) => cell(v))));
   table.append(body);
   const wrap = el("div", {class: "table-wrap"}, table);
   if (rows.length > limit) wrap.append(el("p", {class: "muted", text: `${rows.length - limit} more rows`}));
   return wrap;
 }
 
-function inline(text) {
-  // **bold** and `code`, as DOM nodes.
-  const span = document.createDocumentFragment();
-  for (const part of String(text).split(/(\*\*[^*]+\*\*|`[^`]+`)/)) {
-    if (!part) continue;
-    if (part.startsWith("**") && part.endsWith("**")) span.append(el("strong", {text: part.slice(2, -2)}));
-    else if (part.startsWith("`") && part.endsWith("`")) span.append(el("code", {text: part.slice(1, -1)}));
-    else span.append(document.createTextNode(part));
-  }
-  return span;
+function cell(value) {
+  if (value === null || value === undefined) return el("td", {class: "null", text: "NULL"});
+  if (typeof value === "number") return el("td", {class: "num", text: formatNumber(value)});
+  return el("td", {text: String(value)});
 }
 
-// A small, safe subset of markdown: paragraphs, headings, lists, code fences, pipe tables.
+// Numbers as people read them: floating-point noise (3098082.8100000042) rounded away.
+export function formatNumber(value) {
+  if (!Number.isFinite(value) || Number.isInteger(value)) return String(value);
+  return String(Number(value.toPrecision(12)));
+}
+
+// Markdown (answers, model text) through markdown-it and DOMPurify, as DOM nodes.
 export function renderMarkdown(text) {
   const root = el("div", {class: "markdown"});
-  const lines = String(text || "").split("\n");
-  let i = 0;
-  while (i < lines.length) {
-    const line = lines[i];
-    if (line.startsWith("```")) {
-      const lang = line.slice(3).trim();
-      const code = [];
-      for (i++; i < lines.length && !lines[i].startsWith("```"); i++) code.push(lines[i]);
-      i++;
-      root.append(lang === "sql" ? highlightSql(code.join("\n")) : el("pre", {text: code.join("\n")}));
-    } else if (/^\|.*\|\s*$/.test(line) && i + 1 < lines.length && /^\|?\s*:?-{3}/.test(lines[i + 1])) {
-      const cells = (l) => l.trim().replace(/^\||\|$/g, "").split(/(?<!\\)\|/).map((c) => c.trim().replace(/\\\|/g, "|"));
-      const columns = cells(line);
-      const rows = [];
-      for (i += 2; i < lines.length && /^\|/.test(lines[i]); i++) rows.push(cells(lines[i]));
-      root.append(renderTable(columns, rows, 500));
-    } else if (/^#{1,4} /.test(line)) {
-      root.append(el("h4", {}, inline(line.replace(/^#+ /, ""))));
-      i++;
-    } else if (/^\s*[-*] /.test(line)) {
-      const list = el("ul");
-      for (; i < lines.length && /^\s*[-*] /.test(lines[i]); i++) list.append(el("li", {}, inline(lines[i].replace(/^\s*[-*] /, ""))));
-      root.append(list);
-    } else if (line.trim()) {
-      const para = [];
-      for (; i < lines.length && lines[i].trim() && !/^(```|\||#{1,4} |\s*[-*] )/.test(lines[i]); i++) para.push(lines[i]);
-      if (!para.length) { para.push(line); i++; }
-      root.append(el("p", {}, inline(para.join(" "))));
-    } else {
-      i++;
-    }
-  }
+  root.append(markdownFragment(text || ""));
   return root;
 }
 
-function ms(value) {
-  return value === null || value === undefined ? "" : `${value} ms`;
+// Durations as people read them: "<1 ms", "840 ms", "1.24 s", "2 min 5 s".
+export function formatDuration(ms) {
+  if (ms === null || ms === undefined) return "";
+  if (ms < 1) return "<1 ms";
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  if (ms < 60000) return `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
+  return `${Math.floor(ms / 60000)} min ${Math.round((ms % 60000) / 1000)} s`;
 }
 
-function item(kind, icon, title, ...body) {
-  return el("li", {class: `event event-${kind}`}, el("div", {class: "event-head"}, el("span", {class: "icon", text: icon}), title), ...body);
+// "step_3" is the third step; "final_answer" the answer asked for at the step limit.
+export function stepLabel(name) {
+  const match = /^step_(\d+)$/.exec(name || "");
+  if (match) return `Step ${match[1]}`;
+  if (name === "final_answer") return "Final answer";
+  return name || "";
+}
+
+function ms(value) {
+  return formatDuration(value);
+}
+
+// One line of the timeline: a small label of its kind (text, not emoji: it renders with any font).
+function item(kind, label, title, ...body) {
+  return el("li", {class: `event event-${kind}`}, el("div", {class: "event-head"}, el("span", {class: `chip chip-${kind}`, text: label}), title), ...body);
 }
 
 // The view of one trace: applies each event once, in seq order, whatever its source.
@@ -112,10 +93,12 @@ export class TraceView {
     this.progressLabel = root.querySelector("[data-progress-label]");
     this.counters = root.querySelector("[data-counters]");
     this.statusLabel = root.querySelector("[data-trace-status]");
+    this.autoScroll = true;  // live events scroll into view; stored ones do not
     this.reset();
   }
 
   reset() {
+    this.step = 0;
     this.seqs = [];
     this.seen = new Set();
     this.lastSeq = 0;
@@ -127,10 +110,11 @@ export class TraceView {
     if (this.timeline) this.timeline.replaceChildren();
     if (this.answer) this.answer.replaceChildren();
     this.setProgress(0, "");
+    this.setStatus("");
     this.updateCounters();
   }
 
-  apply(message) {
+  apply(message, {scroll = this.autoScroll} = {}) {
     let late = false;  // an earlier seq than one shown already (a resume that came late): goes in its place
     if (message.seq !== undefined) {
       const key = `${message.trace_id}:${message.seq}`;
@@ -149,7 +133,7 @@ export class TraceView {
       const next = late ? [...this.timeline.children].find((child) => Number(child.dataset.seq) > message.seq) : null;
       if (next) this.timeline.insertBefore(node, next);
       else this.timeline.append(node);
-      node.scrollIntoView?.({block: "nearest"});
+      if (scroll) node.scrollIntoView?.({block: "nearest"});
     }
     return true;
   }
@@ -166,7 +150,15 @@ export class TraceView {
   setStatus(status) {
     if (!this.statusLabel) return;
     this.statusLabel.textContent = status;
-    this.statusLabel.className = `badge badge-${status}`;
+    this.statusLabel.className = status ? `badge badge-${status}` : "badge";
+  }
+
+  stepProgress(activity) {
+    if (!this.step) return;
+    const label = this.progressLabel ? this.progressLabel.textContent : "";
+    const percent = this.progress ? parseFloat(this.progress.style.width) || 0 : 0;
+    const total = /of (\d+)/.exec(label);
+    this.setProgress(percent, `step ${this.step}${total ? ` of ${total[1]}` : ""} · ${activity}`);
   }
 }
 
@@ -175,16 +167,19 @@ const RENDERERS = {
     view.finished = false;
     view.setStatus("running");
     view.setProgress(0, `step 0 of ${data.max_steps}`);
-    return item("trace", "▶", el("span", {}, "Question: ", el("q", {text: data.request})),
+    return item("trace", "Question", el("q", {text: data.request}),
       el("div", {class: "muted", text: `${data.agent_name} · model ${(data.metadata || {}).model || ""}`}));
   },
-  step_started(data) {
-    return item("step", "⟶", el("strong", {text: data.name}));
+  step_started(data, view) {
+    const step = /^step_(\d+)$/.exec(data.name || "");
+    view.step = step ? Number(step[1]) : view.step + 1;
+    return item("step", "Step", el("strong", {text: stepLabel(data.name)}));
   },
   think_started(data, view) {
     const stream = el("div", {class: "stream"});
     view.streams[data.run_id] = stream;
-    return item("think", "💭", el("span", {text: "Thinking…"}), stream);
+    view.stepProgress("thinking");
+    return item("think", "LLM", el("span", {text: "Thinking…"}), stream);
   },
   think_delta(data, view) {
     const stream = view.streams[data.run_id];
@@ -201,18 +196,19 @@ const RENDERERS = {
     const calls = ((data.outputs || {}).tool_calls || []).map((c) => el("div", {class: "call"},
       el("code", {text: `${c.function.name}(${c.function.arguments})`})));
     const content = (data.outputs || {}).content;
-    return item("think", "🧠", el("span", {text: `Model answered in ${ms(data.duration_ms)} · ${usage.total_tokens || 0} tokens`}),
+    return item("think", "LLM", el("span", {text: `Model answered in ${ms(data.duration_ms)} · ${usage.total_tokens || 0} tokens`}),
       content && calls.length ? el("div", {class: "model-text", text: content}) : null, ...calls);
   },
   tool_started(data, view) {
-    const node = item("tool-start", "🔧", el("span", {text: `Running ${data.name}…`}));
+    const node = item("tool-start", "Tool", el("span", {text: `Running ${data.name}…`}));
     view.streams[data.run_id] = node;
+    view.stepProgress(`running ${data.name}`);
     return node;
   },
   tool_completed(data, view) {
     view.streams[data.run_id]?.remove();
     const outputs = data.outputs || {};
-    return item("tool", "🔧", el("span", {text: `${data.name} · ${ms(data.duration_ms)}`}),
+    return item("tool", "Tool", el("span", {text: `${data.name} · ${ms(data.duration_ms)}`}),
       outputs.sql ? highlightSql(outputs.sql) : null,
       outputs.columns ? renderTable(outputs.columns, outputs.rows || []) : el("pre", {class: "output", text: String(outputs.output || "").slice(0, 2000)}),
       outputs.truncated ? el("p", {class: "muted", text: "More rows exist; the result was capped."}) : null);
@@ -221,7 +217,7 @@ const RENDERERS = {
     const started = view.streams[data.run_id];
     if (started) (started.closest ? started.closest("li") || started : started).remove();
     const outputs = data.outputs || {};
-    return item("error", "⚠", el("span", {text: `${data.name} ${data.status}: ${data.error_type || ""}`}),
+    return item("error", "Error", el("span", {text: `${data.name} ${data.status}: ${data.error_type || ""}`}),
       el("div", {class: "error-text", text: data.error || ""}), outputs.sql ? highlightSql(outputs.sql) : null);
   },
   run_completed() {
@@ -246,16 +242,18 @@ const RENDERERS = {
       view.answer.replaceChildren(renderMarkdown(data.final_response || ""));
       if (data.error) view.answer.append(el("p", {class: "error-text", text: `${data.error_type || "Error"}: ${data.error}`}));
     }
-    return item("done", data.status === "success" ? "✔" : "✖",
+    const node = item("done", data.status === "success" ? "Done" : data.status === "cancelled" ? "Cancelled" : "Failed",
       el("span", {text: `Trace ${data.status} · ${ms(data.duration_ms)} · ${data.total_runs} runs`}));
+    node.classList.add(`event-done-${data.status}`);
+    return node;
   },
   replay_started(data) {
-    return item("replay", "⏪", el("span", {text: `Replay of ${data.events} events at ${data.speed === 0 ? "full speed" : data.speed + "×"}`}));
+    return item("replay", "Replay", el("span", {text: `Replay of ${data.events} events at ${data.speed === 0 ? "full speed" : data.speed + "×"}`}));
   },
   replay_completed() {
-    return item("replay", "⏹", el("span", {text: "Replay finished"}));
+    return item("replay", "Replay", el("span", {text: "Replay finished"}));
   },
   error(data) {
-    return item("error", "⚠", el("span", {text: `${data.error}: ${data.detail || ""}`}));
+    return item("error", "Error", el("span", {text: `${data.error}: ${data.detail || ""}`}));
   },
 };

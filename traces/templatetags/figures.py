@@ -1,0 +1,40 @@
+"""Numbers as the pages show them: thousands grouped, a few decimals, costs in dollars.
+
+Database aggregates come back as long floats (``3098082.8100000042``) or as decimals with all
+their places (``0.00012300``); these filters round them for reading. ``static/traces/dashboard.js``
+formats the charts' values the same way.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django import template
+
+register = template.Library()
+
+
+@register.filter
+def number(value: int | float | Decimal | None, decimals: int = 2) -> str:
+    """``3098082.8100000042`` → ``3,098,082.81``; whole numbers without decimals."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, int) or value == int(value):
+        return f"{int(value):,}"
+    text = f"{value:,.{int(decimals)}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+@register.filter
+def cost(value: float | Decimal | None) -> str:
+    """Dollars: cents from $1 up, four places below, ``<$0.0001`` for less that is not nothing."""
+    if value is None or value == "":
+        return ""
+    amount = float(value)
+    if amount == 0:
+        return "$0"
+    if abs(amount) >= 1:
+        return f"${amount:,.2f}"
+    if abs(amount) >= 0.0001:
+        return f"${amount:.4f}"
+    return "<$0.0001"

@@ -57,7 +57,7 @@ class Session:
                 # max_queue=None: it reads on while it closes, as a browser does (with websockets' default
                 # of 16 it stops reading mid-burst and its close waits out its own 10 s timeout).
                 async with websockets.connect(
-                    f"{url}/ws/{self.name}", max_size=None, max_queue=None, compression=None, open_timeout=60
+                    f"{url}/ws/{self.name}?protocol=2", max_size=None, max_queue=None, compression=None, open_timeout=60
                 ) as ws:
                     hello = json.loads(await ws.recv())["data"]
                     if current is not None:

@@ -59,7 +59,7 @@ async def test_it_serves_the_original_javascript_client_flow():
 
 async def test_two_tabs_share_a_session_and_a_reconnect_resumes_without_gap_or_duplicate(slow_llm):
     with daphne(**slow_env(slow_llm)) as host:
-        url = f"ws://{host}/ws/tabs"
+        url = f"ws://{host}/ws/tabs?protocol=2"
         async with websockets.connect(url) as tab1, websockets.connect(url) as tab2:
             await recv(tab1), await recv(tab2)
             await tab1.send(json.dumps({"action": "start_agent", "question": "how many users?"}))
@@ -81,7 +81,7 @@ async def test_two_tabs_share_a_session_and_a_reconnect_resumes_without_gap_or_d
 
 async def test_it_replays_as_fast_as_possible_and_refuses_unknown_traces():
     with daphne() as host:
-        async with websockets.connect(f"ws://{host}/ws/replay") as ws:
+        async with websockets.connect(f"ws://{host}/ws/replay?protocol=2") as ws:
             await recv(ws)
             await ws.send(json.dumps({"action": "start_agent", "question": "how many users?"}))
             live = await until(ws, "trace_completed")
@@ -147,7 +147,7 @@ async def test_two_daphne_processes_share_runs_through_redis(redis_url, slow_llm
     env = {"REDIS_URL": redis_url.rsplit("/", 1)[0] + "/12", **slow_env(slow_llm)}
     with daphne(**env) as a, daphne(**env) as b:
         async with (
-            websockets.connect(f"ws://{a}/ws/scale-a") as on_a,
+            websockets.connect(f"ws://{a}/ws/scale-a?protocol=2") as on_a,
             websockets.connect(f"ws://{b}/ws/scale-b") as on_b,
         ):
             await recv(on_a), await recv(on_b)
@@ -163,7 +163,7 @@ async def test_two_daphne_processes_share_runs_through_redis(redis_url, slow_llm
         # Cancel from process B reaches the run in process A.
         async with (
             websockets.connect(f"ws://{a}/ws/scale-c") as on_a,
-            websockets.connect(f"ws://{b}/ws/scale-c") as on_b,
+            websockets.connect(f"ws://{b}/ws/scale-c?protocol=2") as on_b,
         ):
             await recv(on_a), await recv(on_b)
             await on_a.send(json.dumps({"action": "start_agent", "question": "how many users?"}))
@@ -178,7 +178,7 @@ async def test_a_run_survives_redis_going_away_and_delivery_resumes(slow_llm):
     redis.start()
     try:
         with daphne(REDIS_URL=redis.url, TRACE_GROUP_REFRESH="0.5", **slow_env(slow_llm)) as host:
-            url = f"ws://{host}/ws/redis-fault"
+            url = f"ws://{host}/ws/redis-fault?protocol=2"
             seen: list[dict] = []
             async with websockets.connect(url) as ws:
                 await recv(ws)
@@ -236,7 +236,7 @@ async def test_with_redis_down_new_sockets_are_served_runs_and_history_included(
     redis = RedisServer()  # never started: its port refuses connections
     with daphne_server(REDIS_URL=redis.url) as server:
         host = server.host
-        async with websockets.connect(f"ws://{host}/ws/no-redis") as ws:
+        async with websockets.connect(f"ws://{host}/ws/no-redis?protocol=2") as ws:
             assert (await recv(ws))["event_type"] == "connection_established"
             await ws.send(json.dumps({"action": "start_agent", "question": "how many users?"}))
             live = await until(ws, "trace_completed")  # this process's sockets need no Redis

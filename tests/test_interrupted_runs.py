@@ -92,7 +92,7 @@ def slow(llm) -> dict:
 
 
 async def start_run(host: str, session: str) -> tuple[str, int]:
-    async with websockets.connect(f"ws://{host}/ws/{session}") as ws:
+    async with websockets.connect(f"ws://{host}/ws/{session}?protocol=2") as ws:
         json.loads(await ws.recv())
         await ws.send(json.dumps({"action": "start_agent", "question": "how many users?"}))
         while True:

@@ -112,7 +112,7 @@ async def test_subscribe_resume_and_replay_work_from_the_history(caplog):
 
 @pytest.mark.usefixtures("layer_down")
 async def test_a_run_started_while_the_layer_is_down_is_stored_and_followed_by_seq():
-    communicator = await opened("/ws/layer-down-run")
+    communicator = await opened("/ws/layer-down-run?protocol=2")
     await send(communicator, action="start_agent", question="how many users?")
     trace = None
     for _ in range(100):  # no live events can come: find the run in the history

@@ -5,6 +5,11 @@ with the process's hub (``traces.hub``) for its session, the traces it subscribe
 feed, and answers. What the socket sends goes through its ``Outbox`` (``traces.delivery``), whose
 writer task keeps the socket's delivery state and makes delivery lossless by ``seq``. Stored
 events reach it through the hub, not through a channel layer, so the consumer has no channel.
+
+A socket gets the extension event types of its session's live stream only if its URL asks for
+the full protocol (``?protocol=2``); clients of the original protocol get its event types only.
+Answers to extension actions (``subscribe_trace`` of another session's trace, ``replay_trace``)
+are the full protocol on any socket.
 """
 
 from __future__ import annotations
@@ -124,17 +129,17 @@ def _finished(trace_id: uuid.UUID) -> bool:
 
 @live_read
 def _trace(trace_id: uuid.UUID) -> Trace | None:
-    return Trace.objects.filter(pk=trace_id).only("id", "owner_id", "status", "last_seq").first()
+    return Trace.objects.filter(pk=trace_id).only("id", "owner_id", "session_id", "status", "last_seq").first()
 
 
 @live_read
 def _events_after(
     trace_id: uuid.UUID, after_seq: int, up_to: int | None = None, limit: int = 500
-) -> list[tuple[int, Any, str]]:
+) -> list[tuple[int, Any, str, str]]:
     events = Event.objects.filter(trace_id=trace_id, seq__gt=after_seq)
     if up_to is not None:
         events = events.filter(seq__lte=up_to)
-    return list(events.order_by("seq").values_list("seq", "timestamp", "envelope")[:limit])
+    return list(events.order_by("seq").values_list("seq", "timestamp", "event_type", "envelope")[:limit])
 
 
 class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
@@ -148,6 +153,7 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
     closing_flood = False  # closing for flooding: what else it sends is counted, not answered or logged
     closing_revoked = False  # closing because its credential was revoked
     credential: Credential | None = None
+    protocol_version = protocol.ORIGINAL_PROTOCOL  # ?protocol=2 on the URL asks for the full protocol
 
     # ------------------------------------------------------------------ connection
 
@@ -164,11 +170,18 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
             return
         self.owner_id = access.user_id(self.user)
         self.session = SessionKey.of(self.session_id, self.owner_id)
+        self.protocol_version = protocol.requested_protocol(self.scope.get("query_string", b""))
         self.limiter = RateLimiter(settings.TRACE_RATE_LIMIT)
         self.replays: dict[str, asyncio.Task] = {}
         await self.accept()
         self.outbox = Outbox(
-            self._send_frame, _events_after, self.session_id, self.user, SendBuffer(self.base_send), close=self._close
+            self._send_frame,
+            _events_after,
+            self.session_id,
+            self.user,
+            SendBuffer(self.base_send),
+            close=self._close,
+            session_events=protocol.streamed_events(self.protocol_version),
         )
         self.hub = get_hub()
         self.hub.join_session(self.session.group, self.outbox)  # live events queue from now on
@@ -180,7 +193,9 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
         self.counted = True
         if self.credential is not None:
             _watches.get().add(self, self.credential)
-        logger.info("websocket opened session=%s user=%s", self.session_id, self.owner_id)
+        logger.info(
+            "websocket opened session=%s user=%s protocol=%s", self.session_id, self.owner_id, self.protocol_version
+        )
         active = await _active_trace(self.session)
         active_trace_id, last_seq = (str(active.id), active.last_seq) if active else (None, 0)
         hello = self._message(
@@ -191,6 +206,7 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
                 "active_trace_id": active_trace_id,
                 "last_seq": last_seq,
                 "server_version": protocol.SERVER_VERSION,
+                "protocol": self.protocol_version,
                 "model": model_label(),
                 "user": self.user.get_username() if self.user is not None else None,
             },
@@ -339,12 +355,14 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
 
     async def action_subscribe_trace(self, message: ClientMessage) -> None:
         trace_id = message.fields["trace_id"]
-        await self._require_visible(trace_id)
+        trace = await self._require_visible(trace_id)
         assert self.outbox is not None
         # Follow first, then resume from the database: live events that arrive meanwhile queue
         # behind the resume and are deduplicated by seq. No gap, no duplicate.
         self.hub.follow_trace(str(trace_id), self.outbox)
-        self.outbox.resume(str(trace_id), message.fields["after_seq"])
+        # A resume of this session's own run is its live stream, in the protocol this socket asked for.
+        of_session = SessionKey.of(trace.session_id, trace.owner_id) == self.session
+        self.outbox.resume(str(trace_id), message.fields["after_seq"], of_session=of_session)
 
     async def action_unsubscribe_trace(self, message: ClientMessage) -> None:
         key = str(message.fields["trace_id"])

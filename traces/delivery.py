@@ -11,6 +11,11 @@ When the outbox is full (the client reads slower than events come) live events o
 queued but noted, and the writer reads them from the database once it has caught up: memory stays
 bounded and nothing is lost. A client whose connection stops taking data for
 ``TRACE_SLOW_CLIENT_SECONDS`` is dropped; it resumes by seq when it reconnects.
+
+What a socket is shown of a trace is the view's ``shown`` event types: of its session's live
+stream, those of the protocol it asked for (``Outbox.session_events``); of a trace it subscribed
+to elsewhere, all of them. An event it is not shown still moves the view's position, so it leaves
+no gap for the writer to fill from the database: each is checked once, by its type, as it passes.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from traces import access
 from traces.compat import SendBuffer
 from traces.hub import StoredEvent
 from traces.metrics import MESSAGES_OUT, REJECTED
+from traces.protocol import TRACE_EVENTS
 
 logger = logging.getLogger(__name__)
 
@@ -41,19 +47,21 @@ BACKFILL_CHUNK = 500
 CLOSE_GRACE_SECONDS = 1.0
 _abandoned: set[asyncio.Task] = set()  # closed sockets whose unsent bytes get a last chance to drain
 _TRACE_EVENTS_OUT = MESSAGES_OUT.labels("trace_event")  # every event sent: its counter looked up once
-COMPLETED_PREFIX = f'{{"event_type":"{EventType.TRACE_COMPLETED}"'  # how a stored trace_completed envelope begins
 
-Reader = Callable[[uuid.UUID, int, int | None, int], Awaitable[list[tuple[int, Any, str]]]]
+# Reads a trace's stored events (trace id, after seq, up to seq or None, at most):
+# rows of (seq, timestamp, event_type, envelope).
+Reader = Callable[[uuid.UUID, int, int | None, int], Awaitable[list[tuple[int, Any, str, str]]]]
 
 
 @dataclass
 class FollowedTrace:
     """A socket's view of one trace it follows."""
 
-    sent: int = 0  # the last seq sent on this socket
+    shown: frozenset[str]  # the event types this socket is sent of this trace
+    sent: int = 0  # the last seq sent on this socket, or passed over as not shown
     held: list[StoredEvent] | None = None  # live events waiting for the client to say where to resume
     skipped: int | None = None  # stored before this socket followed it unasked: a late resume may still ask
-    last_sent: float = 0.0  # monotonic time of the last event sent; 0 while nothing was
+    last_sent: float = 0.0  # monotonic time of the last event sent or passed over; 0 while none was
     finished: bool = False  # its trace_completed was sent
 
 
@@ -67,6 +75,7 @@ class Outbox:
     user: Any = None
     send_buffer: SendBuffer = field(default_factory=lambda: SendBuffer(None))
     close: Callable[[int], Awaitable[None]] | None = None  # closes the socket with a code
+    session_events: frozenset[str] = TRACE_EVENTS  # the event types of its session's live stream it is sent
     followed: dict[str, FollowedTrace] = field(default_factory=dict)
     dropped: bool = False  # the client is gone or too slow: send nothing more
 
@@ -86,7 +95,7 @@ class Outbox:
         session (id, last stored seq) whose live events wait for the client's resume."""
         if hold is not None:
             trace_id, last_seq = hold
-            self.followed[trace_id] = FollowedTrace(sent=last_seq, held=[])
+            self.followed[trace_id] = FollowedTrace(self.session_events, sent=last_seq, held=[])
             self._later(HOLD_SECONDS, ("release", trace_id))
         self._items.appendleft(("text", hello, "connection_established"))
         self._writer = asyncio.get_running_loop().create_task(self._write(), name=f"outbox-{self.session_id}")
@@ -111,14 +120,16 @@ class Outbox:
         if len(self._items) < MAX_QUEUED:
             self._put(("feed", event))
 
-    def resume(self, trace_id: str, after_seq: int) -> None:
-        self._put(("resume", trace_id, after_seq))
+    def resume(self, trace_id: str, after_seq: int, *, of_session: bool) -> None:
+        """subscribe_trace. A trace of this socket's own session is its session's live stream, in the
+        protocol the socket asked for; any other trace is sent whole."""
+        self._put(("resume", trace_id, after_seq, self.session_events if of_session else TRACE_EVENTS))
 
     def unfollow(self, trace_id: str) -> None:
         self._put(("unfollow", trace_id))
 
     def follow_new(self, trace_id: str) -> None:
-        """A trace this socket started: follow it from its first event."""
+        """A trace this socket started (in its session): follow it from its first event."""
         self._put(("new", trace_id))
 
     def catch_up(self) -> None:
@@ -171,13 +182,13 @@ class Outbox:
             elif kind == "feed":
                 await self._feed(item[1])
             elif kind == "resume":
-                await self._resume(item[1], item[2])
+                await self._resume(item[1], item[2], item[3])
             elif kind == "release":
                 await self._release(item[1])
             elif kind == "unfollow":
                 self.followed.pop(item[1], None)
             elif kind == "new":
-                self.followed.setdefault(item[1], FollowedTrace())
+                self.followed.setdefault(item[1], FollowedTrace(self.session_events))
             elif kind == "catch_up":
                 await self._catch_up_quiet()
             elif kind == "close" and self.close is not None and not self.dropped:
@@ -192,10 +203,11 @@ class Outbox:
                 # A trace of this session that was under way before this socket followed it
                 # (publishing runs a little behind storing, so even one already finished in the
                 # database): the client may be about to resume it by seq, so hold it as the hello does.
-                self.followed[key] = FollowedTrace(sent=seq - 1, held=[event])
+                self.followed[key] = FollowedTrace(self.session_events, sent=seq - 1, held=[event])
                 self._later(HOLD_SECONDS, ("release", key))
                 return
-            followed = self.followed[key] = FollowedTrace()  # started after this socket joined: follow it
+            # Started after this socket joined its session: follow it.
+            followed = self.followed[key] = FollowedTrace(self.session_events)
         if followed.held is not None:
             followed.held.append(event)
             return
@@ -204,7 +216,7 @@ class Outbox:
         if seq > followed.sent + 1:
             await self._backfill(key, followed, up_to=seq - 1)
         if seq == followed.sent + 1:
-            await self._sent(key, followed, seq, event.text)
+            await self._sent(followed, seq, event.event_type, event.text)
 
     async def _feed(self, event: StoredEvent) -> None:
         if event.trace_id in self.followed:
@@ -212,7 +224,7 @@ class Outbox:
         if access.can_view(self.user, event.owner_id):
             await self._send(event.text, "trace_event")
 
-    async def _resume(self, key: str, after_seq: int) -> None:
+    async def _resume(self, key: str, after_seq: int, shown: frozenset[str]) -> None:
         """subscribe_trace: the stored events after ``after_seq``, then live ones; no gap, no duplicate."""
         followed = self.followed.get(key)
         held = followed.held if followed is not None else None
@@ -220,9 +232,9 @@ class Outbox:
             if followed.skipped is not None and after_seq < followed.skipped:
                 # The hold ran out before the client asked (a busy server): the events this socket
                 # skipped come now, after the live ones it has sent meanwhile. Each seq still once.
-                await self._send_range(key, after_seq, followed.skipped)
+                await self._send_range(key, after_seq, followed.skipped, shown)
             after_seq = max(after_seq, followed.sent)  # never resend on the same socket
-        followed = self.followed[key] = FollowedTrace(sent=after_seq)
+        followed = self.followed[key] = FollowedTrace(shown, sent=after_seq)
         await self._backfill(key, followed)
         for event in held or []:
             await self._live(event)
@@ -258,29 +270,32 @@ class Outbox:
         trace_id = uuid.UUID(key)
         while not self.dropped:
             rows = await self.read_events(trace_id, followed.sent, up_to, BACKFILL_CHUNK)
-            for seq, _, text in rows:
-                await self._sent(key, followed, seq, text)
+            for seq, _, event_type, text in rows:
+                await self._sent(followed, seq, event_type, text)
             if len(rows) < BACKFILL_CHUNK:
                 return
 
-    async def _send_range(self, key: str, after_seq: int, up_to: int) -> None:
-        """Send stored events ``after_seq < seq <= up_to`` without moving the live position."""
+    async def _send_range(self, key: str, after_seq: int, up_to: int, shown: frozenset[str]) -> None:
+        """Send stored events ``after_seq < seq <= up_to`` of the ``shown`` types without moving the live position."""
         trace_id = uuid.UUID(key)
         while after_seq < up_to and not self.dropped:
             rows = await self.read_events(trace_id, after_seq, up_to, BACKFILL_CHUNK)
-            for seq, _, text in rows:
+            for seq, _, event_type, text in rows:
                 after_seq = seq
-                await self._send(text, "trace_event")
+                if event_type in shown:
+                    await self._send(text, "trace_event")
             if len(rows) < BACKFILL_CHUNK:
                 return
 
-    async def _sent(self, key: str, followed: FollowedTrace, seq: int, text: str) -> None:
+    async def _sent(self, followed: FollowedTrace, seq: int, event_type: str, text: str) -> None:
+        """The next event of a followed trace: sent if the socket is shown its type, passed over if not."""
         followed.sent = seq
-        if text.startswith(COMPLETED_PREFIX):
+        if event_type == EventType.TRACE_COMPLETED:
             followed.finished = True
         else:
             followed.last_sent = time.monotonic()
-        await self._send(text, "trace_event")
+        if event_type in followed.shown:
+            await self._send(text, "trace_event")
 
     async def _send(self, text: str, label: str) -> None:
         (_TRACE_EVENTS_OUT if label == "trace_event" else MESSAGES_OUT.labels(label)).inc()

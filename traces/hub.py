@@ -15,22 +15,30 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Protocol
 
+from agents.events import BOUNDARY_EVENTS
 from traces.loops import PerLoop
 
 
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
-    """One stored event as it is delivered: its envelope text and what routes it."""
+    """One stored event as it is delivered: its envelope text and what routes it. The text is
+    encoded once and shared by every socket; its type rides alongside, so a socket that is not
+    shown this type skips it without reading the text."""
 
     trace_id: str
     seq: int
     session_group: str
     owner_id: int | None
-    boundary: bool  # trace_started or trace_completed: the feed carries it
+    event_type: str
     text: str
 
+    @property
+    def boundary(self) -> bool:
+        """trace_started or trace_completed: the feed carries it."""
+        return self.event_type in BOUNDARY_EVENTS
+
     def as_tuple(self) -> tuple:
-        return (self.trace_id, self.seq, self.session_group, self.owner_id, self.boundary, self.text)
+        return (self.trace_id, self.seq, self.session_group, self.owner_id, self.event_type, self.text)
 
 
 class Follower(Protocol):

@@ -1,5 +1,5 @@
-"""The wire protocol (PROTOCOL.md): the envelope, server-only messages, client actions, error and
-close codes, channel-layer names, and client-message validation.
+"""The wire protocol (PROTOCOL.md): the envelope, server-only messages, protocol versions, client
+actions, error and close codes, channel-layer names, and client-message validation.
 
 The trace events inside envelopes are the agent's vocabulary (``agents.events``); this module
 wraps them for the socket. It imports nothing from Django.
@@ -14,10 +14,11 @@ import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
 
-from agents.events import BOUNDARY_EVENTS, EventType, format_timestamp, to_json, utcnow
+from agents.events import BOUNDARY_EVENTS, SEED_EVENTS, EventType, format_timestamp, to_json, utcnow
 from traces import __version__
 
 SERVER_VERSION = __version__  # sent in connection_established and /health
@@ -43,6 +44,34 @@ MessageType = EventType | ServerEvent
 TRACE_EVENTS = frozenset(EventType)
 # Events the all-traces feed carries.
 FEED_EVENTS = BOUNDARY_EVENTS
+
+# ---------------------------------------------------------------------------- protocol versions
+
+# The original MyAgent React component shows an event type it does not know as a raw JSON card,
+# so a socket gets the extension event types of its session's live stream only when it asks for
+# them with ``?protocol=2``. Without it, it gets the trace events the original server sent, with
+# their seq as stored (gaps where the others were left out). Extension fields ride along either way.
+ORIGINAL_PROTOCOL = 1
+FULL_PROTOCOL = 2
+ORIGINAL_TRACE_EVENTS: frozenset[EventType] = SEED_EVENTS | {EventType.RUN_COMPLETED}
+
+
+def requested_protocol(query_string: bytes | str) -> int:
+    """The protocol a socket asked for in its URL: ``?protocol=2`` (or later) is the full protocol,
+    anything else, or nothing, the original one."""
+    if isinstance(query_string, bytes):
+        query_string = query_string.decode("latin1")
+    asked = (parse_qs(query_string).get("protocol") or [""])[-1]
+    try:
+        version = int(asked)
+    except ValueError:
+        return ORIGINAL_PROTOCOL
+    return FULL_PROTOCOL if version >= FULL_PROTOCOL else ORIGINAL_PROTOCOL
+
+
+def streamed_events(version: int) -> frozenset[str]:
+    """The trace events a socket of protocol ``version`` gets of its session's live stream."""
+    return TRACE_EVENTS if version >= FULL_PROTOCOL else ORIGINAL_TRACE_EVENTS
 
 
 class Action(StrEnum):

@@ -537,7 +537,7 @@ class EventStore:
                         item.seq,
                         item.state.session.group,
                         item.state.trace.get("owner_id"),
-                        item.event_type in BOUNDARY_EVENTS,
+                        item.event_type,
                         item.text,
                     )
                 )

@@ -16,7 +16,7 @@ CHUNK = 5000
 
 async def replay(outbox: Outbox, read_events: Reader, trace_id: uuid.UUID, speed: float) -> None:
     """Queue the stored events with ``replay: true`` between ``replay_started`` and ``replay_completed``."""
-    rows: list[tuple[int, Any, str]] = []
+    rows: list[tuple[int, Any, str, str]] = []
     while True:
         chunk = await read_events(trace_id, rows[-1][0] if rows else 0, None, CHUNK)
         rows.extend(chunk)
@@ -26,7 +26,7 @@ async def replay(outbox: Outbox, read_events: Reader, trace_id: uuid.UUID, speed
     outbox.text(_message(outbox, ServerEvent.REPLAY_STARTED, info), ServerEvent.REPLAY_STARTED)
     started = time.monotonic()
     first = rows[0][1] if rows else None
-    for _, timestamp, text in rows:
+    for _, timestamp, _, text in rows:
         if speed > 0 and first is not None:
             delay = (timestamp - first).total_seconds() / speed - (time.monotonic() - started)
             if delay > 0:

@@ -93,7 +93,7 @@ def close_interrupted(trace: Trace, now: dt.datetime, reason: str = INTERRUPTED)
         return None
     logger.warning("trace=%s closed: %s", trace.pk, reason)
     group = SessionKey.of(trace.session_id, trace.owner_id).group
-    return StoredEvent(str(trace.pk), seq, group, trace.owner_id, True, text)
+    return StoredEvent(str(trace.pk), seq, group, trace.owner_id, EventType.TRACE_COMPLETED, text)
 
 
 class Runners:

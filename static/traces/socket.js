@@ -14,8 +14,10 @@ export class TraceSocket {
   }
 
   url() {
+    // protocol=2: every event type (step_started, think_delta, ...). Without it the server sends
+    // only the original protocol's event types, for clients that know no others.
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    return `${scheme}://${location.host}/ws/${encodeURIComponent(this.sessionId)}`;
+    return `${scheme}://${location.host}/ws/${encodeURIComponent(this.sessionId)}?protocol=2`;
   }
 
   connect() {

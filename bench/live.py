@@ -445,7 +445,9 @@ def main() -> None:
             for run in range(args.repeat):
                 prefix = f"b{sessions}r{run}-"
                 query = "?protocol=2" if persisted else ""  # tracesite: every event type, as the live page asks
-                urls = [f"ws://127.0.0.1:{args.port + i % args.processes}/ws/{prefix}{i}{query}" for i in range(sessions)]
+                urls = [
+                    f"ws://127.0.0.1:{args.port + i % args.processes}/ws/{prefix}{i}{query}" for i in range(sessions)
+                ]
                 accepted = mysql_connections() if args.backend == "mysql" and persisted else None
                 servers_cpu = cpu_seconds([server.pid for server in servers])
                 services_cpu = cpu_seconds(services)

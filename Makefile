@@ -17,8 +17,11 @@ $(VENV)/.installed: requirements.txt | $(BIN)/python
 
 # mysqlclient needs MySQL/MariaDB client headers. Without them the suite still runs on SQLite
 # and skips the MariaDB tests, except in CI (CI=true), where that is an error.
-$(VENV)/.installed-dev: requirements.txt requirements-dev.txt requirements-mysql.txt | $(BIN)/python
+# The OpenAI Agents SDK's package is named `agents`, like this project's own: it is installed into
+# a directory of its own, which only the subprocess of tests/test_agents_sdk.py puts on its path.
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt requirements-mysql.txt requirements-agents-sdk.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --upgrade --target $(VENV)/agents-sdk -r requirements-agents-sdk.txt
 	@$(BIN)/pip install --quiet -r requirements-mysql.txt || { \
 	  if [ "$$CI" = "true" ]; then echo "error: mysqlclient did not build" >&2; exit 1; fi; \
 	  echo "warning: mysqlclient did not build (apt-get install default-libmysqlclient-dev pkg-config); MariaDB tests will be skipped" >&2; }

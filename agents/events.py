@@ -176,6 +176,8 @@ class TraceCompleted(TypedDict):
     stopped_by: str  # StopReason
     error: NotRequired[str | None]
     error_type: NotRequired[str | None]
+    request: NotRequired[str]  # (ext) an ingested trace's question, when it came after its start
+    model: NotRequired[str]  # (ext) an ingested trace's model, when it came after its start
 
 
 EventData = TraceStarted | RunFields | ThinkDelta | StatusUpdate | ProgressUpdate | TraceCompleted
@@ -241,8 +243,9 @@ def utcnow() -> dt.datetime:
 
 def format_timestamp(moment: dt.datetime) -> str:
     """ISO 8601 in UTC with milliseconds and a ``Z``: ``2025-09-24T12:00:00.000Z``."""
-    moment = moment.astimezone(dt.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    if moment.tzinfo is not dt.UTC:
+        moment = moment.astimezone(dt.UTC)
+    return moment.isoformat(timespec="milliseconds")[:-6] + "Z"  # "+00:00" as "Z"
 
 
 def parse_timestamp(value: str) -> dt.datetime:

@@ -28,3 +28,7 @@ LAYER_ERRORS = Counter(
 LAYER_UP = Gauge(
     "tracesite_channel_layer_up", "1 while the channel layer answers, 0 during an outage.", multiprocess_mode="livemin"
 )
+OTLP_SPANS = Counter(
+    "tracesite_otlp_spans_total", "Spans received at /v1/traces, by outcome (stored, rejected).", ["outcome"]
+)
+OTLP_REQUESTS = Counter("tracesite_otlp_requests_total", "Requests to /v1/traces, by HTTP status.", ["status"])

@@ -63,6 +63,8 @@ class Trace(models.Model):
         WEBSOCKET = "websocket", "WebSocket"
         CLI = "cli", "Command line"
         IMPORT = "import", "Import"
+        OTEL = "otel", "OpenTelemetry"
+        SDK = "sdk", "Agents SDK / client"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=200)

@@ -217,6 +217,11 @@ class Batch:
             total_tokens = data.get("total_tokens")
             if total_tokens is not None:
                 trace["total_tokens"] = int(total_tokens)
+            # (ext) an ingested trace whose question or model came after it started
+            if data.get("request"):
+                trace["request"] = _text(data.get("request"))
+            if data.get("model"):
+                trace["model"] = _text(data.get("model"))[:100]
         if kind == EventType.THINK_DELTA:
             delta_of = cast(ThinkDelta, item.data).get("run_id")
             return uuid.UUID(delta_of) if delta_of else None
@@ -596,12 +601,27 @@ def _count(item: Pending) -> None:
             RUN_SECONDS.observe(duration_ms / 1000)
     elif kind == EventType.THINK_COMPLETED:
         prompt, completion, _ = _usage(cast(RunFields, item.data))
-        TOKENS.labels("prompt").inc(prompt)
-        TOKENS.labels("completion").inc(completion)
+        PROMPT_TOKENS.inc(prompt)
+        COMPLETION_TOKENS.inc(completion)
     elif kind in (EventType.TOOL_COMPLETED, EventType.RUN_ERROR):
         run = cast(RunFields, item.data)
         if run.get("run_type") == RunType.TOOL:
-            TOOL_CALLS.labels(run.get("name") or "", run.get("status") or "").inc()
+            _tool_calls(run.get("name") or "", run.get("status") or "").inc()
+
+
+PROMPT_TOKENS = TOKENS.labels("prompt")
+COMPLETION_TOKENS = TOKENS.labels("completion")
+MAX_TOOL_LABELS = 200  # tool names come from other agents' spans too: the metric's labels stay bounded
+_tool_counters: dict[tuple[str, str], Any] = {}
+
+
+def _tool_calls(name: str, status: str) -> Any:
+    counter = _tool_counters.get((name, status))
+    if counter is None:
+        if len(_tool_counters) >= MAX_TOOL_LABELS:
+            name = "(other)"
+        counter = _tool_counters[(name, status)] = TOOL_CALLS.labels(name, status)
+    return counter
 
 
 @dataclasses.dataclass
@@ -724,11 +744,18 @@ class TraceRecorder:
         await self.submit(event_type, data, timestamp)
 
     async def submit(
-        self, event_type: EventType, data: EventData, timestamp: dt.datetime | None = None
+        self,
+        event_type: EventType,
+        data: EventData,
+        timestamp: dt.datetime | None = None,
+        *,
+        wait_at_end: bool = True,
     ) -> asyncio.Future:
         """Queue the event; returns a future of ``(seq, envelope text)`` that resolves once it is stored.
 
-        Raises ``TraceStoreError`` if an earlier event of this trace could not be stored.
+        A trace's ``trace_completed`` waits until everything is stored, unless ``wait_at_end`` is
+        off (a caller that ends many traces and flushes them together). Raises
+        ``TraceStoreError`` if an earlier event of this trace could not be stored.
         """
         if event_type not in protocol.TRACE_EVENTS:
             raise ValueError(f"{event_type} is not a trace event")
@@ -740,7 +767,7 @@ class TraceRecorder:
         self.in_flight.append(future)
         while self.in_flight and self.in_flight[0].done():
             self.in_flight.popleft()
-        if event_type == EventType.TRACE_COMPLETED:
+        if event_type == EventType.TRACE_COMPLETED and wait_at_end:
             await self.flush()
         elif len(self.in_flight) >= MAX_IN_FLIGHT:
             await asyncio.wait([self.in_flight[0]])

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from traces import views
+from traces import receiver, views
 
 app_name = "traces"
 
@@ -15,4 +15,6 @@ urlpatterns = [
     path("dashboard/", views.dashboard, name="dashboard"),
     path("health", views.health, name="health"),
     path("metrics", views.metrics, name="metrics"),
+    # OTLP/HTTP: traces of other agents (OpenTelemetry, the OpenAI Agents SDK, tracesite.client).
+    path("v1/traces", receiver.receive_traces, name="otlp-traces"),
 ]

@@ -225,6 +225,16 @@ TRACE_GROUP_REFRESH = env.number("TRACE_GROUP_REFRESH", 30.0, minimum=0.1)
 # (the process was killed or crashed): it is closed as an error (traces.runners).
 TRACE_RUNNER_TIMEOUT = env.number("TRACE_RUNNER_TIMEOUT", 60.0, minimum=1.0)
 
+# OTLP/HTTP ingestion (POST /v1/traces, traces.ingest): a request's body at most (before and after
+# decompression), spans in one request, one attribute value (longer ones are cut with a marker).
+TRACE_OTLP_MAX_BODY_BYTES = env.integer("TRACE_OTLP_MAX_BODY_BYTES", 16 * 1024 * 1024, minimum=1024)
+TRACE_OTLP_MAX_SPANS = env.integer("TRACE_OTLP_MAX_SPANS", 10_000, minimum=1)
+TRACE_OTLP_MAX_ATTRIBUTE_BYTES = env.integer("TRACE_OTLP_MAX_ATTRIBUTE_BYTES", 64 * 1024, minimum=256)
+# An ingested trace completes this long after its root span ended with nothing under it open (late
+# exports of its children still land in it); a span open with no news this long is abandoned.
+TRACE_OTLP_COMPLETE_AFTER_SECONDS = env.number("TRACE_OTLP_COMPLETE_AFTER_SECONDS", 2.0, minimum=0.0)
+TRACE_OTLP_ABANDON_SECONDS = env.number("TRACE_OTLP_ABANDON_SECONDS", 600.0, minimum=1.0)
+
 # Who may read /metrics and the details of /health (anybody gets /health's status): DEBUG, staff,
 # a bearer token (this one, or a staff user's API token), or these addresses (traces.health).
 TRACE_METRICS_TOKEN = env.string("TRACE_METRICS_TOKEN")

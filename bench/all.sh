@@ -29,6 +29,11 @@ $PY bench/connections.py --sockets 1000 5000
 $PY bench/soak.py --minutes 10 --sessions 20
 $PY bench/soak.py --minutes 10 --sessions 20 --backend mysql
 
+# OTLP ingestion: as fast as 4 senders go, then paced below capacity.
+$PY bench/ingest.py
+$PY bench/ingest.py --backend mysql
+$PY bench/ingest.py --spans 20000 --batch 64 --rate 1000 --senders 2
+
 # Fuzzing, 10 minutes each.
 $PY bench/fuzz.py guard --minutes 10
 $PY bench/fuzz.py validator --minutes 10

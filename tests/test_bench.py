@@ -90,3 +90,9 @@ def test_the_agent_database_benchmark_runs(tmp_path):
     assert "| table list |" in out and "| describe page_views |" in out, out
     answers = [line for line in out.splitlines() if line.startswith("| ") and line.rstrip().endswith("| success |")]
     assert len(answers) == 7, out  # every question answered by the built-in agent
+
+
+def test_ingest_runs_and_stores_every_span():
+    out = run("bench/ingest.py", "--spans", "2000", "--batch", "256", "--senders", "2", "--port", "8980")
+    assert "HTTP statuses: {200: 8}" in out, out
+    assert "stored: 2,000 runs, 200 traces, 200 completed" in out, out

@@ -111,6 +111,14 @@ def test_it_paginates_by_keyset_by_default_and_by_page_number_on_request(client)
     assert client.get(reverse("traces:list"), {"after": "garbage"}).status_code == 200  # first page
 
 
+def test_a_trace_of_another_agent_has_no_run_again(client):
+    """"Run again" starts the built-in agent: not what produced a trace sent over OTLP."""
+    native = make_trace("how many users?")
+    ingested = make_trace("how many users?", source=Trace.Source.OTEL)
+    assert "data-rerun" in client.get(reverse("traces:detail", args=[native.pk])).content.decode()
+    assert "data-rerun" not in client.get(reverse("traces:detail", args=[ingested.pk])).content.decode()
+
+
 def test_the_detail_page_carries_its_events_for_the_run_tree_and_waterfall(client):
     """The page draws the tree, the waterfall and the timeline from the stored events
     (tests/test_browser_trace.py shows them drawn)."""

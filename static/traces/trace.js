@@ -23,6 +23,7 @@ export function tickStep(span) {
 
 function tickLabel(ms, step) {
   if (step >= 1000) return `${formatNumber(ms / 1000)} s`;
+  if (step < 1) return `${ms.toFixed(Math.ceil(-Math.log10(step)))} ms`;  // a run of under a millisecond
   return `${Math.round(ms)} ms`;
 }
 
@@ -80,9 +81,11 @@ export class RunTree {
     return rows;
   }
 
+  // The time the runs span (the trace's own start and end only when it has no runs: an ingested
+  // trace ends a grace period after its last span).
   bounds(now) {
-    let start = this.trace.started ?? null;
-    let end = this.trace.ended ?? null;
+    let start = this.runs.size ? null : this.trace.started ?? null;
+    let end = this.runs.size ? null : this.trace.ended ?? null;
     for (const run of this.runs.values()) {
       const s = time(run.start_time);
       const e = time(run.end_time) ?? (run.status === "running" ? now : s);

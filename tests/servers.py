@@ -53,8 +53,8 @@ class Daphne:
 
 
 @contextlib.contextmanager
-def daphne_server(**env_overrides: str):
-    """``daphne tracesite.asgi:application`` on a free port, sharing this test's database."""
+def daphne_server(_asgi: str = "daphne", **env_overrides: str):
+    """``daphne tracesite.asgi:application`` (or uvicorn) on a free port, sharing this test's database."""
     port = free_port()
     env = {
         **os.environ,
@@ -66,8 +66,12 @@ def daphne_server(**env_overrides: str):
     env = {k: v for k, v in env.items() if v is not None}
     path = Path(os.environ["TRACESITE_DATA_DIR"]) / f"daphne-{port}.log"
     with open(path, "w+") as log:
+        command = {
+            "daphne": ["daphne", "-b", "127.0.0.1", "-p", str(port)],
+            "uvicorn": ["uvicorn", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        }[_asgi]
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "tracesite.asgi:application"],
+            [sys.executable, "-m", *command, "tracesite.asgi:application"],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -89,6 +93,13 @@ def daphne_server(**env_overrides: str):
 def daphne(**env_overrides: str):
     """``daphne_server``, giving its host:port."""
     with daphne_server(**env_overrides) as server:
+        yield server.host
+
+
+@contextlib.contextmanager
+def uvicorn(**env_overrides: str):
+    """The same application under uvicorn, giving its host:port."""
+    with daphne_server("uvicorn", **env_overrides) as server:
         yield server.host
 
 

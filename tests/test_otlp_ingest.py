@@ -415,3 +415,38 @@ async def test_a_live_trace_gets_its_question_and_model_from_spans_that_come_lat
     trace = await Trace.objects.aget(pk=trace_uuid(TRACE))
     assert trace.request == QUESTION  # the first model call's user message
     assert trace.model == "gpt-4o-mini"
+
+
+@pytest.mark.usefixtures("token")
+def test_a_body_over_the_limit_is_refused_before_it_is_read():
+    """Django's ASGI handler spools a whole body before any view runs. Under uvicorn, which streams
+    bodies to the application, a Content-Length over the limit is answered at once and a chunked
+    body as soon as it passes the limit. (daphne reads a whole body before the application sees
+    it: the README says to limit bodies at the proxy in front of it.)"""
+    import http.client
+
+    from tests.servers import uvicorn
+
+    with uvicorn(TRACE_OTLP_MAX_BODY_BYTES="65536") as host:
+        name, port = host.split(":")
+        connection = http.client.HTTPConnection(name, int(port), timeout=10)
+        connection.putrequest("POST", "/v1/traces")
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("Content-Length", str(10 * 1024**3))  # 10 GiB announced, none sent
+        connection.endheaders()
+        response = connection.getresponse()
+        assert response.status == 413 and b"larger than 65,536 bytes" in response.read()
+
+        def chunks():
+            for _ in range(64):
+                yield b" " * 4096  # 256 KiB in all
+
+        connection = http.client.HTTPConnection(name, int(port), timeout=10)
+        connection.request(
+            "POST", "/v1/traces", body=chunks(), headers={"Content-Type": "application/json"}, encode_chunked=True
+        )
+        assert connection.getresponse().status == 413
+
+        connection = http.client.HTTPConnection(name, int(port), timeout=10)  # and it keeps serving
+        connection.request("POST", "/v1/traces", body=b"{}", headers={"Content-Type": "application/json"})
+        assert connection.getresponse().status == 401

@@ -11,6 +11,7 @@ be written (exporters retry it; spans are idempotent).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -89,3 +90,64 @@ async def receive_traces(request: HttpRequest) -> HttpResponse:
             filter(None, [f"{dropped} span(s) over the limit of {settings.TRACE_OTLP_MAX_SPANS} a request", reason])
         )
     return _response(kind, otlp.answer(kind, rejected + dropped, reason))
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: a request body for ``/v1/traces`` over ``TRACE_OTLP_MAX_BODY_BYTES`` is
+    answered 413 as soon as its Content-Length says so, or as soon as that many bytes have come —
+    before Django's ASGI handler, which spools a whole body to memory or disk before any view runs.
+    """
+
+    PATHS = ("/v1/traces",)
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("path") not in self.PATHS:
+            await self.app(scope, receive, send)
+            return
+        limit = settings.TRACE_OTLP_MAX_BODY_BYTES
+        length = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if length.isdigit() and int(length) > limit:
+            await _refuse(send, limit)
+            return
+        received = 0
+        started = False
+
+        async def limited() -> dict:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _TooLarge
+            return message
+
+        async def watched(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited, watched)
+        except _TooLarge:
+            if not started:
+                await _refuse(send, limit)
+
+
+async def _refuse(send: Any, limit: int) -> None:
+    OTLP_REQUESTS.labels("413").inc()
+    body = f"the body is larger than {limit:,} bytes\n".encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

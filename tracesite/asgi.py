@@ -12,12 +12,14 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from traces.lifespan import lifespan  # noqa: E402
+from traces.receiver import BodyLimit  # noqa: E402
 from traces.routing import websocket_urlpatterns  # noqa: E402
 from traces.security import origin_validator  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # OTLP exports over the size limit are refused before Django reads (and spools) them.
+        "http": BodyLimit(django_asgi_app),
         # uvicorn: runs closed and history drained on shutdown (daphne sends no lifespan events).
         "lifespan": lifespan,
         # Like AllowedHostsOriginValidator, plus TRACE_ALLOWED_ORIGINS (a separately served front end).

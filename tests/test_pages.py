@@ -112,7 +112,7 @@ def test_it_paginates_by_keyset_by_default_and_by_page_number_on_request(client)
 
 
 def test_a_trace_of_another_agent_has_no_run_again(client):
-    """"Run again" starts the built-in agent: not what produced a trace sent over OTLP."""
+    """Run again starts the built-in agent: not what produced a trace sent over OTLP."""
     native = make_trace("how many users?")
     ingested = make_trace("how many users?", source=Trace.Source.OTEL)
     assert "data-rerun" in client.get(reverse("traces:detail", args=[native.pk])).content.decode()

@@ -115,6 +115,7 @@ class _Run:
             {"role": "user", "content": question},
         ]
         self.messages_recorded = 0  # how many of self.messages a think run has recorded
+        self.tools_recorded: list[dict] | None = None  # the tool schema a think run recorded last
         self.step = 0
         self.usage_total = 0
         self.cost_total = 0.0
@@ -242,7 +243,10 @@ class _Run:
             "messages_from": self.messages_recorded,
         }
         if tools:
-            inputs["tools"] = tools
+            inputs["tool_names"] = [tool["function"]["name"] for tool in tools]
+            if tools != self.tools_recorded:
+                inputs["tools"] = tools  # their schema, when it differs from the one recorded before
+                self.tools_recorded = tools
         self.messages_recorded = len(self.messages)
         run = await self.tracer.start(
             "think",
@@ -374,9 +378,16 @@ def _current_task() -> asyncio.Task[Any]:
     return task
 
 
+# A tool result as a think run records it among the messages it was sent: the whole result is the
+# tool run's output (and the think's ``inputs.content``), so the message keeps its beginning.
+RECORDED_TOOL_RESULT_CHARS = 2_000
+
+
 def _message_view(message: dict[str, Any], limit: int) -> dict[str, Any]:
     """A chat message as recorded on a think run: its text clipped to ``limit``."""
     view = dict(message)
+    if view.get("role") == "tool":
+        limit = min(limit, RECORDED_TOOL_RESULT_CHARS)
     if isinstance(view.get("content"), str):
         view["content"] = clip(view["content"], limit)
     return view

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agents.events import PAYLOADS, RUN_EVENTS, EventType
+from agents.loop import _message_view
 from traces import protocol
 from traces.access import SessionKey
 from traces.hub import Hub
@@ -112,6 +113,9 @@ async def test_each_model_call_records_what_it_was_sent_once_across_the_trace():
     assert "read-only" in first["messages"][0]["content"]
     assert first["messages"][1]["content"] == "how many orders per country?"
     assert {tool["function"]["name"] for tool in first["tools"]} >= {"describe_schema", "run_sql"}
+    # The schema once; later calls name the tools they were offered.
+    assert all("tools" not in think["inputs"] for think in thinks[1:])
+    assert all(think["inputs"]["tool_names"] == first["tool_names"] for think in thinks[:-1])
     assert thinks[0]["metadata"]["parameters"] == {"model": "builtin"}
 
     # Later calls carry only what was added since: the assistant's tool calls and their results.
@@ -122,5 +126,15 @@ async def test_each_model_call_records_what_it_was_sent_once_across_the_trace():
         assert think["inputs"]["message_count"] == len(conversation)
     second = thinks[1]["inputs"]["messages"]
     assert [m["role"] for m in second] == ["assistant", "tool"]
+    tool_output = next(m for m in seen if m["event_type"] == EventType.TOOL_COMPLETED)["data"]["outputs"]["output"]
+    assert second[1]["content"] == tool_output
     assert second[0]["tool_calls"][0]["function"]["name"] == "describe_schema"
     assert second[1]["tool_call_id"] == second[0]["tool_calls"][0]["id"]
+
+
+def test_a_long_tool_result_keeps_its_beginning_among_the_messages_a_model_call_records():
+    """The whole result is the tool run's output: the think run's copy is its beginning."""
+    long = "x" * 5_000
+    recorded = _message_view({"role": "tool", "tool_call_id": "c1", "content": long}, 100_000)
+    assert recorded["content"].startswith("x" * 2_000) and "[truncated: 5,000 characters in all]" in recorded["content"]
+    assert _message_view({"role": "user", "content": long}, 100_000)["content"] == long

@@ -249,12 +249,20 @@ export class TraceTreeView {
         if (call.run_id === run.run_id) break;
       }
     }
+    // The tool schema is recorded on the first call that offered it (and again when it changes).
+    let tools = inputs.tools;
+    if (!tools && inputs.tool_names) {
+      for (const call of calls) {
+        if (call.run_id === run.run_id) break;
+        if ((call.inputs || {}).tools) tools = call.inputs.tools;
+      }
+    }
     const parameters = (run.metadata || {}).parameters;
     return [
       section(`Messages sent (${inputs.message_count ?? messages.length})`,
         messages.length ? el("div", {class: "messages"}, messages.map(message)) : el("pre", {text: inputs.content || ""})),
-      inputs.tools && inputs.tools.length
-        ? section(`Tools offered (${inputs.tools.length})`, el("details", {}, el("summary", {text: inputs.tools.map((t) => (t.function || t).name).join(", ")}), highlightJson(inputs.tools)))
+      tools && tools.length
+        ? section(`Tools offered (${tools.length})`, el("details", {}, el("summary", {text: tools.map((t) => (t.function || t).name).join(", ")}), highlightJson(tools)))
         : null,
       parameters ? section("Parameters", highlightJson(parameters)) : null,
       section("Response",

@@ -33,7 +33,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from bench.live import percentile, tracesite_env, wait_for_port
+from bench.live import manage_shell, percentile, tracesite_env, wait_for_port
 
 
 def kv(key: str, value) -> KeyValue:
@@ -108,15 +108,7 @@ def token(env: dict[str, str]) -> str:
         "user, _ = get_user_model().objects.get_or_create(username='bench'); "
         "print(ApiToken.issue(user, 'bench')[1])"
     )
-    out = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", code],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return out.stdout.strip().splitlines()[-1]
+    return manage_shell(env, code)
 
 
 def count(env: dict[str, str]) -> tuple[int, int, int]:
@@ -124,15 +116,7 @@ def count(env: dict[str, str]) -> tuple[int, int, int]:
         "from traces.models import Run, Trace; "
         "print(Run.objects.count(), Trace.objects.count(), Trace.objects.exclude(status='running').count())"
     )
-    out = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", code],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    runs, traces, done = out.stdout.strip().splitlines()[-1].split()
+    runs, traces, done = manage_shell(env, code).split()
     return int(runs), int(traces), int(done)
 
 

@@ -284,12 +284,8 @@ def start_servers(
     return servers, env
 
 
-def stored_events(env: dict[str, str], prefix: str) -> int:
-    """Events persisted for the traces of sessions named ``prefix…``, read by a separate process."""
-    code = (
-        "from traces.models import Event; "
-        f"print(Event.objects.filter(trace__session_id__startswith={prefix!r}).count())"
-    )
+def manage_shell(env: dict[str, str], code: str) -> str:
+    """The last line ``code`` prints, run by ``manage.py shell`` in a process of its own."""
     out = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", code],
         cwd=ROOT,
@@ -298,7 +294,16 @@ def stored_events(env: dict[str, str], prefix: str) -> int:
         capture_output=True,
         text=True,
     )
-    return int(out.stdout.split()[-1])
+    return out.stdout.strip().splitlines()[-1]
+
+
+def stored_events(env: dict[str, str], prefix: str) -> int:
+    """Events persisted for the traces of sessions named ``prefix…``, read by a separate process."""
+    code = (
+        "from traces.models import Event; "
+        f"print(Event.objects.filter(trace__session_id__startswith={prefix!r}).count())"
+    )
+    return int(manage_shell(env, code).split()[-1])
 
 
 def mysql_connections() -> int:

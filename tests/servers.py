@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -136,3 +137,26 @@ class RedisServer:
             self.process.kill()
             self.process.wait(10)
             self.process = None
+
+
+def completed_trace(trace_id, seconds: float = 20):
+    """The stored ``Trace`` once a server process has completed it."""
+    from traces.models import Trace
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        trace = Trace.objects.filter(pk=trace_id).first()
+        if trace is not None and trace.status != Trace.Status.RUNNING:
+            return trace
+        time.sleep(0.05)
+    raise AssertionError(f"trace {trace_id} did not complete within {seconds} s")
+
+
+def read_until(ws, event_type: str, timeout: float = 20) -> list[dict]:
+    """Messages of a ``websockets`` sync client, up to and including the first ``event_type``."""
+    messages = []
+    deadline = time.monotonic() + timeout
+    while True:
+        messages.append(json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic()))))
+        if messages[-1]["event_type"] == event_type:
+            return messages

@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from websockets.sync.client import connect
 
-from tests.servers import ROOT, daphne, free_port
+from tests.servers import ROOT, completed_trace, daphne, free_port, read_until
 from traces import otlp
 from traces.models import ApiToken, Run, Trace
 from tracesite_client import Tracesite
@@ -48,24 +48,8 @@ def server():
         yield host
 
 
-def finished(trace_id: str, seconds: float = 20) -> Trace:
-    """The stored trace once it has completed."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        trace = Trace.objects.filter(pk=uuid.UUID(trace_id)).first()
-        if trace is not None and trace.status != Trace.Status.RUNNING:
-            return trace
-        time.sleep(0.05)
-    raise AssertionError(f"trace {trace_id} did not complete within {seconds} s")
-
-
-def until(ws, event_type: str, timeout: float = 20) -> list[dict]:
-    messages = []
-    deadline = time.monotonic() + timeout
-    while True:
-        messages.append(json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic()))))
-        if messages[-1]["event_type"] == event_type:
-            return messages
+def finished(trace_id: str) -> Trace:
+    return completed_trace(uuid.UUID(trace_id))
 
 
 def test_it_shows_each_step_live_and_stores_the_question_answer_model_tokens_and_sql(server, token):
@@ -76,26 +60,26 @@ def test_it_shows_each_step_live_and_stores_the_question_answer_model_tokens_and
         assert json.loads(ws.recv(timeout=10))["event_type"] == "connection_established"
         ws.send(json.dumps({"action": "subscribe_all"}))
         with ts.trace(QUESTION, session="client-test") as run:
-            started = until(ws, "trace_started")[-1]
+            started = read_until(ws, "trace_started")[-1]
             assert started["data"]["request"] == QUESTION and started["trace_id"] == str(uuid.UUID(run.trace_id))
             ws.send(json.dumps({"action": "subscribe_trace", "trace_id": started["trace_id"], "after_seq": 0}))
-            until(ws, "step_started")
+            read_until(ws, "step_started")
             with ts.llm_call(
                 model="gpt-4o-mini", messages=[SYSTEM, {"role": "user", "content": QUESTION}], temperature=0
             ) as call:
-                assert until(ws, "think_started")[-1]["data"]["status"] == "running"  # before it ends
+                assert read_until(ws, "think_started")[-1]["data"]["status"] == "running"  # before it ends
                 call.result(
                     tool_calls=[{"name": "run_sql", "arguments": {"sql": SQL}}], prompt_tokens=120, completion_tokens=30
                 )
-            until(ws, "think_completed")
+            read_until(ws, "think_completed")
             with ts.tool_call("run_sql", arguments={"sql": SQL}) as tool:
-                assert until(ws, "tool_started")[-1]["data"]["name"] == "run_sql"
+                assert read_until(ws, "tool_started")[-1]["data"]["name"] == "run_sql"
                 tool.result({"columns": ["country", "orders"], "rows": [["France", 3], ["Spain", 1]]})
-            until(ws, "tool_completed")
+            read_until(ws, "tool_completed")
             with ts.llm_call(model="gpt-4o-mini", messages=[{"role": "user", "content": QUESTION}]) as call:
                 call.result(content=ANSWER, prompt_tokens=200, completion_tokens=20)
             run.answer(ANSWER)
-        completed = until(ws, "trace_completed")[-1]
+        completed = read_until(ws, "trace_completed")[-1]
         assert completed["data"]["status"] == "success" and completed["data"]["final_response"] == ANSWER
         assert (
             ts.flush(10) and ts.dropped == 0 and ts.failed == 0 and ts.sent == 8

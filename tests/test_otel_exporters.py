@@ -29,7 +29,7 @@ from opentelemetry.trace import format_trace_id
 from websockets.sync.client import connect
 
 from tests.fake_openai import FakeOpenAI, Reply, tool
-from tests.servers import ROOT, daphne
+from tests.servers import ROOT, completed_trace, daphne, read_until
 from traces.ingest import trace_uuid
 from traces.models import ApiToken, Run, Trace
 from tracesite_client.otel import PendingSpanProcessor
@@ -72,23 +72,8 @@ def tracer_provider(host: str, token: str, service: str) -> TracerProvider:
     return provider
 
 
-def finished(trace_hex: str, seconds: float = 20) -> Trace:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        trace = Trace.objects.filter(pk=trace_uuid(trace_hex)).first()
-        if trace is not None and trace.status != Trace.Status.RUNNING:
-            return trace
-        time.sleep(0.05)
-    raise AssertionError(f"trace {trace_hex} did not complete within {seconds} s")
-
-
-def until(ws, event_type: str, timeout: float = 20) -> list[dict]:
-    messages = []
-    deadline = time.monotonic() + timeout
-    while True:
-        messages.append(json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic()))))
-        if messages[-1]["event_type"] == event_type:
-            return messages
+def finished(trace_hex: str) -> Trace:
+    return completed_trace(trace_uuid(trace_hex))
 
 
 def test_an_open_span_is_shown_live_and_the_trace_completes_when_its_root_ends(server, token):
@@ -100,25 +85,25 @@ def test_an_open_span_is_shown_live_and_the_trace_completes_when_its_root_ends(s
         root_attributes = {"gen_ai.operation.name": "invoke_agent", "input.value": QUESTION}
         with tracer.start_as_current_span("invoke_agent shop", attributes=root_attributes) as root:
             trace_id = str(trace_uuid(format_trace_id(root.get_span_context().trace_id)))
-            started = until(ws, "trace_started")[-1]
+            started = read_until(ws, "trace_started")[-1]
             assert started["trace_id"] == trace_id and started["data"]["request"] == QUESTION
             ws.send(json.dumps({"action": "subscribe_trace", "trace_id": trace_id, "after_seq": 0}))
-            assert until(ws, "step_started")[-1]["data"]["status"] == "running"
+            assert read_until(ws, "step_started")[-1]["data"]["status"] == "running"
             tool_attributes = {
                 "gen_ai.operation.name": "execute_tool",
                 "gen_ai.tool.name": "run_sql",
                 "gen_ai.tool.call.arguments": json.dumps({"sql": SQL}),
             }
             with tracer.start_as_current_span("execute_tool run_sql", attributes=tool_attributes) as step:
-                running = until(ws, "tool_started")[-1]["data"]  # while the span is open
+                running = read_until(ws, "tool_started")[-1]["data"]  # while the span is open
                 assert running["name"] == "run_sql" and running["status"] == "running"
                 assert running["inputs"] == {"sql": SQL}
                 step.set_attribute("gen_ai.tool.call.result", "France 3")
-            done = until(ws, "tool_completed")[-1]["data"]
+            done = read_until(ws, "tool_completed")[-1]["data"]
             assert done["status"] == "success" and done["outputs"]["output"] == "France 3"
             assert Trace.objects.get(pk=trace_id).status == Trace.Status.RUNNING  # its root is open
             root.set_attribute("output.value", ANSWER)
-        completed = until(ws, "trace_completed")[-1]["data"]
+        completed = read_until(ws, "trace_completed")[-1]["data"]
         assert completed["status"] == "success" and completed["final_response"] == ANSWER
     provider.shutdown()
 

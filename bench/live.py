@@ -147,6 +147,18 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def children(pids: list[int]) -> list[int]:
+    """The child processes of ``pids`` (a server's history writer process)."""
+    found = []
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                found.extend(int(child) for child in (task / "children").read_text().split())
+            except OSError:
+                continue
+    return found
+
+
 def pids_named(*names: str) -> list[int]:
     """Processes whose command is one of ``names`` (the database and Redis the servers use)."""
     found = []
@@ -455,9 +467,13 @@ def main() -> None:
                 ]
                 accepted = mysql_connections() if args.backend == "mysql" and persisted else None
                 servers_cpu = cpu_seconds([server.pid for server in servers])
+                writers = children([server.pid for server in servers])
+                writers_cpu = cpu_seconds(writers)
                 services_cpu = cpu_seconds(services)
                 delivered, latencies, elapsed, clients_cpu = swarm(urls, args.traces, min(args.clients, sessions))
                 servers_cpu = cpu_seconds([server.pid for server in servers]) - servers_cpu
+                writers = writers or children([server.pid for server in servers])  # started during the run
+                writers_cpu = cpu_seconds(writers) - (writers_cpu if writers_cpu else 0)
                 services_cpu = cpu_seconds(services) - services_cpu
                 if accepted is not None:
                     accepted = mysql_connections() - accepted - 1  # less this count's own connection
@@ -474,6 +490,7 @@ def main() -> None:
                     # client processes, MariaDB + Redis; and the servers' CPU per event delivered.
                     "cpu": {
                         "servers": servers_cpu / elapsed,
+                        "writers": writers_cpu / elapsed,
                         "clients": clients_cpu / elapsed,
                         "services": services_cpu / elapsed,
                         "cores": os.cpu_count(),
@@ -485,7 +502,9 @@ def main() -> None:
                     f"{label} {sessions}x{args.traces} run {run + 1}: delivered {delivered} stored {stored} "
                     f"{row['events_s']:.0f} ev/s {row['traces_s']:.1f} traces/s p50 {row['p50']:.1f} "
                     f"p99 {row['p99']:.1f} max {row['max']:.1f} ms"
-                    + f" | cores busy: servers {row['cpu']['servers']:.2f} clients {row['cpu']['clients']:.2f}"
+                    + f" | cores busy: servers {row['cpu']['servers']:.2f}"
+                    + (f" their writer processes {row['cpu']['writers']:.2f}" if writers else "")
+                    + f" clients {row['cpu']['clients']:.2f}"
                     + (f" mariadb+redis {row['cpu']['services']:.2f}" if services else "")
                     + f" of {os.cpu_count()}; server CPU {row['cpu']['server_us_per_event']:.0f} µs/event"
                     + (f" mariadb connections accepted {accepted}" if accepted is not None else ""),

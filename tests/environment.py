@@ -9,3 +9,6 @@ import tempfile
 
 os.environ.setdefault("TRACESITE_DATA_DIR", tempfile.mkdtemp(prefix="tracesite-test-"))
 os.environ.setdefault("TRACESITE_ENV_FILE", "")
+# Tests in this process store on the recorder's thread (their transactions hold what a writer
+# process could not see); the servers they start (tests/servers.py) use the writer process.
+os.environ.setdefault("TRACE_WRITER_PROCESS", "false")

@@ -62,6 +62,7 @@ def daphne_server(_asgi: str = "daphne", **env_overrides: str):
         "TRACESITE_ENV_FILE": "",
         "DATABASE_URL": database_url(),
         "PYTHONUNBUFFERED": "1",
+        "TRACE_WRITER_PROCESS": "true",
         **env_overrides,
     }
     env = {k: v for k, v in env.items() if v is not None}

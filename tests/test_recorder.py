@@ -20,8 +20,18 @@ from traces.hub import Hub
 from traces.models import Event, Run, Trace
 from traces.protocol import ServerEvent
 from traces.recorder import EVENT_ROWS, RUN_ROWS, TRACE_ROWS, EventStore, TraceRecorder
+from traces.writer import use_writer_process
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(params=["thread", "process"])
+def writer(request):
+    """Stored on the recorder's thread, and by a writer process (a server's default)."""
+    use_writer_process(request.param == "process")
+    yield request.param
+    use_writer_process(False)
+
 
 TRACES = 50
 EVENTS_PER_TRACE = 100
@@ -153,6 +163,7 @@ async def record_many(store: EventStore, *hubs: Hub) -> None:
     assert texts == [m.text for m in received[0].events]
 
 
+@pytest.mark.usefixtures("writer")
 async def test_it_stores_and_delivers_concurrent_traces_in_order_to_its_own_sockets():
     hub = Hub()
     await record_many(EventStore(hub=hub), hub)
@@ -196,6 +207,7 @@ async def test_sockets_connecting_at_once_start_the_bus_once(redis_url):
     await layer.flush()
 
 
+@pytest.mark.usefixtures("writer")
 async def test_it_projects_events_onto_the_trace_and_run_rows():
     store = EventStore(hub=Hub())
     recorder = TraceRecorder(session=SessionKey("s1"), source=Trace.Source.CLI, store=store)
@@ -216,6 +228,7 @@ async def test_it_projects_events_onto_the_trace_and_run_rows():
     assert all(t.parent_id in {s.id for s in steps} and t.total_tokens == 15 for t in thinks)
 
 
+@pytest.mark.usefixtures("writer")
 async def test_submit_gives_the_envelope_as_stored_and_sent():
     store = EventStore(hub=Hub())
     recorder = TraceRecorder(session=SessionKey("s2"), store=store)
@@ -252,6 +265,7 @@ async def test_it_refuses_non_trace_events():
         await recorder.emit(ServerEvent.PONG, {})
 
 
+@pytest.mark.usefixtures("writer")
 async def test_after_a_failed_write_the_trace_refuses_events_until_reset(monkeypatch):
     from traces import recorder as recorder_module
     from traces.recorder import TraceStoreError
@@ -286,6 +300,7 @@ async def test_after_a_failed_write_the_trace_refuses_events_until_reset(monkeyp
     assert (await Trace.objects.aget(pk=recorder.trace_id)).status == "error"
 
 
+@pytest.mark.usefixtures("writer")
 async def test_a_trace_whose_event_cannot_be_stored_fails_alone(monkeypatch):
     """One trace's bad event in a batch fails that trace, not the others written with it."""
     from traces import recorder as recorder_module

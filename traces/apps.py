@@ -10,3 +10,4 @@ class TracesConfig(AppConfig):
         from traces import compat
 
         compat.warn_if_broken()  # a library upgrade that switched a hook off is said at start-up
+        compat.plain_autobahn_debug_lines()

@@ -21,6 +21,7 @@ import functools
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,6 +155,7 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
     closing_revoked = False  # closing because its credential was revoked
     credential: Credential | None = None
     protocol_version = protocol.ORIGINAL_PROTOCOL  # ?protocol=2 on the URL asks for the full protocol
+    _send_text: Callable[[str], None] | None = None  # under daphne, frames straight to the socket
 
     # ------------------------------------------------------------------ connection
 
@@ -174,12 +176,14 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
         self.limiter = RateLimiter(settings.TRACE_RATE_LIMIT)
         self.replays: dict[str, asyncio.Task] = {}
         await self.accept()
+        send_buffer = SendBuffer(self.base_send)
+        self._send_text = send_buffer.text_sender()
         self.outbox = Outbox(
             self._send_frame,
             _events_after,
             self.session_id,
             self.user,
-            SendBuffer(self.base_send),
+            send_buffer,
             close=self._close,
             session_events=protocol.streamed_events(self.protocol_version),
         )
@@ -216,7 +220,10 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
         self.outbox.start(hello, hold=(active_trace_id, last_seq) if active_trace_id else None)
 
     async def _send_frame(self, text: str) -> None:
-        await self.send(text_data=text)
+        if self._send_text is not None:
+            self._send_text(text)  # daphne: straight to the socket's protocol (traces.compat)
+        else:
+            await self.send(text_data=text)
 
     def revoke(self) -> None:
         """Its token was revoked, its session ended or its user deactivated: closed with 4001."""

@@ -185,8 +185,10 @@ async def serve() -> None:
     """This process serves sockets: it beats as a runner, reaps interrupted runs, and drains on
     shutdown (once per process; cheap after the first call)."""
     from traces import compat
+    from traces.recorder import get_event_store
     from traces.runners import get_runners
 
+    get_event_store().warm_up()  # the history's writer process, started before the first event
     await get_runners().start("server")
     loop = asyncio.get_running_loop()
     if loop not in _draining:

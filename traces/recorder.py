@@ -27,13 +27,14 @@ import collections
 import dataclasses
 import datetime as dt
 import functools
+import itertools
 import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from django.conf import settings
 from django.db import DatabaseError, connection, models, transaction
@@ -70,8 +71,17 @@ MAX_BATCH = 500
 RETRY_DELAYS = (0.1, 0.3, 1.0, 2.0, 4.0)
 MAX_IN_FLIGHT = 256  # events of one trace queued or being written before emit() waits
 
-# One thread writes for the whole process: a single connection, batches in order.
+# One thread writes for the whole process: a single connection, batches in order (unless a writer
+# process stores them, traces.writer).
 _writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trace-recorder")
+# With a writer process: smaller batches, up to PIPELINE of them on their way. The server delivers
+# one batch while the process stores the next ones, instead of the two taking turns on big ones
+# (docs/benchmarks.md, "A writer process").
+PROCESS_BATCH = 200
+PIPELINE = 4
+
+
+_state_keys = itertools.count(1)
 
 
 class TraceStoreError(Exception):
@@ -89,6 +99,25 @@ class TraceState:
     last_seq: int = 0
     failed: bool = False  # an event could not be stored: refuse the rest, so the trace has no holes
     stored: bool = False  # its row exists: later batches need only update what moves
+    numbered: int = 0  # the last seq given (with a writer process, batches are numbered ahead of commits)
+    # Events submitted and settled (stored or refused), the first refusal, and who waits for a count.
+    submitted: int = 0
+    settled: int = 0
+    error: TraceStoreError | None = None
+    waiters: list[tuple[int, asyncio.Future]] = dataclasses.field(default_factory=list)
+    stored_through: int = 0  # (in a writer process) events up to this seq are in the database already
+    # This state's name in the writer process (traces.writer), and that process's generation
+    # that last received it (it is sent again to a new one).
+    key: int = dataclasses.field(default_factory=lambda: next(_state_keys))
+    writer_generation: int = 0
+
+    @functools.cached_property
+    def text_id(self) -> str:
+        return str(self.trace_id)
+
+    @functools.cached_property
+    def hex_id(self) -> str:
+        return self.trace_id.hex
 
 
 @dataclasses.dataclass
@@ -97,10 +126,11 @@ class Pending:
     event_type: EventType
     data: EventData
     timestamp: dt.datetime
-    future: asyncio.Future
+    future: asyncio.Future | None  # only for a caller that wants the event as stored
     # Filled in by the writer.
     seq: int = 0
     text: str = ""
+    message_id: str = ""
 
 
 def _usage(data: RunFields) -> tuple[int, int, int]:
@@ -123,7 +153,10 @@ def _text(value: Any) -> str:
 class Batch:
     """The tentative effect of a batch: committed into the TraceStates only if the write succeeds."""
 
-    def __init__(self) -> None:
+    def __init__(self, rows: bool = True) -> None:
+        # Without rows (the server's side when a writer process stores): numbering, envelopes and
+        # the trace rows' fields only, which the server reads back (its owner, question, model).
+        self.rows = rows
         self.traces: dict[uuid.UUID, dict[str, Any]] = {}
         self.runs: dict[uuid.UUID, dict[str, Any]] = {}
         self.run_owner: dict[uuid.UUID, TraceState] = {}
@@ -133,6 +166,10 @@ class Batch:
         self.max_event_bytes = settings.TRACE_MAX_EVENT_BYTES
 
     def trace_row(self, state: TraceState) -> dict[str, Any]:
+        if not self.rows:
+            # Batches are numbered ahead of their commits: the fields are kept on the state itself.
+            self.traces[state.trace_id] = state.trace
+            return state.trace
         row = self.traces.get(state.trace_id)
         if row is None:
             row = self.traces[state.trace_id] = dict(state.trace)
@@ -149,8 +186,17 @@ class Batch:
         return row
 
     def add(self, item: Pending) -> None:
+        self.number(item)
+        self.record(item)
+
+    def number(self, item: Pending) -> None:
+        """The event's ``seq`` and its envelope's text, the one stored and sent."""
         state = item.state
-        seq = self.seqs.get(state.trace_id, state.last_seq) + 1
+        if self.rows:
+            seq = self.seqs.get(state.trace_id, state.last_seq) + 1
+        else:  # after the batches sent and not answered yet
+            seq = max(state.numbered, state.last_seq) + 1
+            state.numbered = seq
         self.seqs[state.trace_id] = seq
         item.seq = seq
         message = self.envelope(item, seq)
@@ -162,11 +208,22 @@ class Batch:
             item.data = bound(item.data, limit - 1024)
             message = self.envelope(item, seq)
             item.text = protocol.dumps(message)
+        item.message_id = message["message_id"]
+
+    def record(self, item: Pending) -> None:
+        """Project a numbered event onto the rows, and keep its row for the write."""
+        state = item.state
+        self.seqs[state.trace_id] = item.seq
         trace = self.trace_row(state)
-        trace["last_seq"] = seq
-        run_id = self.project(item, trace)
+        trace["last_seq"] = item.seq
+        self.project_trace(item, trace)
+        if not self.rows:
+            return
+        run_id = self.project_run(item, trace)
+        if item.seq <= state.stored_through:
+            return  # stored by a writer process that stopped before it answered: projected only
         self.events.append(
-            (state.trace_id, seq, str(item.event_type), item.timestamp, message["message_id"], run_id, item.text)
+            (state.trace_id, item.seq, str(item.event_type), item.timestamp, item.message_id, run_id, item.text)
         )
 
     @staticmethod
@@ -177,12 +234,13 @@ class Batch:
             dict(item.data),
             session_id=state.session.session_id,
             timestamp=item.timestamp,
-            trace_id=state.trace_id,
+            trace_id=state.text_id,
             seq=seq,
+            message_id=f"{item.event_type}_{state.hex_id}_{seq}",  # protocol.trace_message_id
         )
 
-    def project(self, item: Pending, trace: dict[str, Any]) -> uuid.UUID | None:
-        """Apply one event to the trace and run rows; returns the run it concerns, if any."""
+    def project_trace(self, item: Pending, trace: dict[str, Any]) -> None:
+        """Apply one event to the trace row (its tokens come with the run's, below)."""
         kind = item.event_type
         if kind in BOUNDARY_EVENTS:
             self.whole.add(item.state.trace_id)
@@ -222,6 +280,10 @@ class Batch:
                 trace["request"] = _text(data.get("request"))
             if data.get("model"):
                 trace["model"] = _text(data.get("model"))[:100]
+
+    def project_run(self, item: Pending, trace: dict[str, Any]) -> uuid.UUID | None:
+        """Apply one event to its run's row; returns the run it concerns, if any."""
+        kind = item.event_type
         if kind == EventType.THINK_DELTA:
             delta_of = cast(ThinkDelta, item.data).get("run_id")
             return uuid.UUID(delta_of) if delta_of else None
@@ -276,12 +338,17 @@ class Batch:
         """After a successful write, the tentative rows become the committed state."""
         states = {item.state.trace_id: item.state for item in items}
         for trace_id, row in self.traces.items():
-            state = states[trace_id]
-            state.trace = row
+            state = states.get(trace_id)
+            if state is None:  # a trace of the batch that failed
+                continue
+            if self.rows:
+                state.trace = row
             state.last_seq = self.seqs[trace_id]
             state.stored = True
         for run_id, row in self.runs.items():
-            self.run_owner[run_id].runs[run_id] = row
+            owner = self.run_owner[run_id]
+            if owner.trace_id in states:
+                owner.runs[run_id] = row
 
 
 def _converter(field: models.Field) -> Callable[[Any], Any]:
@@ -468,6 +535,15 @@ class EventStore:
         self.store_ok = True
         self.writing_since: float | None = None  # time.monotonic() when the batch being written was handed over
         self._tasks: list[asyncio.Task] = []
+        self._finishing: set[asyncio.Task] = set()  # batches the writer process is storing
+        self.elsewhere: StoreElsewhere | None = None  # the writer process, if this store uses one
+
+    def warm_up(self) -> None:
+        """A server's store: have its writer process (if it uses one) ready before the first event."""
+        if self.elsewhere is None and writer_process is not None:
+            self.elsewhere = writer_process()
+        if self.elsewhere is not None:
+            self.elsewhere.warm_up()
 
     def _ensure_started(self) -> None:
         if not self._tasks:
@@ -480,40 +556,85 @@ class EventStore:
         self._idle.clear()
         self._arrived.set()
 
-    async def _take_batch(self) -> list[Pending]:
+    async def _take_batch(self, most: int = MAX_BATCH) -> list[Pending]:
         while not self.queue:
             self._arrived.clear()
             await self._arrived.wait()
-        count = min(len(self.queue), MAX_BATCH)
+        count = min(len(self.queue), most)
         return [self.queue.popleft() for _ in range(count)]
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(PIPELINE)
+        ahead: asyncio.Task | None = None  # the batch before, still being stored by the writer process
         while True:
-            taken = await self._take_batch()
-            try:
-                await self._write(loop, taken)
-            finally:
-                self._unfinished -= len(taken)
-                if not self._unfinished:
-                    self._idle.set()
+            taken = await self._take_batch(MAX_BATCH if self.elsewhere is None else PROCESS_BATCH)
+            items = self._writable(taken)
+            if self.elsewhere is None and writer_process is not None:
+                self.elsewhere = writer_process()
+            elsewhere = self.elsewhere
+            if elsewhere is None or not items:
+                try:
+                    if ahead is not None:
+                        await asyncio.wait([ahead])  # in order
+                    if items:
+                        self.writing_since = time.monotonic()
+                        started = time.perf_counter()
+                        try:
+                            outcome = await loop.run_in_executor(_writer_thread, _store, items)
+                        finally:
+                            self.writing_since = None
+                        self._settle(items, outcome, started)
+                finally:
+                    self._done(taken)
+                continue
+            # The writer process stores this batch while the next one is numbered and sent.
+            await slots.acquire()
+            started = time.perf_counter()
+            await elsewhere.send(items)
+            ahead = asyncio.create_task(self._finish(taken, items, started, ahead, elsewhere, slots))
+            self._finishing.add(ahead)
+            ahead.add_done_callback(self._finishing.discard)
 
-    async def _write(self, loop: asyncio.AbstractEventLoop, taken: list[Pending]) -> None:
-        """Store one batch, then deliver it; failures fail the events' futures."""
+    async def _finish(
+        self,
+        taken: list[Pending],
+        items: list[Pending],
+        started: float,
+        ahead: asyncio.Task | None,
+        elsewhere: StoreElsewhere,
+        slots: asyncio.Semaphore,
+    ) -> None:
+        """The writer process's answer for one batch, settled after the batch before it."""
+        try:
+            if ahead is not None:
+                await asyncio.wait([ahead])
+            self.writing_since = time.monotonic()
+            try:
+                outcome = await elsewhere.receive()
+            finally:
+                self.writing_since = None
+            self._settle(items, outcome, started)
+        finally:
+            slots.release()
+            self._done(taken)
+
+    def _writable(self, taken: list[Pending]) -> list[Pending]:
         items = []
         for item in taken:
             if item.state.failed:
                 _fail(item, TraceStoreError("trace history unavailable: an earlier event of this trace was not stored"))
             else:
                 items.append(item)
-        if not items:
-            return
-        started = time.perf_counter()
-        self.writing_since = time.monotonic()
-        try:
-            outcome = await loop.run_in_executor(_writer_thread, _store, items)
-        finally:
-            self.writing_since = None
+        return items
+
+    def _done(self, taken: list[Pending]) -> None:
+        self._unfinished -= len(taken)
+        if not self._unfinished:
+            self._idle.set()
+
+    def _settle(self, items: list[Pending], outcome: Outcome, started: float) -> None:
+        """Deliver what a batch stored; fail the events' futures of what it could not."""
         if not outcome.stored:
             (_, exc), *_ = outcome.failed
             if self.store_ok:
@@ -533,12 +654,13 @@ class EventStore:
         for batch, part in outcome.stored:
             batch.commit(part)
             for item in part:
-                if not item.future.done():
+                if item.future is not None and not item.future.done():
                     item.future.set_result((item.seq, item.text))
+                _settled(item.state)
                 _count(item)
                 events.append(
                     StoredEvent(
-                        str(item.state.trace_id),
+                        item.state.text_id,
                         item.seq,
                         item.state.session.group,
                         item.state.trace.get("owner_id"),
@@ -547,12 +669,13 @@ class EventStore:
                     )
                 )
         self.hub.deliver(events)  # this process's sockets: straight onto their outboxes
-        await self.published.put(events)
+        self.published.put_nowait(events)
 
     @staticmethod
     def _refuse(items: list[Pending], error: TraceStoreError) -> None:
         for item in items:
             item.state.failed = True  # its later events are refused too: the stored trace has no holes
+            item.state.numbered = item.state.last_seq  # numbered again from what is stored
             _fail(item, error)
 
     async def _publish_loop(self) -> None:
@@ -580,15 +703,36 @@ class EventStore:
         await self.published.join()
 
     async def aclose(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._finishing]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks = []
+        if self.elsewhere is not None:
+            elsewhere, self.elsewhere = self.elsewhere, None
+            await elsewhere.aclose()
 
 
 def _fail(item: Pending, error: TraceStoreError) -> None:
-    if not item.future.done():
+    if item.future is not None and not item.future.done():
         item.future.set_exception(error)
+    state = item.state
+    if state.error is None:
+        state.error = error
+    _settled(state)
+
+
+def _settled(state: TraceState) -> None:
+    """One more of the trace's events is stored or refused: wake who waits for that many."""
+    state.settled += 1
+    if state.waiters:
+        waiting = []
+        for count, waiter in state.waiters:
+            if count > state.settled:
+                waiting.append((count, waiter))
+            elif not waiter.done():
+                waiter.set_result(None)
+        state.waiters = waiting
 
 
 def _count(item: Pending) -> None:
@@ -632,20 +776,24 @@ class Outcome:
     failed: list[tuple[list[Pending], Exception]]
 
 
-def _attempt(items: list[Pending]) -> Batch:
+def _attempt(items: list[Pending], numbered: bool) -> Batch:
     batch = Batch()
     for item in items:
-        batch.add(item)
+        if numbered:
+            batch.record(item)
+        else:
+            batch.add(item)
     batch.write()
     return batch
 
 
-def _store(items: list[Pending]) -> Outcome:
-    """Runs on the writer thread: the batch in one transaction; if that fails, each trace's part in
-    one of its own, so that a trace whose event cannot be stored (too large for the database, say)
-    fails alone. If every part fails, the database is down: retry it all with delays."""
+def _store(items: list[Pending], numbered: bool = False) -> Outcome:
+    """Runs on the writer thread (or in the writer process, where the server has numbered the
+    events already): the batch in one transaction; if that fails, each trace's part in one of its
+    own, so that a trace whose event cannot be stored (too large for the database, say) fails
+    alone. If every part fails, the database is down: retry it all with delays."""
     try:
-        return Outcome([(_attempt(items), items)], [])
+        return Outcome([(_attempt(items, numbered), items)], [])
     except DatabaseError as exc:
         logger.debug("trace batch write failed: %s", exc)
         last: Exception = exc
@@ -658,7 +806,7 @@ def _store(items: list[Pending]) -> Outcome:
         failed: list[tuple[list[Pending], Exception]] = []
         for part in parts.values():
             try:
-                stored.append((_attempt(part), part))
+                stored.append((_attempt(part, numbered), part))
             except DatabaseError as exc:
                 failed.append((part, exc))
                 connection.close()
@@ -667,12 +815,32 @@ def _store(items: list[Pending]) -> Outcome:
     for attempt, delay in enumerate(RETRY_DELAYS, start=2):
         time.sleep(delay)
         try:
-            return Outcome([(_attempt(items), items)], [])
+            return Outcome([(_attempt(items, numbered), items)], [])
         except DatabaseError as exc:
             logger.debug("trace batch write failed (attempt %d): %s", attempt, exc)
             last = exc
             connection.close()
     return Outcome([], [(items, last)])
+
+
+class StoreElsewhere(Protocol):
+    """A store in another process: batches are sent in order, and answered in the same order."""
+
+    async def send(self, items: list[Pending]) -> None:
+        """Number the batch and send it."""
+
+    async def receive(self) -> Outcome:
+        """The answer for the oldest batch sent and not answered."""
+
+    async def aclose(self) -> None:
+        """Stop, once everything sent is answered."""
+
+    def warm_up(self) -> None:
+        """Get ready for the first batch, in the background."""
+
+
+# Set by traces.writer.use_writer_process(): each event loop's store makes one (a server has one loop).
+writer_process: Callable[[], StoreElsewhere] | None = None
 
 
 _stores: PerLoop[EventStore] = PerLoop(EventStore)
@@ -688,6 +856,11 @@ def all_event_stores() -> list[EventStore]:
     return _stores.all()
 
 
+def on_writer_thread(work: Callable[[], Any]) -> Any:
+    """Run ``work`` on the writer thread from outside an event loop, in order with the batches."""
+    return _writer_thread.submit(work).result()
+
+
 async def run_on_writer(work: Callable[[], Any]) -> Any:
     """Run ``work`` (database writes) on the writer thread, in order with the batches."""
 
@@ -699,6 +872,12 @@ async def run_on_writer(work: Callable[[], Any]) -> Any:
             raise
 
     return await asyncio.get_running_loop().run_in_executor(_writer_thread, call)
+
+
+def _retrieved(future: asyncio.Future) -> None:
+    """A refused event's future whose caller does not await it is not reported as unhandled."""
+    if not future.cancelled():
+        future.exception()
 
 
 class TraceRecorder:
@@ -718,8 +897,6 @@ class TraceRecorder:
         self.trace_id = trace_id or uuid.uuid4()
         self.session = session = session or SessionKey("")
         self.store = store or get_event_store()
-        self.in_flight: collections.deque[asyncio.Future] = collections.deque()
-        self.failure: TraceStoreError | None = None
         now = utcnow()
         self.state = TraceState(
             trace_id=self.trace_id,
@@ -739,9 +916,14 @@ class TraceRecorder:
             },
         )
 
+    @property
+    def failure(self) -> TraceStoreError | None:
+        """Why an event of this trace was refused, until ``reset_failure()``."""
+        return self.state.error
+
     async def emit(self, event_type: EventType, data: EventData, timestamp: dt.datetime | None = None) -> None:
         """Queue the event; it is stored, then delivered, shortly after. See the module docstring."""
-        await self.submit(event_type, data, timestamp)
+        await self._queue(event_type, data, timestamp, None, wait_at_end=True)
 
     async def submit(
         self,
@@ -757,45 +939,52 @@ class TraceRecorder:
         off (a caller that ends many traces and flushes them together). Raises
         ``TraceStoreError`` if an earlier event of this trace could not be stored.
         """
-        if event_type not in protocol.TRACE_EVENTS:
-            raise ValueError(f"{event_type} is not a trace event")
-        if self.failure is not None:
-            raise self.failure
         future = asyncio.get_running_loop().create_future()
-        future.add_done_callback(self._settled)
-        await self.store.submit(Pending(self.state, event_type, data, timestamp or utcnow(), future))
-        self.in_flight.append(future)
-        while self.in_flight and self.in_flight[0].done():
-            self.in_flight.popleft()
-        if event_type == EventType.TRACE_COMPLETED and wait_at_end:
-            await self.flush()
-        elif len(self.in_flight) >= MAX_IN_FLIGHT:
-            await asyncio.wait([self.in_flight[0]])
+        future.add_done_callback(_retrieved)
+        await self._queue(event_type, data, timestamp, future, wait_at_end=wait_at_end)
         return future
 
-    def _settled(self, future: asyncio.Future) -> None:
-        if future.cancelled():
+    async def _queue(
+        self,
+        event_type: EventType,
+        data: EventData,
+        timestamp: dt.datetime | None,
+        future: asyncio.Future | None,
+        *,
+        wait_at_end: bool,
+    ) -> None:
+        if event_type not in protocol.TRACE_EVENTS:
+            raise ValueError(f"{event_type} is not a trace event")
+        state = self.state
+        if state.error is not None:
+            raise state.error
+        state.submitted += 1
+        await self.store.submit(Pending(state, event_type, data, timestamp or utcnow(), future))
+        if event_type == EventType.TRACE_COMPLETED and wait_at_end:
+            await self.flush()
+        elif state.submitted - state.settled >= MAX_IN_FLIGHT:
+            await self._settled_up_to(state.submitted - MAX_IN_FLIGHT + 1)
+
+    async def _settled_up_to(self, count: int) -> None:
+        """Wait until ``count`` of the trace's events are stored or refused (they settle in order)."""
+        state = self.state
+        if state.settled >= count:
             return
-        error = future.exception()  # retrieved here, so a refused event is not reported as unhandled
-        if isinstance(error, TraceStoreError) and self.failure is None:
-            self.failure = error
+        waiter = asyncio.get_running_loop().create_future()
+        state.waiters.append((count, waiter))
+        await waiter
 
     async def flush(self) -> None:
         """Wait until every event emitted so far is stored; raises ``TraceStoreError`` if one was not."""
-        if self.in_flight:
-            # A trace's events settle in order (one writer, batches in order): the last settles last.
-            await asyncio.wait([self.in_flight[-1]])
-            self.in_flight.clear()
-        if self.failure is not None:
-            raise self.failure
+        await self._settled_up_to(self.state.submitted)
+        if self.state.error is not None:
+            raise self.state.error
 
     async def reset_failure(self) -> None:
         """Accept events again after a failure (to record how the trace ended once the database is
         back), once everything queued before it has been refused: the stored trace keeps no holes."""
-        if self.in_flight:
-            await asyncio.wait(list(self.in_flight))
-            self.in_flight.clear()
-        self.failure = None
+        await self._settled_up_to(self.state.submitted)
+        self.state.error = None
         self.state.failed = False
 
     @property

@@ -37,6 +37,9 @@ class ObservedRecorder(TraceRecorder):
         self.listener = listener
 
     async def emit(self, event_type: EventType, data: EventData, timestamp: dt.datetime | None = None) -> None:
+        if self.listener is None:
+            await super().emit(event_type, data, timestamp)
+            return
         future = await self.submit(event_type, data, timestamp)
         if self.listener is not None:
             # The listener is shown only what is stored: wait for this event's batch.

@@ -200,6 +200,9 @@ AGENT_MAX_CELL_CHARS = env.integer("AGENT_MAX_CELL_CHARS", 2000, minimum=16)
 AGENT_MAX_RESULT_BYTES = env.integer("AGENT_MAX_RESULT_BYTES", 256 * 1024, minimum=1024)
 AGENT_MAX_TEXT_CHARS = env.integer("AGENT_MAX_TEXT_CHARS", 100_000, minimum=100)
 TRACE_MAX_EVENT_BYTES = env.integer("TRACE_MAX_EVENT_BYTES", 1024 * 1024, minimum=4096)
+# A server stores its batches of events in a process of its own (traces/writer.py): the rows'
+# Python work runs beside the sockets' instead of taking turns with it. Off: on a thread.
+TRACE_WRITER_PROCESS = env.boolean("TRACE_WRITER_PROCESS", default=True)
 
 # The live service.
 TRACE_REQUIRE_AUTH = env.boolean("TRACE_REQUIRE_AUTH", default=not DEBUG)

@@ -1,0 +1,43 @@
+"""The writer process's entry point (``python -m traces.writer_entry``, started by ``traces.writer``).
+
+Django is set up with the server's own database settings (a test database included) before
+anything imports a model; then the process stores the batches it is sent until the server closes
+the pipe.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+
+def main() -> None:
+    # The pipe to the server is this process's stdout: anything else printed goes to stderr.
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    requests = sys.stdin.buffer
+    # The server drains through this process when it stops: only the pipe closing stops it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tracesite.settings")
+    import pickle
+    import struct
+
+    header = struct.Struct("!I")
+    (size,) = header.unpack(requests.read(header.size))
+    hello = pickle.loads(requests.read(size))
+    from django.conf import settings
+
+    settings.DATABASES["default"] = hello["database"]
+    import django
+
+    django.setup()
+    from traces import writer
+
+    writer.ready(answers, hello)
+    writer.serve(requests, answers)
+
+
+if __name__ == "__main__":
+    main()

@@ -190,3 +190,39 @@ def test_a_server_stores_through_its_writer_process_which_ends_with_it():
         while _alive(children[0]) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not _alive(children[0])
+
+
+async def test_batches_waiting_on_the_pipe_are_stored_together_and_answered_one_by_one(writer_process):
+    store = EventStore(hub=Hub())
+    recorders = [TraceRecorder(session=SessionKey(f"merged-{i}"), store=store) for i in range(2)]
+    for recorder in recorders:
+        await recorder.emit(
+            EventType.TRACE_STARTED, {"trace_id": str(recorder.trace_id), "request": "q", "metadata": {}}
+        )
+        await recorder.flush()
+    await store.aclose()
+    stored = {r.state.key: await Event.objects.aget(trace_id=r.trace_id, seq=1) for r in recorders}
+    messages = []
+    for recorder in recorders:  # a batch each: both written to the pipe before the process reads
+        state = recorder.state
+        event = stored[state.key]
+        known = (state.key, state.trace_id, state.trace, {}, True, 1)
+        later = [
+            (state.key, seq, "status_update", event.timestamp, f"m{seq}", f'{{"data":{{"current_step":{seq}}}}}')
+            for seq in (2, 3)
+        ]
+        messages.append(_frame(("store", [], [known], later, False)))
+    read, write = os.pipe()
+    os.write(write, b"".join(messages))
+    os.close(write)
+    answers = io.BytesIO()
+    with os.fdopen(read, "rb", buffering=0) as requests:
+        await asyncio.to_thread(writer.serve, requests, answers)
+    stream = io.BytesIO(answers.getvalue())
+    first, second = writer._receive(stream), writer._receive(stream)
+    assert first == ("stored", {recorders[0].state.key}, [])
+    assert second == ("stored", {recorders[1].state.key}, [])
+    for recorder in recorders:
+        seqs = [e.seq async for e in Event.objects.filter(trace_id=recorder.trace_id).order_by("seq")]
+        assert seqs == [1, 2, 3]
+        assert (await Trace.objects.aget(pk=recorder.trace_id)).current_step == 3

@@ -77,8 +77,8 @@ _writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trace-rec
 # With a writer process: smaller batches, up to PIPELINE of them on their way. The server delivers
 # one batch while the process stores the next ones, instead of the two taking turns on big ones
 # (docs/benchmarks.md, "A writer process").
-PROCESS_BATCH = 200
-PIPELINE = 4
+PROCESS_BATCH = 100
+PIPELINE = 8
 
 
 _state_keys = itertools.count(1)

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 
 
 def main() -> None:
     # The pipe to the server is this process's stdout: anything else printed goes to stderr.
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    requests = sys.stdin.buffer
+    requests = os.fdopen(0, "rb", buffering=0)  # unbuffered: what select() says is waiting is all there is
     # The server drains through this process when it stops: only the pipe closing stops it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -24,9 +23,18 @@ def main() -> None:
     import pickle
     import struct
 
+    def exactly(size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            more = requests.read(size - len(data))
+            if not more:
+                raise SystemExit("the server closed the pipe before its hello")
+            data += more
+        return data
+
     header = struct.Struct("!I")
-    (size,) = header.unpack(requests.read(header.size))
-    hello = pickle.loads(requests.read(size))
+    (size,) = header.unpack(exactly(header.size))
+    hello = pickle.loads(exactly(size))
     from django.conf import settings
 
     settings.DATABASES["default"] = hello["database"]

@@ -121,10 +121,29 @@ def connections(env: dict[str, str], pid: int) -> int:
     return count
 
 
+def rss_mib(pid: int) -> int:
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return int(status["VmRSS"].split()[0]) // 1024
+
+
+def writer_pids(pid: int) -> list[int]:
+    """The server's history writer process (TRACE_WRITER_PROCESS), if it has one."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            for child in (task / "children").read_text().split():
+                if b"traces.writer_entry" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    found.append(int(child))
+        except OSError:
+            continue
+    return found
+
+
 def sample(env: dict[str, str], pid: int) -> dict[str, int]:
     status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
     return {
         "rss_mib": int(status["VmRSS"].split()[0]) // 1024,
+        "writer_rss_mib": sum(rss_mib(child) for child in writer_pids(pid)),
         "db_connections": connections(env, pid),
         "threads": int(status["Threads"]),
     }
@@ -235,6 +254,10 @@ def main() -> None:
     end = samples[-1]
     if end["rss_mib"] > warm["rss_mib"] * 1.25 + 10:
         failures.append(f"RSS grew from {warm['rss_mib']} MiB after warm-up to {end['rss_mib']} MiB")
+    if end["writer_rss_mib"] > warm["writer_rss_mib"] * 1.25 + 10:
+        failures.append(
+            f"the writer process's RSS grew from {warm['writer_rss_mib']} MiB after warm-up to {end['writer_rss_mib']} MiB"
+        )
     if end["db_connections"] > max(warm["db_connections"], READ_THREADS + 1):  # readers + the recorder's writer
         failures.append(f"database connections grew from {warm['db_connections']} to {end['db_connections']}")
     if end["threads"] > warm["threads"] + 2:
@@ -243,7 +266,7 @@ def main() -> None:
     events = sum(len(seqs) for seqs in received.values())
     print(
         f"\n{args.backend}: {args.minutes} min, {args.sessions} sessions, {len(received)} traces, {events} events, "
-        f"{sum(s.drops for s in sessions)} dropped sockets, {reordered} traces completed out of order by a late resume; RSS {warm['rss_mib']} → {end['rss_mib']} MiB, "
+        f"{sum(s.drops for s in sessions)} dropped sockets, {reordered} traces completed out of order by a late resume; RSS {warm['rss_mib']} → {end['rss_mib']} MiB (writer process {warm['writer_rss_mib']} → {end['writer_rss_mib']} MiB), "
         f"database connections {warm['db_connections']} → {end['db_connections']}, threads {warm['threads']} → {end['threads']}"
     )
     for failure in failures[:20]:

@@ -856,11 +856,6 @@ def all_event_stores() -> list[EventStore]:
     return _stores.all()
 
 
-def on_writer_thread(work: Callable[[], Any]) -> Any:
-    """Run ``work`` on the writer thread from outside an event loop, in order with the batches."""
-    return _writer_thread.submit(work).result()
-
-
 async def run_on_writer(work: Callable[[], Any]) -> Any:
     """Run ``work`` (database writes) on the writer thread, in order with the batches."""
 

@@ -212,9 +212,10 @@ class WriterProcess:
         return process.pid if process is not None and process.returncode is None else None
 
     async def start(self) -> None:
-        child = await _Child.adopt(_take_spare() or _spawn())
+        spare = _take_spare()  # started and ready with the server
+        child = await _Child.adopt(spare or _spawn())
         try:
-            answer = await asyncio.wait_for(child.read(), READY_SECONDS)
+            answer = ("ready", child.pid) if spare else await asyncio.wait_for(child.read(), READY_SECONDS)
             if answer != ("ready", child.pid):
                 raise WriterGone(f"unexpected first answer: {answer!r}")
         except BaseException:
@@ -369,7 +370,20 @@ def use_writer_process(enabled: bool | None = None) -> bool:
     recorder.writer_process = WriterProcess if enabled else None
     global _spare
     if enabled and _spare is None:
-        _spare = _spawn()  # Django's set-up in it (about a second) while the server starts
+        # Ready before the server accepts its first socket: Django's set-up in it takes about a
+        # second, which the first run's events would otherwise wait for, then come all at once.
+        spare = _spawn()
+        assert spare.stdout is not None
+        try:
+            answer = _receive(spare.stdout)
+        except (OSError, EOFError, pickle.PickleError) as exc:
+            answer = repr(exc)
+        if answer == ("ready", spare.pid):
+            _spare = spare
+        else:
+            logger.error("history writer process did not start (%s): starting one with the first batch", answer)
+            spare.kill()
+            spare.wait()
     elif not enabled and _spare is not None:
         spare, _spare = _spare, None
         spare.kill()  # it has stored nothing

@@ -42,7 +42,9 @@ def main() -> None:
 
     django.setup()
     from traces import writer
+    from tracesite import gctune
 
+    gctune.tune(settings.TRACE_GC_THRESHOLD)
     writer.ready(answers, hello)
     writer.serve(requests, answers)
 

@@ -127,3 +127,20 @@ def test_tracesite_attributes_come_first():
         )
     )
     assert run.run_type == RunType.TOOL and run.inputs == {"id": 7} and run.outputs == {"output": "found"}
+
+
+def test_json_attributes_python_reads_are_read_too_and_broken_ones_stay_text():
+    """Fast JSON first; what only Python's json reads (NaN, integers over 64 bits) still parses."""
+    run = view(
+        span(
+            {
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": "score",
+                "gen_ai.tool.call.arguments": '{"limit": 123456789012345678901234567890, "floor": NaN}',
+                "gen_ai.tool.call.result": '{"columns": ["a"], "rows": [[1]',  # cut short
+            }
+        )
+    )
+    assert run.inputs["limit"] == 123456789012345678901234567890
+    assert run.inputs["floor"] != run.inputs["floor"]  # NaN
+    assert run.outputs == {"output": '{"columns": ["a"], "rows": [[1]'}

@@ -117,7 +117,7 @@ def source_of(span: Span) -> str:
 
 @dataclasses.dataclass
 class SpanState:
-    run_id: uuid.UUID
+    run_id: str  # the run's id, as events carry it
     ended: bool = False
     placeholder: bool = False
     seen: float = dataclasses.field(default_factory=time.monotonic)
@@ -129,6 +129,7 @@ class TraceIngest:
 
     def __init__(self, trace_id: uuid.UUID, otel_id: str, recorder: TraceRecorder, completed: bool) -> None:
         self.trace_id = trace_id
+        self.text_id = str(trace_id)
         self.otel_id = otel_id  # the trace id the spans carry (32 hex digits)
         self.recorder = recorder
         self.spans: dict[str, SpanState] = {}
@@ -214,29 +215,32 @@ class Ingestor:
         return trace
 
     async def _apply(self, trace: TraceIngest, spans: list[Span]) -> None:
+        views: dict[int, RunView] = {}  # the root's, read once for the trace's start
         if not trace.recorder.state.stored and trace.recorder.last_seq == 0 and not trace.spans:
-            await self._start(trace, spans)
+            await self._start(trace, spans, views)
         for span in _parents_first(spans):
-            await self._span(trace, span)
+            await self._span(trace, span, views)
 
-    async def _start(self, trace: TraceIngest, spans: list[Span]) -> None:
+    async def _start(self, trace: TraceIngest, spans: list[Span], views: dict[int, RunView]) -> None:
         first = min(spans, key=lambda s: (s.parent_span_id is not None, s.start or utcnow()))
         root = next((s for s in spans if s.parent_span_id is None), None)
-        question = view(root).question if root is not None else ""
+        if root is not None:
+            views[id(root)] = view(root)
+        question = views[id(root)].question if root is not None else ""
         model = next((str(s.attributes[k]) for s in spans for k in MODEL_KEYS if s.attributes.get(k)), "")
         service = service_of(first)
         trace.question = question
         started = TraceStarted(
-            trace_id=str(trace.trace_id),
+            trace_id=trace.text_id,
             trace_name=(root or first).name[:200] or f"{service}_execution",
             request=question,
             agent_name=service,
             max_steps=0,
             metadata={"model": model, "service": service, "source": source_of(first), "otel_trace_id": trace.otel_id},
         )
-        await trace.recorder.submit(EventType.TRACE_STARTED, started, first.start or utcnow())
+        await trace.recorder.emit(EventType.TRACE_STARTED, started, first.start or utcnow())
 
-    async def _span(self, trace: TraceIngest, span: Span) -> None:
+    async def _span(self, trace: TraceIngest, span: Span, views: dict[int, RunView]) -> None:
         state = trace.spans.get(span.span_id)
         if state is not None and state.ended:
             return  # its end is recorded: a retried export, or a pending copy that came late
@@ -248,7 +252,7 @@ class Ingestor:
             return  # the same pending copy again
         if span.parent_span_id and span.parent_span_id not in trace.spans:
             await self._placeholder(trace, span.parent_span_id, span)
-        run = view(span)
+        run = views.get(id(span)) or view(span)
         if span.parent_span_id is None:
             trace.root, trace.root_view, trace.root_start = span.span_id, run, span.start
             if run.question and not trace.question:
@@ -257,18 +261,18 @@ class Ingestor:
             trace.question = str(run.inputs["content"])  # the first model call's question, until the root says
         if run.model and not trace.recorder.state.trace.get("model"):
             trace.model = run.model
-        state = state or SpanState(run_id(trace.trace_id, span.span_id))
+        state = state or SpanState(str(run_id(trace.trace_id, span.span_id)))
         state.placeholder, state.seen = False, time.monotonic()
         trace.spans[span.span_id] = state
         fields = self._fields(trace, span, run, state)
         state.fields = fields
         if span.pending:
-            await trace.recorder.submit(STARTED[run.run_type], fields, span.start or utcnow())
+            await trace.recorder.emit(STARTED[run.run_type], fields, span.start or utcnow())
             return
         state.ended = True
         failed = fields["status"] == RunStatus.ERROR and run.run_type != RunType.AGENT
         kind = EventType.RUN_ERROR if failed else COMPLETED[run.run_type]
-        await trace.recorder.submit(kind, fields, span.end or utcnow())
+        await trace.recorder.emit(kind, fields, span.end or utcnow())
         if run.run_type == RunType.THINK and run.answer and not run.tool_calls:
             trace.answer = run.answer
         if span.span_id == trace.root:
@@ -278,11 +282,11 @@ class Ingestor:
                 trace.root_error = (str(fields["error"]), str(fields.get("error_type") or ""))
 
     async def _placeholder(self, trace: TraceIngest, span_id: str, child: Span) -> None:
-        state = SpanState(run_id(trace.trace_id, span_id), placeholder=True)
+        state = SpanState(str(run_id(trace.trace_id, span_id)), placeholder=True)
         trace.spans[span_id] = state
         fields = RunFields(
-            run_id=str(state.run_id),
-            trace_id=str(trace.trace_id),
+            run_id=state.run_id,
+            trace_id=trace.text_id,
             parent_run_id=None,
             name=f"(waiting for span {span_id})",
             run_type=RunType.AGENT,
@@ -297,7 +301,7 @@ class Ingestor:
             metadata={"placeholder": True, "span_id": span_id},
         )
         state.fields = fields
-        await trace.recorder.submit(EventType.STEP_STARTED, fields, child.start or utcnow())
+        await trace.recorder.emit(EventType.STEP_STARTED, fields, child.start or utcnow())
 
     def _fields(self, trace: TraceIngest, span: Span, run: RunView, state: SpanState) -> RunFields:
         status, error, error_type = _outcome(span)
@@ -310,9 +314,9 @@ class Ingestor:
                 for e in span.events[:50]
             ]
         fields = RunFields(
-            run_id=str(state.run_id),
-            trace_id=str(trace.trace_id),
-            parent_run_id=str(trace.spans[span.parent_span_id].run_id) if span.parent_span_id else None,
+            run_id=state.run_id,
+            trace_id=trace.text_id,
+            parent_run_id=trace.spans[span.parent_span_id].run_id if span.parent_span_id else None,
             name=run.name[:200],
             run_type=run.run_type,
             status=RunStatus.RUNNING if span.pending else status,
@@ -391,7 +395,7 @@ class Ingestor:
             fields["error"] = f"abandoned: the span did not end within {limit:g} s"
             fields["error_type"] = "Abandoned"
             failed = fields["run_type"] != RunType.AGENT
-            await trace.recorder.submit(EventType.RUN_ERROR if failed else EventType.RUN_COMPLETED, fields, utcnow())
+            await trace.recorder.emit(EventType.RUN_ERROR if failed else EventType.RUN_COMPLETED, fields, utcnow())
         if trace.root_ended_at is None:
             # The root never ended (or never came): the trace ends with what it has.
             trace.root_ended_at = 0.0
@@ -405,7 +409,7 @@ class Ingestor:
         state = trace.recorder.state.trace
         started = state.get("started_at")
         data = TraceCompleted(
-            trace_id=str(trace.trace_id),
+            trace_id=trace.text_id,
             duration_ms=int((utcnow() - started).total_seconds() * 1000) if started is not None else None,
             total_runs=len([s for s in trace.spans.values() if not s.placeholder]),
             status=status,
@@ -509,7 +513,7 @@ def _load(
         span_id = (run.get("metadata") or {}).get("span_id")
         if not span_id:
             continue
-        state = SpanState(run["id"], ended=run["status"] != Run.Status.RUNNING)
+        state = SpanState(str(run["id"]), ended=run["status"] != Run.Status.RUNNING)
         state.placeholder = bool((run.get("metadata") or {}).get("placeholder"))
         trace.spans[span_id] = state
         if run["parent_id"] is None and not state.placeholder:

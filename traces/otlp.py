@@ -13,6 +13,7 @@ import base64
 import binascii
 import dataclasses
 import datetime as dt
+import functools
 import json
 import zlib
 from typing import Any
@@ -59,7 +60,7 @@ class Span:
     status_message: str
     scope: str = ""
 
-    @property
+    @functools.cached_property
     def pending(self) -> bool:
         """Logfire's convention: a copy of a span sent when it starts, before it ends."""
         return self.attributes.get("logfire.span_type") == "pending_span"

@@ -14,6 +14,8 @@ import json
 import re
 from typing import Any
 
+import orjson
+
 from agents.events import RunType
 from traces.otlp import Span
 
@@ -46,6 +48,10 @@ def _json(value: Any) -> Any:
         text = value.strip()
         if text[:1] in "[{":
             try:
+                return orjson.loads(text)
+            except orjson.JSONDecodeError:
+                pass
+            try:  # what orjson refuses and Python's json reads: NaN, integers over 64 bits
                 return json.loads(text)
             except ValueError:
                 return value

@@ -33,7 +33,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from bench.live import manage_shell, percentile, tracesite_env, wait_for_port
+from bench.live import children, cpu_seconds, manage_shell, percentile, tracesite_env, wait_for_port
 
 
 def kv(key: str, value) -> KeyValue:
@@ -206,6 +206,8 @@ def main() -> None:
                 with lock:
                     statuses[response.status] = statuses.get(response.status, 0) + 1
 
+        writers = children([server.pid])
+        cpu_before = cpu_seconds([server.pid]), cpu_seconds(writers), time.process_time()
         started = time.perf_counter()
         pace = [started]
         threads = [threading.Thread(target=sender) for _ in range(args.senders)]
@@ -214,6 +216,9 @@ def main() -> None:
         for thread in threads:
             thread.join()
         elapsed = time.perf_counter() - started
+        server_cpu = cpu_seconds([server.pid]) - cpu_before[0]
+        writer_cpu = cpu_seconds(writers) - cpu_before[1]
+        client_cpu = time.process_time() - cpu_before[2]
         while True:  # the last traces complete after their grace period
             runs, traces, done = count(env)
             if done >= args.spans // 10 or time.perf_counter() - started > elapsed + 120:
@@ -229,6 +234,11 @@ def main() -> None:
         print(f"  HTTP statuses: {statuses}")
         print(f"  ingested {args.spans:,} spans in {elapsed:.2f} s: {args.spans / elapsed:,.0f} spans/s")
         print(
+            f"  cores busy: server {server_cpu / elapsed:.2f}, its writer process {writer_cpu / elapsed:.2f}, "
+            f"senders and watcher {client_cpu / elapsed:.2f} of {os.cpu_count()}; "
+            f"CPU per span: server {server_cpu / args.spans * 1e6:.0f} µs, writer {writer_cpu / args.spans * 1e6:.0f} µs"
+        )
+        print(
             f"  stored: {runs:,} runs, {traces:,} traces, {done:,} completed {completed_after:.1f} s after the last export"
         )
         if latencies:
@@ -237,6 +247,8 @@ def main() -> None:
                 f"  request sent -> watcher sees its first new trace ({len(ms)} samples): "
                 f"p50 {percentile(ms, 0.5):.1f} ms, p99 {percentile(ms, 0.99):.1f} ms, max {ms[-1]:.1f} ms"
             )
+        if set(statuses) != {200} or runs != args.spans or done != args.spans // 10:
+            raise SystemExit(f"FAILED: not every export was stored (see {log.name})")
     finally:
         server.terminate()
         server.wait(30)

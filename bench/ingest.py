@@ -98,7 +98,9 @@ def exports(total: int, size: int) -> list[tuple[bytes, int]]:
         request = ExportTraceServiceRequest(
             resource_spans=[ResourceSpans(resource=resource, scope_spans=[ScopeSpans(spans=[s for _, s in chunk])])]
         )
-        bodies.append((request.SerializeToString(), chunk[0][0]))
+        # The first trace this export starts (its first span is here, not in the export before).
+        starts = next((n for i, (n, _) in enumerate(chunk) if start + i == 0 or spans[start + i - 1][0] != n), -1)
+        bodies.append((request.SerializeToString(), starts))
     return bodies
 
 

@@ -70,6 +70,7 @@ COMPLETED = {
 }
 SESSION_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 MODEL_KEYS = ("gen_ai.request.model", "gen_ai.response.model", "llm.model_name")
+YIELD_EVERY = 20  # spans mapped between turns of the event loop: the store sends, answers are delivered
 EVICT_AFTER = 120.0  # seconds a completed trace's state stays in memory for late retries
 
 
@@ -160,6 +161,7 @@ class Ingestor:
         self.traces: dict[uuid.UUID, TraceIngest] = {}
         self.prices = PriceTable.from_file(settings.AGENT_PRICES_FILE)
         self._sweeper: asyncio.Task | None = None
+        self._unyielded = 0  # spans mapped since the event loop last ran something else
 
     async def ingest(self, spans: list[Span], owner_id: int | None) -> tuple[int, str]:
         """Record ``spans``; returns how many were rejected and why. Raises ``TraceStoreError`` when
@@ -220,6 +222,12 @@ class Ingestor:
             await self._start(trace, spans, views)
         for span in _parents_first(spans):
             await self._span(trace, span, views)
+            self._unyielded += 1
+            if self._unyielded >= YIELD_EVERY:
+                # Let the store send what is queued while the rest of the export is mapped: a
+                # watcher sees the first spans of a large export before its last are read.
+                self._unyielded = 0
+                await asyncio.sleep(0)
 
     async def _start(self, trace: TraceIngest, spans: list[Span], views: dict[int, RunView]) -> None:
         first = min(spans, key=lambda s: (s.parent_span_id is not None, s.start or utcnow()))

@@ -243,9 +243,17 @@ def utcnow() -> dt.datetime:
 
 def format_timestamp(moment: dt.datetime) -> str:
     """ISO 8601 in UTC with milliseconds and a ``Z``: ``2025-09-24T12:00:00.000Z``."""
-    if moment.tzinfo is not dt.UTC:
-        moment = moment.astimezone(dt.UTC)
-    return moment.isoformat(timespec="milliseconds")[:-6] + "Z"  # "+00:00" as "Z"
+    global _last_formatted
+    last = _last_formatted
+    if last[0] is moment:  # a run's end time is often its event's timestamp too: formatted once
+        return last[1]
+    utc = moment if moment.tzinfo is dt.UTC else moment.astimezone(dt.UTC)
+    text = utc.isoformat(timespec="milliseconds")[:-6] + "Z"  # "+00:00" as "Z"
+    _last_formatted = (moment, text)  # holds the datetime: no other object can have its identity
+    return text
+
+
+_last_formatted: tuple[dt.datetime | None, str] = (None, "")
 
 
 def parse_timestamp(value: str) -> dt.datetime:

@@ -22,7 +22,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 
 from tests.live import connect, receive, receive_until, send
-from traces.ingest import get_ingestor, run_id, trace_uuid
+from traces.ingest import get_ingestor, run_id, run_text_id, trace_uuid
 from traces.models import ApiToken, Event, Run, Trace
 from traces.recorder import get_event_store
 
@@ -450,3 +450,10 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read():
         connection = http.client.HTTPConnection(name, int(port), timeout=10)  # and it keeps serving
         connection.request("POST", "/v1/traces", body=b"{}", headers={"Content-Type": "application/json"})
         assert connection.getresponse().status == 401
+
+
+def test_a_span_s_run_id_as_text_is_its_uuid5():
+    for number in range(200):
+        trace_id = uuid.uuid5(uuid.NAMESPACE_OID, str(number))
+        span_hex = f"{number * 7919:016x}"
+        assert run_text_id(trace_id, span_hex) == str(run_id(trace_id, span_hex))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 import re
 import time
@@ -92,6 +93,18 @@ def trace_uuid(trace_hex: str) -> uuid.UUID:
 def run_id(trace_id: uuid.UUID, span_hex: str) -> uuid.UUID:
     """The ``Run`` id of a span: the same for every export of it."""
     return uuid.uuid5(RUN_NAMESPACE, f"{trace_id.hex}:{span_hex}")
+
+
+def run_text_id(trace_id: uuid.UUID, span_hex: str) -> str:
+    """``str(run_id(…))`` without its two UUID objects: a third of the time, once per span."""
+    digest = bytearray(hashlib.sha1(_RUN_NAMESPACE_BYTES + f"{trace_id.hex}:{span_hex}".encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    text = digest.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+_RUN_NAMESPACE_BYTES = RUN_NAMESPACE.bytes
 
 
 def session_of(span: Span) -> str:
@@ -269,7 +282,7 @@ class Ingestor:
             trace.question = str(run.inputs["content"])  # the first model call's question, until the root says
         if run.model and not trace.recorder.state.trace.get("model"):
             trace.model = run.model
-        state = state or SpanState(str(run_id(trace.trace_id, span.span_id)))
+        state = state or SpanState(run_text_id(trace.trace_id, span.span_id))
         state.placeholder, state.seen = False, time.monotonic()
         trace.spans[span.span_id] = state
         fields = self._fields(trace, span, run, state)
@@ -290,7 +303,7 @@ class Ingestor:
                 trace.root_error = (str(fields["error"]), str(fields.get("error_type") or ""))
 
     async def _placeholder(self, trace: TraceIngest, span_id: str, child: Span) -> None:
-        state = SpanState(str(run_id(trace.trace_id, span_id)), placeholder=True)
+        state = SpanState(run_text_id(trace.trace_id, span_id), placeholder=True)
         trace.spans[span_id] = state
         fields = RunFields(
             run_id=state.run_id,

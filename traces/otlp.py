@@ -178,7 +178,8 @@ def error_body(kind: str, message: str) -> bytes:
 def _value(value: Any, limit: int) -> Any:
     kind = value.WhichOneof("value")
     if kind == "string_value":
-        return _clip(value.string_value, limit)
+        text = value.string_value
+        return text if len(text) <= limit // 4 else _clip(text, limit)
     if kind == "bool_value":
         return value.bool_value
     if kind == "int_value":

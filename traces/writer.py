@@ -471,7 +471,10 @@ def _pending(
 ) -> Pending:
     """An event as the server numbered it; its data read back from its envelope's text."""
     data = protocol.loads(text)["data"]
-    return Pending(states[key], EventType(kind), data, timestamp, None, seq=seq, text=text, message_id=message_id)
+    return Pending(states[key], _EVENT_TYPES[kind], data, timestamp, None, seq=seq, text=text, message_id=message_id)
+
+
+_EVENT_TYPES = {str(kind): kind for kind in EventType}  # EventType(kind) costs a Python call each
 
 
 def _in_sequence(items: list[Pending]) -> tuple[list[Pending], set[int]]:

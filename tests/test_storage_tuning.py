@@ -12,12 +12,11 @@ from django.db import connection
 
 from agents.events import EventType
 from tests.factories import run_fields
-from traces import wal
+from traces import gctune, wal
 from traces.access import SessionKey
 from traces.hub import Hub
 from traces.models import Event, Run
 from traces.recorder import EventStore, TraceRecorder, run_on_writer
-from tracesite import gctune
 
 
 def _indexes(table: str) -> list[tuple[list[str], bool]]:

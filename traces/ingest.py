@@ -135,7 +135,7 @@ class SpanState:
     ended: bool = False
     placeholder: bool = False
     seen: float = dataclasses.field(default_factory=time.monotonic)
-    fields: RunFields | None = None
+    fields: RunFields | None = None  # the run as last sent: while the span is open, and for the root
 
 
 class TraceIngest:
@@ -291,6 +291,8 @@ class Ingestor:
             await trace.recorder.emit(STARTED[run.run_type], fields, span.start or utcnow())
             return
         state.ended = True
+        if span.span_id != trace.root:
+            state.fields = None  # kept only while a span is open (to close it if abandoned), and the root's
         failed = fields["status"] == RunStatus.ERROR and run.run_type != RunType.AGENT
         kind = EventType.RUN_ERROR if failed else COMPLETED[run.run_type]
         await trace.recorder.emit(kind, fields, span.end or utcnow())

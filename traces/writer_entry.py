@@ -41,8 +41,7 @@ def main() -> None:
     import django
 
     django.setup()
-    from traces import writer
-    from tracesite import gctune
+    from traces import gctune, writer
 
     gctune.tune(settings.TRACE_GC_THRESHOLD)
     writer.ready(answers, hello)

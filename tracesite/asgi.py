@@ -12,12 +12,12 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from traces import gctune  # noqa: E402
 from traces.lifespan import lifespan  # noqa: E402
 from traces.receiver import BodyLimit  # noqa: E402
 from traces.routing import websocket_urlpatterns  # noqa: E402
 from traces.security import origin_validator  # noqa: E402
 from traces.writer import use_writer_process  # noqa: E402
-from tracesite import gctune  # noqa: E402
 
 use_writer_process()  # the server's history rows are written by a process of its own (TRACE_WRITER_PROCESS)
 

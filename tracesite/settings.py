@@ -204,7 +204,7 @@ TRACE_MAX_EVENT_BYTES = env.integer("TRACE_MAX_EVENT_BYTES", 1024 * 1024, minimu
 # Python work runs beside the sockets' instead of taking turns with it. Off: on a thread.
 TRACE_WRITER_PROCESS = env.boolean("TRACE_WRITER_PROCESS", default=True)
 # Allocations between collections of the youngest generation, in a server and its writer process
-# (tracesite/gctune.py); 0 keeps Python's default (700).
+# (traces/gctune.py); 0 keeps Python's default (700).
 TRACE_GC_THRESHOLD = env.integer("TRACE_GC_THRESHOLD", 50_000, minimum=0)
 
 # The live service.

@@ -33,6 +33,7 @@ $PY bench/soak.py --minutes 10 --sessions 20 --backend mysql
 $PY bench/ingest.py
 $PY bench/ingest.py --backend mysql
 $PY bench/ingest.py --spans 20000 --batch 64 --rate 1000 --senders 2
+$PY bench/ingest.py --spans 50000 --rate 1000
 
 # Fuzzing, 10 minutes each.
 $PY bench/fuzz.py guard --minutes 10

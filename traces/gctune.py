@@ -9,8 +9,8 @@ set up:
 
 - move what start-up made (modules, models, URL patterns) out of the collector's sight
   (``gc.freeze``): it is never garbage;
-- collect the youngest generation every ``TRACE_GC_THRESHOLD`` allocations (default 50,000)
-  and the older ones ten times less often than Python does. Reference counting still frees
+- collect the youngest generation every ``TRACE_GC_THRESHOLD`` allocations (default 50,000),
+  and the older ones as Python does after that many of those. Reference counting still frees
   everything that is not in a cycle at once; only cycles wait a little longer.
 
 ``TRACE_GC_THRESHOLD=0`` leaves Python's defaults.
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import gc
 
-OLDER = (20, 100)  # Python's: (10, 10)
+OLDER = (10, 10)  # as Python does
 
 
 def tune(threshold: int) -> None:

@@ -57,7 +57,7 @@ from agents.events import (
     to_json,
     utcnow,
 )
-from traces import protocol, wal
+from traces import protocol
 from traces.access import SessionKey
 from traces.bus import Bus, get_bus
 from traces.hub import Hub, StoredEvent, get_hub
@@ -783,7 +783,6 @@ def _attempt(items: list[Pending], numbered: bool) -> Batch:
             batch.record(item)
         else:
             batch.add(item)
-    wal.writer_connection()
     batch.write()
     return batch
 

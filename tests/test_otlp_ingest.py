@@ -22,7 +22,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 
 from tests.live import connect, receive, receive_until, send
-from traces.ingest import get_ingestor, run_id, run_text_id, trace_uuid
+from traces.ingest import RUN_NAMESPACE, get_ingestor, run_id, run_text_id, trace_uuid
 from traces.models import ApiToken, Event, Run, Trace
 from traces.recorder import get_event_store
 
@@ -456,4 +456,6 @@ def test_a_span_s_run_id_as_text_is_its_uuid5():
     for number in range(200):
         trace_id = uuid.uuid5(uuid.NAMESPACE_OID, str(number))
         span_hex = f"{number * 7919:016x}"
-        assert run_text_id(trace_id, span_hex) == str(run_id(trace_id, span_hex))
+        expected = uuid.uuid5(RUN_NAMESPACE, f"{trace_id.hex}:{span_hex}")
+        assert run_text_id(trace_id, span_hex) == str(expected)
+        assert run_id(trace_id, span_hex) == expected

@@ -92,11 +92,12 @@ def trace_uuid(trace_hex: str) -> uuid.UUID:
 
 def run_id(trace_id: uuid.UUID, span_hex: str) -> uuid.UUID:
     """The ``Run`` id of a span: the same for every export of it."""
-    return uuid.uuid5(RUN_NAMESPACE, f"{trace_id.hex}:{span_hex}")
+    return uuid.UUID(run_text_id(trace_id, span_hex))
 
 
 def run_text_id(trace_id: uuid.UUID, span_hex: str) -> str:
-    """``str(run_id(…))`` without its two UUID objects: a third of the time, once per span."""
+    """The span's run id as events carry it: ``uuid5(RUN_NAMESPACE, "<trace hex>:<span hex>")``,
+    built as text without two UUID objects (a third of the time, once per span)."""
     digest = bytearray(hashlib.sha1(_RUN_NAMESPACE_BYTES + f"{trace_id.hex}:{span_hex}".encode()).digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant

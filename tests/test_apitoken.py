@@ -43,3 +43,21 @@ def test_the_admin_shows_a_new_key_once_and_revokes(staff_client, staff_user):
     assert ApiToken.authenticate(key) == staff_user
     staff_client.post(reverse("admin:traces_apitoken_changelist"), {"action": "revoke", "_selected_action": [token.pk]})
     assert ApiToken.authenticate(key) is None
+
+
+def test_last_used_is_kept_to_the_minute_without_a_write_per_request(django_user_model, django_assert_num_queries):
+    user = django_user_model.objects.create_user("hugo")
+    token, key = ApiToken.issue(user, "exporter")
+    assert ApiToken.authenticate(key) == user
+    first = ApiToken.objects.get(pk=token.pk).last_used_at
+    assert first is not None
+    with django_assert_num_queries(1):  # the lookup only: an exporter sends several requests a second
+        assert ApiToken.authenticate(key) == user
+    assert ApiToken.objects.get(pk=token.pk).last_used_at == first
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=first - ApiToken.LAST_USED_EVERY)
+    with django_assert_num_queries(2):
+        assert ApiToken.authenticate(key) == user
+    assert ApiToken.objects.get(pk=token.pk).last_used_at > first - ApiToken.LAST_USED_EVERY
+    token.revoked_at = first
+    token.save()
+    assert ApiToken.authenticate(key) is None  # revoked: refused at once, however recently used

@@ -30,7 +30,6 @@ import time
 import uuid
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from agents.chat import Usage
@@ -48,6 +47,7 @@ from agents.events import (
 )
 from agents.pricing import PriceTable
 from traces.access import SessionKey
+from traces.db import live_read
 from traces.loops import PerLoop
 from traces.models import Run, Trace
 from traces.otlp import Span
@@ -494,7 +494,7 @@ def _parents_first(spans: list[Span]) -> list[Span]:
     return ordered
 
 
-@sync_to_async
+@live_read
 def _stored(
     trace_ids: list[uuid.UUID],
 ) -> tuple[dict[uuid.UUID, dict[str, Any]], dict[uuid.UUID, list[dict[str, Any]]]]:

@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from traces import otlp
+from traces.db import live_read
 from traces.ingest import get_ingestor
 from traces.metrics import OTLP_REQUESTS, OTLP_SPANS
 from traces.models import ApiToken
@@ -51,7 +51,7 @@ async def receive_traces(request: HttpRequest) -> HttpResponse:
     except otlp.OtlpError as exc:
         OTLP_REQUESTS.labels(str(exc.status)).inc()
         return HttpResponse(f"{exc}\n", status=exc.status, content_type="text/plain")
-    user = await sync_to_async(ApiToken.authenticate)(_bearer(request))
+    user = await live_read(ApiToken.authenticate)(_bearer(request))
     if user is None:
         response = _response(
             kind, otlp.error_body(kind, "a valid API token is needed: Authorization: Bearer ts_…"), 401

@@ -12,7 +12,8 @@ import zlib
 
 import pytest
 from channels.db import database_sync_to_async
-from django.test import AsyncClient
+from channels.testing import HttpCommunicator
+from django.core.asgi import get_asgi_application
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -24,6 +25,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 from tests.live import connect, receive, receive_until, send
 from traces.ingest import RUN_NAMESPACE, get_ingestor, run_id, run_text_id, trace_uuid
 from traces.models import ApiToken, Event, Run, Trace
+from traces.receiver import OtlpEndpoint
 from traces.recorder import get_event_store
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -120,19 +122,38 @@ async def token(django_user_model):
     return await database_sync_to_async(issue)()
 
 
+class Response:
+    """An answer of the OTLP endpoint, read as a test reads one."""
+
+    def __init__(self, answer: dict) -> None:
+        self.status_code = answer["status"]
+        self.content = answer["body"]
+        self.headers = {name.decode().lower(): value.decode() for name, value in answer["headers"]}
+
+    def __getitem__(self, name: str) -> str:
+        return self.headers[name.lower()]
+
+    def json(self):
+        return json.loads(self.content)
+
+
 @pytest.fixture
 async def post(token, settings):
+    """POST to ``/v1/traces`` through the server's ASGI application (Django's behind it)."""
     settings.TRACE_OTLP_COMPLETE_AFTER_SECONDS = 0.0
-    client = AsyncClient()
+    endpoint = OtlpEndpoint(get_asgi_application())
     _, key = token
 
-    async def send(body, content_type="application/json", key=key, encoding=None):
+    async def send(body, content_type="application/json", key=key, encoding=None, method="POST", host="testserver"):
         if isinstance(body, dict):
             body = json.dumps(body).encode()
-        headers = {"Content-Encoding": encoding} if encoding else {}
+        headers = [(b"host", host.encode()), (b"content-type", content_type.encode())]
+        if encoding:
+            headers.append((b"content-encoding", encoding.encode()))
         if key:
-            headers["Authorization"] = f"Bearer {key}"
-        return await client.post("/v1/traces", data=body, content_type=content_type, headers=headers)
+            headers.append((b"authorization", f"Bearer {key}".encode()))
+        communicator = HttpCommunicator(endpoint, method, "/v1/traces", body=body, headers=headers)
+        return Response(await communicator.get_response(timeout=60))
 
     yield send
     await get_ingestor().aclose()
@@ -317,6 +338,10 @@ async def test_bad_requests_get_clear_statuses_and_store_nothing(post, token, dj
     response = await post(bad_id)
     assert response.status_code == 400 and "bad id" in response.json()["message"]
     assert (await post(b"not gzip", encoding="gzip")).status_code == 400
+    response = await post(body, method="GET")
+    assert response.status_code == 405 and response["Allow"] == "POST"
+    response = await post(body, host="attacker.example")
+    assert response.status_code == 400 and b"ALLOWED_HOSTS" in response.content
     assert await Trace.objects.acount() == 0
 
     # Revoked: refused from then on.
@@ -417,12 +442,39 @@ async def test_a_live_trace_gets_its_question_and_model_from_spans_that_come_lat
     assert trace.model == "gpt-4o-mini"
 
 
+async def test_a_streamed_body_is_read_only_until_it_passes_the_limit(token, settings):
+    settings.TRACE_OTLP_MAX_BODY_BYTES = 65536
+    _, key = token
+    chunk = b" " * 4096
+    taken = 0
+
+    async def receive():
+        nonlocal taken
+        taken += 1
+        return {"type": "http.request", "body": chunk, "more_body": taken < 64}  # 256 KiB in all
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/traces",
+        "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"), (b"authorization", f"Bearer {key}".encode())],
+    }  # fmt: skip
+    await OtlpEndpoint(None)(scope, receive, send)
+    assert sent[0]["status"] == 413 and b"larger than 65,536 bytes" in sent[1]["body"]
+    assert taken == 65536 // 4096 + 1  # not a chunk more than it took to pass the limit
+
+
 @pytest.mark.usefixtures("token")
 def test_a_body_over_the_limit_is_refused_before_it_is_read():
-    """Django's ASGI handler spools a whole body before any view runs. Under uvicorn, which streams
-    bodies to the application, a Content-Length over the limit is answered at once and a chunked
-    body as soon as it passes the limit. (daphne reads a whole body before the application sees
-    it: the README says to limit bodies at the proxy in front of it.)"""
+    """Under uvicorn, which streams bodies to the application, a Content-Length over the limit is
+    answered at once, and a request without a valid token before its body is read. (daphne reads a
+    whole body before the application sees it: the README says to limit bodies at the proxy in
+    front of it.)"""
     import http.client
 
     from tests.servers import uvicorn
@@ -445,7 +497,7 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read():
         connection.request(
             "POST", "/v1/traces", body=chunks(), headers={"Content-Type": "application/json"}, encode_chunked=True
         )
-        assert connection.getresponse().status == 413
+        assert connection.getresponse().status == 401
 
         connection = http.client.HTTPConnection(name, int(port), timeout=10)  # and it keeps serving
         connection.request("POST", "/v1/traces", body=b"{}", headers={"Content-Type": "application/json"})

@@ -3,9 +3,16 @@
 Answers as OTLP/HTTP says: 200 with an ``ExportTraceServiceResponse`` in the request's encoding
 (``partial_success`` counting the spans that were not taken, and why), 400 for a body that is
 not a trace export, 401 without a valid API token (``Authorization: Bearer ts_…``; the token's
-user owns the traces), 413 above ``TRACE_OTLP_MAX_BODY_BYTES`` (before or after decompression),
-415 for other content types or encodings, and 503 with ``Retry-After`` while the history cannot
-be written (exporters retry it; spans are idempotent).
+user owns the traces), 413 above ``TRACE_OTLP_MAX_BODY_BYTES`` (announced, received or
+decompressed), 415 for other content types or encodings, and 503 with ``Retry-After`` while the
+history cannot be written (exporters retry it; spans are idempotent).
+
+The endpoint is an ASGI application in front of Django's (``tracesite/asgi.py``), as the
+WebSocket consumers are, not a Django view: an export needs none of the pages' middleware
+(sessions, CSRF, CSP, messages), and Django runs each ``MiddlewareMixin`` hook in a worker
+thread under ASGI — sixteen thread hops for every export, a tenth of the server's CPU at exports
+of 512 spans (docs/benchmarks.md). Here a request stays on the event loop except for its two
+database reads (the token, the traces seen before), which run on the live path's reader threads.
 """
 
 from __future__ import annotations
@@ -14,9 +21,7 @@ import logging
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.decorators import login_not_required
-from django.http import HttpRequest, HttpResponse
-from django.views.decorators.csrf import csrf_exempt
+from django.http.request import split_domain_port, validate_host
 
 from traces import otlp
 from traces.db import live_read
@@ -27,127 +32,134 @@ from traces.recorder import TraceStoreError
 
 logger = logging.getLogger(__name__)
 
-
-def _response(kind: str, body: bytes, status: int = 200) -> HttpResponse:
-    OTLP_REQUESTS.labels(str(status)).inc()
-    return HttpResponse(body, status=status, content_type=kind)
+PATH = "/v1/traces"
+TEXT = "text/plain; charset=utf-8"
 
 
-def _bearer(request: HttpRequest) -> str:
-    header = request.headers.get("Authorization", "")
-    scheme, _, key = header.partition(" ")
+class Answer:
+    """A response: status, content type, body and any further headers."""
+
+    def __init__(self, status: int, kind: str, body: bytes, **headers: str) -> None:
+        self.status, self.kind, self.body, self.headers = status, kind, body, headers
+
+
+class OtlpEndpoint:
+    """ASGI: ``/v1/traces`` answered here; every other request goes on to ``app`` (Django)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("path") != PATH:
+            await self.app(scope, receive, send)
+            return
+        headers = _headers(scope)
+        try:
+            answer = await _export(scope, headers, receive)
+        except _Disconnected:
+            return  # the client went away while sending: nobody to answer
+        except Exception:  # a bug: answered as Django would, and logged
+            logger.exception("otlp export failed")
+            answer = Answer(500, TEXT, b"server error\n")
+        OTLP_REQUESTS.labels(str(answer.status)).inc()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": answer.status,
+                "headers": [
+                    (b"content-type", answer.kind.encode()),
+                    (b"content-length", str(len(answer.body)).encode()),
+                    *((name.lower().encode(), value.encode()) for name, value in answer.headers.items()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": answer.body})
+
+
+class _Disconnected(Exception):
+    pass
+
+
+def _headers(scope: dict) -> dict[str, str]:
+    """The request's headers by lower-case name (the last of repeated ones)."""
+    return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers") or []}
+
+
+def _bearer(headers: dict[str, str]) -> str:
+    scheme, _, key = headers.get("authorization", "").partition(" ")
     return key.strip() if scheme.lower() == "bearer" else ""
 
 
-@csrf_exempt
-@login_not_required
-async def receive_traces(request: HttpRequest) -> HttpResponse:
-    if request.method != "POST":
-        response = HttpResponse("POST OTLP trace exports here\n", status=405, content_type="text/plain")
-        response["Allow"] = "POST"
-        return response
-    try:
-        kind = otlp.content_type(request.headers.get("Content-Type", ""))
-    except otlp.OtlpError as exc:
-        OTLP_REQUESTS.labels(str(exc.status)).inc()
-        return HttpResponse(f"{exc}\n", status=exc.status, content_type="text/plain")
-    user = await live_read(ApiToken.authenticate)(_bearer(request))
-    if user is None:
-        response = _response(
-            kind, otlp.error_body(kind, "a valid API token is needed: Authorization: Bearer ts_…"), 401
-        )
-        response["WWW-Authenticate"] = 'Bearer realm="tracesite"'
-        return response
+def _allowed_host(headers: dict[str, str]) -> bool:
+    """``ALLOWED_HOSTS``, checked as Django checks it for its views."""
+    domain, _ = split_domain_port(headers.get("host", ""))
+    allowed = settings.ALLOWED_HOSTS
+    if settings.DEBUG and not allowed:
+        allowed = [".localhost", "127.0.0.1", "[::1]"]
+    return bool(domain) and validate_host(domain, allowed)
+
+
+def _error(kind: str, error: otlp.OtlpError) -> Answer:
+    return Answer(error.status, kind, otlp.error_body(kind, str(error)))
+
+
+async def _export(scope: dict, headers: dict[str, str], receive: Any) -> Answer:
     limit = settings.TRACE_OTLP_MAX_BODY_BYTES
+    too_large = f"the body is larger than {limit:,} bytes\n".encode()
+    declared = headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return Answer(413, TEXT, too_large)  # refused before a byte of it is read
+    if not _allowed_host(headers):
+        return Answer(400, TEXT, b"the Host header is not one of ALLOWED_HOSTS\n")
+    if scope.get("method") != "POST":
+        return Answer(405, TEXT, b"POST OTLP trace exports here\n", Allow="POST")
     try:
-        declared = int(request.headers.get("Content-Length") or 0)
-    except ValueError:
-        declared = 0
+        kind = otlp.content_type(headers.get("content-type", ""))
+    except otlp.OtlpError as exc:
+        return Answer(exc.status, TEXT, f"{exc}\n".encode())
+    user = await live_read(ApiToken.authenticate)(_bearer(headers))
+    if user is None:
+        body = otlp.error_body(kind, "a valid API token is needed: Authorization: Bearer ts_…")
+        return Answer(401, kind, body, **{"WWW-Authenticate": 'Bearer realm="tracesite"'})
+    received = await _body(receive, limit)
+    if received is None:
+        return Answer(413, TEXT, too_large)
     try:
-        if declared > limit:
-            raise otlp.OtlpError(413, f"the body is larger than {limit:,} bytes")
-        body = request.read(limit + 1)
-        if len(body) > limit:
-            raise otlp.OtlpError(413, f"the body is larger than {limit:,} bytes")
-        body = otlp.inflate(body, request.headers.get("Content-Encoding", ""), limit)
+        body = otlp.inflate(received, headers.get("content-encoding", ""), limit)
         export = otlp.parse(body, kind)
         spans = otlp.spans(export, settings.TRACE_OTLP_MAX_ATTRIBUTE_BYTES)
     except otlp.OtlpError as exc:
-        return _response(kind, otlp.error_body(kind, str(exc)), exc.status)
+        return _error(kind, exc)
     dropped = max(0, len(spans) - settings.TRACE_OTLP_MAX_SPANS)
     spans = spans[: settings.TRACE_OTLP_MAX_SPANS]
     try:
         rejected, reason = await get_ingestor().ingest(spans, user.pk)
     except TraceStoreError as exc:
         logger.warning("otlp export not stored (the exporter will retry): %s", exc)
-        response = _response(kind, otlp.error_body(kind, "the trace history is unavailable; retry later"), 503)
-        response["Retry-After"] = "5"
-        return response
+        body = otlp.error_body(kind, "the trace history is unavailable; retry later")
+        return Answer(503, kind, body, **{"Retry-After": "5"})
     OTLP_SPANS.labels("stored").inc(len(spans) - rejected)
     OTLP_SPANS.labels("rejected").inc(rejected + dropped)
     if dropped:
         reason = "; ".join(
             filter(None, [f"{dropped} span(s) over the limit of {settings.TRACE_OTLP_MAX_SPANS} a request", reason])
         )
-    return _response(kind, otlp.answer(kind, rejected + dropped, reason))
+    return Answer(200, kind, otlp.answer(kind, rejected + dropped, reason))
 
 
-class _TooLarge(Exception):
-    pass
-
-
-class BodyLimit:
-    """ASGI middleware: a request body for ``/v1/traces`` over ``TRACE_OTLP_MAX_BODY_BYTES`` is
-    answered 413 as soon as its Content-Length says so, or as soon as that many bytes have come —
-    before Django's ASGI handler, which spools a whole body to memory or disk before any view runs.
-    """
-
-    PATHS = ("/v1/traces",)
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope.get("path") not in self.PATHS:
-            await self.app(scope, receive, send)
-            return
-        limit = settings.TRACE_OTLP_MAX_BODY_BYTES
-        length = dict(scope.get("headers") or []).get(b"content-length", b"")
-        if length.isdigit() and int(length) > limit:
-            await _refuse(send, limit)
-            return
-        received = 0
-        started = False
-
-        async def limited() -> dict:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise _TooLarge
-            return message
-
-        async def watched(message: dict) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited, watched)
-        except _TooLarge:
-            if not started:
-                await _refuse(send, limit)
-
-
-async def _refuse(send: Any, limit: int) -> None:
-    OTLP_REQUESTS.labels("413").inc()
-    body = f"the body is larger than {limit:,} bytes\n".encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+async def _body(receive: Any, limit: int) -> bytes | None:
+    """The request's body as it arrives, or None as soon as it passes ``limit`` bytes (the rest
+    is not read: a server that streams bodies, like uvicorn, stops taking them)."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts)

@@ -14,7 +14,7 @@ from django.conf import settings  # noqa: E402
 
 from traces import gctune  # noqa: E402
 from traces.lifespan import lifespan  # noqa: E402
-from traces.receiver import BodyLimit  # noqa: E402
+from traces.receiver import OtlpEndpoint  # noqa: E402
 from traces.routing import websocket_urlpatterns  # noqa: E402
 from traces.security import origin_validator  # noqa: E402
 from traces.writer import use_writer_process  # noqa: E402
@@ -23,8 +23,8 @@ use_writer_process()  # the server's history rows are written by a process of it
 
 application = ProtocolTypeRouter(
     {
-        # OTLP exports over the size limit are refused before Django reads (and spools) them.
-        "http": BodyLimit(django_asgi_app),
+        # OTLP exports (/v1/traces) are answered on the event loop, without Django's middleware.
+        "http": OtlpEndpoint(django_asgi_app),
         # uvicorn: runs closed and history drained on shutdown (daphne sends no lifespan events).
         "lifespan": lifespan,
         # Like AllowedHostsOriginValidator, plus TRACE_ALLOWED_ORIGINS (a separately served front end).

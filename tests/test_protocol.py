@@ -8,6 +8,8 @@ import re
 import uuid
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agents.events import EventType, format_timestamp, parse_timestamp
 from traces import protocol
@@ -167,3 +169,19 @@ def test_it_counts_the_size_limit_in_bytes_not_characters():
     assert parse({"action": "start_agent", "question": question}).fields["question"] == question
     with pytest.raises(ProtocolError, match="larger than"):
         parse({"action": "ping", "client_time": "数" * 22000})
+
+
+@given(
+    st.datetimes(
+        min_value=dt.datetime(1900, 1, 1),
+        max_value=dt.datetime(2200, 1, 1),
+        timezones=st.sampled_from(
+            [dt.UTC, dt.timezone(dt.timedelta(hours=5, minutes=30)), dt.timezone(-dt.timedelta(hours=8))]
+        ),
+    )
+)
+def test_timestamps_are_formatted_as_isoformat_would_whatever_was_formatted_before(moment):
+    # Formatted from a cache of whole seconds: the same text as isoformat's, in UTC.
+    expected = moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert format_timestamp(moment) == expected
+    assert format_timestamp(moment) == expected  # the second time from the cache

@@ -257,10 +257,11 @@ def format_timestamp(moment: dt.datetime) -> str:
         if len(_seconds) >= 4096:
             _seconds.clear()
         prefix = _seconds[key] = utc.strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{prefix}.{utc.microsecond // 1000:03d}Z"
+    return prefix + _MILLISECONDS[utc.microsecond // 1000]
 
 
 _seconds: dict[int, str] = {}  # whole seconds since 1970 -> "YYYY-MM-DDTHH:MM:SS"
+_MILLISECONDS = [f".{ms:03d}Z" for ms in range(1000)]
 
 
 def parse_timestamp(value: str) -> dt.datetime:

@@ -372,9 +372,9 @@ def _converter(field: models.Field) -> Callable[[Any], Any]:
         adapt = connection.ops.adapt_datetimefield_value
         if settings.USE_TZ and connection.timezone_name == "UTC":
             # The vendors' step for an aware datetime is make_naive in the connection's zone, then
-            # str(): for the UTC datetimes the recorder makes, that is dropping the tzinfo.
+            # str(): for the UTC datetimes the recorder makes, that is the text without "+00:00".
             return lambda value: (
-                str(value.replace(tzinfo=None)) if type(value) is dt.datetime and value.tzinfo is dt.UTC
+                value.isoformat(" ")[:-6] if type(value) is dt.datetime and value.tzinfo is dt.UTC
                 else None if value is None else adapt(value)
             )  # fmt: skip
         return lambda value: None if value is None else adapt(value)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -28,7 +30,8 @@ QUESTION = "显示用户表的10条用户数据"
 
 def prepare() -> None:
     """A fresh data directory with the demo database, as ``bench/live.py`` gives its servers."""
-    os.environ["TRACESITE_DATA_DIR"] = tempfile.mkdtemp(prefix="tracesite-bench-")
+    os.environ["TRACESITE_DATA_DIR"] = path = tempfile.mkdtemp(prefix="tracesite-bench-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
     os.environ["TRACESITE_ENV_FILE"] = ""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tracesite.settings")
     for command in (["migrate", "--noinput", "-v0"], ["seeddemo", "-v0"]):

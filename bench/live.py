@@ -33,10 +33,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import multiprocessing
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -190,6 +192,14 @@ def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 60) -> 
     raise TimeoutError(f"nothing listens on {port}")
 
 
+def _data_dir() -> str:
+    """A data directory for one benchmark's servers, removed when the benchmark ends (an ingest
+    run leaves a database of a few hundred MB)."""
+    path = tempfile.mkdtemp(prefix="tracesite-bench-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def tracesite_env(backend: str, sessions: int) -> dict[str, str]:
     env = {
         **os.environ,
@@ -203,7 +213,7 @@ def tracesite_env(backend: str, sessions: int) -> dict[str, str]:
         # Bench clients start their next trace the moment one ends: with the built-in model that
         # is faster than the per-socket flood limit (10 messages/s) allows a person.
         "TRACE_RATE_LIMIT": "1000",
-        "TRACESITE_DATA_DIR": tempfile.mkdtemp(prefix="tracesite-bench-"),
+        "TRACESITE_DATA_DIR": _data_dir(),
         "PYTHONPATH": str(ROOT),
     }
     if backend == "mysql":

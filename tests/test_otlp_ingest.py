@@ -144,10 +144,14 @@ async def post(token, settings):
     endpoint = OtlpEndpoint(get_asgi_application())
     _, key = token
 
-    async def send(body, content_type="application/json", key=key, encoding=None, method="POST", host="testserver"):
+    async def send(
+        body, content_type="application/json", key=key, encoding=None, method="POST", host="testserver", forwarded=None
+    ):
         if isinstance(body, dict):
             body = json.dumps(body).encode()
         headers = [(b"host", host.encode()), (b"content-type", content_type.encode())]
+        if forwarded:
+            headers.append((b"x-forwarded-host", forwarded.encode()))
         if encoding:
             headers.append((b"content-encoding", encoding.encode()))
         if key:
@@ -325,7 +329,7 @@ async def test_an_open_span_without_news_is_abandoned_and_its_trace_ends(post, s
     assert root_run.status == Run.Status.ERROR and root_run.error_type == "Abandoned"
 
 
-async def test_bad_requests_get_clear_statuses_and_store_nothing(post, token, django_user_model):
+async def test_bad_requests_get_clear_statuses_and_store_nothing(post, token, django_user_model, settings):
     body = export(*agent_spans())
     assert (await post(body, key="")).status_code == 401
     assert (await post(body, key="ts_not-a-token")).status_code == 401
@@ -342,6 +346,9 @@ async def test_bad_requests_get_clear_statuses_and_store_nothing(post, token, dj
     assert response.status_code == 405 and response["Allow"] == "POST"
     response = await post(body, host="attacker.example")
     assert response.status_code == 400 and b"ALLOWED_HOSTS" in response.content
+    settings.USE_X_FORWARDED_HOST = True  # behind a proxy, the host it was asked for
+    assert (await post(body, host="testserver", forwarded="attacker.example")).status_code == 400
+    settings.USE_X_FORWARDED_HOST = False
     assert await Trace.objects.acount() == 0
 
     # Revoked: refused from then on.

@@ -10,8 +10,8 @@ history cannot be written (exporters retry it; spans are idempotent).
 The endpoint is an ASGI application in front of Django's (``tracesite/asgi.py``), as the
 WebSocket consumers are, not a Django view: an export needs none of the pages' middleware
 (sessions, CSRF, CSP, messages), and Django runs each ``MiddlewareMixin`` hook in a worker
-thread under ASGI — sixteen thread hops for every export, a tenth of the server's CPU at exports
-of 512 spans (docs/benchmarks.md). Here a request stays on the event loop except for its two
+thread under ASGI: a thread hop for each hook of every export, about a tenth of the server's CPU
+at exports of 512 spans (docs/benchmarks.md). Here a request stays on the event loop except for its two
 database reads (the token, the traces seen before), which run on the live path's reader threads.
 """
 
@@ -92,15 +92,14 @@ def _bearer(headers: dict[str, str]) -> str:
 
 def _allowed_host(headers: dict[str, str]) -> bool:
     """``ALLOWED_HOSTS``, checked as Django checks it for its views."""
-    domain, _ = split_domain_port(headers.get("host", ""))
+    host = headers.get("host", "")
+    if settings.USE_X_FORWARDED_HOST and headers.get("x-forwarded-host"):
+        host = headers["x-forwarded-host"]
+    domain, _ = split_domain_port(host)
     allowed = settings.ALLOWED_HOSTS
     if settings.DEBUG and not allowed:
         allowed = [".localhost", "127.0.0.1", "[::1]"]
     return bool(domain) and validate_host(domain, allowed)
-
-
-def _error(kind: str, error: otlp.OtlpError) -> Answer:
-    return Answer(error.status, kind, otlp.error_body(kind, str(error)))
 
 
 async def _export(scope: dict, headers: dict[str, str], receive: Any) -> Answer:
@@ -129,7 +128,7 @@ async def _export(scope: dict, headers: dict[str, str], receive: Any) -> Answer:
         export = otlp.parse(body, kind)
         spans = otlp.spans(export, settings.TRACE_OTLP_MAX_ATTRIBUTE_BYTES)
     except otlp.OtlpError as exc:
-        return _error(kind, exc)
+        return Answer(exc.status, kind, otlp.error_body(kind, str(exc)))
     dropped = max(0, len(spans) - settings.TRACE_OTLP_MAX_SPANS)
     spans = spans[: settings.TRACE_OTLP_MAX_SPANS]
     try:

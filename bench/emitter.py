@@ -12,7 +12,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tracesite.settings")
 
 # isort: off
 from tracesite.asgi import application  # first: sets Django up
-from traces import runner
+from traces.live import agent_runs as runner
 from bench.scripted import ScriptedAgent
 
 # isort: on

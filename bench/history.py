@@ -126,7 +126,7 @@ def main() -> None:
     sample = Trace.objects.order_by("-started_at").first()
     from urllib.parse import quote
 
-    from traces.pagination import encode
+    from traces.pages.pagination import encode
 
     deep = Trace.objects.order_by("-started_at", "-id")[min(49_950, Trace.objects.count() - 1)]
     pages = {

@@ -36,7 +36,7 @@ async def record(events: int) -> uuid.UUID:
     from agents.events import EventType
     from bench.scripted import fresh_events
     from traces.access import SessionKey
-    from traces.recorder import EventStore, TraceRecorder
+    from traces.store.recorder import EventStore, TraceRecorder
 
     store = EventStore()
     recorder = TraceRecorder(session=SessionKey("replay-bench"), store=store)

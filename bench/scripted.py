@@ -73,7 +73,7 @@ class ScriptedModel:
 
 
 class ScriptedAgent:
-    """Quacks like ``agents.loop.Agent`` for ``traces.runner.run_trace``."""
+    """Quacks like ``agents.loop.Agent`` for ``traces.live.agent_runs.run_trace``."""
 
     name = "sql_agent"
     model = ScriptedModel()

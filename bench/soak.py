@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.live import tracesite_env, wait_for_port
-from traces.db import READ_THREADS
+from traces.store.pool import THREADS
 
 QUESTIONS = ["显示用户表的10条用户数据", "how many orders per country?", "top 5 products by price", "用户的平均年龄"]
 
@@ -258,7 +258,7 @@ def main() -> None:
         failures.append(
             f"the writer process's RSS grew from {warm['writer_rss_mib']} MiB after warm-up to {end['writer_rss_mib']} MiB"
         )
-    if end["db_connections"] > max(warm["db_connections"], READ_THREADS + 1):  # readers + the recorder's writer
+    if end["db_connections"] > max(warm["db_connections"], THREADS + 1):  # readers + the recorder's writer
         failures.append(f"database connections grew from {warm['db_connections']} to {end['db_connections']}")
     if end["threads"] > warm["threads"] + 2:
         failures.append(f"threads grew from {warm['threads']} to {end['threads']}")

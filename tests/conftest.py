@@ -191,6 +191,18 @@ def fresh_channel_layer():
     channel_layers.backends.clear()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """The runtime a test's in-process server started (its store, heartbeat, reaper...) is stopped
+    as a server stops it, on the test's event loop, before the test's database goes away."""
+    from traces.runtime import all_loops_runtimes
+
+    for loop, runtime in all_loops_runtimes():
+        if not runtime.stopped and not loop.is_closed() and not loop.is_running():
+            loop.run_until_complete(runtime.stop(seconds=5))
+    return (yield)
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if inspect.iscoroutinefunction(getattr(item, "obj", None)):

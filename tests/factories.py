@@ -1,4 +1,4 @@
-"""Sample traces for tests: real rows, as the recorder would have written them."""
+"""Sample traces for tests: real rows, as the store writes them."""
 
 from __future__ import annotations
 
@@ -9,51 +9,91 @@ from django.utils import timezone
 
 from agents.events import EventType, format_timestamp, utcnow
 from traces import protocol
-from traces.models import Event, Run, Trace
+from traces.models import Trace
+from traces.store.writer import Numbered, store_now
 
 
 def make_trace(
     request: str = "显示用户表的10条用户数据", *, status: str = Trace.Status.SUCCESS, runs: int = 2, **fields
 ) -> Trace:
+    """A trace stored as the store stores an agent's: its events, and rows projected from them. A
+    step with ``runs`` tool calls under it, 120 tokens (on the step's end) and ``total_cost``;
+    ``status`` running leaves it without its end."""
     started = fields.pop("started_at", timezone.now() - dt.timedelta(seconds=5))
-    fields.setdefault("model", "builtin")
-    trace = Trace.objects.create(
-        name="sql_agent_execution",
-        agent_name="sql_agent",
-        request=request,
-        status=status,
-        started_at=started,
-        ended_at=started + dt.timedelta(seconds=2),
-        duration_ms=2000,
-        final_response=fields.pop("final_response", "Here are the rows."),
-        total_tokens=120,
-        **fields,
+    trace_id = fields.pop("id", None) or uuid.uuid4()
+    model = fields.pop("model", "builtin")
+    metadata = {"model": model, **fields.pop("metadata", {})}
+    cost = fields.pop("total_cost", 0)
+    final_response = fields.pop("final_response", "Here are the rows.")
+    error = fields.pop("error", "")
+    origin = {"started_at": started, "session_id": fields.pop("session_id", "s")}
+    if "owner" in fields:
+        owner = fields.pop("owner")
+        origin["owner_id"] = owner.pk if owner is not None else None
+    if "rerun_of" in fields:
+        original = fields.pop("rerun_of")
+        origin["rerun_of_id"] = original.pk if original is not None else None
+    for name in ("source", "runner", "feedback", "feedback_comment"):
+        if name in fields:
+            origin[name] = fields.pop(name)
+    assert not fields, f"make_trace cannot set {sorted(fields)}"
+
+    events: list[tuple] = []
+    step_id = uuid.uuid4()
+    at = started
+
+    def add(kind: EventType, data: dict, moment: dt.datetime) -> None:
+        events.append((kind, data, moment))
+
+    add(
+        EventType.TRACE_STARTED,
+        {
+            "trace_id": str(trace_id),
+            "trace_name": "sql_agent_execution",
+            "request": request,
+            "agent_name": "sql_agent",
+            "max_steps": 10,
+            "metadata": metadata,
+        },
+        at,
     )
-    step = Run.objects.create(
-        trace=trace, name="step_1", run_type=Run.Type.AGENT, status=Run.Status.SUCCESS, start_time=started
-    )
+    add(EventType.STEP_STARTED, run_fields(trace_id, step_id, "step_1", "agent", "running", start=at), at)
     for i in range(runs):
-        Run.objects.create(
-            trace=trace,
-            parent=step,
-            name=f"run_{i}",
-            run_type=Run.Type.TOOL,
-            status=Run.Status.SUCCESS,
-            start_time=started,
+        tool_id = uuid.uuid4()
+        add(EventType.TOOL_STARTED, run_fields(trace_id, tool_id, f"run_{i}", "tool", "running", step_id, start=at), at)
+        add(
+            EventType.TOOL_COMPLETED,
+            run_fields(trace_id, tool_id, f"run_{i}", "tool", "success", step_id, start=at),
+            at,
         )
-    for seq, kind in enumerate([EventType.TRACE_STARTED, EventType.TRACE_COMPLETED], start=1):
-        message = protocol.envelope(kind, {"trace_id": str(trace.pk)}, session_id="s", trace_id=trace.pk, seq=seq)
-        Event.objects.create(
-            trace=trace,
-            seq=seq,
-            event_type=kind,
-            timestamp=started,
-            message_id=message["message_id"],
-            envelope=protocol.dumps(message),
+    usage = {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
+    step_end = run_fields(
+        trace_id, step_id, "step_1", "agent", "success", start=at, token_usage=usage, cost=float(cost)
+    )
+    add(EventType.RUN_COMPLETED, step_end, at)
+    ended = started + dt.timedelta(seconds=2)
+    if status != Trace.Status.RUNNING:
+        completed = {
+            "trace_id": str(trace_id),
+            "duration_ms": 2000,
+            "total_runs": 1 + runs,
+            "status": status,
+            "total_cost": float(cost),
+            "total_tokens": 120,
+            "final_response": final_response,
+        }
+        if error:
+            completed.update(error=error, error_type="Error")
+        add(EventType.TRACE_COMPLETED, completed, ended)
+    numbered = []
+    for seq, (kind, data, moment) in enumerate(events, start=1):
+        message = protocol.envelope(
+            kind, data, session_id=origin["session_id"], timestamp=moment, trace_id=trace_id, seq=seq
         )
-    trace.last_seq = 2
-    trace.save(update_fields=["last_seq"])
-    return trace
+        numbered.append(Numbered(trace_id, seq, kind, moment, message["message_id"], protocol.dumps(message), data))
+    outcome = store_now(numbered, {trace_id: origin})
+    assert not outcome.failed, outcome.failed
+    return Trace.objects.get(pk=trace_id)
 
 
 def run_fields(
@@ -63,9 +103,11 @@ def run_fields(
     run_type: str,
     status: str,
     parent: uuid.UUID | None = None,
+    *,
+    start: dt.datetime | None = None,
     **extra,
 ) -> dict:
-    now = format_timestamp(utcnow())
+    now = format_timestamp(start or utcnow())
     fields = {
         "run_id": str(run_id),
         "trace_id": str(trace_id),

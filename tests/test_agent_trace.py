@@ -8,10 +8,10 @@ from agents.events import PAYLOADS, RUN_EVENTS, EventType
 from agents.loop import _message_view
 from traces import protocol
 from traces.access import SessionKey
-from traces.hub import Hub
+from traces.live.agent_runs import run_trace
+from traces.live.hub import Hub
 from traces.models import Event, Run, Trace
-from traces.recorder import EventStore
-from traces.runner import run_trace
+from traces.store.recorder import EventStore
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("configured_agent_db")]
 

@@ -14,10 +14,10 @@ from agents.tools import QueryTool, SchemaTool
 from tests.agentdb import mysql_database, sqlite_database
 from traces import protocol
 from traces.access import SessionKey
-from traces.hub import Hub
+from traces.live.agent_runs import run_trace
+from traces.live.hub import Hub
 from traces.models import Event, Run, Trace
-from traces.recorder import EventStore, TraceRecorder
-from traces.runner import run_trace
+from traces.store.recorder import EventStore, TraceRecorder
 
 
 @pytest.fixture(params=["sqlite", "mysql"])

@@ -11,10 +11,10 @@ import pytest
 
 from agents.events import EventType
 from traces.access import SessionKey
-from traces.bus import GROUP, Bus
 from traces.compat import InMemoryChannelLayer
-from traces.hub import Hub
-from traces.recorder import EventStore, TraceRecorder
+from traces.live.bus import GROUP, Bus
+from traces.live.hub import Hub
+from traces.store.recorder import EventStore, TraceRecorder
 
 
 class CancelAsKeyError(InMemoryChannelLayer):

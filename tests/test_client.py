@@ -24,7 +24,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.servers import ROOT, completed_trace, daphne, free_port, read_until
-from traces import otlp
+from traces.ingest import otlp
 from traces.models import ApiToken, Run, Trace
 from tracesite_client import Tracesite
 

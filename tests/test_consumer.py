@@ -146,16 +146,16 @@ async def test_it_allows_one_running_agent_per_session():
 
 async def test_a_question_right_after_trace_completed_is_not_refused_as_busy(monkeypatch):
     """The client may see trace_completed before the finished run has tidied up (here: slowly)."""
-    from traces import live
+    from traces.live import sessions
 
-    real_run_trace = live.run_trace
+    real_run_trace = sessions.run_trace
 
     async def slow_to_tidy_up(*args, **kwargs):
         result = await real_run_trace(*args, **kwargs)
         await asyncio.sleep(0.3)
         return result
 
-    monkeypatch.setattr(live, "run_trace", slow_to_tidy_up)
+    monkeypatch.setattr(sessions, "run_trace", slow_to_tidy_up)
     communicator, _ = await opened("/ws/back-to-back")
     for question in (
         "how many users?",
@@ -249,7 +249,7 @@ async def test_a_run_outlives_its_socket_and_a_reconnect_resumes_losslessly(slow
 async def test_a_resume_that_comes_after_the_hold_still_gets_every_event_once(slow_llm, monkeypatch):
     """On a busy server the client's subscribe_trace can come after the hold ran out and live
     events were sent: the events in between come then, so no seq is missing or sent twice."""
-    from traces import delivery
+    from traces.live import delivery
 
     monkeypatch.setattr(delivery, "HOLD_SECONDS", 0.1)
     tab, _ = await opened("/ws/late-resume?protocol=2")
@@ -454,15 +454,15 @@ async def test_every_event_a_client_saw_is_stored():
 async def test_events_this_process_never_heard_of_still_arrive(monkeypatch):
     """A batch another process stored can be lost on its way here (a Redis blip): a quiet,
     unfinished trace is caught up from the database."""
-    from traces import delivery
-    from traces.hub import Hub, get_hub
-    from traces.recorder import EventStore, TraceRecorder, get_event_store
+    from traces.live import delivery
+    from traces.live.hub import Hub
+    from traces.runtime import get_runtime
+    from traces.store.event_store import EventStore
+    from traces.store.recorder import TraceRecorder
 
     monkeypatch.setattr(delivery, "CATCH_UP_SECONDS", 0.2)
-    monkeypatch.setattr(Hub, "CATCH_UP_SECONDS", 0.2)
-    await get_hub().aclose()  # its ticker starts again with the new interval
     communicator, _ = await opened("/ws/dropped")
-    recorder = TraceRecorder(session=SessionKey("dropped"), store=get_event_store())
+    recorder = TraceRecorder(get_runtime().store, session=SessionKey("dropped"))
     await recorder.emit(EventType.TRACE_STARTED, {"trace_id": str(recorder.trace_id), "request": "q", "metadata": {}})
     await recorder.flush()
     assert (await receive(communicator))["seq"] == 1
@@ -485,11 +485,13 @@ async def test_a_resume_gets_every_event_when_publishing_lags_behind_storing():
     """Publishing runs a little behind storing: a client can reconnect when its trace is already
     finished in the database (so the hello reports no running trace) and still receive live
     events of it. Its subscribe_trace + after_seq must still get every event exactly once."""
-    from traces.hub import Hub, StoredEvent, get_hub
-    from traces.recorder import EventStore, TraceRecorder
+    from traces.live.hub import Hub
+    from traces.runtime import get_runtime
+    from traces.store.event_store import EventStore, StoredEvent
+    from traces.store.recorder import TraceRecorder
 
     silent = EventStore(hub=Hub())  # stored, not yet delivered
-    recorder = TraceRecorder(session=SessionKey("lagging"), store=silent)
+    recorder = TraceRecorder(silent, session=SessionKey("lagging"))
     await recorder.emit(EventType.TRACE_STARTED, {"trace_id": str(recorder.trace_id), "request": "q", "metadata": {}})
     for step in range(1, 5):
         await recorder.emit(EventType.STATUS_UPDATE, {"current_step": step})
@@ -509,7 +511,7 @@ async def test_a_resume_gets_every_event_when_publishing_lags_behind_storing():
         )
     )()
     # The lagging batch arrives now, with seq 4..6 (the last one the trace's end).
-    get_hub().deliver(
+    get_runtime().hub.deliver(
         [
             StoredEvent(str(recorder.trace_id), seq, protocol.session_group("lagging"), None, kind, text)
             for seq, kind, text in stored[3:]
@@ -544,7 +546,7 @@ async def test_a_client_gone_mid_run_ends_its_socket_cleanly():
     """Daphne raises when the app sends on a closed connection; the socket stops sending instead of crashing."""
     from channels.testing import WebsocketCommunicator
 
-    from traces.live import sockets
+    from traces.live.sessions import sockets
     from tracesite.asgi import application
 
     gone = False
@@ -573,7 +575,7 @@ async def test_a_client_gone_mid_run_ends_its_socket_cleanly():
 
 async def test_a_socket_the_server_cancels_leaves_nothing_running():
     """Daphne kills an app that is slow to close after a disconnect: its tasks and counts must go with it."""
-    from traces.live import sockets
+    from traces.live.sessions import sockets
 
     before = sockets.connections
     communicator, _ = await opened("/ws/cancelled")

@@ -6,34 +6,35 @@ import asyncio
 import threading
 
 import pytest
-from django.db import connection as default_connection
+from django.db import connections
 from django.db.backends.signals import connection_created
 
-from traces import recorder as recorder_module
-from traces import runner
 from traces.access import SessionKey
-from traces.hub import Hub
+from traces.live import agent_runs
+from traces.live.hub import Hub
 from traces.models import Event, Trace
-from traces.recorder import EventStore, _writer_thread
+from traces.store.event_store import EventStore
+from traces.store.sinks import ThreadSink
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("configured_agent_db")]
 
 
-def _close_writer_connection() -> None:
-    _writer_thread.submit(lambda: default_connection.close()).result()  # resolved on the writer thread
-
-
 async def test_a_run_fails_cleanly_when_the_history_stops_taking_writes(monkeypatch):
-    monkeypatch.setattr(recorder_module, "RETRY_DELAYS", (0.05, 0.05))
-    monkeypatch.setattr(runner, "FINALIZE_INTERVAL", 0.1)
+    monkeypatch.setattr(agent_runs, "FINALIZE_INTERVAL", 0.1)
     refusing = threading.Event()
 
     def read_only(sender, connection, **kwargs):
-        if refusing.is_set() and threading.current_thread().name.startswith("trace-recorder"):
+        if refusing.is_set() and threading.current_thread().name.startswith("trace-writer"):
             with connection.cursor() as cursor:
                 cursor.execute(
                     "PRAGMA query_only = 1" if connection.vendor == "sqlite" else "SET SESSION TRANSACTION READ ONLY"
                 )
+
+    sink = ThreadSink(retry_delays=(0.05, 0.05))
+
+    async def reconnect_writer() -> None:
+        """The sink's connection is opened again (and made read-only or not) on its own thread."""
+        await asyncio.get_running_loop().run_in_executor(sink._thread, connections.close_all)
 
     connection_created.connect(read_only)
     seen: list[dict] = []
@@ -42,26 +43,30 @@ async def test_a_run_fails_cleanly_when_the_history_stops_taking_writes(monkeypa
         seen.append(message)
         if message["event_type"] == "think_completed" and not refusing.is_set():
             refusing.set()  # the database goes away after the first model call
-            await asyncio.to_thread(_close_writer_connection)
+            await reconnect_writer()
 
-    store = EventStore(hub=Hub())
+    store = EventStore(sink, hub=Hub())
     try:
-        result = await runner.run_trace(
-            "显示用户表的10条用户数据",
-            session=SessionKey("outage"),
-            source=Trace.Source.WEBSOCKET,
-            listener=listener,
-            store=store,
+        await store.start()
+        run = asyncio.create_task(
+            agent_runs.run_trace(
+                "显示用户表的10条用户数据",
+                store=store,
+                session=SessionKey("outage"),
+                source=Trace.Source.WEBSOCKET,
+                listener=listener,
+            )
         )
-        assert result.status == "error" and "trace history unavailable" in result.error
+        async with asyncio.timeout(20):
+            while store.store_ok:  # the store finds the history unavailable
+                await asyncio.sleep(0.02)
         trace = await Trace.objects.aget()
         assert trace.status == Trace.Status.RUNNING  # not success: nothing half-written looks finished
 
         refusing.clear()  # the database is back
-        await asyncio.to_thread(_close_writer_connection)
-        async with asyncio.timeout(20):
-            while (await Trace.objects.aget()).status == Trace.Status.RUNNING:
-                await asyncio.sleep(0.05)
+        await reconnect_writer()
+        result = await asyncio.wait_for(run, 20)  # the run records its end once it can
+        assert result.status == "error" and "trace history unavailable" in result.error
     finally:
         connection_created.disconnect(read_only)
         await store.aclose()

@@ -44,7 +44,7 @@ async def test_it_reports_healthy_with_counts(async_client, monitoring, model_en
 async def test_it_is_degraded_without_the_channel_layer(async_client, settings, monitoring):
     settings.CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "traces.layer.BestEffortLayer",
+            "BACKEND": "traces.live.layer.BestEffortLayer",
             "CONFIG": {
                 "backend": "channels_redis.core.RedisChannelLayer",
                 "config": {"hosts": ["redis://127.0.0.1:1/0"]},
@@ -206,15 +206,15 @@ async def test_a_failing_model_endpoint_makes_it_degraded_until_a_call_succeeds(
 
 
 async def test_a_batch_waiting_on_the_database_makes_it_unhealthy(async_client, monitoring):
-    from traces.recorder import get_event_store
+    from traces.runtime import get_runtime
 
-    store = get_event_store()
-    store.writing_since = asyncio.get_running_loop().time() - 30  # as the writer sets it (time.monotonic)
+    store = get_runtime().store
+    store._answering.append(asyncio.get_running_loop().time() - 30)  # a batch sent 30 s ago (time.monotonic)
     try:
         body = json.loads((await async_client.get("/health")).content)
         assert body["status"] == "unhealthy" and "has waited" in body["checks"]["history_writer"]
     finally:
-        store.writing_since = None
+        store._answering.clear()
 
 
 async def test_database_checks_at_the_same_moment_share_one_probe_and_agree(monkeypatch):
@@ -222,7 +222,7 @@ async def test_database_checks_at_the_same_moment_share_one_probe_and_agree(monk
     told the database is stuck because another check's probe is still running."""
     import time
 
-    from traces import health
+    from traces.pages import health
 
     probe = health._probe_database
     calls = []

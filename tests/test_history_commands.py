@@ -61,7 +61,7 @@ def test_export_filters_and_writes_csv(tmp_path):
 
 
 def test_export_orders_by_start_time_then_id_the_same_on_every_database(monkeypatch):
-    from traces import transfer
+    from traces.store import transfer
 
     monkeypatch.setattr(transfer, "CHUNK", 2)  # the order holds from one page to the next
     now = timezone.now()
@@ -83,7 +83,7 @@ def test_export_orders_by_start_time_then_id_the_same_on_every_database(monkeypa
 
 
 def test_export_streams_in_chunks(django_assert_max_num_queries, monkeypatch):
-    from traces import transfer
+    from traces.store import transfer
 
     monkeypatch.setattr(transfer, "CHUNK", 5)
     for i in range(12):
@@ -95,8 +95,8 @@ def test_export_streams_in_chunks(django_assert_max_num_queries, monkeypatch):
 
 
 def test_export_reads_runs_and_events_per_chunk_not_per_trace(django_assert_num_queries, monkeypatch):
-    from traces import transfer
-    from traces.serializers import trace_document
+    from traces.store import transfer
+    from traces.store.serializers import trace_document
 
     monkeypatch.setattr(transfer, "CHUNK", 5)
     traces = [make_trace(f"q{i}") for i in range(12)]
@@ -107,6 +107,16 @@ def test_export_reads_runs_and_events_per_chunk_not_per_trace(django_assert_num_
         str(t.pk): json.loads(json.dumps(trace_document(t)))
         for t in Trace.objects.filter(pk__in=[t.pk for t in traces])
     }
+
+
+def with_a_gap(line: str) -> str:
+    """An exported trace with another id whose second event is missing."""
+    document = json.loads(line)
+    document["id"] = str(uuid.uuid4())
+    for event in document["events"]:
+        event["trace_id"] = document["id"]
+    del document["events"][1]
+    return json.dumps(document)
 
 
 def test_import_says_which_line_is_wrong_instead_of_a_traceback(tmp_path):
@@ -121,7 +131,8 @@ def test_import_says_which_line_is_wrong_instead_of_a_traceback(tmp_path):
         ("{not json", "not JSON"),
         ("[1, 2]", "not a JSON object"),
         ('{"id": "nope"}', '"id" is not a trace id'),
-        (json.dumps({"id": str(uuid.uuid4())}), "not a trace export: IntegrityError"),  # no name, no start…
+        (json.dumps({"id": str(uuid.uuid4())}), "the trace has no events"),  # nothing to rebuild its rows from
+        (with_a_gap(good), "its events cannot be stored: its seq 2 is missing"),
     ]:
         Trace.objects.all().delete()
         path.write_text(good + "\n" + bad + "\n")  # the bad line is line 3
@@ -135,7 +146,7 @@ def test_import_says_which_line_is_wrong_instead_of_a_traceback(tmp_path):
 
 
 def test_prune_deletes_old_finished_traces_in_batches(monkeypatch):
-    from traces import retention
+    from traces.store import retention
 
     monkeypatch.setattr(retention, "BATCH", 2)
     old = timezone.now() - dt.timedelta(days=40)

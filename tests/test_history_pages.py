@@ -18,9 +18,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tests.factories import make_trace
-from traces import pagination
-from traces.forms import SORTS, excerpt
 from traces.models import Run, Trace
+from traces.pages import pagination
+from traces.pages.forms import SORTS, excerpt
 from traces.templatetags.figures import cost, number
 
 pytestmark = pytest.mark.django_db

@@ -11,7 +11,7 @@ from django.http import HttpResponse
 from django.test import RequestFactory
 from django.utils.module_loading import import_string
 
-from traces.staticfiles import StaticFilesMiddleware
+from traces.pages.staticfiles import StaticFilesMiddleware
 
 
 def test_every_middleware_can_run_on_the_event_loop():

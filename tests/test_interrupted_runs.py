@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from decimal import Decimal
 
 import pytest
 import websockets
@@ -20,8 +21,10 @@ from django.utils import timezone
 from tests.factories import make_trace
 from tests.servers import ROOT, daphne_server, database_url
 from traces import protocol
+from traces.live.hub import Hub
 from traces.models import Event, Run, Runner, Trace
-from traces.runners import reap
+from traces.store.event_store import EventStore
+from traces.store.liveness import close_orphans
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,42 +43,67 @@ def running_trace(runner_id: str, **fields) -> Trace:
     return trace
 
 
-def test_a_trace_whose_runner_stopped_beating_is_closed_as_interrupted(settings):
+class Feed:
+    """A socket following the all-traces feed, keeping what it is handed."""
+
+    def __init__(self) -> None:
+        self.events: list = []
+
+    def offer(self, event) -> None:
+        self.events.append(event)
+
+    offer_feed = offer
+
+    def catch_up(self) -> None:
+        pass
+
+
+async def test_a_trace_whose_runner_stopped_beating_is_closed_as_interrupted(settings):
     settings.TRACE_RUNNER_TIMEOUT = 60
-    dead, alive = runner(600), runner(5)
-    orphan, healthy = running_trace(dead.id), running_trace(alive.id)
-    closed = reap()
-    assert [event.trace_id for event in closed] == [str(orphan.pk)]
-    orphan.refresh_from_db()
-    assert orphan.status == "error" and orphan.error_type == "Interrupted" and orphan.last_seq == 3
-    assert "interrupted" in orphan.error
-    last = Event.objects.get(trace=orphan, seq=3)
+    dead, alive = await sync_to_async(runner)(600), await sync_to_async(runner)(5)
+    orphan = await sync_to_async(running_trace)(dead.id, total_cost=Decimal("0.25"))
+    healthy = await sync_to_async(running_trace)(alive.id)
+    hub, feed = Hub(), Feed()
+    hub.join_feed(feed)
+    store = EventStore(hub=hub)
+    assert await close_orphans(store) == [orphan.pk]
+    await store.drain()
+    after = await Trace.objects.aget(pk=orphan.pk)
+    assert after.status == "error" and after.error_type == "Interrupted" and after.last_seq == orphan.last_seq + 1
+    assert "interrupted" in after.error
+    assert (after.total_tokens, after.total_cost, after.total_runs) == (120, Decimal("0.25"), 3)  # the rows' own
+    last = await Event.objects.aget(trace=orphan, seq=after.last_seq)
     message = protocol.loads(last.envelope)
     assert message["event_type"] == "trace_completed" and message["data"]["status"] == "error"
-    assert closed[0].text == last.envelope and closed[0].boundary  # delivered as stored, to the feed too
-    assert not Run.objects.filter(trace=orphan, status="running").exists()
-    healthy.refresh_from_db()
-    assert healthy.status == "running"
-    assert reap() == []  # closed once
+    assert (message["data"]["total_tokens"], message["data"]["total_runs"]) == (120, 3)
+    assert [event.text for event in feed.events] == [last.envelope]  # delivered as stored, to the feed too
+    assert not await Run.objects.filter(trace=orphan, status="running").aexists()
+    closed_run = await Run.objects.filter(trace=orphan, run_type="tool").afirst()
+    assert closed_run.status == "error" and closed_run.error_type == "Interrupted"
+    assert (await Trace.objects.aget(pk=healthy.pk)).status == "running"
+    assert await close_orphans(store) == []  # closed once
+    await store.aclose()
 
 
-def test_a_trace_with_no_runner_is_closed_only_when_stale():
-    old = running_trace("", started_at=timezone.now() - dt.timedelta(hours=2))
-    recent = running_trace("")
-    assert [e.trace_id for e in reap()] == [str(old.pk)]
-    recent.refresh_from_db()
-    assert recent.status == "running"
+async def test_a_trace_with_no_runner_is_closed_only_when_stale():
+    old = await sync_to_async(running_trace)("", started_at=timezone.now() - dt.timedelta(hours=2))
+    recent = await sync_to_async(running_trace)("")
+    store = EventStore(hub=Hub())
+    assert await close_orphans(store) == [old.pk]
+    assert (await Trace.objects.aget(pk=recent.pk)).status == "running"
+    await store.aclose()
 
 
-def test_two_reapers_close_a_trace_once():
-    orphan = running_trace(runner(600).id)
-    from traces.runners import close_interrupted
-
-    now = timezone.now()
-    first = close_interrupted(Trace.objects.get(pk=orphan.pk), now)
-    second = close_interrupted(orphan, now)  # a stale view of it, as another process had
-    assert first is not None and second is None
-    assert list(Event.objects.filter(trace=orphan).values_list("seq", flat=True)) == [1, 2, 3]  # one more, once
+async def test_two_reapers_close_a_trace_once():
+    """Two processes reaping at the same moment: one closes it, the other finds it moved."""
+    orphan = await sync_to_async(running_trace)((await sync_to_async(runner)(600)).id)
+    first, second = EventStore(hub=Hub()), EventStore(hub=Hub())
+    closed = await asyncio.gather(close_orphans(first), close_orphans(second))
+    assert sorted(map(len, closed)) == [0, 1]
+    seqs = [seq async for seq in Event.objects.filter(trace=orphan).order_by("seq").values_list("seq", flat=True)]
+    assert seqs == list(range(1, orphan.last_seq + 2))  # one more, once
+    await first.aclose()
+    await second.aclose()
 
 
 async def wait_for_status(trace_id: str, *, not_: str = "running", seconds: float = 30) -> Trace:
@@ -122,6 +150,26 @@ async def test_runs_of_a_killed_server_are_closed_by_another_and_followers_see_i
     assert [m["seq"] for m in messages] == list(range(1, len(messages) + 1))  # its seq continues, no gap
     trace = await Trace.objects.aget(pk=trace_id)
     assert trace.status == "error" and trace.error_type == "Interrupted"
+
+
+@pytest.mark.usefixtures("configured_agent_db")
+@pytest.mark.parametrize("asgi", ["daphne", "uvicorn"])
+async def test_a_restarted_server_closes_a_killed_ones_runs_with_no_client_connecting(slow_llm, asgi):
+    """The heartbeat and the reaper start with the process, not with its first socket: a server
+    behind a load balancer whose sockets all land elsewhere still closes the dead one's runs."""
+    env = {"TRACE_RUNNER_TIMEOUT": "1", "TRACE_REAP_SECONDS": "0.2", **slow(slow_llm)}
+    with daphne_server(**env) as first:
+        trace_id, _ = await start_run(first.host, "killed-quietly")
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait(10)
+    assert (await Trace.objects.aget(pk=trace_id)).status == "running"
+    with daphne_server(asgi, **env) as second:  # nothing ever connects to it
+        trace = await wait_for_status(trace_id, seconds=15)  # 1 s of silence, then a reap 0.2 s later
+        log = second.log.read_text()
+    assert trace.status == "error" and trace.error_type == "Interrupted", log[-3000:]
+    assert "websocket opened" not in log and "GET /" not in log
+    last = await Event.objects.filter(trace_id=trace_id).order_by("-seq").afirst()
+    assert last.event_type == "trace_completed" and last.seq == trace.last_seq
 
 
 @pytest.mark.usefixtures("configured_agent_db")

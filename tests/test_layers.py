@@ -59,7 +59,7 @@ async def test_a_cancelled_layer_call_ends_as_cancelled_even_when_redis_py_retur
     """redis-py sometimes returns normally from a call whose task was cancelled. A loop that
     publishes or receives through the layer must still end when cancelled, every time."""
     from traces.compat import RedisChannelLayer
-    from traces.layer import BestEffortLayer
+    from traces.live.layer import BestEffortLayer
     from tracesite.env import redis_hosts
 
     layer = BestEffortLayer(layer=RedisChannelLayer(hosts=redis_hosts(redis_url), prefix=f"test{uuid.uuid4().hex[:8]}"))

@@ -26,7 +26,7 @@ def test_it_round_trips_chinese_and_emoji():
     stored = Trace.objects.get(pk=trace.pk)
     assert stored.request == text
     assert stored.final_response == "共 10 行 ✅"
-    assert stored.metadata == {"标签": "演示 🎉"}
+    assert stored.metadata == {"model": "builtin", "标签": "演示 🎉"}
     assert Trace.objects.search("用户数据").get() == stored
     assert Trace.objects.search("✅").get() == stored
 

@@ -30,7 +30,7 @@ from websockets.sync.client import connect
 
 from tests.fake_openai import FakeOpenAI, Reply, tool
 from tests.servers import ROOT, completed_trace, daphne, read_until
-from traces.ingest import trace_uuid
+from traces.ingest.ingestor import trace_uuid
 from traces.models import ApiToken, Run, Trace
 from tracesite_client.otel import PendingSpanProcessor
 

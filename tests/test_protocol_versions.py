@@ -237,7 +237,7 @@ async def test_an_original_client_that_reconnects_and_does_not_resume_follows_th
 async def test_an_original_client_whose_resume_comes_after_the_hold_gets_each_original_event_once(
     slow_llm, monkeypatch
 ):
-    from traces import delivery
+    from traces.live import delivery
 
     monkeypatch.setattr(delivery, "HOLD_SECONDS", 0.1)
     tab, _ = await opened("/ws/react-late")

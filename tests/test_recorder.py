@@ -14,23 +14,28 @@ from agents.events import EventType, utcnow
 from tests.factories import run_fields
 from traces import protocol
 from traces.access import SessionKey
-from traces.bus import Bus
 from traces.compat import RedisChannelLayer as CompatRedisLayer
-from traces.hub import Hub
+from traces.live.bus import Bus
+from traces.live.hub import Hub
 from traces.models import Event, Run, Trace
 from traces.protocol import ServerEvent
-from traces.recorder import EVENT_ROWS, RUN_ROWS, TRACE_ROWS, EventStore, TraceRecorder
-from traces.writer import use_writer_process
+from traces.store.event_store import EventStore, TraceRefused, TraceStoreError
+from traces.store.recorder import TraceRecorder
+from traces.store.sinks import ProcessSink, ThreadSink
+from traces.store.statements import EVENT_ROWS, RUN_ROWS, TRACE_ROWS
+from traces.store.writer import RETRY_DELAYS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(params=["thread", "process"])
-def writer(request):
-    """Stored on the recorder's thread, and by a writer process (a server's default)."""
-    use_writer_process(request.param == "process")
-    yield request.param
-    use_writer_process(False)
+def sink(request):
+    """Sinks that store on a thread, or through a writer process (a server's default)."""
+
+    def make(retry_delays=RETRY_DELAYS):
+        return ThreadSink(retry_delays) if request.param == "thread" else ProcessSink(retry_delays)
+
+    return make
 
 
 TRACES = 50
@@ -124,7 +129,7 @@ async def wait_for_counts(inboxes: list[Inbox], count: int, seconds: float) -> N
 
 async def record_many(store: EventStore, *hubs: Hub) -> None:
     """Many traces at once through ``store``; on each hub (this process's, another's) a follower per trace."""
-    recorders = [TraceRecorder(session=SessionKey(f"session-{i % 10}"), store=store) for i in range(TRACES)]
+    recorders = [TraceRecorder(store, session=SessionKey(f"session-{i % 10}")) for i in range(TRACES)]
     inboxes = {hub: [Inbox() for _ in recorders] for hub in hubs}
     for hub, received in inboxes.items():
         for recorder, inbox in zip(recorders, received, strict=True):
@@ -163,10 +168,9 @@ async def record_many(store: EventStore, *hubs: Hub) -> None:
     assert texts == [m.text for m in received[0].events]
 
 
-@pytest.mark.usefixtures("writer")
-async def test_it_stores_and_delivers_concurrent_traces_in_order_to_its_own_sockets():
+async def test_it_stores_and_delivers_concurrent_traces_in_order_to_its_own_sockets(sink):
     hub = Hub()
-    await record_many(EventStore(hub=hub), hub)
+    await record_many(EventStore(sink(), hub=hub), hub)
 
 
 @pytest.mark.redis
@@ -198,7 +202,7 @@ async def test_sockets_connecting_at_once_start_the_bus_once(redis_url):
     bus = Bus(Hub(), layer)
     await asyncio.gather(*(bus.start() for _ in range(20)))
     await bus.start()
-    from traces.bus import GROUP
+    from traces.live.bus import GROUP
 
     members = await layer.connection(layer.consistent_hash(GROUP)).zrange(layer._group_key(GROUP), 0, -1)
     assert [member.decode() for member in members] == [bus.channel]
@@ -207,10 +211,9 @@ async def test_sockets_connecting_at_once_start_the_bus_once(redis_url):
     await layer.flush()
 
 
-@pytest.mark.usefixtures("writer")
-async def test_it_projects_events_onto_the_trace_and_run_rows():
-    store = EventStore(hub=Hub())
-    recorder = TraceRecorder(session=SessionKey("s1"), source=Trace.Source.CLI, store=store)
+async def test_it_projects_events_onto_the_trace_and_run_rows(sink):
+    store = EventStore(sink(), hub=Hub())
+    recorder = TraceRecorder(store, session=SessionKey("s1"), source=Trace.Source.CLI)
     await emit_trace(recorder, 12)
     await store.aclose()
     trace = await Trace.objects.aget(pk=recorder.trace_id)
@@ -228,10 +231,9 @@ async def test_it_projects_events_onto_the_trace_and_run_rows():
     assert all(t.parent_id in {s.id for s in steps} and t.total_tokens == 15 for t in thinks)
 
 
-@pytest.mark.usefixtures("writer")
-async def test_submit_gives_the_envelope_as_stored_and_sent():
-    store = EventStore(hub=Hub())
-    recorder = TraceRecorder(session=SessionKey("s2"), store=store)
+async def test_submit_gives_the_envelope_as_stored_and_sent(sink):
+    store = EventStore(sink(), hub=Hub())
+    recorder = TraceRecorder(store, session=SessionKey("s2"))
     future = await recorder.submit(
         EventType.TRACE_STARTED, {"trace_id": str(recorder.trace_id), "request": "q", "metadata": {}}
     )
@@ -249,7 +251,7 @@ async def test_it_stores_events_even_when_delivery_fails(caplog):
     # A Redis layer pointed at a port where nothing listens: every publish to other processes fails.
     bus = Bus(Hub(), CompatRedisLayer(hosts=["redis://127.0.0.1:1/0"]))
     store = EventStore(hub=Hub(), bus=bus)
-    recorder = TraceRecorder(session=SessionKey("s3"), store=store)
+    recorder = TraceRecorder(store, session=SessionKey("s3"))
     await emit_trace(recorder, 6)
     await store.drain()
     await store.aclose()
@@ -260,19 +262,14 @@ async def test_it_stores_events_even_when_delivery_fails(caplog):
 
 
 async def test_it_refuses_non_trace_events():
-    recorder = TraceRecorder(session=SessionKey("s4"), store=EventStore(hub=Hub()))
+    recorder = TraceRecorder(EventStore(hub=Hub()), session=SessionKey("s4"))
     with pytest.raises(ValueError):
         await recorder.emit(ServerEvent.PONG, {})
 
 
-@pytest.mark.usefixtures("writer")
-async def test_after_a_failed_write_the_trace_refuses_events_until_reset(monkeypatch):
-    from traces import recorder as recorder_module
-    from traces.recorder import TraceStoreError
-
-    monkeypatch.setattr(recorder_module, "RETRY_DELAYS", (0.0,))
-    store = EventStore(hub=Hub())
-    recorder = TraceRecorder(session=SessionKey("s5"), store=store)
+async def test_after_a_failed_write_the_trace_refuses_events_until_reset(sink):
+    store = EventStore(sink((0.0,)), hub=Hub())
+    recorder = TraceRecorder(store, session=SessionKey("s5"))
     await recorder.emit(EventType.TRACE_STARTED, {"trace_id": str(recorder.trace_id), "request": "q", "metadata": {}})
     await recorder.flush()
     # A row already at seq 2 makes the next batch fail in the database itself.
@@ -300,15 +297,10 @@ async def test_after_a_failed_write_the_trace_refuses_events_until_reset(monkeyp
     assert (await Trace.objects.aget(pk=recorder.trace_id)).status == "error"
 
 
-@pytest.mark.usefixtures("writer")
-async def test_a_trace_whose_event_cannot_be_stored_fails_alone(monkeypatch):
+async def test_a_trace_whose_event_cannot_be_stored_fails_alone(sink):
     """One trace's bad event in a batch fails that trace, not the others written with it."""
-    from traces import recorder as recorder_module
-    from traces.recorder import TraceStoreError
-
-    monkeypatch.setattr(recorder_module, "RETRY_DELAYS", (0.0,))
-    store = EventStore(hub=Hub())
-    good, bad = (TraceRecorder(session=SessionKey(name), store=store) for name in ("good", "bad"))
+    store = EventStore(sink((0.0,)), hub=Hub())
+    good, bad = (TraceRecorder(store, session=SessionKey(name)) for name in ("good", "bad"))
     for recorder in (good, bad):
         await recorder.emit(
             EventType.TRACE_STARTED, {"trace_id": str(recorder.trace_id), "request": "q", "metadata": {}}
@@ -323,7 +315,7 @@ async def test_a_trace_whose_event_cannot_be_stored_fails_alone(monkeypatch):
         await good.emit(EventType.STATUS_UPDATE, {"current_step": step})
         await bad.emit(EventType.STATUS_UPDATE, {"current_step": step})
     await good.flush()
-    with pytest.raises(TraceStoreError, match="could not be stored"):
+    with pytest.raises(TraceRefused):
         await bad.flush()
     await good.emit(
         EventType.TRACE_COMPLETED, {"trace_id": str(good.trace_id), "status": "success", "final_response": "ok"}

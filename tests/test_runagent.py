@@ -223,9 +223,9 @@ async def test_it_publishes_live_to_a_shared_redis_layer(redis_url):
 
     from tests.test_recorder import Inbox
     from traces import protocol
-    from traces.bus import Bus
     from traces.compat import RedisChannelLayer
-    from traces.hub import Hub
+    from traces.live.bus import Bus
+    from traces.live.hub import Hub
     from tracesite.env import redis_hosts
 
     session = f"cli-live-{os.getpid()}"

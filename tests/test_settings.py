@@ -57,7 +57,7 @@ def test_it_uses_embedded_defaults(load, tmp_path):
     assert s["DATABASES"]["default"]["NAME"] == str(tmp_path / "data" / "tracesite.sqlite3")
     assert s["DATABASES"]["agent"]["NAME"] == str(tmp_path / "data" / "demo.sqlite3")
     assert "journal_mode=WAL" in s["DATABASES"]["default"]["OPTIONS"]["init_command"]
-    assert s["CHANNEL_LAYERS"]["default"]["BACKEND"] == "traces.layer.BestEffortLayer"
+    assert s["CHANNEL_LAYERS"]["default"]["BACKEND"] == "traces.live.layer.BestEffortLayer"
     assert s["CHANNEL_LAYERS"]["default"]["CONFIG"]["backend"] == "traces.compat.InMemoryChannelLayer"
     assert s["OPENAI_API_KEY"] == ""
     assert s["TRACE_REQUIRE_AUTH"] is False
@@ -109,7 +109,7 @@ def test_it_reads_every_variable(load):
     assert (agent["NAME"], agent["USER"], agent["HOST"], agent["PORT"]) == ("shop", "reader", "analytics", "3308")
     layer = s["CHANNEL_LAYERS"]["default"]
     assert (layer["BACKEND"], layer["CONFIG"]["backend"]) == (
-        "traces.layer.BestEffortLayer",
+        "traces.live.layer.BestEffortLayer",
         "traces.compat.RedisChannelLayer",
     )
     assert layer["CONFIG"]["config"]["hosts"][0]["address"] == "redis://cache:6379/2"

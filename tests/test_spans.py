@@ -6,8 +6,8 @@ import datetime as dt
 import json
 
 from agents.events import RunType
-from traces.otlp import Span
-from traces.spans import view
+from traces.ingest.otlp import Span
+from traces.ingest.spans import view
 
 
 def span(attributes: dict, name: str = "span") -> Span:

@@ -1,6 +1,6 @@
-"""A server stores its events through a writer process (traces/writer.py): the same rows as the
-recorder's own thread writes, nothing lost or stored twice when the process dies, and the process
-ends with its server."""
+"""A server stores its events through a writer process (traces/store/sinks.py): the same rows as
+a thread writes, nothing lost or stored twice when the process dies, the process ends with its
+server, and a server whose writer process does not come up says so and stops."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import struct
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -19,21 +20,17 @@ import pytest
 from agents.events import EventType
 from tests.servers import completed_trace, daphne_server, read_until
 from tests.test_recorder import emit_trace
-from traces import writer
 from traces.access import SessionKey
-from traces.hub import Hub
+from traces.live.hub import Hub
 from traces.models import Event, Run, Trace
-from traces.recorder import EventStore, TraceRecorder
-from traces.writer import use_writer_process
+from traces.store import writer_process
+from traces.store.event_store import EventStore
+from traces.store.pipe import read_frame
+from traces.store.recorder import TraceRecorder
+from traces.store.sinks import ProcessSink, ThreadSink, WriterProcessFailed
+from traces.store.writer import Writer
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def writer_process():
-    assert use_writer_process(True)
-    yield
-    use_writer_process(False)
 
 
 def _rows(trace_id: uuid.UUID) -> dict:
@@ -49,18 +46,17 @@ def _rows(trace_id: uuid.UUID) -> dict:
     return {"trace": trace, "runs": runs, "events": events}
 
 
-async def _record(events: int, session: str) -> uuid.UUID:
-    store = EventStore(hub=Hub())
-    recorder = TraceRecorder(session=SessionKey(session), store=store)
+async def _record(events: int, session: str, sink) -> uuid.UUID:
+    store = EventStore(sink, hub=Hub())
+    recorder = TraceRecorder(store, session=SessionKey(session))
     await emit_trace(recorder, events)
     await store.aclose()
     return recorder.trace_id
 
 
-async def test_the_writer_process_stores_the_rows_the_recorders_thread_would(writer_process):
-    in_process = await _record(40, "by-process")
-    use_writer_process(False)
-    on_thread = await _record(40, "by-thread")
+async def test_the_writer_process_stores_the_rows_a_thread_would():
+    in_process = await _record(40, "by-process", ProcessSink())
+    on_thread = await _record(40, "by-thread", ThreadSink())
     by_process = await asyncio.to_thread(_rows, in_process)
     by_thread = await asyncio.to_thread(_rows, on_thread)
     assert by_process["events"] == by_thread["events"] and len(by_process["events"]) == 40
@@ -69,20 +65,20 @@ async def test_the_writer_process_stores_the_rows_the_recorders_thread_would(wri
     assert by_process["trace"]["total_tokens"] > 0 and by_process["trace"]["status"] == "success"
 
 
-async def test_a_killed_writer_process_is_replaced_and_nothing_is_lost_or_stored_twice(writer_process):
-    store = EventStore(hub=Hub())
-    recorder = TraceRecorder(session=SessionKey("killed"), store=store)
+async def test_a_killed_writer_process_is_replaced_and_nothing_is_lost_or_stored_twice():
+    store = EventStore(ProcessSink(), hub=Hub())
+    recorder = TraceRecorder(store, session=SessionKey("killed"))
     trace_id = str(recorder.trace_id)
     await recorder.emit(EventType.TRACE_STARTED, {"trace_id": trace_id, "request": "q", "metadata": {}})
     for step in range(1, 30):
         await recorder.emit(EventType.STATUS_UPDATE, {"current_step": step})
     await recorder.flush()
-    first = store.elsewhere.pid
+    first = store.sink.pid
     os.kill(first, signal.SIGKILL)
     for step in range(30, 60):  # sent to the dead process, then again to the one that replaces it
         await recorder.emit(EventType.STATUS_UPDATE, {"current_step": step})
     await recorder.emit(EventType.TRACE_COMPLETED, {"trace_id": trace_id, "status": "success", "final_response": ""})
-    second = store.elsewhere.pid
+    second = store.sink.pid
     await store.aclose()
     assert second is not None and second != first
     seqs = [e.seq async for e in Event.objects.filter(trace_id=recorder.trace_id).order_by("seq")]
@@ -98,57 +94,61 @@ def _frame(message) -> bytes:
     return struct.pack("!I", len(body)) + body
 
 
-async def test_a_batch_a_stopped_process_had_stored_is_answered_as_stored_not_written_again(writer_process):
+def _events(trace_id, rows) -> list[tuple]:
+    """Stored events as the server sends them to the writer process."""
+    return [(trace_id, e.seq, e.event_type, e.timestamp, e.message_id, e.envelope) for e in rows]
+
+
+def _serve(*messages) -> list:
+    """The writer process's loop, on these messages; its answers."""
+    answers = io.BytesIO()
+    writer_process.serve(io.BytesIO(b"".join(_frame(m) for m in messages)), answers, Writer(retry_delays=()))
+    stream = io.BytesIO(answers.getvalue())
+    found = []
+    while stream.tell() < len(answers.getvalue()):
+        found.append(read_frame(stream))
+    return found
+
+
+async def test_a_batch_a_stopped_process_had_stored_is_answered_as_stored_not_written_again():
     """A process that stops after its commit and before its answer: the server sends the batch
     again to the next one, which finds it stored."""
     store = EventStore(hub=Hub())
-    recorder = TraceRecorder(session=SessionKey("again"), store=store)
-    trace_id = str(recorder.trace_id)
-    await recorder.emit(EventType.TRACE_STARTED, {"trace_id": trace_id, "request": "q", "metadata": {}})
+    recorder = TraceRecorder(store, session=SessionKey("again"))
+    trace_id = recorder.trace_id
+    await recorder.emit(EventType.TRACE_STARTED, {"trace_id": str(trace_id), "request": "q", "metadata": {}})
     for step in (1, 2):
         await recorder.emit(EventType.STATUS_UPDATE, {"current_step": step})
     await recorder.flush()
     await store.aclose()
-    stored = [(e.seq, e.timestamp, e.message_id, e.envelope) async for e in Event.objects.filter(trace_id=trace_id)]
-    state = recorder.state
-    # As the server sends it to a new process: the trace as it knew it before its answer came
-    # (nothing stored), and the three events again, then a fourth.
-    known = (state.key, state.trace_id, {**state.trace, "last_seq": 0}, {}, False, 0)
-    again = [
-        (state.key, seq, "status_update" if seq > 1 else "trace_started", ts, mid, text)
-        for seq, ts, mid, text in sorted(stored)
-    ]
-    fourth = (state.key, 4, "status_update", stored[-1][1], f"status_update_{recorder.trace_id.hex}_4",
-              stored[-1][3].replace('"seq":3', '"seq":4'))  # fmt: skip
-    requests = io.BytesIO(_frame(("store", [], [known], [*again, fourth], True)))
-    answers = io.BytesIO()
-    await asyncio.to_thread(writer.serve, requests, answers)
-    kind, stored_keys, failed = __import__("pickle").loads(answers.getvalue()[4:])
-    assert (kind, stored_keys, failed) == ("stored", {state.key}, [])
+    stored = [e async for e in Event.objects.filter(trace_id=trace_id).order_by("seq")]
+    again = _events(trace_id, stored)
+    fourth = (trace_id, 4, "status_update", stored[-1].timestamp, f"status_update_{trace_id.hex}_4",
+              stored[-1].envelope.replace('"seq":3', '"seq":4'))  # fmt: skip
+    # As the server sends it to a new process: the three events again, then a fourth.
+    answers = await asyncio.to_thread(_serve, ("store", [*again, fourth], {trace_id: {}}, True))
+    assert answers == [("stored", {trace_id}, {})]
     seqs = [e.seq async for e in Event.objects.filter(trace_id=trace_id).order_by("seq")]
     assert seqs == [1, 2, 3, 4]
+    assert (await Trace.objects.aget(pk=trace_id)).current_step == 2
 
 
-async def test_events_after_a_gap_are_refused_by_the_writer_process(writer_process):
+async def test_events_after_a_gap_are_refused_by_the_writer_process():
     """A batch sent while the one before it failed carries events after the ones not stored: the
     writer process refuses them, so a stored trace never has a hole."""
     store = EventStore(hub=Hub())
-    recorder = TraceRecorder(session=SessionKey("gap"), store=store)
-    trace_id = str(recorder.trace_id)
-    await recorder.emit(EventType.TRACE_STARTED, {"trace_id": trace_id, "request": "q", "metadata": {}})
+    recorder = TraceRecorder(store, session=SessionKey("gap"))
+    trace_id = recorder.trace_id
+    await recorder.emit(EventType.TRACE_STARTED, {"trace_id": str(trace_id), "request": "q", "metadata": {}})
     await recorder.flush()
     await store.aclose()
-    state = recorder.state
     stored = await Event.objects.aget(trace_id=trace_id, seq=1)
-    known = (state.key, state.trace_id, state.trace, {}, True, 1)
     later = [
-        (state.key, seq, "status_update", stored.timestamp, f"m{seq}", '{"data":{"current_step":1}}') for seq in (3, 4)
+        (trace_id, seq, "status_update", stored.timestamp, f"m{seq}", '{"data":{"current_step":1}}') for seq in (3, 4)
     ]
-    answers = io.BytesIO()
-    await asyncio.to_thread(writer.serve, io.BytesIO(_frame(("store", [], [known], later, False))), answers)
-    kind, stored_keys, failed = __import__("pickle").loads(answers.getvalue()[4:])
-    assert kind == "stored" and stored_keys == set()
-    assert failed == [({state.key}, "an earlier event of this trace was not stored")]
+    [(kind, stored_traces, failed)] = await asyncio.to_thread(_serve, ("store", later, {}, False))
+    assert kind == "stored" and stored_traces == set()
+    assert failed[trace_id][0] == "refused" and "an earlier event of this trace was not stored" in failed[trace_id][1]
     assert await Event.objects.filter(trace_id=trace_id).acount() == 1
 
 
@@ -156,7 +156,7 @@ def _writer_children(pid: int) -> list[int]:
     children = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
         for child in (task / "children").read_text().split():
-            if b"traces.writer_entry" in Path(f"/proc/{child}/cmdline").read_bytes():
+            if b"traces.store.writer_process" in Path(f"/proc/{child}/cmdline").read_bytes():
                 children.append(int(child))
     return children
 
@@ -192,37 +192,73 @@ def test_a_server_stores_through_its_writer_process_which_ends_with_it():
         assert not _alive(children[0])
 
 
-async def test_batches_waiting_on_the_pipe_are_stored_together_and_answered_one_by_one(writer_process):
+async def test_batches_waiting_on_the_pipe_are_stored_together_and_answered_one_by_one():
     store = EventStore(hub=Hub())
-    recorders = [TraceRecorder(session=SessionKey(f"merged-{i}"), store=store) for i in range(2)]
+    recorders = [TraceRecorder(store, session=SessionKey(f"merged-{i}")) for i in range(2)]
     for recorder in recorders:
         await recorder.emit(
             EventType.TRACE_STARTED, {"trace_id": str(recorder.trace_id), "request": "q", "metadata": {}}
         )
         await recorder.flush()
     await store.aclose()
-    stored = {r.state.key: await Event.objects.aget(trace_id=r.trace_id, seq=1) for r in recorders}
     messages = []
     for recorder in recorders:  # a batch each: both written to the pipe before the process reads
-        state = recorder.state
-        event = stored[state.key]
-        known = (state.key, state.trace_id, state.trace, {}, True, 1)
+        event = await Event.objects.aget(trace_id=recorder.trace_id, seq=1)
         later = [
-            (state.key, seq, "status_update", event.timestamp, f"m{seq}", f'{{"data":{{"current_step":{seq}}}}}')
+            (
+                recorder.trace_id,
+                seq,
+                "status_update",
+                event.timestamp,
+                f"m{seq}",
+                f'{{"data":{{"current_step":{seq}}}}}',
+            )
             for seq in (2, 3)
         ]
-        messages.append(_frame(("store", [], [known], later, False)))
+        messages.append(_frame(("store", later, {}, False)))
     read, write = os.pipe()
     os.write(write, b"".join(messages))
     os.close(write)
     answers = io.BytesIO()
     with os.fdopen(read, "rb", buffering=0) as requests:
-        await asyncio.to_thread(writer.serve, requests, answers)
+        await asyncio.to_thread(writer_process.serve, requests, answers, Writer())
     stream = io.BytesIO(answers.getvalue())
-    first, second = writer._receive(stream), writer._receive(stream)
-    assert first == ("stored", {recorders[0].state.key}, [])
-    assert second == ("stored", {recorders[1].state.key}, [])
+    first, second = read_frame(stream), read_frame(stream)
+    assert first == ("stored", {recorders[0].trace_id}, {})
+    assert second == ("stored", {recorders[1].trace_id}, {})
     for recorder in recorders:
         seqs = [e.seq async for e in Event.objects.filter(trace_id=recorder.trace_id).order_by("seq")]
         assert seqs == [1, 2, 3]
         assert (await Trace.objects.aget(pk=recorder.trace_id)).current_step == 3
+
+
+async def test_a_writer_process_that_does_not_come_up_is_a_clear_error():
+    exits = ProcessSink(command=[sys.executable, "-c", "import sys; sys.exit(3)"])
+    with pytest.raises(WriterProcessFailed, match="did not start: it exited with code 3"):
+        await exits.start()
+    silent = ProcessSink(ready_seconds=0.5, command=[sys.executable, "-c", "import time; time.sleep(30)"])
+    with pytest.raises(WriterProcessFailed, match=r"did not start: no answer within 0\.5 s"):
+        await silent.start()
+    assert silent.process is None
+
+
+@pytest.mark.usefixtures("configured_agent_db")
+@pytest.mark.parametrize("server", ["daphne", "uvicorn"])
+def test_a_server_whose_writer_process_does_not_come_up_stops_and_says_why(server):
+    import subprocess
+
+    from tests.servers import ROOT, database_url, free_port
+
+    port = free_port()
+    command = {
+        "daphne": ["daphne", "-b", "127.0.0.1", "-p", str(port)],
+        "uvicorn": ["uvicorn", "--host", "127.0.0.1", "--port", str(port), "--lifespan", "on"],
+    }[server]
+    env = {**os.environ, "TRACESITE_ENV_FILE": "", "DATABASE_URL": database_url(), "TRACE_WRITER_PROCESS": "true",
+           "TRACE_WRITER_START_SECONDS": "0.01"}  # fmt: skip
+    finished = subprocess.run(
+        [sys.executable, "-m", *command, "tracesite.asgi:application"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert finished.returncode == 3, finished.stdout + finished.stderr
+    assert "tracesite cannot start" in finished.stderr and "did not start: no answer within 0.01 s" in finished.stderr

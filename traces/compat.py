@@ -10,6 +10,8 @@ what it reaches for.
 - ``DirectDispatch`` skips the connection clean-up Channels runs before every message handler.
 - ``SendBuffer.text_sender`` sends a socket's frames straight to autobahn under daphne, and
   ``plain_autobahn_debug_lines`` stops autobahn formatting debug lines it does not print.
+- ``on_server_start`` and ``on_server_shutdown`` hook the process's runtime into daphne's
+  Twisted reactor, since daphne sends no ASGI lifespan events.
 
 A library upgrade can silently switch a hook off (the transport is not found; a private attribute
 is renamed). ``check()`` looks for each of them and ``warn_if_broken()`` (run at start-up) logs
@@ -221,7 +223,7 @@ class DirectDispatch:
 
     That clean-up is a hop to the database thread before every message handler, per socket: it
     cost more than the rest of delivering a live event. The consumer's database reads run on
-    ``traces.db``'s reader threads (or ``database_sync_to_async``), which manage their connections.
+    ``traces.store.pool``'s reader threads (or ``database_sync_to_async``), which manage their connections.
     """
 
     async def dispatch(self, message: dict[str, Any]) -> None:
@@ -231,7 +233,18 @@ class DirectDispatch:
         await handler(message)
 
 
-# ---------------------------------------------------------------------------- daphne's shutdown
+# ---------------------------------------------------------------------------- daphne's start and shutdown
+
+
+def on_server_start(start: Callable[[], None]) -> bool:
+    """Have daphne call ``start`` once its reactor runs (daphne sends no ASGI lifespan events):
+    Twisted's ``callWhenRunning``, on the asyncio loop the reactor runs on. False when not under
+    daphne (uvicorn sends lifespan events instead)."""
+    reactor = sys.modules.get("twisted.internet.reactor")
+    if reactor is None or not hasattr(reactor, "callWhenRunning"):
+        return False
+    reactor.callWhenRunning(start)
+    return True
 
 
 def on_server_shutdown(drain: Callable[[], Awaitable[None]]) -> bool:

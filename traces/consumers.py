@@ -1,8 +1,8 @@
 """The live trace WebSocket, ``ws://HOST/ws/<session_id>``: every action of PROTOCOL.md.
 
 A thin Channels consumer: it checks who connects, parses client messages, registers the socket
-with the process's hub (``traces.hub``) for its session, the traces it subscribes to and the
-feed, and answers. What the socket sends goes through its ``Outbox`` (``traces.delivery``), whose
+with the process's hub (``traces.live.hub``) for its session, the traces it subscribes to and the
+feed, and answers. What the socket sends goes through its ``Outbox`` (``traces.live.delivery``), whose
 writer task keeps the socket's delivery state and makes delivery lossless by ``seq``. Stored
 events reach it through the hub, not through a channel layer, so the consumer has no channel.
 
@@ -34,18 +34,16 @@ from agents.config import model_label
 from agents.events import format_timestamp, utcnow
 from traces import access, protocol
 from traces.access import SessionKey
-from traces.bus import get_bus
 from traces.compat import DirectDispatch, SendBuffer
-from traces.db import live_read
-from traces.delivery import Outbox
-from traces.hub import get_hub
-from traces.live import live_runs, serve, sockets
-from traces.loops import PerLoop
+from traces.live.delivery import Outbox
+from traces.live.replay import replay
+from traces.live.sessions import sockets
 from traces.metrics import CONNECTIONS, MESSAGES_IN, REJECTED
 from traces.models import Event, Trace
 from traces.protocol import Action, ClientMessage, CloseCode, ErrorCode, ProtocolError, ServerEvent
-from traces.replay import replay
-from traces.security import Credential, socket_user, still_valid
+from traces.runtime import Runtime, get_runtime
+from traces.security import Credential, socket_user
+from traces.store.pool import pooled
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +104,7 @@ def _active_trace_sql(alias: str, with_owner: bool) -> str:
     return f"{sql} ORDER BY {column('started_at')} DESC LIMIT 1"
 
 
-@live_read
+@pooled
 def _active_trace(session: SessionKey) -> ActiveTrace | None:
     """The session's running trace, if any."""
     # A run older than STALE_AFTER without finishing died with its process; it does not block the session.
@@ -123,17 +121,17 @@ def _active_trace(session: SessionKey) -> ActiveTrace | None:
     return ActiveTrace(trace_id, row[1], row[2])
 
 
-@live_read
+@pooled
 def _finished(trace_id: uuid.UUID) -> bool:
     return Trace.objects.finished().filter(pk=trace_id).exists()
 
 
-@live_read
+@pooled
 def _trace(trace_id: uuid.UUID) -> Trace | None:
     return Trace.objects.filter(pk=trace_id).only("id", "owner_id", "session_id", "status", "last_seq").first()
 
 
-@live_read
+@pooled
 def _events_after(
     trace_id: uuid.UUID, after_seq: int, up_to: int | None = None, limit: int = 500
 ) -> list[tuple[int, Any, str, str]]:
@@ -154,6 +152,7 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
     closing_flood = False  # closing for flooding: what else it sends is counted, not answered or logged
     closing_revoked = False  # closing because its credential was revoked
     credential: Credential | None = None
+    runtime: Runtime
     protocol_version = protocol.ORIGINAL_PROTOCOL  # ?protocol=2 on the URL asks for the full protocol
     _send_text: Callable[[str], None] | None = None  # under daphne, frames straight to the socket
 
@@ -187,16 +186,15 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
             close=self._close,
             session_events=protocol.streamed_events(self.protocol_version),
         )
-        self.hub = get_hub()
+        self.runtime = get_runtime()
+        self.hub = self.runtime.hub
         self.hub.join_session(self.session.group, self.outbox)  # live events queue from now on
-        await get_bus().start()  # this process hears the batches other processes store
-        await serve()  # it beats as a runner, reaps interrupted runs, drains on shutdown
         sockets.connections += 1
         sockets.sessions[self.session_id] += 1
         CONNECTIONS.inc()
         self.counted = True
         if self.credential is not None:
-            _watches.get().add(self, self.credential)
+            self.runtime.credentials.add(self, self.credential)
         logger.info(
             "websocket opened session=%s user=%s protocol=%s", self.session_id, self.owner_id, self.protocol_version
         )
@@ -269,7 +267,7 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
         if sockets.sessions[self.session_id] <= 0:
             del sockets.sessions[self.session_id]
         CONNECTIONS.dec()
-        _watches.get().remove(self)
+        self.runtime.credentials.remove(self)
         assert self.outbox is not None
         self.hub.remove(self.outbox)
         tasks = list(self.replays.values())
@@ -304,7 +302,11 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
             return
         MESSAGES_IN.labels(str(message.action)).inc()
         # Whatever this socket asks for is asked with its credential as it is now.
-        if self.credential is not None and message.action != Action.PING and not await _still_valid([self.credential]):
+        if (
+            self.credential is not None
+            and message.action != Action.PING
+            and not await self.runtime.credentials.still_valid([self.credential])
+        ):
             self.revoke()
             return
         try:
@@ -314,7 +316,7 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
             self.send_error(exc.error, exc.detail, **exc.extra)
 
     async def action_start_agent(self, message: ClientMessage) -> None:
-        runs = live_runs()
+        runs = self.runtime.runs
         handle = runs.get(self.session)
         if handle is not None and await _finished(handle.trace_id):
             # Its trace_completed is stored, and the client may have seen it already: the run is
@@ -354,11 +356,11 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
         active = await _active_trace(self.session)
         if active is not None and not access.can_cancel(self.user, active.owner_id):
             raise ProtocolError("this session's run belongs to another user", ErrorCode.FORBIDDEN)
-        if live_runs().cancel_local(self.session):
+        if self.runtime.runs.cancel_local(self.session):
             return
         if active is None:
             raise ProtocolError("no agent is running in this session", ErrorCode.NOT_FOUND)
-        await get_bus().cancel(self.session)  # running in another process
+        await self.runtime.bus.cancel(self.session)  # running in another process
 
     async def action_subscribe_trace(self, message: ClientMessage) -> None:
         trace_id = message.fields["trace_id"]
@@ -433,44 +435,3 @@ class UnknownPath(AsyncWebsocketConsumer):
         logger.info("websocket refused: no endpoint at %r", self.scope.get("path", ""))
         await self.accept()
         await self.close(code=CloseCode.INVALID_SESSION, reason="no such endpoint: connect to /ws/<session_id>")
-
-
-_still_valid = live_read(still_valid)
-
-
-class CredentialWatch:
-    """This process's sockets opened with a credential (an API token, a login): every
-    ``TRACE_AUTH_RECHECK_SECONDS`` the credentials are checked again, all in a few queries, and the
-    sockets whose token was revoked, whose session ended or whose user was deactivated are closed
-    with 4001, also those that only listen. (A socket that asks for something is checked then too.)"""
-
-    def __init__(self) -> None:
-        self.sockets: dict[TraceConsumer, Credential] = {}
-        self.task: asyncio.Task | None = None
-
-    def add(self, consumer: TraceConsumer, credential: Credential) -> None:
-        self.sockets[consumer] = credential
-        if self.task is None or self.task.done():
-            self.task = asyncio.get_running_loop().create_task(self._watch(), name="credential-watch")
-
-    def remove(self, consumer: TraceConsumer) -> None:
-        self.sockets.pop(consumer, None)
-
-    async def _watch(self) -> None:
-        while self.sockets:  # ends with the last such socket; the next one starts it again
-            await asyncio.sleep(settings.TRACE_AUTH_RECHECK_SECONDS)
-            await self.sweep()
-
-    async def sweep(self) -> None:
-        watched = list(self.sockets.items())
-        try:
-            valid = await _still_valid([credential for _, credential in watched])
-        except Exception:
-            logger.debug("credential check failed", exc_info=True)
-            return
-        for consumer, credential in watched:
-            if credential not in valid:
-                consumer.revoke()
-
-
-_watches: PerLoop[CredentialWatch] = PerLoop(CredentialWatch)

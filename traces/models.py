@@ -1,7 +1,8 @@
 """The trace history: traces, their run tree, and the ordered event log.
 
-The rows of Trace and Run are a projection of the event log, kept up to date by the recorder;
-the events are the source of truth and hold the exact envelopes that were sent.
+The rows of Trace and Run are a projection of the event log (``traces.store.projection``), kept
+up to date as events are stored; the events are the source of truth and hold the exact envelopes
+that were sent.
 """
 
 from __future__ import annotations
@@ -163,6 +164,7 @@ class Run(models.Model):
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     total_tokens = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=14, decimal_places=8, default=0, help_text="USD, for a model call.")
 
     class Meta:
         ordering = ["start_time"]

@@ -1,4 +1,4 @@
-"""``POST /v1/traces``: OTLP/HTTP trace exports from other agents, recorded by ``traces.ingest``.
+"""``POST /v1/traces``: OTLP/HTTP trace exports from other agents, recorded by ``traces.ingest.ingestor``.
 
 Answers as OTLP/HTTP says: 200 with an ``ExportTraceServiceResponse`` in the request's encoding
 (``partial_success`` counting the spans that were not taken, and why), 400 for a body that is
@@ -9,10 +9,10 @@ history cannot be written (exporters retry it; spans are idempotent).
 
 The endpoint is an ASGI application in front of Django's (``tracesite/asgi.py``), as the
 WebSocket consumers are, not a Django view: an export needs none of the pages' middleware
-(sessions, CSRF, CSP, messages), and Django runs each ``MiddlewareMixin`` hook in a worker
-thread under ASGI: a thread hop for each hook of every export, about a tenth of the server's CPU
-at exports of 512 spans (docs/benchmarks.md). Here a request stays on the event loop except for its two
-database reads (the token, the traces seen before), which run on the live path's reader threads.
+(sessions, CSRF, CSP, messages), and Django would run each middleware hook in a worker thread.
+A request stays on the event loop except for its database queries (the token, the traces it
+names), which run on the database pool's threads, and the decoding of a large body, which runs
+in the decoder process (``traces.ingest.decoding``).
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ from typing import Any
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
-from traces import otlp
-from traces.db import live_read
-from traces.ingest import get_ingestor
+from traces.ingest import otlp
+from traces.ingest.ingestor import ExportConflict
 from traces.metrics import OTLP_REQUESTS, OTLP_SPANS
 from traces.models import ApiToken
-from traces.recorder import TraceStoreError
+from traces.runtime import get_runtime
+from traces.store.event_store import HistoryUnavailable
+from traces.store.pool import pooled
 
 logger = logging.getLogger(__name__)
 
@@ -116,24 +117,26 @@ async def _export(scope: dict, headers: dict[str, str], receive: Any) -> Answer:
         kind = otlp.content_type(headers.get("content-type", ""))
     except otlp.OtlpError as exc:
         return Answer(exc.status, TEXT, f"{exc}\n".encode())
-    user = await live_read(ApiToken.authenticate)(_bearer(headers))
+    user = await pooled(ApiToken.authenticate)(_bearer(headers))
     if user is None:
         body = otlp.error_body(kind, "a valid API token is needed: Authorization: Bearer ts_…")
         return Answer(401, kind, body, **{"WWW-Authenticate": 'Bearer realm="tracesite"'})
     received = await _body(receive, limit)
     if received is None:
         return Answer(413, TEXT, too_large)
+    runtime = get_runtime()
     try:
-        body = otlp.inflate(received, headers.get("content-encoding", ""), limit)
-        export = otlp.parse(body, kind)
-        spans = otlp.spans(export, settings.TRACE_OTLP_MAX_ATTRIBUTE_BYTES)
+        spans = await runtime.decoder.decode(received, headers.get("content-encoding", ""), kind)
     except otlp.OtlpError as exc:
         return Answer(exc.status, kind, otlp.error_body(kind, str(exc)))
     dropped = max(0, len(spans) - settings.TRACE_OTLP_MAX_SPANS)
     spans = spans[: settings.TRACE_OTLP_MAX_SPANS]
     try:
-        rejected, reason = await get_ingestor().ingest(spans, user.pk)
-    except TraceStoreError as exc:
+        rejected, reason = await runtime.ingestor.ingest(spans, user.pk)
+    except ExportConflict as exc:
+        logger.info("otlp export not stored (the exporter will retry): %s", exc)
+        return Answer(503, kind, otlp.error_body(kind, str(exc)), **{"Retry-After": "1"})
+    except HistoryUnavailable as exc:
         logger.warning("otlp export not stored (the exporter will retry): %s", exc)
         body = otlp.error_body(kind, "the trace history is unavailable; retry later")
         return Answer(503, kind, body, **{"Retry-After": "5"})

@@ -1,4 +1,4 @@
-"""ASGI entry point: ``daphne tracesite.asgi:application``."""
+"""ASGI entry point: ``daphne tracesite.asgi:application`` (or uvicorn)."""
 
 import os
 
@@ -13,22 +13,21 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from traces import gctune  # noqa: E402
-from traces.lifespan import lifespan  # noqa: E402
 from traces.receiver import OtlpEndpoint  # noqa: E402
 from traces.routing import websocket_urlpatterns  # noqa: E402
+from traces.runtime import Lifecycle  # noqa: E402
 from traces.security import origin_validator  # noqa: E402
-from traces.writer import use_writer_process  # noqa: E402
 
-use_writer_process()  # the server's history rows are written by a process of its own (TRACE_WRITER_PROCESS)
-
-application = ProtocolTypeRouter(
-    {
-        # OTLP exports (/v1/traces) are answered on the event loop, without Django's middleware.
-        "http": OtlpEndpoint(django_asgi_app),
-        # uvicorn: runs closed and history drained on shutdown (daphne sends no lifespan events).
-        "lifespan": lifespan,
-        # Like AllowedHostsOriginValidator, plus TRACE_ALLOWED_ORIGINS (a separately served front end).
-        "websocket": origin_validator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-    }
+# The process's runtime (the history's writer process, heartbeats and the reaper, the bus...)
+# starts with the server and stops with it, under daphne and uvicorn alike.
+application = Lifecycle(
+    ProtocolTypeRouter(
+        {
+            # OTLP exports (/v1/traces) are answered on the event loop, without Django's middleware.
+            "http": OtlpEndpoint(django_asgi_app),
+            # Like AllowedHostsOriginValidator, plus TRACE_ALLOWED_ORIGINS (a separately served front end).
+            "websocket": origin_validator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        }
+    )
 )
 gctune.tune(settings.TRACE_GC_THRESHOLD)  # what start-up made is never garbage; collections less often

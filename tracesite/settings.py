@@ -42,7 +42,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
-    "traces.staticfiles.StaticFilesMiddleware",  # WhiteNoise, on the event loop under ASGI
+    "traces.pages.staticfiles.StaticFilesMiddleware",  # WhiteNoise, on the event loop under ASGI
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -87,12 +87,12 @@ REDIS_URL = env.redis_url("REDIS_URL")
 # Messages a socket may have queued in the layer. Sized so a burst of a few hundred events to a
 # slow socket is not dropped; clients still backfill any gap in `seq` from the database.
 CHANNEL_CAPACITY = env.integer("CHANNEL_CAPACITY", 1000, minimum=10)
-# Every layer call goes through traces.layer.BestEffortLayer: a layer that is down never fails a
+# Every layer call goes through traces.live.layer.BestEffortLayer: a layer that is down never fails a
 # run or a socket (see its docstring).
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "traces.layer.BestEffortLayer",
+            "BACKEND": "traces.live.layer.BestEffortLayer",
             "CONFIG": {
                 "backend": "traces.compat.RedisChannelLayer",
                 "config": {
@@ -110,7 +110,7 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "traces.layer.BestEffortLayer",
+            "BACKEND": "traces.live.layer.BestEffortLayer",
             "CONFIG": {
                 "backend": "traces.compat.InMemoryChannelLayer",
                 "config": {"capacity": CHANNEL_CAPACITY, "expiry": 60},
@@ -199,13 +199,24 @@ AGENT_SCHEMA_TTL = env.number("AGENT_SCHEMA_TTL", 300.0, minimum=0.0)
 AGENT_MAX_CELL_CHARS = env.integer("AGENT_MAX_CELL_CHARS", 2000, minimum=16)
 AGENT_MAX_RESULT_BYTES = env.integer("AGENT_MAX_RESULT_BYTES", 256 * 1024, minimum=1024)
 AGENT_MAX_TEXT_CHARS = env.integer("AGENT_MAX_TEXT_CHARS", 100_000, minimum=100)
+
+# The trace store.
+# One stored event at most (its envelope); beyond it its longest values are cut, with markers.
 TRACE_MAX_EVENT_BYTES = env.integer("TRACE_MAX_EVENT_BYTES", 1024 * 1024, minimum=4096)
-# A server stores its batches of events in a process of its own (traces/writer.py): the rows'
+# A server stores its batches of events in a process of its own (traces/store/sinks.py): the rows'
 # Python work runs beside the sockets' instead of taking turns with it. Off: on a thread.
 TRACE_WRITER_PROCESS = env.boolean("TRACE_WRITER_PROCESS", default=True)
+# Seconds the writer process has to come up when a server starts; if it does not, the server stops
+# with an error saying so.
+TRACE_WRITER_START_SECONDS = env.number("TRACE_WRITER_START_SECONDS", 60.0, minimum=0.01)
 # Allocations between collections of the youngest generation, in a server and its writer process
 # (traces/gctune.py); 0 keeps Python's default (700).
 TRACE_GC_THRESHOLD = env.integer("TRACE_GC_THRESHOLD", 50_000, minimum=0)
+# A running trace whose process has not written a heartbeat for this many seconds was interrupted
+# (the process was killed or crashed): it is closed as an error (traces/store/liveness.py). Each
+# server process looks for such traces when it starts and every TRACE_REAP_SECONDS.
+TRACE_RUNNER_TIMEOUT = env.number("TRACE_RUNNER_TIMEOUT", 60.0, minimum=1.0)
+TRACE_REAP_SECONDS = env.number("TRACE_REAP_SECONDS", 30.0, minimum=0.1)
 
 # The live service.
 TRACE_REQUIRE_AUTH = env.boolean("TRACE_REQUIRE_AUTH", default=not DEBUG)
@@ -227,11 +238,8 @@ TRACE_MAX_CONCURRENT_RUNS = env.integer("TRACE_MAX_CONCURRENT_RUNS", max(32, 16 
 TRACE_MAX_QUEUED_RUNS = env.integer("TRACE_MAX_QUEUED_RUNS", 500, minimum=0)
 # Seconds between a socket re-joining its channel-layer groups (after a Redis restart, expiry).
 TRACE_GROUP_REFRESH = env.number("TRACE_GROUP_REFRESH", 30.0, minimum=0.1)
-# A running trace whose process has not written a heartbeat for this many seconds was interrupted
-# (the process was killed or crashed): it is closed as an error (traces.runners).
-TRACE_RUNNER_TIMEOUT = env.number("TRACE_RUNNER_TIMEOUT", 60.0, minimum=1.0)
 
-# OTLP/HTTP ingestion (POST /v1/traces, traces.ingest): a request's body at most (before and after
+# OTLP/HTTP ingestion (POST /v1/traces, traces.ingest.ingestor): a request's body at most (before and after
 # decompression), spans in one request, one attribute value (longer ones are cut with a marker).
 TRACE_OTLP_MAX_BODY_BYTES = env.integer("TRACE_OTLP_MAX_BODY_BYTES", 16 * 1024 * 1024, minimum=1024)
 TRACE_OTLP_MAX_SPANS = env.integer("TRACE_OTLP_MAX_SPANS", 10_000, minimum=1)
@@ -240,9 +248,12 @@ TRACE_OTLP_MAX_ATTRIBUTE_BYTES = env.integer("TRACE_OTLP_MAX_ATTRIBUTE_BYTES", 6
 # exports of its children still land in it); a span open with no news this long is abandoned.
 TRACE_OTLP_COMPLETE_AFTER_SECONDS = env.number("TRACE_OTLP_COMPLETE_AFTER_SECONDS", 2.0, minimum=0.0)
 TRACE_OTLP_ABANDON_SECONDS = env.number("TRACE_OTLP_ABANDON_SECONDS", 600.0, minimum=1.0)
+# A server decodes bodies larger than this in a process of its own (traces/ingest/decoding.py), so
+# that a large export does not stall the other sockets; compressed bodies count 8 times their size.
+TRACE_OTLP_DECODE_INLINE_BYTES = env.integer("TRACE_OTLP_DECODE_INLINE_BYTES", 256 * 1024, minimum=0)
 
 # Who may read /metrics and the details of /health (anybody gets /health's status): DEBUG, staff,
-# a bearer token (this one, or a staff user's API token), or these addresses (traces.health).
+# a bearer token (this one, or a staff user's API token), or these addresses (traces.pages.health).
 TRACE_METRICS_TOKEN = env.string("TRACE_METRICS_TOKEN")
 TRACE_MONITORING_IPS = env.networks("TRACE_MONITORING_IPS")
 

@@ -5,9 +5,9 @@ import datetime as dt
 
 from django.core.management.base import BaseCommand, CommandError
 
+from traces.live.terminal import terminal_stream
 from traces.models import Trace
-from traces.terminal import terminal_stream
-from traces.transfer import export_csv, export_jsonl
+from traces.store.transfer import export_csv, export_jsonl
 
 
 class Command(BaseCommand):

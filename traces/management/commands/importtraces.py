@@ -5,7 +5,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from traces.transfer import InvalidLine, import_jsonl
+from traces.store.transfer import InvalidLine, import_jsonl
 
 
 class Command(BaseCommand):

@@ -3,7 +3,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from traces.models import Trace
-from traces.retention import parse_age, prunable, prune
+from traces.store.retention import parse_age, prunable, prune
 
 
 class Command(BaseCommand):

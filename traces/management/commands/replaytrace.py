@@ -7,8 +7,8 @@ from django.core.management.base import BaseCommand, CommandError
 from rich.console import Console
 
 from traces import protocol
+from traces.live.terminal import TerminalView, terminal_stream
 from traces.models import Trace
-from traces.terminal import TerminalView, terminal_stream
 
 HEX = re.compile(r"[0-9a-f]{1,32}")
 GROUPS = ((0, 8), (8, 12), (12, 16), (16, 20), (20, 32))  # a UUID's hex digits between its dashes

@@ -18,11 +18,10 @@ from agents.events import StopReason, TraceOutcome
 from agents.loop import AgentResult
 from traces import protocol
 from traces.access import SessionKey
+from traces.live.agent_runs import run_trace
+from traces.live.terminal import TerminalView, terminal_stream
 from traces.models import Trace
-from traces.recorder import get_event_store
-from traces.runner import run_trace
-from traces.runners import get_runners
-from traces.terminal import TerminalView, terminal_stream
+from traces.runtime import Runtime
 
 EXIT_CANCELLED = 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a writer killed by a closed pipe
@@ -131,29 +130,27 @@ class Command(BaseCommand):
                 task.cancel()
                 return None
 
-        task = asyncio.create_task(
-            run_trace(
-                question,
-                session=SessionKey.of(session, user_id),
-                source=Trace.Source.CLI,
-                owner_id=user_id,
-                model=model,
-                max_steps=max_steps,
-                listener=show,
+        # Leaving the runtime stores and publishes every event before the process exits.
+        async with Runtime(kind="cli") as runtime:
+            task = asyncio.create_task(
+                run_trace(
+                    question,
+                    store=runtime.store,
+                    runner=runtime.liveness.id,
+                    session=SessionKey.of(session, user_id),
+                    source=Trace.Source.CLI,
+                    owner_id=user_id,
+                    model=model,
+                    max_steps=max_steps,
+                    listener=show,
+                )
             )
-        )
-        loop = asyncio.get_running_loop()
-        stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill, the terminal closing
-        for stop in stops:
-            loop.add_signal_handler(stop, task.cancel)
-        try:
-            result = await task
-        finally:
+            loop = asyncio.get_running_loop()
+            stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill, the terminal closing
             for stop in stops:
-                loop.remove_signal_handler(stop)
-        store = get_event_store()
-        await store.drain()  # every stored event is published before the process exits
-        await store.aclose()
-        await store.bus.aclose()
-        await get_runners().aclose()
-        return result
+                loop.add_signal_handler(stop, task.cancel)
+            try:
+                return await task
+            finally:
+                for stop in stops:
+                    loop.remove_signal_handler(stop)

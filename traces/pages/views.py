@@ -15,14 +15,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 
 from agents.config import model_label
 from agents.events import format_timestamp, utcnow
-from traces import health as health_checks
-from traces import protocol, stats
-from traces.compare import compare
-from traces.forms import CompareForm, HistoryFilter
-from traces.live import running_agents, sockets
+from traces import protocol
+from traces.live.sessions import sockets
 from traces.models import Trace
-from traces.pagination import keyset_page, numbered_page, page_number
-from traces.serializers import trace_document
+from traces.pages import health as health_checks
+from traces.pages import stats
+from traces.pages.compare import compare
+from traces.pages.forms import CompareForm, HistoryFilter
+from traces.pages.pagination import keyset_page, numbered_page, page_number
+from traces.runtime import running_agents
+from traces.store.serializers import trace_document
 
 PAGE_SIZE = 50
 EXAMPLE_QUESTIONS = [
@@ -183,7 +185,7 @@ def _uuid_or_none(value: str) -> uuid.UUID | None:
 
 @login_not_required
 async def health(request: HttpRequest) -> JsonResponse:
-    """``traces.health``: 200 while it serves (healthy, or degraded: live delivery between processes
+    """``traces.pages.health``: 200 while it serves (healthy, or degraded: live delivery between processes
     or the model endpoint failing), 503 when unhealthy; the status for anybody, the details for monitoring."""
     status, results = await health_checks.checks()
     body: dict[str, Any] = {"status": status}
@@ -203,7 +205,7 @@ async def health(request: HttpRequest) -> JsonResponse:
 @login_not_required
 async def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus text format; aggregated across processes when PROMETHEUS_MULTIPROC_DIR is set.
-    For monitoring only (``traces.health.monitoring_allowed``)."""
+    For monitoring only (``traces.pages.health.monitoring_allowed``)."""
     if not await health_checks.monitoring_allowed(request):
         response = HttpResponse(
             "metrics need TRACE_METRICS_TOKEN or a staff user's API token (Authorization: Bearer …), "

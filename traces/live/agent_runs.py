@@ -1,6 +1,7 @@
-"""Runs one agent trace end to end: the agent reports to a recorder, which stores and publishes.
+"""One agent run, end to end: the agent reports to a recorder, which stores and publishes.
 
-Used by the WebSocket consumer and by ``manage.py runagent``; both get the same persisted trace.
+Used by the WebSocket consumer (``traces.live.sessions``) and by ``manage.py runagent``; both get
+the same stored trace.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.db import DatabaseError
 
 from agents.config import build_agent
@@ -21,8 +21,9 @@ from agents.loop import Admission, Agent, AgentResult
 from traces import protocol
 from traces.access import SessionKey
 from traces.models import Trace
-from traces.recorder import EventStore, TraceRecorder, TraceStoreError
-from traces.runners import get_runners
+from traces.store.event_store import EventStore, TraceConflict, TraceStoreError
+from traces.store.pool import pooled
+from traces.store.recorder import TraceRecorder
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class ObservedRecorder(TraceRecorder):
                 self.listener = None
 
 
-@sync_to_async
+@pooled
 def _still_running(trace_id: uuid.UUID) -> bool:
     try:
         return Trace.objects.running().filter(pk=trace_id).exists()
@@ -77,6 +78,8 @@ async def close_when_writable(recorder: TraceRecorder, error: str) -> bool:
             )
             logger.warning("trace=%s recorded as failed after the history database came back", recorder.trace_id)
             return True
+        except TraceConflict:
+            return True  # another process (a reaper) wrote its end meanwhile
         except TraceStoreError:
             await asyncio.sleep(FINALIZE_INTERVAL)
     logger.error("trace=%s could not be recorded as failed; it stays 'running' in the history", recorder.trace_id)
@@ -86,8 +89,10 @@ async def close_when_writable(recorder: TraceRecorder, error: str) -> bool:
 async def run_trace(
     question: str,
     *,
+    store: EventStore,
     session: SessionKey,
     source: str,
+    runner: str = "",
     owner_id: int | None = None,
     model: str | None = None,
     max_steps: int | None = None,
@@ -95,21 +100,21 @@ async def run_trace(
     rerun_of: uuid.UUID | None = None,
     agent: Agent | None = None,
     listener: Listener | None = None,
-    store: EventStore | None = None,
     admission: Admission | None = None,
 ) -> AgentResult:
-    """Run the agent on ``question`` and record the trace. Never raises for agent failures."""
-    runners = get_runners()
-    await runners.start("cli" if source == "cli" else "server")  # heartbeats: a killed process's runs get closed
+    """Run the agent on ``question`` and record the trace. Never raises for agent failures.
+
+    ``runner`` is the process's runner id (``traces.store.liveness``): if the process dies, its
+    reaper-to-be knows the trace was interrupted."""
     recorder = ObservedRecorder(
         listener,
+        store=store,
         trace_id=trace_id,
         session=session,
         source=source,
         owner_id=owner_id,
         rerun_of=rerun_of,
-        store=store,
-        runner=runners.id,
+        runner=runner,
     )
     agent = agent or build_agent(model, max_steps)
     logger.info(
@@ -125,8 +130,9 @@ async def run_trace(
     except TraceStoreError as exc:
         # The history database went away and the agent could not even record its failure:
         # record it as soon as the database is back, so it is never left looking like it runs.
+        # (If this process stops first, another process's reaper closes it.)
         logger.error("run aborted trace=%s: %s", recorder.trace_id, exc)
-        asyncio.get_running_loop().create_task(close_when_writable(recorder, str(exc)))
+        await close_when_writable(recorder, str(exc))
         return AgentResult(TraceOutcome.ERROR, "", str(exc), "TraceStoreError", stopped_by=StopReason.ERROR)
     logger.info(
         "run finished trace=%s session=%s status=%s steps=%s tokens=%s",

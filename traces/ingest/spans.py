@@ -10,19 +10,25 @@ keeps its attributes.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import re
 from typing import Any
 
 import orjson
 
-from agents.events import RunType
-from traces.otlp import Span
+from agents.events import RunStatus, RunType, format_timestamp
+from traces.ingest.otlp import Span
 
 THINK_OPERATIONS = {"chat", "text_completion", "generate_content", "completion", "responses"}
 AGENT_OPERATIONS = {"invoke_agent", "create_agent"}
 OPENINFERENCE_KINDS = {"LLM": RunType.THINK, "TOOL": RunType.TOOL, "AGENT": RunType.AGENT, "CHAIN": RunType.AGENT}
 SQL_KEYS = ("sql", "query", "statement")
+# The model of an LLM call: the one that answered, else the one asked for.
+MODEL_KEYS = ("gen_ai.response.model", "gen_ai.request.model", "llm.model_name")
+SESSION_KEYS = ("session.id", "gen_ai.conversation.id", "tracesite.session_id")
+SESSION_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
+MAX_SPAN_EVENTS = 50  # span events kept in a run's metadata
 SQL_START = re.compile(r"^\s*(select|with|show|describe|explain|insert|update|delete)\b", re.IGNORECASE)
 
 
@@ -246,11 +252,13 @@ def view(span: Span) -> RunView:
     return result
 
 
+def model_of(attributes: dict[str, Any]) -> str:
+    return _text(next((attributes[key] for key in MODEL_KEYS if attributes.get(key)), ""))
+
+
 def _think(span: Span, result: RunView) -> None:
     a = span.attributes
-    result.model = _text(
-        a.get("gen_ai.response.model") or a.get("gen_ai.request.model") or a.get("llm.model_name") or ""
-    )
+    result.model = model_of(a)
     result.prompt_tokens = _int(
         a.get("gen_ai.usage.input_tokens") or a.get("gen_ai.usage.prompt_tokens") or a.get("llm.token_count.prompt")
     )
@@ -362,3 +370,90 @@ def _answer(value: Any) -> str:
             if key in value:
                 return _text(value[key])
     return _text(value)
+
+
+# ---------------------------------------------------------------------------- a span, read once
+
+
+@dataclasses.dataclass(slots=True)
+class SpanRecord:
+    """What recording a span needs of it, read where the export is decoded (traces.ingest.decoding):
+    its place in the tree, its outcome and its run view, without its raw attributes."""
+
+    trace_id: str  # 32 hex digits
+    span_id: str  # 16 hex digits
+    parent_span_id: str | None
+    name: str
+    start: dt.datetime | None
+    end: dt.datetime | None
+    pending: bool  # a copy sent when the span started (Logfire's convention)
+    status: RunStatus
+    error: str | None
+    error_type: str | None
+    events: list[dict[str, Any]]  # its span events, for the run's metadata
+    view: RunView
+    session: str  # the live session its trace belongs to
+    service: str  # the agent's name
+    source: str  # otel, or sdk for tracesite_client
+    question: str  # tracesite.question, which a pending copy may say before its span ends
+
+
+def record(span: Span) -> SpanRecord:
+    status, error, error_type = _outcome(span)
+    return SpanRecord(
+        trace_id=span.trace_id,
+        span_id=span.span_id,
+        parent_span_id=span.parent_span_id,
+        name=span.name,
+        start=span.start,
+        end=span.end,
+        pending=span.pending,
+        status=status,
+        error=error,
+        error_type=error_type,
+        events=[
+            {"name": e.name, "time": format_timestamp(e.time) if e.time else None, "attributes": e.attributes}
+            for e in span.events[:MAX_SPAN_EVENTS]
+        ],
+        view=view(span),
+        session=session_of(span),
+        service=service_of(span),
+        source=source_of(span),
+        question=_text(span.attributes.get("tracesite.question") or ""),
+    )
+
+
+def session_of(span: Span) -> str:
+    for source in (span.attributes, span.resource):
+        for key in SESSION_KEYS:
+            if source.get(key):
+                return SESSION_CHARS.sub("-", str(source[key]))[:100] or "otel"
+    service = str(span.resource.get("service.name") or "otel")
+    return SESSION_CHARS.sub("-", f"otel-{service}")[:100]
+
+
+def service_of(span: Span) -> str:
+    return str(
+        span.resource.get("openinference.project.name")
+        or span.attributes.get("openinference.project.name")
+        or span.resource.get("service.name")
+        or "otel"
+    )[:100]
+
+
+def source_of(span: Span) -> str:
+    return "sdk" if span.resource.get("tracesite.source") == "sdk" else "otel"
+
+
+def _outcome(span: Span) -> tuple[RunStatus, str | None, str | None]:
+    exceptions = [e for e in span.events if e.name == "exception"]
+    if span.status_code == 2 or exceptions:
+        last = exceptions[-1].attributes if exceptions else {}
+        error = str(last.get("exception.message") or span.status_message or "error")
+        return RunStatus.ERROR, error, str(last.get("exception.type") or "SpanError")[:100]
+    return RunStatus.SUCCESS, None, None
+
+
+def answer_of(outputs: Any) -> str:
+    """A root run's answer from its stored outputs (for a trace read back from the database)."""
+    return _answer(outputs) if outputs else ""

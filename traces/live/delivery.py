@@ -34,14 +34,14 @@ from django.conf import settings
 from agents.events import EventType
 from traces import access
 from traces.compat import SendBuffer
-from traces.hub import StoredEvent
 from traces.metrics import MESSAGES_OUT, REJECTED
 from traces.protocol import TRACE_EVENTS
+from traces.store.event_store import StoredEvent
 
 logger = logging.getLogger(__name__)
 
 HOLD_SECONDS = 2.0
-CATCH_UP_SECONDS = 5.0
+CATCH_UP_SECONDS = 5.0  # a followed trace quiet this long is checked against the database
 MAX_QUEUED = 2000  # items an outbox holds before live events are read from the database instead
 BACKFILL_CHUNK = 500
 CLOSE_GRACE_SECONDS = 1.0

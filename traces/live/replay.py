@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 from traces import protocol
-from traces.delivery import Outbox, Reader
+from traces.live.delivery import Outbox, Reader
 from traces.protocol import ServerEvent
 
 CHUNK = 5000

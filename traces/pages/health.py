@@ -35,9 +35,9 @@ from django.http import HttpRequest
 
 from agents.chat import ENDPOINT_HEALTH
 from agents.config import BUILTIN, model_label
-from traces.layer import live_layer
+from traces.live.layer import configured_layer
 from traces.models import ApiToken, Event
-from traces.recorder import all_event_stores
+from traces.runtime import all_runtimes
 
 CHECK_SECONDS = 2.0
 
@@ -83,7 +83,7 @@ async def check_database() -> str:
 
 def check_history_writer() -> str:
     now = time.monotonic()
-    for store in all_event_stores():
+    for store in (runtime.store for runtime in all_runtimes()):
         if not store.store_ok:
             return "error: the last write of trace history failed"
         if store.writing_since is not None and now - store.writing_since > CHECK_SECONDS:
@@ -92,7 +92,7 @@ def check_history_writer() -> str:
 
 
 async def check_channel_layer() -> str:
-    layer = live_layer()
+    layer = configured_layer()
     if layer is None:
         return "error: no channel layer configured"
     return await layer.check()

@@ -7,16 +7,16 @@ import io
 import json
 import uuid
 from collections.abc import Iterable, Iterator
-from decimal import Decimal
 
 from django.db import DataError, IntegrityError, transaction
 from django.db.models import CharField, Q
 from django.db.models.functions import Cast
 
-from agents.events import parse_timestamp
+from agents.events import EventType, parse_timestamp
 from traces import protocol
-from traces.models import Event, Run, Trace
-from traces.serializers import RUN_EXPORT_FIELDS, TRACE_EXPORT_FIELDS, trace_documents, trace_header
+from traces.models import Trace
+from traces.store.serializers import TRACE_EXPORT_FIELDS, trace_documents, trace_header
+from traces.store.writer import FailureKind, Numbered, store_now
 
 CHUNK = 200
 CSV_FIELDS = ["id", *TRACE_EXPORT_FIELDS]
@@ -129,44 +129,52 @@ def _document(line: str) -> dict:
     return document
 
 
+class ImportFailed(Exception):
+    """The history database could not be written: nothing more is imported."""
+
+
+# What an imported trace's row keeps of the export: what no event says.
+ORIGIN_FIELDS = ("session_id", "source", "feedback", "feedback_comment")
+
+
 @transaction.atomic
 def import_document(document: dict) -> bool:
-    """Load one exported trace; False if a trace with its id is already here (idempotent)."""
+    """Load one exported trace; False if a trace with its id is already here (idempotent).
+
+    Its events are stored as they were sent, and its rows are projected from them, as the live
+    store projects every trace's (``traces.store.projection``); of the exported rows only what no
+    event says is kept (its session, source and feedback)."""
     trace_id = uuid.UUID(document["id"])
     if Trace.objects.filter(pk=trace_id).exists():
         return False
-    fields = {name: document.get(name) for name in TRACE_EXPORT_FIELDS}
-    fields.update(
-        started_at=_time(fields["started_at"]),
-        ended_at=_time(fields["ended_at"]),
-        total_cost=Decimal(str(fields["total_cost"] or 0)),
-        metadata=fields["metadata"] or {},
-    )
-    # rerun_of is linked by link_reruns() once the whole file is in: the original may come later.
-    Trace.objects.create(id=trace_id, **fields)
-    runs = []
-    for run in document.get("runs", []):
-        values = {name: run.get(name) for name in RUN_EXPORT_FIELDS}
-        values.update(start_time=_time(values["start_time"]), end_time=_time(values["end_time"]))
-        runs.append(Run(id=uuid.UUID(run["id"]), trace_id=trace_id, parent_id=run.get("parent_id"), **values))
-    # Parents first: a step is created before the runs under it.
-    runs.sort(key=lambda r: r.parent_id is not None)
-    Run.objects.bulk_create(runs, batch_size=500)
-    Event.objects.bulk_create(
-        [
-            Event(
-                trace_id=trace_id,
-                seq=message["seq"],
-                event_type=message["event_type"],
-                timestamp=_time(message["timestamp"]),
-                message_id=message["message_id"],
-                run_id=(message.get("data") or {}).get("run_id"),
-                envelope=protocol.dumps(message),
+    messages = document.get("events") or []
+    if not messages:
+        raise InvalidLine("the trace has no events: its rows cannot be rebuilt")
+    events = []
+    for message in sorted(messages, key=lambda m: m["seq"]):
+        kind = EventType(message["event_type"])
+        if uuid.UUID(str(message["trace_id"])) != trace_id:
+            raise InvalidLine(f"event {message['seq']} belongs to another trace")
+        events.append(
+            Numbered(
+                trace_id,
+                int(message["seq"]),
+                kind,
+                parse_timestamp(message["timestamp"]),
+                str(message["message_id"]),
+                protocol.dumps(message),
+                message.get("data") or None,
             )
-            for message in document.get("events", [])
-        ],
-        batch_size=500,
-    )
+        )
+    origin = {name: document.get(name) for name in ORIGIN_FIELDS if document.get(name) is not None}
+    origin["started_at"] = _time(document.get("started_at")) or events[0].timestamp
+    # rerun_of is linked by link_reruns() once the whole file is in: the original may come later.
+    outcome = store_now(events, {trace_id: origin})
+    failure = outcome.failed.get(trace_id)
+    if failure is not None:
+        if failure.kind == FailureKind.UNAVAILABLE:
+            raise ImportFailed(failure.reason)
+        raise InvalidLine(f"its events cannot be stored: {failure.reason}")
     return True
 
 

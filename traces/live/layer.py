@@ -125,6 +125,6 @@ class BestEffortLayer:
         return "ok"
 
 
-def live_layer() -> BestEffortLayer | None:
+def configured_layer() -> BestEffortLayer | None:
     """The process's channel layer, through the best-effort policy; None when none is configured."""
     return BestEffortLayer.wrap(get_channel_layer())

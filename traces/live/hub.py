@@ -1,10 +1,10 @@
 """The process's live hub: which of *this process's* sockets follow which trace, session and the
 all-traces feed, and the hand-over of stored events to them.
 
-The event store calls ``deliver()`` with each committed batch (and the bus with batches other
-processes committed). For every event it puts the stored text on the outbox of each socket that
-follows its trace or its session (once, however it follows it), and boundary events on the
-outboxes of the feed's sockets. That is the whole live hop: no channel-layer message and no
+The event store (``traces.store.event_store``) calls ``deliver()`` with each committed batch (and
+the bus with batches other processes committed). For every event it puts the stored text on the
+outbox of each socket that follows its trace or its session (once, however it follows it), and
+boundary events on the outboxes of the feed's sockets. That is the whole live hop: no channel-layer message and no
 consumer dispatch per event and socket; each socket's own writer sends what its outbox holds.
 """
 
@@ -12,37 +12,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Protocol
 
-from agents.events import BOUNDARY_EVENTS
-from traces.loops import PerLoop
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """One stored event as it is delivered: its envelope text and what routes it. The text is
-    encoded once and shared by every socket; its type rides alongside, so a socket that is not
-    shown this type skips it without reading the text."""
-
-    trace_id: str
-    seq: int
-    session_group: str
-    owner_id: int | None
-    event_type: str
-    text: str
-
-    @property
-    def boundary(self) -> bool:
-        """trace_started or trace_completed: the feed carries it."""
-        return self.event_type in BOUNDARY_EVENTS
-
-    def as_tuple(self) -> tuple:
-        return (self.trace_id, self.seq, self.session_group, self.owner_id, self.event_type, self.text)
+from traces.live import delivery
+from traces.store.event_store import StoredEvent
 
 
 class Follower(Protocol):
-    """A socket's side of delivery (``traces.delivery.Outbox``)."""
+    """A socket's side of delivery (``traces.live.delivery.Outbox``)."""
 
     def offer(self, event: StoredEvent) -> None: ...
 
@@ -55,8 +32,6 @@ NOBODY: frozenset[Follower] = frozenset()
 
 
 class Hub:
-    CATCH_UP_SECONDS = 5.0
-
     def __init__(self) -> None:
         self.traces: dict[str, set[Follower]] = defaultdict(set)
         self.sessions: dict[str, set[Follower]] = defaultdict(set)
@@ -110,13 +85,14 @@ class Hub:
                         follower.offer_feed(event)
 
     def _tick(self) -> None:
-        """Start the catch-up ticker: every CATCH_UP_SECONDS each socket checks its quiet traces."""
+        """Start the catch-up ticker (it runs from the first follower until ``aclose``): every
+        ``delivery.CATCH_UP_SECONDS`` each socket checks its quiet traces."""
         if self._ticker is None or self._ticker.done():
             self._ticker = asyncio.get_running_loop().create_task(self._catch_up_loop(), name="hub-catch-up")
 
     async def _catch_up_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.CATCH_UP_SECONDS)
+            await asyncio.sleep(delivery.CATCH_UP_SECONDS)
             for follower in self.followers:
                 follower.catch_up()
 
@@ -133,11 +109,3 @@ def _discard(index: dict[str, set[Follower]], key: str, follower: Follower) -> N
         members.discard(follower)
         if not members:
             del index[key]
-
-
-_hubs: PerLoop[Hub] = PerLoop(Hub)
-
-
-def get_hub() -> Hub:
-    """The hub of the running event loop (a server process has one)."""
-    return _hubs.get()

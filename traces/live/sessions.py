@@ -1,7 +1,7 @@
-"""Process-local state of the live service: agent runs by session, open sockets.
+"""This process's agent runs by session, and its open sockets.
 
 A run belongs to its session, not to a socket: closing the browser does not stop it.
-``cancel_agent`` reaches a run in another process through the bus (``traces.bus``).
+``cancel_agent`` reaches a run in another process through the bus (``traces.live.bus``).
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ from django.conf import settings
 
 from agents.events import interruption
 from traces.access import SessionKey
-from traces.bus import get_bus
-from traces.loops import PerLoop
+from traces.live.agent_runs import run_trace
 from traces.metrics import RUNNING_AGENTS
-from traces.runner import run_trace
+from traces.store.event_store import EventStore
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +34,14 @@ class RunHandle:
     turn: asyncio.Event = field(default_factory=asyncio.Event)  # set when it may start
 
 
-class LiveRuns:
+class SessionRuns:
     """This process's agent runs by session. At most ``TRACE_MAX_CONCURRENT_RUNS`` run at once; the
     others wait in order (their trace is started and says it is queued, with its place), up to
     ``TRACE_MAX_QUEUED_RUNS`` of them."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: EventStore, runner: str) -> None:
+        self.store = store
+        self.runner = runner  # the process's runner id, recorded on each trace (traces.store.liveness)
         self.runs: dict[SessionKey, RunHandle] = {}
         self.running = 0
         self.waiting: collections.deque[tuple[RunHandle, Callable[[str], Awaitable[None]]]] = collections.deque()
@@ -76,9 +77,10 @@ class LiveRuns:
         async def run() -> None:
             RUNNING_AGENTS.inc()
             try:
-                await get_bus().start()  # so that a cancel from another process reaches this one
                 await run_trace(
                     question,
+                    store=self.store,
+                    runner=self.runner,
                     session=session,
                     source=source,
                     owner_id=owner_id,
@@ -152,6 +154,22 @@ class LiveRuns:
         handle.task.cancel()
         return True
 
+    async def interrupt_all(self, seconds: float) -> int:
+        """Cancel every run as interrupted (the process is stopping) and wait up to ``seconds``
+        for them to record how they ended; returns how many there were."""
+        handles = list(self.runs.values())
+        for handle in handles:
+            if handle.task is not None:
+                handle.task.cancel(interruption("the server is shutting down"))
+        try:
+            async with asyncio.timeout(seconds):
+                await asyncio.gather(*(handle.done.wait() for handle in handles))
+        except TimeoutError:
+            logger.warning(
+                "shutdown: %d run(s) not recorded as ended in %ss", sum(not h.done.is_set() for h in handles), seconds
+            )
+        return len(handles)
+
 
 @dataclass
 class Sockets:
@@ -159,63 +177,4 @@ class Sockets:
     sessions: Counter = field(default_factory=Counter)
 
 
-def _live_runs() -> LiveRuns:
-    runs = LiveRuns()
-    get_bus().on_cancel = runs.cancel_local  # a cancel_agent sent from another process
-    return runs
-
-
-_runs: PerLoop[LiveRuns] = PerLoop(_live_runs)
 sockets = Sockets()
-
-
-def live_runs() -> LiveRuns:
-    return _runs.get()
-
-
-def running_agents() -> int:
-    return sum(len(runs) for runs in _runs.all())
-
-
-SHUTDOWN_SECONDS = 10.0
-_draining: set[asyncio.AbstractEventLoop] = set()
-
-
-async def serve() -> None:
-    """This process serves sockets: it beats as a runner, reaps interrupted runs, and drains on
-    shutdown (once per process; cheap after the first call)."""
-    from traces import compat
-    from traces.recorder import get_event_store
-    from traces.runners import get_runners
-
-    get_event_store().warm_up()  # the history's writer process, started before the first event
-    await get_runners().start("server")
-    loop = asyncio.get_running_loop()
-    if loop not in _draining:
-        _draining.add(loop)
-        compat.on_server_shutdown(shutdown)
-
-
-async def shutdown(seconds: float = SHUTDOWN_SECONDS) -> None:
-    """Stop cleanly: the runs of this process end as interrupted and are recorded, everything stored
-    is delivered, the process stops beating and leaves the bus. What does not finish in ``seconds``
-    is closed by the reaper of another process (this one no longer counts as alive)."""
-    from traces.recorder import get_event_store
-    from traces.runners import get_runners
-
-    runs = live_runs()
-    handles = list(runs.runs.values())
-    for handle in handles:
-        if handle.task is not None:
-            handle.task.cancel(interruption("the server is shutting down"))
-    try:
-        async with asyncio.timeout(seconds):
-            await asyncio.gather(*(handle.done.wait() for handle in handles))
-            await get_event_store().drain()
-    except TimeoutError:
-        logger.warning(
-            "shutdown: %d run(s) not recorded as ended in %ss", sum(not h.done.is_set() for h in handles), seconds
-        )
-    await get_runners().aclose()
-    await get_bus().aclose()
-    logger.info("shut down: %d run(s) interrupted", len(handles))

@@ -7,7 +7,7 @@ batch costs one ``group_send`` however many events and sockets it has (channels-
 Redis round trips), instead of one per event and group. ``cancel_agent`` for a run in another
 process travels the same way.
 
-Best effort, like every layer call (``traces.layer``): a process that misses a batch (a Redis
+Best effort, like every layer call (``traces.live.layer``): a process that misses a batch (a Redis
 blip, a restart) loses nothing, because its sockets catch up from the database by seq. With
 the in-memory layer there is only one process, and nothing is sent.
 """
@@ -23,9 +23,9 @@ from typing import Any
 from django.conf import settings
 
 from traces.access import SessionKey
-from traces.hub import Hub, StoredEvent, get_hub
-from traces.layer import BestEffortLayer, live_layer
-from traces.loops import PerLoop
+from traces.live.hub import Hub
+from traces.live.layer import BestEffortLayer, configured_layer
+from traces.store.event_store import StoredEvent
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +36,14 @@ CLOSE_SECONDS = 2.0
 
 
 class Bus:
-    def __init__(self, hub: Hub | None = None, layer: Any = None) -> None:
-        self.hub = hub if hub is not None else get_hub()
-        self.layer: BestEffortLayer | None = BestEffortLayer.wrap(layer) if layer is not None else live_layer()
+    def __init__(self, hub: Hub, layer: Any = None, on_cancel: Callable[[SessionKey], bool] | None = None) -> None:
+        self.hub = hub
+        self.layer: BestEffortLayer | None = BestEffortLayer.wrap(layer) if layer is not None else configured_layer()
         self.origin = uuid.uuid4().hex  # this process: it does not deliver its own batches twice
         self.channel = ""
         self._tasks: list[asyncio.Task] = []
         self._starting: asyncio.Task | None = None
-        self.on_cancel: Callable[[SessionKey], bool] | None = None  # traces.live: cancels a run of this process
+        self.on_cancel = on_cancel  # cancels a run of this process (traces.live.sessions)
 
     @property
     def crosses_processes(self) -> bool:
@@ -118,11 +118,3 @@ class Bus:
             await self.layer.group_discard(GROUP, self.channel)
             self.layer.forget_channel(self.channel)
             self.channel = ""
-
-
-_buses: PerLoop[Bus] = PerLoop(Bus)
-
-
-def get_bus() -> Bus:
-    """The bus of the running event loop."""
-    return _buses.get()

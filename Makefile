@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format install install-dev vendor clean
+.PHONY: run test test-runtime lint format install install-dev vendor clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ $(VENV)/.installed: requirements.txt | $(BIN)/python
 # and skips the MariaDB tests, except in CI (CI=true), where that is an error.
 # The OpenAI Agents SDK's package is named `agents`, like this project's own: it is installed into
 # a directory of its own, which only the subprocess of tests/test_agents_sdk.py puts on its path.
-$(VENV)/.installed-dev: requirements.txt requirements-dev.txt requirements-mysql.txt requirements-agents-sdk.txt | $(BIN)/python
+$(VENV)/.installed-dev: requirements.txt requirements-test.txt requirements-dev.txt requirements-mysql.txt requirements-agents-sdk.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	$(BIN)/pip install --quiet --upgrade --target $(VENV)/agents-sdk -r requirements-agents-sdk.txt
 	@$(BIN)/pip install --quiet -r requirements-mysql.txt || { \
@@ -39,6 +39,17 @@ run: $(VENV)/.installed
 ## Run the whole test suite
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## The server-side tests in a fresh venv of the runtime requirements and the test runner only:
+## a module the server imports that only the dev requirements bring in fails here (CI runs it)
+RUNTIME_VENV ?= var/runtime-venv
+RUNTIME_TESTS := tests/test_imports.py tests/test_otlp_ingest.py tests/test_consumer.py tests/test_pages.py
+test-runtime:
+	rm -rf $(RUNTIME_VENV)
+	$(PYTHON) -m venv $(RUNTIME_VENV)
+	$(RUNTIME_VENV)/bin/pip install --quiet --upgrade pip
+	$(RUNTIME_VENV)/bin/pip install --quiet -r requirements.txt -r requirements-mysql.txt -r requirements-test.txt
+	$(RUNTIME_VENV)/bin/python -m pytest $(RUNTIME_TESTS) $(PYTEST_ARGS)
 
 ## Check style (ruff), formatting and types (mypy on agents/ and traces/)
 lint: $(VENV)/.installed-dev

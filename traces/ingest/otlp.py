@@ -20,6 +20,7 @@ from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
+from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -167,8 +168,6 @@ def answer(kind: str, rejected: int = 0, message: str = "") -> bytes:
 
 def error_body(kind: str, message: str) -> bytes:
     """A ``google.rpc.Status``-shaped error, as OTLP/HTTP asks for (JSON or protobuf)."""
-    from google.rpc.status_pb2 import Status
-
     status = Status(code=3, message=message)  # INVALID_ARGUMENT
     if kind == PROTOBUF:
         return status.SerializeToString()

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import signal
-import uuid
 import urllib.error
 import urllib.request
+import uuid
 from decimal import Decimal
 
 import pytest

@@ -244,9 +244,9 @@ def utcnow() -> dt.datetime:
 def format_timestamp(moment: dt.datetime) -> str:
     """ISO 8601 in UTC with milliseconds and a ``Z``: ``2025-09-24T12:00:00.000Z``.
 
-    Every event and run carries two or three of these, and ``isoformat`` of an aware datetime
-    cost a few percent of a server's CPU: the text up to the second is kept for the seconds seen
-    last, and only the milliseconds are formatted each time."""
+    Every event and run carries two or three of these, and ``isoformat`` of an aware datetime is
+    slow for how often it runs: the text up to the second is kept for the seconds seen last, and
+    only the milliseconds are formatted each time."""
     utc = moment if moment.tzinfo is dt.UTC else moment.astimezone(dt.UTC)
     second = utc.timestamp()
     if second < 0:  # before 1970: not worth a cache

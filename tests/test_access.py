@@ -71,7 +71,7 @@ def test_a_session_belongs_to_its_owner_only_when_auth_is_on(settings):
     settings.TRACE_REQUIRE_AUTH = True
     mine, theirs = SessionKey.of("tab", 1), SessionKey.of("tab", 2)
     assert mine != theirs and mine.group != theirs.group
-    assert mine.group == protocol.session_group("tab", 1) and mine.control_group == protocol.control_group("tab", 1)
+    assert mine.group == protocol.session_group("tab", 1)
     settings.TRACE_REQUIRE_AUTH = False
     assert SessionKey.of("tab", 1) == SessionKey.of("tab", 2) == SessionKey("tab")
 

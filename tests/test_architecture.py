@@ -1,5 +1,7 @@
 """The packages depend one way: tracesite → traces → agents. The agent runtime imports nothing of
-the web app, so it can run and be tested on its own (a list-collecting sink is enough)."""
+the web app, so it can run and be tested on its own (a list-collecting sink is enough). Inside
+traces/, the parts are layers too (entry points → runtime → ingest | live → store → models and
+vocabulary), with no cycles."""
 
 from __future__ import annotations
 
@@ -44,3 +46,44 @@ def test_the_agent_runtime_spells_no_import_of_the_web_app():
         or 'import_module("traces' in line
     ]
     assert offending == []
+
+
+# Inside traces/, highest first: the entry points (the socket, the OTLP endpoint, the pages, the
+# admin, the commands), the runtime that owns a process's life, live delivery and ingest (neither
+# knows the other), the store, and the vocabulary and models everything shares.
+TRACES_LAYERS = [
+    grimp.Layer(
+        "consumers", "receiver", "pages", "routing", "urls", "admin", "management", "templatetags", independent=False
+    ),
+    "runtime",
+    grimp.Layer("ingest", "live", independent=True),
+    "store",
+    grimp.Layer(
+        "models", "protocol", "access", "security", "compat", "loops", "metrics", "gctune", "apps", independent=False
+    ),
+]
+
+
+def test_traces_reads_as_layers_with_no_cycles(graph):
+    illegal = graph.find_illegal_dependencies_for_layers(TRACES_LAYERS, containers={"traces"})
+    assert not illegal, "; ".join(
+        f"{d.importer} imports {d.imported}: "
+        + " | ".join(" -> ".join([*r.heads, *r.middle, *r.tails]) for r in d.routes)
+        for d in illegal
+    )
+    listed = {
+        name for layer in TRACES_LAYERS for name in (layer.module_tails if isinstance(layer, grimp.Layer) else {layer})
+    }
+    children = {module.removeprefix("traces.") for module in graph.find_children("traces")}
+    assert children - listed == {"migrations"}, "a module of traces/ that no layer names"
+
+
+def test_the_layer_check_finds_an_import_that_runs_up(tmp_path, monkeypatch):
+    """The check itself can fail: the store importing the runtime is caught."""
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "__init__.py").write_text("")
+    (tmp_path / "app" / "store.py").write_text("def f():\n    from app.runtime import thing\n")
+    (tmp_path / "app" / "runtime.py").write_text("thing = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    wrong = grimp.build_graph("app", cache_dir=None)
+    assert wrong.find_illegal_dependencies_for_layers(["runtime", "store"], containers={"app"})

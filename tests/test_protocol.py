@@ -69,8 +69,7 @@ def test_it_marks_a_stored_envelope_as_replayed():
     assert replayed["message_id"] == json.loads(text)["message_id"]
 
 
-def test_it_names_groups_within_channel_layer_limits():
-    assert protocol.trace_group(TRACE_ID) == f"trace.{TRACE_ID.hex}"
+def test_it_names_session_groups_within_channel_layer_limits():
     assert protocol.session_group("session_xyz789") == "session.session_xyz789"
     long_group = protocol.session_group("x" * 100)
     assert len(long_group) < 100 and long_group != protocol.session_group("y" * 100)

@@ -69,10 +69,6 @@ class SessionKey:
     def group(self) -> str:
         return protocol.session_group(self.session_id, self.owner_id)
 
-    @property
-    def control_group(self) -> str:
-        return protocol.control_group(self.session_id, self.owner_id)
-
     def filter(self, prefix: str = "") -> Q:
         """The traces of this session."""
         q = Q(**{f"{prefix}session_id": self.session_id})

@@ -272,8 +272,8 @@ def _as_is(value: Any, *args: Any, **kwargs: Any) -> Any:
 
 def plain_autobahn_debug_lines() -> bool:
     """autobahn builds the arguments of a debug line on every frame it sends (a method's qualified
-    name and values, coloured through click) whether or not debug lines are printed: a tenth of a
-    frame's cost in the live profile. Its websocket module's ``hltype``/``hlval`` now pass the
+    name and values, coloured through click) whether or not debug lines are printed, on every
+    frame. Its websocket module's ``hltype``/``hlval`` now pass the
     values as they are; the lines, when shown, lose their colours only."""
     try:
         from autobahn.websocket import protocol as websocket

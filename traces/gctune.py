@@ -2,10 +2,9 @@
 
 A server allocates a few dozen short-lived objects for every event (envelopes, rows, futures)
 and keeps the state of every live trace. With Python's default thresholds (700, 10, 10) the
-collector ran every few hundred events, and its full collections walked every object the
-process holds (Django, the modules, every live trace): a fifth of the server's CPU while it
-ingested OTLP spans (``bench/ingest.py``). So the server, and its history writer process, once
-set up:
+collector runs every few hundred events, and its full collections walk every object the process
+holds (Django, the modules, every live trace). So the server, and its history writer process,
+once set up:
 
 - move what start-up made (modules, models, URL patterns) out of the collector's sight
   (``gc.freeze``): it is never garbage;

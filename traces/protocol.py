@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from agents.events import BOUNDARY_EVENTS, SEED_EVENTS, EventType, format_timestamp, to_json, utcnow
+from agents.events import SEED_EVENTS, EventType, format_timestamp, to_json, utcnow
 from traces import __version__
 
 SERVER_VERSION = __version__  # sent in connection_established and /health
@@ -42,8 +42,6 @@ class ServerEvent(StrEnum):
 MessageType = EventType | ServerEvent
 # Every trace event carries trace_id and seq, and is stored.
 TRACE_EVENTS = frozenset(EventType)
-# Events the all-traces feed carries.
-FEED_EVENTS = BOUNDARY_EVENTS
 
 # ---------------------------------------------------------------------------- protocol versions
 
@@ -100,36 +98,22 @@ class CloseCode:
     FLOODING = 4429
 
 
-# Channel-layer names. Group names must be ASCII and shorter than 100 characters.
-TRACE_EVENT_MESSAGE = "trace.event"  # an event of a trace the socket follows
-TRACE_FEED_MESSAGE = "trace.feed"  # trace_started / trace_completed of any trace (subscribe_all)
-AGENT_CANCEL_MESSAGE = "agent.cancel"  # to a session's running agent, wherever it runs
-ALL_TRACES_GROUP = "traces.all"
-
-
-def trace_group(trace_id: uuid.UUID | str) -> str:
-    return f"trace.{uuid.UUID(str(trace_id)).hex}"
-
-
 def session_group(session_id: str, owner_id: int | None = None) -> str:
-    """A session's sockets. With auth, sessions are per user: another user's same id is another session."""
+    """The name of a session's sockets, by which the hub routes its events (``traces.live.hub``). With
+    auth, sessions are per user: another user's same id is another session. ASCII, under 100 characters."""
     name = session_id if owner_id is None else f"u{owner_id}.{session_id}"
     if len(name) <= 80:
         return f"session.{name}"
     return f"session.h{hashlib.sha256(name.encode()).hexdigest()[:40]}"
 
 
-def control_group(session_id: str, owner_id: int | None = None) -> str:
-    """The running agents of a session listen here for cancel requests."""
-    return "control." + session_group(session_id, owner_id).removeprefix("session.")
-
-
 # ---------------------------------------------------------------------------- envelope
 
 
-def trace_message_id(event_type: str, trace_id: uuid.UUID | str, seq: int) -> str:
-    """The message id of a trace event: the same whenever the event is resumed or replayed."""
-    return f"{event_type}_{uuid.UUID(str(trace_id)).hex}_{seq}"
+def trace_message_id(event_type: str, trace_hex: str, seq: int) -> str:
+    """The message id of a trace event (``trace_hex``: its trace id's 32 hex digits): the same
+    whenever the event is resumed or replayed."""
+    return f"{event_type}_{trace_hex}_{seq}"
 
 
 def envelope(
@@ -145,7 +129,7 @@ def envelope(
 ) -> dict[str, Any]:
     """Build a server → client message. Trace events pass ``trace_id`` and ``seq``."""
     if seq is not None and trace_id is not None:
-        message_id = message_id or trace_message_id(event_type, trace_id, seq)
+        message_id = message_id or trace_message_id(event_type, uuid.UUID(str(trace_id)).hex, seq)
     message: dict[str, Any] = {
         "event_type": str(event_type),
         "timestamp": format_timestamp(timestamp or utcnow()),

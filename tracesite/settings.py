@@ -84,8 +84,9 @@ DATABASE_ROUTERS = ["tracesite.routers.AgentDatabaseRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.redis_url("REDIS_URL")
-# Messages a socket may have queued in the layer. Sized so a burst of a few hundred events to a
-# slow socket is not dropped; clients still backfill any gap in `seq` from the database.
+# Messages a channel of the layer may hold. The layer carries one message per stored batch to the
+# other server processes and cancel requests (traces/live/bus.py); a process that misses some
+# catches up from the database by seq.
 CHANNEL_CAPACITY = env.integer("CHANNEL_CAPACITY", 1000, minimum=10)
 # Every layer call goes through traces.live.layer.BestEffortLayer: a layer that is down never fails a
 # run or a socket (see its docstring).

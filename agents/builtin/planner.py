@@ -189,7 +189,6 @@ class _Builder:
         self.table = table
         self.joins: dict[str, Join] = {}
         self.where: list[str] = []
-        self.notes: list[str] = []
         self.multi = False  # columns need their table's alias (a join)
 
     # the FROM clause and column references
@@ -476,7 +475,7 @@ class _Builder:
         return self.c.schema.column(self.table, words, numeric=True) is not None
 
     def done(self, sql: str) -> Plan:
-        return Plan(sql, self.q, self.table, "; ".join(self.notes))
+        return Plan(sql, self.q, self.table)
 
 
 def _lists(table: Table, phrase: str, own_only: bool = False) -> bool:

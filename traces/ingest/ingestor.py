@@ -93,7 +93,7 @@ def run_id(trace_id: uuid.UUID, span_hex: str) -> uuid.UUID:
 
 def run_text_id(trace_id: uuid.UUID, span_hex: str) -> str:
     """The span's run id as events carry it: ``uuid5(RUN_NAMESPACE, "<trace hex>:<span hex>")``,
-    built as text without two UUID objects (a third of the time, once per span)."""
+    built as text, without the two UUID objects ``uuid5`` makes on the way (it runs for every span)."""
     digest = bytearray(hashlib.sha1(_RUN_NAMESPACE_BYTES + f"{trace_id.hex}:{span_hex}".encode()).digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant

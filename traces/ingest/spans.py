@@ -341,8 +341,6 @@ def _step(span: Span, result: RunView) -> None:
         parsed = _json(value_out)
         result.outputs = parsed if isinstance(parsed, dict) else {"output": _text(parsed)}
         result.answer = _answer(parsed)
-    if not result.inputs and not result.outputs:
-        result.inputs = {}
 
 
 def _question(value: Any) -> str:

@@ -80,7 +80,8 @@ class Outbox:
     dropped: bool = False  # the client is gone or too slow: send nothing more
 
     def __post_init__(self) -> None:
-        self._items: collections.deque[tuple] = collections.deque()
+        # What the writer task does next, in order: a call of one of its methods, with its arguments.
+        self._items: collections.deque[tuple[Any, ...]] = collections.deque()
         self._wake = asyncio.Event()
         self._overflowed: set[str] = set()
         self._timers: set[asyncio.Task] = set()
@@ -96,17 +97,17 @@ class Outbox:
         if hold is not None:
             trace_id, last_seq = hold
             self.followed[trace_id] = FollowedTrace(self.session_events, sent=last_seq, held=[])
-            self._later(HOLD_SECONDS, ("release", trace_id))
-        self._items.appendleft(("text", hello, "connection_established"))
+            self._later(HOLD_SECONDS, (self._release, trace_id))
+        self._items.appendleft((self._send, hello, "connection_established"))
         self._writer = asyncio.get_running_loop().create_task(self._write(), name=f"outbox-{self.session_id}")
         self._wake.set()
 
-    def _put(self, item: tuple) -> None:
+    def _put(self, item: tuple[Any, ...]) -> None:
         self._items.append(item)
         self._wake.set()
 
     def text(self, text: str, label: str) -> None:
-        self._put(("text", text, label))
+        self._put((self._send, text, label))
 
     def offer(self, event: StoredEvent) -> None:
         """A stored event of a trace or session this socket follows (from the hub)."""
@@ -114,36 +115,36 @@ class Outbox:
             self._overflowed.add(event.trace_id)  # read from the database once the writer catches up
             self._wake.set()
             return
-        self._put(("live", event))
+        self._put((self._live, event))
 
     def offer_feed(self, event: StoredEvent) -> None:
         if len(self._items) < MAX_QUEUED:
-            self._put(("feed", event))
+            self._put((self._feed, event))
 
     def resume(self, trace_id: str, after_seq: int, *, of_session: bool) -> None:
         """subscribe_trace. A trace of this socket's own session is its session's live stream, in the
         protocol the socket asked for; any other trace is sent whole."""
-        self._put(("resume", trace_id, after_seq, self.session_events if of_session else TRACE_EVENTS))
+        self._put((self._resume, trace_id, after_seq, self.session_events if of_session else TRACE_EVENTS))
 
     def unfollow(self, trace_id: str) -> None:
-        self._put(("unfollow", trace_id))
+        self._put((self._unfollow, trace_id))
 
     def follow_new(self, trace_id: str) -> None:
         """A trace this socket started (in its session): follow it from its first event."""
-        self._put(("new", trace_id))
+        self._put((self._follow_new, trace_id))
 
     def catch_up(self) -> None:
-        self._put(("catch_up",))
+        self._put((self._catch_up_quiet,))
 
     def close_after(self, code: int) -> None:
         """Close the socket once what is queued before has been sent."""
-        self._put(("close", code))
+        self._put((self._close_socket, code))
 
     @property
     def queued(self) -> int:
         return len(self._items)
 
-    def _later(self, seconds: float, item: tuple) -> None:
+    def _later(self, seconds: float, item: tuple[Any, ...]) -> None:
         async def wait() -> None:
             await asyncio.sleep(seconds)
             self._put(item)
@@ -173,27 +174,8 @@ class Outbox:
                     continue
                 self._wake.clear()
                 await self._wake.wait()
-            item = items.popleft()
-            kind = item[0]
-            if kind == "live":
-                await self._live(item[1])
-            elif kind == "text":
-                await self._send(item[1], item[2])
-            elif kind == "feed":
-                await self._feed(item[1])
-            elif kind == "resume":
-                await self._resume(item[1], item[2], item[3])
-            elif kind == "release":
-                await self._release(item[1])
-            elif kind == "unfollow":
-                self.followed.pop(item[1], None)
-            elif kind == "new":
-                self.followed.setdefault(item[1], FollowedTrace(self.session_events))
-            elif kind == "catch_up":
-                await self._catch_up_quiet()
-            elif kind == "close" and self.close is not None and not self.dropped:
-                self.dropped = True
-                await self.close(item[1])
+            call, *arguments = items.popleft()
+            await call(*arguments)
 
     async def _live(self, event: StoredEvent) -> None:
         key, seq = event.trace_id, event.seq
@@ -204,7 +186,7 @@ class Outbox:
                 # (publishing runs a little behind storing, so even one already finished in the
                 # database): the client may be about to resume it by seq, so hold it as the hello does.
                 self.followed[key] = FollowedTrace(self.session_events, sent=seq - 1, held=[event])
-                self._later(HOLD_SECONDS, ("release", key))
+                self._later(HOLD_SECONDS, (self._release, key))
                 return
             # Started after this socket joined its session: follow it.
             followed = self.followed[key] = FollowedTrace(self.session_events)
@@ -216,7 +198,18 @@ class Outbox:
         if seq > followed.sent + 1:
             await self._backfill(key, followed, up_to=seq - 1)
         if seq == followed.sent + 1:
-            await self._sent(followed, seq, event.event_type, event.text)
+            await self._next_event(followed, seq, event.event_type, event.text)
+
+    async def _unfollow(self, trace_id: str) -> None:
+        self.followed.pop(trace_id, None)
+
+    async def _follow_new(self, trace_id: str) -> None:
+        self.followed.setdefault(trace_id, FollowedTrace(self.session_events))
+
+    async def _close_socket(self, code: int) -> None:
+        if self.close is not None and not self.dropped:
+            self.dropped = True
+            await self.close(code)
 
     async def _feed(self, event: StoredEvent) -> None:
         if event.trace_id in self.followed:
@@ -271,7 +264,7 @@ class Outbox:
         while not self.dropped:
             rows = await self.read_events(trace_id, followed.sent, up_to, BACKFILL_CHUNK)
             for seq, _, event_type, text in rows:
-                await self._sent(followed, seq, event_type, text)
+                await self._next_event(followed, seq, event_type, text)
             if len(rows) < BACKFILL_CHUNK:
                 return
 
@@ -287,7 +280,7 @@ class Outbox:
             if len(rows) < BACKFILL_CHUNK:
                 return
 
-    async def _sent(self, followed: FollowedTrace, seq: int, event_type: str, text: str) -> None:
+    async def _next_event(self, followed: FollowedTrace, seq: int, event_type: str, text: str) -> None:
         """The next event of a followed trace: sent if the socket is shown its type, passed over if not."""
         followed.sent = seq
         if event_type == EventType.TRACE_COMPLETED:

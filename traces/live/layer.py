@@ -1,13 +1,14 @@
 """The channel layer, best effort: one policy for it being down.
 
 Every layer call of the process goes through ``BestEffortLayer`` (it is the configured backend
-and wraps the real one): consumers joining groups and receiving, the recorder publishing, runs
-listening for cancels. Live delivery is a convenience on top of the stored history, so a layer
-that fails (Redis restarting, a network split) must not fail anything else: a call that raises or
-takes longer than ``CALL_TIMEOUT`` is logged once per outage, counted in ``/metrics`` and
-reported to the caller as ``False`` (``None`` for ``new_channel``). ``receive`` retries until it
-gets a message, so a socket outlives the outage; subscribe, resume and replay read the database
-meanwhile, and clients backfill by ``seq``. ``/health`` asks ``check()``, which does not swallow.
+and wraps the real one): the bus (``traces.live.bus``) joining the processes' group, publishing
+each stored batch and listening for the other processes' batches and cancel requests. Live
+delivery is a convenience on top of the stored history, so a layer that fails (Redis restarting,
+a network split) must not fail anything else: a call that raises or takes longer than
+``CALL_TIMEOUT`` is logged once per outage, counted in ``/metrics`` and reported to the caller as
+``False`` (``None`` for ``new_channel``). ``receive`` retries until it gets a message, so the bus
+outlives the outage; sockets catch up from the database by ``seq`` meanwhile. ``/health`` asks
+``check()``, which does not swallow.
 """
 
 from __future__ import annotations

@@ -2,9 +2,8 @@
 
 WhiteNoise's own middleware is synchronous only. One synchronous middleware in an ASGI
 server's stack makes Django run the whole chain in a thread: every request (a history page, the
-health check, the metrics) hopped to a worker thread for the middleware and back to the event
-loop for the view. It was found with OTLP exports, which went through this stack then
-(docs/benchmarks.md, "Every request on the event loop"); they now skip it altogether.
+health check, the metrics) would hop to a worker thread for the middleware and back to the event
+loop for the view.
 
 This one is both: under ASGI it answers a static file from WhiteNoise's table (a dict lookup; the
 file is streamed by Django's response) and passes every other request on without leaving the

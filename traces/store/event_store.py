@@ -264,7 +264,7 @@ class EventStore:
                 # its original size (and the rows are projected from the cut event).
                 item.data = bound(item.data, limit - 1024)
                 text = self._text(item, seq)
-            message_id = f"{item.event_type}_{sequence.hex_id}_{seq}"
+            message_id = protocol.trace_message_id(item.event_type, sequence.hex_id, seq)
             item.numbered = Numbered(
                 sequence.trace_id, seq, item.event_type, item.timestamp, message_id, text, item.data
             )
@@ -284,7 +284,7 @@ class EventStore:
                 timestamp=item.timestamp,
                 trace_id=sequence.text_id,
                 seq=seq,
-                message_id=f"{item.event_type}_{sequence.hex_id}_{seq}",
+                message_id=protocol.trace_message_id(item.event_type, sequence.hex_id, seq),
             )
         )
 

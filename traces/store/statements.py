@@ -1,9 +1,9 @@
 """The store's SQL: one ``executemany`` for a batch's rows of one model, built once per database.
 
-The ORM's ``bulk_create`` compiles its SQL on every call, which cost a third of a server's time
-in the live path's profile (docs/benchmarks.md). These statements are built once per database
-vendor from Django's own parts (``quote_name``, ``on_conflict_suffix_sql``, ``get_db_prep_save``),
-so they are the SQL the ORM would write.
+The ORM's ``bulk_create`` compiles its SQL on every call, and every batch of every trace is
+written here. These statements are built once per database vendor from Django's own parts
+(``quote_name``, ``on_conflict_suffix_sql``, ``get_db_prep_save``), so they are the SQL the ORM
+would write.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ MULTI_ROW = 100
 
 
 def _converter(field: models.Field) -> Callable[[Any], Any]:
-    """``field.get_db_prep_save`` for this connection, faster for the types every event writes:
-    UUIDs, aware datetimes and JSON take the vendors' steps directly (the generic path costs
-    2–5 µs a value); anything else goes the generic way."""
+    """``field.get_db_prep_save`` for this connection, without the generic path's dispatch for the
+    types every event writes: UUIDs, aware datetimes and JSON take the vendors' steps directly;
+    anything else goes the generic way."""
     kind = field.get_internal_type()
     target = getattr(field, "target_field", None)
     if kind == "UUIDField" or (

@@ -22,7 +22,7 @@ from typing import IO, Any
 # The history's only writer on SQLite keeps more of the database in memory (64 MiB instead of
 # 2 MiB: the indexes of runs and events are written at random places as traces interleave) and
 # copies its write-ahead log back into the database every 10,000 pages instead of 1,000 (a page
-# written many times between two checkpoints is copied once). docs/benchmarks.md has the figures.
+# written many times between two checkpoints is copied once).
 SQLITE_WRITER_PRAGMAS = "PRAGMA cache_size=-65536;PRAGMA wal_autocheckpoint=10000"
 MERGE = 16  # batches already waiting on the pipe, stored in one transaction
 

@@ -19,6 +19,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 ELSEWHERE = {
     "make test": ".ci/run runs it, twice",
     "make lint": ".ci/run runs it",
+    "make test-runtime": ".ci/run runs it",
     ".ci/run": "CI runs it",
     "DATABASE_URL=mysql://": ".ci/run's second run is this command",
     "python3 -m venv .venv": "make run does the same (test_make_run_serves_the_live_page_and_the_admin)",

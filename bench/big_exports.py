@@ -78,7 +78,9 @@ def body(export: int, spans: int) -> bytes:
                 )
             )
     resource = Resource(attributes=[kv("service.name", "big-exports")])
-    request = ExportTraceServiceRequest(resource_spans=[ResourceSpans(resource=resource, scope_spans=[ScopeSpans(spans=found)])])
+    request = ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(resource=resource, scope_spans=[ScopeSpans(spans=found)])]
+    )
     return request.SerializeToString()
 
 
@@ -171,7 +173,9 @@ def main() -> None:
     # A ping sent during the exports, or one sent earlier and answered during them.
     during = [rtt for at, rtt in samples if at + rtt >= first and at <= last]
     size = sum(map(len, bodies)) / len(bodies) / 2**20
-    print(f"backend={args.backend} exports={args.exports} × {args.spans:,} spans × {ATTRIBUTES} attributes ({size:.1f} MiB each)")
+    print(
+        f"backend={args.backend} exports={args.exports} × {args.spans:,} spans × {ATTRIBUTES} attributes ({size:.1f} MiB each)"
+    )
     print(f"  exports answered {statuses} in {', '.join(f'{t:.1f}' for t in sorted(took))} s")
     print(f"  pings at rest:             {summary(before)}")
     print(f"  pings during the exports:  {summary(during)}")

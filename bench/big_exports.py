@@ -2,6 +2,8 @@
 
     python bench/big_exports.py                     # 3 concurrent exports of 10,000 spans × 34 attributes
     python bench/big_exports.py --exports 1         # one of them
+    python bench/big_exports.py --trace-spans 10000 # each export one trace of 10,000 spans
+    python bench/big_exports.py --json --spans 5000 # OTLP/JSON (about 14 MiB)
     python bench/big_exports.py --backend mysql
 
 One daphne process. A WebSocket client sends ``ping`` every 10 ms and times each ``pong``
@@ -46,14 +48,14 @@ def kv(key: str, value) -> KeyValue:
     return KeyValue(key=key, value=AnyValue(string_value=value))
 
 
-def body(export: int, spans: int) -> bytes:
-    """One export of ``spans`` spans: traces of a root and 9 calls, 34 attributes a span."""
+def body(export: int, spans: int, per_trace: int = 10, as_json: bool = False) -> bytes:
+    """One export of ``spans`` spans: traces of a root and ``per_trace - 1`` calls, 34 attributes a span."""
     now = time.time_ns()
     found = []
-    for number in range(spans // 10):
+    for number in range(spans // per_trace):
         trace_id = uuid.uuid5(uuid.NAMESPACE_OID, f"{export}:{number}").bytes
-        root_id = (number * 16 + 1).to_bytes(8, "big")
-        for i in range(10):
+        root_id = (number * per_trace * 2 + 1).to_bytes(8, "big")
+        for i in range(per_trace):
             think = i % 2 == 1
             attributes = (
                 [kv("gen_ai.operation.name", "chat"), kv("gen_ai.request.model", "gpt-4o-mini"),
@@ -65,15 +67,15 @@ def body(export: int, spans: int) -> bytes:
                       kv("gen_ai.tool.call.arguments", json.dumps({"sql": "SELECT country, COUNT(*) FROM orders"}))]
             )  # fmt: skip
             while len(attributes) < ATTRIBUTES:
-                attributes.append(kv(f"app.attribute.{len(attributes)}", f"value {len(attributes)} " + "x" * 24))
+                attributes.append(kv(f"app.attribute.{len(attributes)}", f"value {len(attributes)} " + "x" * 10))
             found.append(
                 Span(
                     trace_id=trace_id,
-                    span_id=root_id if i == 0 else (number * 16 + i + 1).to_bytes(8, "big"),
+                    span_id=root_id if i == 0 else (number * per_trace * 2 + i + 1).to_bytes(8, "big"),
                     parent_span_id=b"" if i == 0 else root_id,
                     name="invoke_agent" if i == 0 else ("chat" if think else "run_sql"),
-                    start_time_unix_nano=now - 10_000_000_000 + i * 1_000_000,
-                    end_time_unix_nano=now - 9_000_000_000 + i * 1_000_000,
+                    start_time_unix_nano=now - 100_000_000_000 + i * 1_000_000,
+                    end_time_unix_nano=now - 90_000_000_000 + i * 1_000_000,
                     attributes=attributes,
                 )
             )
@@ -81,6 +83,10 @@ def body(export: int, spans: int) -> bytes:
     request = ExportTraceServiceRequest(
         resource_spans=[ResourceSpans(resource=resource, scope_spans=[ScopeSpans(spans=found)])]
     )
+    if as_json:
+        from google.protobuf import json_format
+
+        return json_format.MessageToJson(request, indent=None).encode()
     return request.SerializeToString()
 
 
@@ -108,6 +114,8 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "mysql"], default="sqlite")
     parser.add_argument("--exports", type=int, default=3)
     parser.add_argument("--spans", type=int, default=10_000)
+    parser.add_argument("--trace-spans", type=int, default=10, help="spans a trace (10,000: one trace an export)")
+    parser.add_argument("--json", action="store_true", help="OTLP/JSON bodies instead of protobuf")
     parser.add_argument("--port", type=int, default=8871)
     args = parser.parse_args()
 
@@ -119,7 +127,8 @@ def main() -> None:
         "from django.contrib.auth import get_user_model; from traces.models import ApiToken; "
         "user, _ = get_user_model().objects.get_or_create(username='bench'); print(ApiToken.issue(user, 'bench')[1])",
     )
-    bodies = [body(n, args.spans) for n in range(args.exports)]
+    bodies = [body(n, args.spans, args.trace_spans, args.json) for n in range(args.exports)]
+    kind = "application/json" if args.json else "application/x-protobuf"
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / "tracesite-bench-big-exports.log", "w")  # noqa: SIM115
     server = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(args.port), "tracesite.asgi:application"],
@@ -140,9 +149,7 @@ def main() -> None:
         def post(data: bytes) -> None:
             connection = http.client.HTTPConnection("127.0.0.1", args.port, timeout=600)
             started = time.perf_counter()
-            connection.request(
-                "POST", "/v1/traces", data, {"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {key}"}
-            )
+            connection.request("POST", "/v1/traces", data, {"Content-Type": kind, "Authorization": f"Bearer {key}"})
             response = connection.getresponse()
             response.read()
             took.append(time.perf_counter() - started)
@@ -174,7 +181,8 @@ def main() -> None:
     during = [rtt for at, rtt in samples if at + rtt >= first and at <= last]
     size = sum(map(len, bodies)) / len(bodies) / 2**20
     print(
-        f"backend={args.backend} exports={args.exports} × {args.spans:,} spans × {ATTRIBUTES} attributes ({size:.1f} MiB each)"
+        f"backend={args.backend} exports={args.exports} × {args.spans:,} spans × {ATTRIBUTES} attributes "
+        f"({size:.1f} MiB each, {'JSON' if args.json else 'protobuf'}), {args.trace_spans:,} spans a trace"
     )
     print(f"  exports answered {statuses} in {', '.join(f'{t:.1f}' for t in sorted(took))} s")
     print(f"  pings at rest:             {summary(before)}")

@@ -158,3 +158,18 @@ def test_run_times_are_read_from_the_events_text_or_kept():
         ]
     )
     assert runs[run]["start_time"] == T0 - dt.timedelta(seconds=30)  # the start it had, when the end says none
+
+
+def test_a_finished_runs_slim_row_projects_as_its_whole_row_does():
+    """A writer keeps only what the projection reads of a finished run; the next event of that run
+    gives the same rows either way."""
+    from traces.store.projection import slim
+
+    run = uuid.uuid4()
+    trace, runs = replay([started(), (EventType.THINK_COMPLETED, think(run, 100, 20, 0.25, inputs={"content": "q"}))])
+    again = (EventType.THINK_COMPLETED, think(run, 10, 2, 0.01, start_time=None))
+    whole = project(trace, runs, *again, T0, 3)
+    slimmed = project(trace, {run: slim(runs[run])}, *again, T0, 3)
+    assert whole.trace == slimmed.trace
+    assert whole.runs == slimmed.runs
+    assert (whole.trace["total_tokens"], whole.trace["total_cost"]) == (12, Decimal("0.01"))

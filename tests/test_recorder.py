@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import json
 import uuid
+from decimal import Decimal
 
 import pytest
 from django.db import connection
@@ -353,12 +354,16 @@ def test_the_rows_fast_converters_prepare_uuids_text_and_json_as_django_does():
         "PositiveIntegerField": [0, 7, None],
         "IntegerField": [0, -3, None],
         "JSONField": [{"a": [1, "二"]}, {}, None],
+        "DecimalField": [Decimal("0.25000000"), Decimal("1.5"), Decimal(0), 0, 0.1, "2.5", None],
     }
     checked = 0
     for rows in (EVENT_ROWS, TRACE_ROWS, RUN_ROWS):
         for field, convert in zip(rows.fields, rows.converters(), strict=True):
             kind = field.get_internal_type()
             if kind == "ForeignKey" and field.target_field.get_internal_type() != "UUIDField":
+                for value in (7, None, "7"):  # an owner (a user's integer key)
+                    assert convert(value) == field.get_db_prep_save(value, connection), field
+                    checked += 1
                 continue
             for value in samples.get(kind, []):
                 expected = field.get_db_prep_save(value, connection)

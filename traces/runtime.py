@@ -58,7 +58,7 @@ class Runtime:
         self.store = EventStore(sink if sink is not None else _sink(kind), self.hub, self.bus)
         self.liveness = Liveness(self.store, kind)
         self.runs = SessionRuns(self.store, self.liveness.id)
-        self.ingestor = Ingestor(self.store, self.liveness.id)
+        self.ingestor = Ingestor(self.store, self.liveness.id, shared=self.bus.crosses_processes)
         self.decoder = Decoder(
             settings.TRACE_OTLP_MAX_BODY_BYTES,
             settings.TRACE_OTLP_MAX_ATTRIBUTE_BYTES,

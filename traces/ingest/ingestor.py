@@ -160,9 +160,12 @@ class Ingestor:
     abandons them. ``runner`` is the process's runner id: the traces it records are its to close
     if it dies (``traces.store.liveness``)."""
 
-    def __init__(self, store: EventStore, runner: str = "") -> None:
+    def __init__(self, store: EventStore, runner: str = "", shared: bool = True) -> None:
         self.store = store
         self.runner = runner
+        # Other server processes may write the same traces (a channel layer between processes):
+        # what this one knows of a trace is checked against its row with every export.
+        self.shared = shared
         self.traces: dict[uuid.UUID, TraceIngest] = {}
         # Unfinished traces by their last news, oldest first (the abandon sweep reads from the front);
         # traces whose root ended, waiting out the grace period; finished ones, by when.
@@ -254,9 +257,10 @@ class Ingestor:
         seen before by another process or this one before a restart, and ones another process
         wrote since this one last did. One query for their rows, one for the runs of those read
         again."""
-        rows = await _rows(list(groups))
+        asked = [trace_id for trace_id in groups if self.shared or trace_id not in self.traces]
+        rows = await _rows(asked) if asked else {}
         stale: dict[uuid.UUID, TraceIngest | None] = {}
-        for trace_id in groups:
+        for trace_id in asked:
             known = self.traces.get(trace_id)
             row = rows.get(trace_id)
             # Only a row further along than what this process stored means another process wrote it

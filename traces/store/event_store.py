@@ -330,8 +330,11 @@ class EventStore:
                     and sequence.trace_id not in reported
                 ):
                     reported.add(sequence.trace_id)
-                    logger.warning(
-                        "trace=%s: events not stored (%s): %s", sequence.trace_id, failure.kind, failure.reason
+                    # A conflict is expected now and then with several processes, and its caller
+                    # reads the trace again; refused data is worth a warning.
+                    level = logging.INFO if failure.kind == FailureKind.CONFLICT else logging.WARNING
+                    logger.log(
+                        level, "trace=%s: events not stored (%s): %s", sequence.trace_id, failure.kind, failure.reason
                     )
                 error = ERRORS[failure.kind](failure.reason) if failure is not None else TraceRefused("not stored")
                 sequence.numbered = sequence.committed  # numbered again from what is stored

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal
@@ -191,41 +192,45 @@ def _run(
     old = runs.get(run_id)
     run: Row = dict(old) if old is not None else {"id": run_id, "trace_id": trace["id"]}
     parent = fields.get("parent_run_id")
-    run.update(
-        parent_id=_uuid(parent) if parent else None,
-        name=_text(fields.get("name"))[:200],
-        run_type=fields.get("run_type") or RunType.AGENT,
-        status=fields.get("status") or RunStatus.RUNNING,
-        start_time=_time(fields.get("start_time")) or run.get("start_time") or timestamp,
-        end_time=_time(fields.get("end_time")),
-        duration_ms=_duration(fields.get("duration_ms")),
-        inputs=fields.get("inputs") or {},
-        outputs=fields.get("outputs") or {},
-        error=_text(fields.get("error")),
-        error_type=_text(fields.get("error_type"))[:100],
-        metadata=fields.get("metadata") or {},
-    )
+    run["parent_id"] = _uuid(parent) if parent else None
+    run["name"] = _text(fields.get("name"))[:200]
+    run["run_type"] = fields.get("run_type") or RunType.AGENT
+    run["status"] = fields.get("status") or RunStatus.RUNNING
+    run["start_time"] = _time(fields.get("start_time")) or run.get("start_time") or timestamp
+    run["end_time"] = _time(fields.get("end_time"))
+    run["duration_ms"] = _duration(fields.get("duration_ms"))
+    run["inputs"] = fields.get("inputs") or {}
+    run["outputs"] = fields.get("outputs") or {}
+    run["error"] = _text(fields.get("error"))
+    run["error_type"] = _text(fields.get("error_type"))[:100]
+    run["metadata"] = fields.get("metadata") or {}
     usage = fields.get("token_usage")
     if usage:
-        run.update(
-            prompt_tokens=_int(usage.get("prompt_tokens")),
-            completion_tokens=_int(usage.get("completion_tokens")),
-            total_tokens=_int(usage.get("total_tokens")),
-            cost=_cost(fields.get("cost")),
-        )
+        run["prompt_tokens"] = _int(usage.get("prompt_tokens"))
+        run["completion_tokens"] = _int(usage.get("completion_tokens"))
+        run["total_tokens"] = _int(usage.get("total_tokens"))
+        run["cost"] = _cost(fields.get("cost"))
     _add_to_totals(trace, old, run)
     changed[run_id] = run
     return run_id
 
 
+USAGE = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
 def _add_to_totals(trace: Row, old: Row | None, new: Row) -> None:
-    """The trace's totals, moved by what this run's row changed."""
-    for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
-        trace[name] = max(0, int(trace.get(name) or 0) + int(new.get(name) or 0) - int((old or {}).get(name) or 0))
-    cost = _cost(new.get("cost")) - _cost((old or {}).get("cost"))
+    """The trace's totals, moved by what this run's row changed (its counts are the row's own:
+    ints, and a Decimal cost at the columns' precision)."""
+    for name in USAGE:
+        change = (new.get(name) or 0) - ((old.get(name) or 0) if old is not None else 0)
+        if change:
+            trace[name] = max(0, (trace.get(name) or 0) + change)
+    cost = (new.get("cost") or ZERO) - ((old.get("cost") or ZERO) if old is not None else ZERO)
     if cost:
-        trace["total_cost"] = max(Decimal(0), _cost(trace.get("total_cost")) + cost)
-    trace["total_runs"] = max(0, int(trace.get("total_runs") or 0) + _counted(new) - (_counted(old) if old else 0))
+        trace["total_cost"] = max(ZERO, (trace.get("total_cost") or ZERO) + cost)
+    counted = _counted(new) - (_counted(old) if old is not None else 0)
+    if counted:
+        trace["total_runs"] = max(0, (trace.get("total_runs") or 0) + counted)
 
 
 def _counted(run: Row) -> int:
@@ -253,8 +258,38 @@ def _close_open_runs(
         changed[run_id] = run
 
 
+# What the projection reads of a finished run's row: its next event rewrites every other field.
+SLIM_FIELDS = (
+    "id",
+    "trace_id",
+    "status",
+    "start_time",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost",
+    "metadata",
+)
+
+
+def slim(run: Row) -> Row:
+    """A finished run's row as the projection needs it to apply another event of the run: its
+    counts (so the trace's totals move by the difference) and its start (kept when the event
+    says none). What a writer keeps of the runs of its running traces."""
+    row = {name: run.get(name) for name in SLIM_FIELDS}
+    row["metadata"] = {"placeholder": True} if not _counted(run) else {}
+    return row
+
+
 def _uuid(value: Any) -> uuid.UUID:
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    return value if isinstance(value, uuid.UUID) else _parsed_uuid(str(value))
+
+
+@functools.lru_cache(maxsize=65536)
+def _parsed_uuid(text: str) -> uuid.UUID:
+    """Run ids come as text, each at least twice (its start and its end) and a step's as the parent
+    of every run under it: each is read once."""
+    return uuid.UUID(text)
 
 
 def _time(value: Any) -> dt.datetime | None:
@@ -278,10 +313,15 @@ def _duration(value: Any) -> int | None:
     return None if value is None else _int(value)
 
 
+ZERO = Decimal(0)
+
+
 def _cost(value: Any) -> Decimal:
+    """An event's cost as the columns hold it (8 decimal places); 0 for anything that is not a number."""
     if not value:
-        return Decimal(0)
+        return ZERO
     try:
-        return Decimal(str(value)).quantize(CENT)
+        cost = Decimal(str(value)).quantize(CENT)
     except ArithmeticError:
-        return Decimal(0)
+        return ZERO
+    return cost if cost.is_finite() else ZERO

@@ -12,6 +12,7 @@ import datetime as dt
 import functools
 import uuid
 from collections.abc import Callable, Iterable
+from decimal import Decimal
 from typing import Any, cast
 
 from django.conf import settings
@@ -53,12 +54,23 @@ def _converter(field: models.Field) -> Callable[[Any], Any]:
         return lambda value: None if value is None else adapt(value)
     if kind == "JSONField":
         return lambda value: None if value is None else to_json(value)
+    if kind == "DecimalField":  # the vendors take a finite Decimal as it is (0, the default, is one)
+        decimal = functools.partial(_prep, field, connection)
+        return lambda value: (
+            value if type(value) is Decimal and value.is_finite() else ZERO if value == 0 and type(value) is int
+            else decimal(value)
+        )  # fmt: skip
+    if kind == "ForeignKey" and target is not None and target.get_internal_type() in _INTEGER_KEYS:
+        key = functools.partial(_prep, field, connection)
+        return lambda value: value if value is None or type(value) is int else key(value)
     if kind in _PLAIN:  # str and int go to the driver as they are
         plain, generic = _PLAIN[kind], functools.partial(_prep, field, connection)
         return lambda value: value if value is None or type(value) is plain else generic(value)
     return functools.partial(_prep, field, connection)
 
 
+ZERO = Decimal(0)
+_INTEGER_KEYS = {"AutoField", "BigAutoField", "IntegerField", "BigIntegerField"}
 _PLAIN = {
     "CharField": str, "TextField": str, "IntegerField": int, "PositiveIntegerField": int,
     "SmallIntegerField": int, "BigIntegerField": int, "PositiveSmallIntegerField": int,

@@ -584,3 +584,24 @@ async def test_a_socket_the_server_cancels_leaves_nothing_running():
     with pytest.raises(asyncio.CancelledError):
         await communicator.future
     assert sockets.connections == before and not await _background_tasks_after_cancelling()
+
+
+async def test_a_socket_that_cannot_go_on_sending_is_closed_not_left_silent(monkeypatch):
+    """A backfill whose database read fails ends the socket's writer: the socket is closed with
+    1011, so its client reconnects and resumes, instead of staying connected and hearing nothing."""
+    from django.db import OperationalError
+
+    from tests.factories import make_trace
+    from traces import consumers
+
+    trace = await database_sync_to_async(make_trace)("q")
+
+    async def failing(*args, **kwargs):
+        raise OperationalError("the history went away")
+
+    monkeypatch.setattr(consumers, "_events_after", failing)
+    communicator, _ = await opened("/ws/cannot-send")
+    await send(communicator, action="subscribe_trace", trace_id=str(trace.pk), after_seq=0)
+    closed = await communicator.receive_output(timeout=5)
+    assert closed == {"type": "websocket.close", "code": 1011}
+    await communicator.disconnect()

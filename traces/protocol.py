@@ -96,6 +96,7 @@ class CloseCode:
     INVALID_SESSION = 4400  # a bad session id, or no endpoint at the path
     UNAUTHORIZED = 4001
     FLOODING = 4429
+    SERVER_ERROR = 1011  # the server could not go on sending (a database read failed): reconnect and resume
 
 
 def session_group(session_id: str, owner_id: int | None = None) -> str:

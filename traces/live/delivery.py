@@ -35,7 +35,7 @@ from agents.events import EventType
 from traces import access
 from traces.compat import SendBuffer
 from traces.metrics import MESSAGES_OUT, REJECTED
-from traces.protocol import TRACE_EVENTS
+from traces.protocol import TRACE_EVENTS, CloseCode
 from traces.store.event_store import StoredEvent
 
 logger = logging.getLogger(__name__)
@@ -166,16 +166,28 @@ class Outbox:
     # ------------------------------------------------------------------ the writer (its own task)
 
     async def _write(self) -> None:
+        """The socket's writer: what is queued, in order, until the socket closes. If a step fails
+        (a backfill whose database read fails, a bug), the socket is closed with 1011: a writer that
+        ended silently would leave its client connected and waiting for ever, while a client that
+        sees the close reconnects and resumes by seq."""
         items = self._items
-        while True:
-            while not items:
-                if self._overflowed:
-                    await self._catch_up_overflowed()
-                    continue
-                self._wake.clear()
-                await self._wake.wait()
-            call, *arguments = items.popleft()
-            await call(*arguments)
+        try:
+            while True:
+                while not items:
+                    if self._overflowed:
+                        await self._catch_up_overflowed()
+                        continue
+                    self._wake.clear()
+                    await self._wake.wait()
+                call, *arguments = items.popleft()
+                await call(*arguments)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # whatever it was, the client is told by the close
+            logger.exception("sending to a socket failed session=%s: closing it (1011)", self.session_id)
+            if self.close is not None and not self.dropped:
+                self.dropped = True
+                await self.close(CloseCode.SERVER_ERROR)
 
     async def _live(self, event: StoredEvent) -> None:
         key, seq = event.trace_id, event.seq

@@ -34,6 +34,10 @@ $PY bench/ingest.py
 $PY bench/ingest.py --backend mysql
 $PY bench/ingest.py --spans 20000 --batch 64 --rate 1000 --senders 2
 $PY bench/ingest.py --spans 50000 --rate 1000
+# A socket's pings while large exports are decoded (protobuf; one trace an export; OTLP/JSON).
+$PY bench/big_exports.py
+$PY bench/big_exports.py --trace-spans 10000
+$PY bench/big_exports.py --json --spans 5000
 
 # Fuzzing, 10 minutes each.
 $PY bench/fuzz.py guard --minutes 10

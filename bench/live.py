@@ -205,7 +205,9 @@ def tracesite_env(backend: str, sessions: int) -> dict[str, str]:
         **os.environ,
         "TRACESITE_ENV_FILE": "",
         "OPENAI_API_KEY": "",
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": os.environ.get(
+            "BENCH_LOG_LEVEL", "WARNING"
+        ),  # INFO shows the servers' conflicts, starts and stops
         "DJANGO_DEBUG": "0",
         "DJANGO_SECRET_KEY": "bench-" + "x" * 50,
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",

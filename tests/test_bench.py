@@ -92,6 +92,13 @@ def test_the_agent_database_benchmark_runs(tmp_path):
     assert len(answers) == 7, out  # every question answered by the built-in agent
 
 
+def test_big_exports_run_and_time_the_pings():
+    # Small bodies (about 0.5 MiB each), still over the size the server decodes on its event loop.
+    out = run("bench/big_exports.py", "--exports", "2", "--spans", "400", "--port", "8981")
+    assert "exports answered [200, 200]" in out and "stored: 800 runs of 800 spans" in out, out
+    assert re.search(r"pings during the exports: +p50 [\d.]+ ms, p99 [\d.]+ ms", out), out
+
+
 def test_ingest_runs_and_stores_every_span():
     out = run("bench/ingest.py", "--spans", "2000", "--batch", "256", "--senders", "2", "--port", "8980")
     assert "HTTP statuses: {200: 8}" in out, out

@@ -268,7 +268,8 @@ class Ingestor:
             if known is not None and (known.busy or row is None or row["last_seq"] <= known.recorder.last_seq):
                 continue
             stale[trace_id] = known
-        runs = await _runs([trace_id for trace_id in stale if trace_id in rows])
+        stored = [trace_id for trace_id in stale if trace_id in rows]
+        runs = await _runs(stored) if stored else {}
         claimed = []
         for trace_id, known in stale.items():
             if self.traces.get(trace_id) is not known:

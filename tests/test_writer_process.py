@@ -262,3 +262,21 @@ def test_a_server_whose_writer_process_does_not_come_up_stops_and_says_why(serve
     )  # fmt: skip
     assert finished.returncode == 3, finished.stdout + finished.stderr
     assert "tracesite cannot start" in finished.stderr and "did not start: no answer within 0.01 s" in finished.stderr
+
+
+async def test_a_writer_process_that_dies_while_idle_is_replaced_with_the_next_batch():
+    store = EventStore(ProcessSink(), hub=Hub())
+    recorder = TraceRecorder(store, session=SessionKey("idle-death"))
+    trace_id = str(recorder.trace_id)
+    await recorder.emit(EventType.TRACE_STARTED, {"trace_id": trace_id, "request": "q", "metadata": {}})
+    await recorder.flush()
+    first = store.sink.pid
+    os.kill(first, signal.SIGKILL)  # nothing on its way
+    for _ in range(100):
+        if store.sink.pid is None:
+            break
+        await asyncio.sleep(0.05)
+    await recorder.emit(EventType.TRACE_COMPLETED, {"trace_id": trace_id, "status": "success", "final_response": ""})
+    assert store.sink.pid not in (None, first)
+    await store.aclose()
+    assert (await Trace.objects.aget(pk=recorder.trace_id)).status == "success"

@@ -237,7 +237,8 @@ TRACE_SLOW_CLIENT_SECONDS = env.number("TRACE_SLOW_CLIENT_SECONDS", 10.0, minimu
 # start_agent is refused with server_busy and a retry hint.
 TRACE_MAX_CONCURRENT_RUNS = env.integer("TRACE_MAX_CONCURRENT_RUNS", max(32, 16 * (os.cpu_count() or 1)), minimum=1)
 TRACE_MAX_QUEUED_RUNS = env.integer("TRACE_MAX_QUEUED_RUNS", 500, minimum=0)
-# Seconds between a socket re-joining its channel-layer groups (after a Redis restart, expiry).
+# Seconds between a server process re-joining the processes' channel-layer group (traces/live/bus.py;
+# after a Redis restart, or the membership's expiry).
 TRACE_GROUP_REFRESH = env.number("TRACE_GROUP_REFRESH", 30.0, minimum=0.1)
 
 # OTLP/HTTP ingestion (POST /v1/traces, traces.ingest.ingestor): a request's body at most (before and after

@@ -168,6 +168,10 @@ class SessionRuns:
             logger.warning(
                 "shutdown: %d run(s) not recorded as ended in %ss", sum(not h.done.is_set() for h in handles), seconds
             )
+        reports = list(self._reports)
+        for report in reports:
+            report.cancel()
+        await asyncio.gather(*reports, return_exceptions=True)
         return len(handles)
 
 

@@ -215,7 +215,10 @@ class ProcessSink:
                 raise
             except (_Gone, OSError, EOFError, asyncio.IncompleteReadError, pickle.PickleError, ValueError) as exc:
                 if not self._outstanding and (self.process is None or self.process.poll() is not None):
-                    return  # nothing to answer: a new process is started with the next batch
+                    # It stopped with nothing to answer: the next batch starts another (and this
+                    # reader again), instead of going down a dead pipe that nobody reads.
+                    await self._stop_process(seconds=1.0)
+                    return
                 restarts += 1
                 await self._replace(exc, restarts)
 

@@ -25,6 +25,7 @@ import asyncio
 import concurrent.futures
 import ipaddress
 import secrets
+import threading
 import time
 from typing import Any
 
@@ -41,7 +42,6 @@ from traces.runtime import all_runtimes
 
 CHECK_SECONDS = 2.0
 
-_probe_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="health")
 _probe: concurrent.futures.Future | None = None
 _probe_started = 0.0
 
@@ -67,11 +67,26 @@ def _probe_database() -> str:
         close_old_connections()
 
 
+def _in_a_thread(probe: Any) -> concurrent.futures.Future:
+    """Run one probe on a thread of its own, which ends with it: a probe that hangs on a locked
+    table keeps nothing else waiting, and no pool outlives the process's runtime."""
+    future: concurrent.futures.Future = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            future.set_result(probe())
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever awaits the probe
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="health-probe", daemon=True).start()
+    return future
+
+
 async def check_database() -> str:
     """Concurrent checks share one probe; a probe still waiting after ``CHECK_SECONDS`` is an answer."""
     global _probe, _probe_started
     if _probe is None or _probe.done():
-        _probe, _probe_started = _probe_thread.submit(_probe_database), time.monotonic()
+        _probe, _probe_started = _in_a_thread(_probe_database), time.monotonic()
     waited = time.monotonic() - _probe_started
     if waited >= CHECK_SECONDS:
         return f"error: the database has not answered for {waited:.0f} s (locked?)"

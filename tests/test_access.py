@@ -71,7 +71,9 @@ def test_a_session_belongs_to_its_owner_only_when_auth_is_on(settings):
     settings.TRACE_REQUIRE_AUTH = True
     mine, theirs = SessionKey.of("tab", 1), SessionKey.of("tab", 2)
     assert mine != theirs and mine.group != theirs.group
-    assert mine.group == protocol.session_group("tab", 1)
+    assert mine.group == protocol.session_group("tab", 1, namespaced=True)
+    unowned = SessionKey.of("u1.tab", None)  # runagent --session u1.tab without --user
+    assert unowned.group not in (mine.group, SessionKey.of("tab", None).group)
     settings.TRACE_REQUIRE_AUTH = False
     assert SessionKey.of("tab", 1) == SessionKey.of("tab", 2) == SessionKey("tab")
 
@@ -82,3 +84,6 @@ def test_a_session_finds_its_own_traces(people, settings):
     make_trace("same tab name, other user", session_id="tab", owner=people["other"])
     found = Trace.objects.filter(SessionKey.of("tab", people["owner"].pk).filter())
     assert [t.request for t in found] == ["mine"]
+    make_trace("nobody's", session_id="tab")
+    found = Trace.objects.filter(SessionKey.of("tab", None).filter())
+    assert [t.request for t in found] == ["nobody's"]

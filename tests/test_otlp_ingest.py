@@ -608,3 +608,32 @@ async def test_an_idle_sweep_reads_nothing(post, monkeypatch):
     assert reads == []  # none is due: no query, and the queue was read only up to its first entry
     await get_runtime().ingestor.sweep(now=time.monotonic() + 3600)
     assert reads == [50]  # all due at once: one query for them all
+
+
+async def test_an_export_reaches_only_its_owners_session_whatever_session_id_it_names(post, token, settings):
+    """With auth on, a session id naming another user's namespace (``u<id>.<session>``) or the same
+    bare id stays in the exporter's own namespace."""
+    settings.TRACE_REQUIRE_AUTH = True
+    exporter, exporters_key = token
+    victim, victims_key = await database_sync_to_async(
+        lambda: ApiToken.issue(type(exporter).objects.create_user("vic"), "t")
+    )()
+    victim_id = victim.user_id
+
+    async def socket(path: str):
+        communicator = connect(path)
+        assert (await communicator.connect())[0]
+        assert (await receive(communicator))["event_type"] == "connection_established"
+        return communicator
+
+    victims = await socket(f"/ws/tab?token={victims_key}")
+    exporters = await socket(f"/ws/tab?token={exporters_key}")
+    for number, session in enumerate((f"u{victim_id}.tab", "tab")):
+        trace = f"{number + 1:032x}"
+        root = span(trace, ROOT, None, "agent", {"session.id": session}, 0, 1)
+        assert (await post(export(root))).status_code == 200
+    await settle()
+    assert await victims.receive_nothing(0.5)
+    assert (await receive_until(exporters, "trace_started"))[-1]["data"]["trace_id"]  # the exporter's own "tab"
+    await victims.disconnect()
+    await exporters.disconnect()

@@ -8,7 +8,7 @@ import re
 import uuid
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from agents.events import EventType, format_timestamp, parse_timestamp
@@ -73,6 +73,26 @@ def test_it_names_session_groups_within_channel_layer_limits():
     assert protocol.session_group("session_xyz789") == "session.session_xyz789"
     long_group = protocol.session_group("x" * 100)
     assert len(long_group) < 100 and long_group != protocol.session_group("y" * 100)
+    assert protocol.session_group("x" * 100, 7, namespaced=True).startswith("session.h")
+
+
+namespaces = st.one_of(st.none(), st.integers(min_value=1, max_value=10**9))
+session_ids = st.from_regex(protocol.SESSION_ID_RE, fullmatch=True)
+
+
+@given(a=st.tuples(namespaces, session_ids), b=st.tuples(namespaces, session_ids))
+def test_no_chosen_session_id_reaches_another_namespaces_group(a, b):
+    """With auth, a session id may hold dots and look like a namespace (``u1.tab``): it still maps
+    onto no other user's, nor the unowned namespace's, group; each name is a valid group name."""
+    group_a = protocol.session_group(a[1], a[0], namespaced=True)
+    assert re.fullmatch(r"[A-Za-z0-9_.-]{1,99}", group_a)
+    assume(a != b)
+    assert group_a != protocol.session_group(b[1], b[0], namespaced=True)
+
+
+def test_a_namespaced_session_id_spelling_a_user_is_not_that_users_session():
+    assert protocol.session_group("u1.tab", None, namespaced=True) != protocol.session_group("tab", 1, namespaced=True)
+    assert protocol.session_group("1.tab", 2, namespaced=True) != protocol.session_group("tab", 21, namespaced=True)
 
 
 def parse(message) -> protocol.ClientMessage:

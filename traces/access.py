@@ -55,23 +55,30 @@ def visible_filter(user: Any, prefix: str = "") -> Q:
 @dataclass(frozen=True)
 class SessionKey:
     """A live session: the id a client chose, in its owner's namespace when auth is on (another
-    user's same id is another session), shared by everyone when auth is off. A session's sockets
-    see its runs live, and its running agent answers cancel_agent from any of them."""
+    user's same id is another session; the traces nobody owns share a namespace of their own),
+    shared by everyone when auth is off. A session's sockets see its runs live, and its running
+    agent answers cancel_agent from any of them."""
 
     session_id: str
     owner_id: int | None = None
+    namespaced: bool = False
 
     @classmethod
     def of(cls, session_id: str, owner_id: int | None) -> SessionKey:
-        return cls(session_id, owner_id if settings.TRACE_REQUIRE_AUTH else None)
+        """The session of ``session_id`` for ``owner_id`` (``None``: nobody) under this deployment's auth."""
+        if settings.TRACE_REQUIRE_AUTH:
+            return cls(session_id, owner_id, namespaced=True)
+        return cls(session_id)
 
     @property
     def group(self) -> str:
-        return protocol.session_group(self.session_id, self.owner_id)
+        return protocol.session_group(self.session_id, self.owner_id, namespaced=self.namespaced)
 
     def filter(self, prefix: str = "") -> Q:
         """The traces of this session."""
         q = Q(**{f"{prefix}session_id": self.session_id})
         if self.owner_id is not None:
             q &= Q(**{f"{prefix}owner": self.owner_id})
+        elif self.namespaced:
+            q &= Q(**{f"{prefix}owner__isnull": True})
         return q

@@ -99,12 +99,22 @@ class CloseCode:
     SERVER_ERROR = 1011  # the server could not go on sending (a database read failed): reconnect and resume
 
 
-def session_group(session_id: str, owner_id: int | None = None) -> str:
+def session_group(session_id: str, owner_id: int | None = None, *, namespaced: bool = False) -> str:
     """The name of a session's sockets, by which the hub routes its events (``traces.live.hub``). With
-    auth, sessions are per user: another user's same id is another session. ASCII, under 100 characters."""
-    name = session_id if owner_id is None else f"u{owner_id}.{session_id}"
+    auth (``namespaced``), sessions are per user: another user's same id is another session, and the
+    traces nobody owns (``runagent`` without ``--user``) have a namespace of their own. A session id
+    may hold dots, so the namespace comes first and cannot be spelled by one: ``u<digits>.`` for a
+    user, ``a.`` for nobody; without auth every name is the bare id, shared by contract.
+    ASCII, under 100 characters."""
+    if not namespaced:
+        name = session_id
+    elif owner_id is None:
+        name = f"a.{session_id}"
+    else:
+        name = f"u{int(owner_id)}.{session_id}"
     if len(name) <= 80:
         return f"session.{name}"
+    # Hashed names start with "h", which no namespaced name does.
     return f"session.h{hashlib.sha256(name.encode()).hexdigest()[:40]}"
 
 

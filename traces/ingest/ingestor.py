@@ -305,7 +305,7 @@ class Ingestor:
             new = TraceRecorder(
                 self.store,
                 trace_id=trace_id,
-                session=SessionKey(first.session),
+                session=SessionKey.of(first.session, owner_id),
                 source=first.source,
                 owner_id=owner_id,
                 runner=self.runner,
@@ -314,7 +314,7 @@ class Ingestor:
         recorder = TraceRecorder(
             self.store,
             trace_id=trace_id,
-            session=SessionKey(row["session_id"]),
+            session=SessionKey.of(row["session_id"], row["owner_id"]),
             source=row["source"],
             owner_id=row["owner_id"],
             runner=self.runner,

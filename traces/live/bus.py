@@ -95,7 +95,7 @@ class Bus:
                 self.hub.deliver([StoredEvent(*event) for event in message.get("events") or []])
             elif message.get("type") == CANCEL_MESSAGE and self.on_cancel is not None:
                 session_id, owner_id = message["session"]
-                self.on_cancel(SessionKey(session_id, owner_id))
+                self.on_cancel(SessionKey.of(session_id, owner_id))
 
     async def _stay_joined(self) -> None:
         """Join again now and then: a restarted Redis has forgotten the group, and memberships expire."""

@@ -4,12 +4,14 @@ for a socket that only listens, at the next periodic check."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.sessions.backends.db import SessionStore
 from django.utils import timezone
 
-from tests.live import connect, receive, send
+from tests.live import connect, receive, receive_until, send
 from traces.models import ApiToken
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("configured_agent_db")]
@@ -96,3 +98,84 @@ async def test_a_logged_out_session_and_a_deactivated_user_close_their_sockets(d
     await django_user_model.objects.filter(pk=user.pk).aupdate(is_active=False)
     assert await closed_with(cli) == 4001
     await cli.disconnect()
+
+
+def login_session(user) -> str:
+    """A login session of ``user``, as ``django.contrib.auth.login`` leaves one."""
+    session = SessionStore()
+    session["_auth_user_id"] = str(user.pk)
+    session["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
+    session["_auth_user_hash"] = user.get_session_auth_hash()
+    session.create()
+    return session.session_key
+
+
+def change_password(user, kept_session: str) -> None:
+    """As Django's password change view does: the new password's hash kept in the session it was
+    changed in (``update_session_auth_hash``); the user's other sessions keep the old one."""
+    user.set_password("new-password-456")
+    user.save()
+    session = SessionStore(kept_session)
+    session["_auth_user_hash"] = user.get_session_auth_hash()
+    session.save()
+
+
+@pytest.mark.usefixtures("auth_on")
+async def test_a_password_change_closes_another_sessions_socket_at_its_next_action(django_user_model, settings):
+    settings.TRACE_AUTH_RECHECK_SECONDS = 3600  # only the action's own check
+    user = await sync_to_async(django_user_model.objects.create_user)("pat", password="old-password-123")
+    here, elsewhere = await sync_to_async(login_session)(user), await sync_to_async(login_session)(user)
+    kept = await opened("/ws/here", headers=[(b"cookie", f"sessionid={here}".encode())])
+    other = await opened("/ws/elsewhere", headers=[(b"cookie", f"sessionid={elsewhere}".encode())])
+    await sync_to_async(change_password)(user, here)
+    await send(other, action="subscribe_all")
+    assert await closed_with(other) == 4001  # its session row is still there, with the old password's hash
+    await send(kept, action="subscribe_all")
+    await send(kept, action="ping")
+    assert (await receive(kept))["event_type"] == "pong"
+    await kept.disconnect()
+    await other.disconnect()
+
+
+@pytest.mark.usefixtures("auth_on")
+async def test_a_password_change_closes_another_sessions_listening_socket(django_user_model, settings):
+    settings.TRACE_AUTH_RECHECK_SECONDS = 0.2
+    user = await sync_to_async(django_user_model.objects.create_user)("pia", password="old-password-123")
+    here, elsewhere = await sync_to_async(login_session)(user), await sync_to_async(login_session)(user)
+    kept = await opened("/ws/here", headers=[(b"cookie", f"sessionid={here}".encode())])
+    listens = await opened("/ws/elsewhere", headers=[(b"cookie", f"sessionid={elsewhere}".encode())])
+    await sync_to_async(change_password)(user, here)
+    assert await closed_with(listens) == 4001
+    assert await kept.receive_nothing(0.6)
+    await send(kept, action="ping")
+    assert (await receive(kept))["event_type"] == "pong"
+    await kept.disconnect()
+    await listens.disconnect()
+
+
+@pytest.mark.usefixtures("auth_on")
+async def test_a_staff_user_demoted_while_connected_stops_seeing_others_traces(django_user_model, settings):
+    settings.TRACE_AUTH_RECHECK_SECONDS = 0.2
+    staff = await sync_to_async(django_user_model.objects.create_user)("stella", is_staff=True)
+    worker = await sync_to_async(django_user_model.objects.create_user)("wes")
+    _, staff_key = await sync_to_async(ApiToken.issue)(staff, "cli")
+    _, worker_key = await sync_to_async(ApiToken.issue)(worker, "cli")
+    watcher = await opened(f"/ws/watch?token={staff_key}")
+    await send(watcher, action="subscribe_all")
+    runner = await opened(f"/ws/work?token={worker_key}")
+
+    async def a_run_seen_by_the_watcher() -> bool:
+        await send(runner, action="start_agent", question="how many users?")
+        await receive_until(runner, "trace_completed")
+        try:
+            await receive_until(watcher, "trace_completed", timeout=2)
+        except TimeoutError:
+            return False
+        return True
+
+    assert await a_run_seen_by_the_watcher()  # staff sees everyone's traces
+    await django_user_model.objects.filter(pk=staff.pk).aupdate(is_staff=False)
+    await asyncio.sleep(0.6)  # a periodic check or two
+    assert not await a_run_seen_by_the_watcher()
+    await watcher.disconnect()
+    await runner.disconnect()

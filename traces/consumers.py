@@ -42,7 +42,7 @@ from traces.metrics import CONNECTIONS, MESSAGES_IN, REJECTED
 from traces.models import Event, Trace
 from traces.protocol import Action, ClientMessage, CloseCode, ErrorCode, ProtocolError, ServerEvent
 from traces.runtime import Runtime, get_runtime
-from traces.security import Credential, socket_user
+from traces.security import Credential, Standing, socket_user
 from traces.store.pool import pooled
 
 logger = logging.getLogger(__name__)
@@ -224,7 +224,8 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
             await self.send(text_data=text)
 
     def revoke(self) -> None:
-        """Its token was revoked, its session ended or its user deactivated: closed with 4001."""
+        """Its token was revoked, its session ended (or was ended by a password change) or its user
+        deactivated: closed with 4001."""
         if self.closing_revoked:
             return
         self.closing_revoked = True
@@ -234,6 +235,12 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
         )
         assert self.outbox is not None
         self.outbox.close_after(CloseCode.UNAUTHORIZED)
+
+    def stand(self, standing: Standing) -> None:
+        """Its user's rights as they are now: a user made staff, or no longer, sees accordingly."""
+        if self.user is not None and self.user.is_staff != standing.is_staff:
+            logger.info("websocket user's staff status changed session=%s user=%s", self.session_id, self.owner_id)
+            self.user.is_staff = standing.is_staff
 
     async def _close(self, code: int) -> None:
         await self.close(code=code)
@@ -305,9 +312,8 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
         if (
             self.credential is not None
             and message.action != Action.PING
-            and not await self.runtime.credentials.still_valid([self.credential])
+            and not await self.runtime.credentials.check(self, self.credential)
         ):
-            self.revoke()
             return
         try:
             await getattr(self, f"action_{message.action}")(message)

@@ -129,41 +129,79 @@ def socket_user(scope) -> tuple[object | None, Credential | None]:
     return user, (Credential(user.pk, token_hash=ApiToken.hash(key)) if user is not None else None)
 
 
-def still_valid(credentials: list[Credential]) -> set[Credential]:
-    """Of ``credentials``, those that still let their sockets in: the token not revoked, the session
-    not ended (logged out, expired), the user still active. A few queries for any number."""
-    from django.contrib.auth import get_user_model
+@dataclass(frozen=True)
+class Standing:
+    """What a still valid credential's user may do now: staff-ness is read again at each check."""
+
+    is_staff: bool
+
+
+def _session_hash_verified(data: dict, user) -> bool:
+    """Django's own test (``django.contrib.auth.get_user``): the session's auth hash is the user's
+    current one, or one made with a fallback secret. A password change elsewhere changes the hash,
+    which ends every other session of that user (``update_session_auth_hash`` keeps only its own)."""
+    from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
+    from django.utils.crypto import constant_time_compare
+
+    if str(data.get(SESSION_KEY)) != str(user.pk):
+        return False
+    session_hash = data.get(HASH_SESSION_KEY)
+    if not session_hash:
+        return False
+    if constant_time_compare(session_hash, user.get_session_auth_hash()):
+        return True
+    return any(constant_time_compare(session_hash, fallback) for fallback in user.get_session_auth_fallback_hash())
+
+
+def _live_sessions(keys: set[str]) -> dict[str, dict]:
+    """The data of those of the login sessions ``keys`` that have not ended (logged out, expired)."""
     from django.contrib.sessions.models import Session
     from django.utils import timezone
 
+    if not keys:
+        return {}
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    if settings.SESSION_ENGINE == "django.contrib.sessions.backends.db":
+        rows = Session.objects.filter(session_key__in=keys, expire_date__gt=timezone.now())
+        return {key: store().decode(data) for key, data in rows.values_list("session_key", "session_data")}
+    found = {}
+    for key in keys:
+        session = store(key)
+        data = session.load()
+        if session.session_key is not None and data:  # load() forgets a key it did not find
+            found[key] = data
+    return found
+
+
+def standing(credentials: list[Credential]) -> dict[Credential, Standing]:
+    """Of ``credentials``, those that still let their sockets in, with what their users may do now:
+    the token not revoked; the session not ended and still of the user's current password (its auth
+    hash, as Django checks it on each request); the user still active. A few queries for any number."""
+    from django.contrib.auth import get_user_model
+
     if not credentials:
-        return set()
-    active_users = set(
-        get_user_model()
+        return {}
+    users = {
+        user.pk: user
+        for user in get_user_model()
         .objects.filter(pk__in={c.user_id for c in credentials}, is_active=True)
-        .values_list("pk", flat=True)
-    )
+        .only("pk", "password", "is_staff", "is_active")
+    }
     hashes = {c.token_hash for c in credentials if c.token_hash}
     live_tokens = set(ApiToken.objects.active().filter(key_hash__in=hashes).values_list("key_hash", flat=True))
-    keys = {c.session_key for c in credentials if c.session_key}
-    if settings.SESSION_ENGINE == "django.contrib.sessions.backends.db":
-        live_sessions = set(
-            Session.objects.filter(session_key__in=keys, expire_date__gt=timezone.now()).values_list(
-                "session_key", flat=True
-            )
-        )
-    else:
-        store = import_module(settings.SESSION_ENGINE).SessionStore
-        live_sessions = {key for key in keys if store().exists(key)}
-    valid = set()
+    sessions = _live_sessions({c.session_key for c in credentials if c.session_key})
+    valid = {}
     for credential in credentials:
-        if credential.user_id not in active_users:
+        user = users.get(credential.user_id)
+        if user is None:
             continue
         if credential.token_hash and credential.token_hash not in live_tokens:
             continue
-        if credential.session_key and credential.session_key not in live_sessions:
+        if credential.session_key and not (
+            credential.session_key in sessions and _session_hash_verified(sessions[credential.session_key], user)
+        ):
             continue
-        valid.add(credential)
+        valid[credential] = Standing(is_staff=user.is_staff)
     return valid
 
 

@@ -1,5 +1,6 @@
 """Open sockets whose credential went away are closed: a revoked API token, an ended login
-session, a deactivated user."""
+session (logged out, expired, or ended by a password change), a deactivated user; the others
+take their user's staff-ness as it is now."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ from typing import Protocol
 
 from django.conf import settings
 
-from traces.security import Credential, still_valid
+from traces.security import Credential, Standing, standing
 from traces.store.pool import pooled
 
 logger = logging.getLogger(__name__)
 
-_still_valid = pooled(still_valid)
+_standing = pooled(standing)
 
 
 class Revocable(Protocol):
@@ -22,12 +23,15 @@ class Revocable(Protocol):
 
     def revoke(self) -> None: ...
 
+    def stand(self, standing: Standing) -> None: ...
+
 
 class CredentialWatch:
     """This process's sockets opened with a credential (an API token, a login): every
     ``TRACE_AUTH_RECHECK_SECONDS`` the credentials are checked again, all in a few queries, and the
-    sockets whose token was revoked, whose session ended or whose user was deactivated are closed
-    with 4001, also those that only listen. (A socket that asks for something is checked then too.)"""
+    sockets whose token was revoked, whose session ended (a password change elsewhere ends it) or
+    whose user was deactivated are closed with 4001, also those that only listen; the others see
+    what their user sees now (staff or not). (A socket that asks for something is checked then too.)"""
 
     def __init__(self) -> None:
         self.sockets: dict[Revocable, Credential] = {}
@@ -41,8 +45,14 @@ class CredentialWatch:
     def remove(self, socket: Revocable) -> None:
         self.sockets.pop(socket, None)
 
-    async def still_valid(self, credentials: list[Credential]) -> set[Credential]:
-        return await _still_valid(credentials)
+    async def check(self, socket: Revocable, credential: Credential) -> bool:
+        """Check one socket's credential now: revoked, or brought up to date; True if it stays."""
+        found = await _standing([credential])
+        if credential not in found:
+            socket.revoke()
+            return False
+        socket.stand(found[credential])
+        return True
 
     async def _watch(self) -> None:
         while self.sockets:  # ends with the last such socket; the next one starts it again
@@ -52,12 +62,14 @@ class CredentialWatch:
     async def sweep(self) -> None:
         watched = list(self.sockets.items())
         try:
-            valid = await _still_valid([credential for _, credential in watched])
+            valid = await _standing([credential for _, credential in watched])
         except Exception:
             logger.debug("credential check failed", exc_info=True)
             return
         for socket, credential in watched:
-            if credential not in valid:
+            if credential in valid:
+                socket.stand(valid[credential])
+            else:
                 socket.revoke()
 
     async def aclose(self) -> None:

@@ -406,7 +406,12 @@ async def test_a_user_cannot_follow_someone_elses_trace(settings, django_user_mo
     theirs, hello = await opened(f"/ws/shared-name?token={other_key}")
     assert hello["data"]["active_trace_id"] is None  # same session id, another user: another session
     await send(theirs, action="subscribe_trace", trace_id=messages[0]["trace_id"])
-    assert (await receive(theirs))["data"]["error"] == "forbidden"
+    refusal = (await receive(theirs))["data"]
+    unknown = str(uuid.uuid4())
+    await send(theirs, action="replay_trace", trace_id=unknown)
+    # Not found, as a trace that does not exist: the answer does not say whether it does.
+    assert refusal == {**(await receive(theirs))["data"], "detail": f"no trace {messages[0]['trace_id']}"}
+    assert refusal["error"] == "not_found"
     assert await theirs.receive_nothing(0.2)
     await mine.disconnect()
     await theirs.disconnect()
@@ -605,3 +610,24 @@ async def test_a_socket_that_cannot_go_on_sending_is_closed_not_left_silent(monk
     closed = await communicator.receive_output(timeout=5)
     assert closed == {"type": "websocket.close", "code": 1011}
     await communicator.disconnect()
+
+
+async def test_a_user_past_the_socket_cap_is_refused_with_4408_and_others_are_not(settings, django_user_model):
+    settings.TRACE_REQUIRE_AUTH = True
+    settings.TRACE_MAX_SOCKETS_PER_USER = 2
+    greedy = await database_sync_to_async(django_user_model.objects.create_user)("greedy")
+    modest = await database_sync_to_async(django_user_model.objects.create_user)("modest")
+    _, greedy_key = await database_sync_to_async(ApiToken.issue)(greedy, "t")
+    _, modest_key = await database_sync_to_async(ApiToken.issue)(modest, "t")
+    first, _ = await opened(f"/ws/a?token={greedy_key}")
+    second, _ = await opened(f"/ws/b?token={greedy_key}")
+    third = connect(f"/ws/c?token={greedy_key}")
+    await third.connect()
+    close = await third.receive_output()
+    assert close["code"] == CloseCode.TOO_MANY_SOCKETS == 4408
+    assert close["reason"] == "too many open sockets for this user (at most 2)"
+    others, _ = await opened(f"/ws/a?token={modest_key}")  # another user is not counted with them
+    await first.disconnect()
+    again, _ = await opened(f"/ws/c?token={greedy_key}")  # a closed socket frees its place
+    for communicator in (second, others, again):
+        await communicator.disconnect()

@@ -163,3 +163,37 @@ async def test_a_client_that_closes_mid_burst_is_let_go_at_once_and_reconnects()
             resumed = [json.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(EVENTS - 1400)]
         assert [m["seq"] for m in resumed] == list(range(1401, EVENTS + 1))
         assert asyncio.get_running_loop().time() - started < 5
+
+
+async def test_a_replay_to_a_client_that_does_not_read_holds_a_chunk_and_the_byte_limit(settings):
+    """A replay reads its trace a chunk at a time and queues events only as fast as the client
+    takes them: for a client that does not read, the server holds one chunk of rows and at most
+    TRACE_SEND_BUFFER_BYTES of replayed events (plus one), not the trace."""
+    from traces.consumers import _events_after
+    from traces.live.delivery import Outbox
+    from traces.live.replay import CHUNK, replay
+
+    settings.TRACE_SEND_BUFFER_BYTES = 64 * 1024
+    trace = await big_trace()
+    read = []
+
+    async def reader(trace_id, after, up_to, limit):
+        rows = await _events_after(trace_id, after, up_to, limit)
+        read.extend(rows)
+        return rows
+
+    never = asyncio.Event()
+
+    async def send(text: str) -> None:  # a client that does not read: a send that never completes
+        await never.wait()
+
+    outbox = Outbox(send, reader, "stuck")
+    outbox.start("hello")
+    replaying = asyncio.create_task(replay(outbox, reader, trace.pk, 0, EVENTS))
+    await asyncio.sleep(1)
+    largest = max(len(text) for *_, text in read)
+    assert not replaying.done()
+    assert outbox.replay_bytes <= settings.TRACE_SEND_BUFFER_BYTES + largest
+    assert len(read) <= CHUNK < EVENTS
+    replaying.cancel()
+    await outbox.aclose()

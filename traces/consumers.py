@@ -170,6 +170,12 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
             await self._refuse(CloseCode.UNAUTHORIZED)
             return
         self.owner_id = access.user_id(self.user)
+        if self.owner_id is not None and sockets.users[self.owner_id] >= settings.TRACE_MAX_SOCKETS_PER_USER:
+            REJECTED.labels("too_many_sockets").inc()
+            logger.warning("websocket refused: user=%s has too many open sockets", self.owner_id)
+            reason = f"too many open sockets for this user (at most {settings.TRACE_MAX_SOCKETS_PER_USER})"
+            await self._refuse(CloseCode.TOO_MANY_SOCKETS, reason)
+            return
         self.session = SessionKey.of(self.session_id, self.owner_id)
         self.protocol_version = protocol.requested_protocol(self.scope.get("query_string", b""))
         self.limiter = RateLimiter(settings.TRACE_RATE_LIMIT)
@@ -191,6 +197,8 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
         self.hub.join_session(self.session.group, self.outbox)  # live events queue from now on
         sockets.connections += 1
         sockets.sessions[self.session_id] += 1
+        if self.owner_id is not None:
+            sockets.users[self.owner_id] += 1
         CONNECTIONS.inc()
         self.counted = True
         if self.credential is not None:
@@ -245,10 +253,10 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
     async def _close(self, code: int) -> None:
         await self.close(code=code)
 
-    async def _refuse(self, code: int) -> None:
+    async def _refuse(self, code: int, reason: str | None = None) -> None:
         # Accept, then close: a close during the handshake reaches clients as HTTP 403, losing the code.
         await self.accept()
-        await self.close(code=code)
+        await self.close(code=code, reason=reason)
 
     async def disconnect(self, code: int) -> None:
         if await self._stop():
@@ -273,6 +281,10 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
         sockets.sessions[self.session_id] -= 1
         if sockets.sessions[self.session_id] <= 0:
             del sockets.sessions[self.session_id]
+        if self.owner_id is not None:
+            sockets.users[self.owner_id] -= 1
+            if sockets.users[self.owner_id] <= 0:
+                del sockets.users[self.owner_id]
         CONNECTIONS.dec()
         self.runtime.credentials.remove(self)
         assert self.outbox is not None
@@ -394,13 +406,15 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
 
     async def action_replay_trace(self, message: ClientMessage) -> None:
         trace_id, speed = message.fields["trace_id"], message.fields["speed"]
-        await self._require_visible(trace_id)
+        trace = await self._require_visible(trace_id)
         key = str(trace_id)
         previous = self.replays.pop(key, None)
         if previous is not None:
             previous.cancel()
         assert self.outbox is not None
-        task = asyncio.get_running_loop().create_task(replay(self.outbox, _events_after, trace_id, speed))
+        task = asyncio.get_running_loop().create_task(
+            replay(self.outbox, _events_after, trace_id, speed, trace.last_seq)
+        )
         self.replays[key] = task
         task.add_done_callback(lambda done: self.replays.pop(key, None) if self.replays.get(key) is done else None)
 
@@ -413,10 +427,9 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
 
     async def _require_visible(self, trace_id: uuid.UUID) -> Trace:
         trace = await _trace(trace_id)
-        if trace is None:
+        # Another user's trace is not found either: the answer does not say whether it exists.
+        if trace is None or not access.can_view(self.user, trace.owner_id):
             raise ProtocolError(f"no trace {trace_id}", ErrorCode.NOT_FOUND)
-        if not access.can_view(self.user, trace.owner_id):
-            raise ProtocolError(f"trace {trace_id} belongs to another user", ErrorCode.FORBIDDEN)
         return trace
 
     def _message(self, event_type: ServerEvent, data: dict[str, Any]) -> str:

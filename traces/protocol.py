@@ -96,6 +96,7 @@ class CloseCode:
     INVALID_SESSION = 4400  # a bad session id, or no endpoint at the path
     UNAUTHORIZED = 4001
     FLOODING = 4429
+    TOO_MANY_SOCKETS = 4408  # the user holds TRACE_MAX_SOCKETS_PER_USER open sockets on this process
     SERVER_ERROR = 1011  # the server could not go on sending (a database read failed): reconnect and resume
 
 

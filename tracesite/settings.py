@@ -225,6 +225,8 @@ TRACE_REQUIRE_AUTH = env.boolean("TRACE_REQUIRE_AUTH", default=not DEBUG)
 # this on, by every logged-in user.
 TRACE_SHARE_UNOWNED = env.boolean("TRACE_SHARE_UNOWNED", default=False)
 TRACE_RATE_LIMIT = env.integer("TRACE_RATE_LIMIT", 10, minimum=1)
+# Open sockets one user may hold on one server process; the one past it is closed with 4408.
+TRACE_MAX_SOCKETS_PER_USER = env.integer("TRACE_MAX_SOCKETS_PER_USER", 50, minimum=1)
 # Seconds between checks that open sockets' API tokens and logins are still valid (revoked tokens,
 # ended sessions and deactivated users close their sockets with 4001; actions are checked at once).
 TRACE_AUTH_RECHECK_SECONDS = env.number("TRACE_AUTH_RECHECK_SECONDS", 30.0, minimum=0.1)

@@ -88,6 +88,9 @@ class Outbox:
         self._writer: asyncio.Task | None = None
         self._abandoned = False
         self._buffer_limit = settings.TRACE_SEND_BUFFER_BYTES
+        self.replay_bytes = 0  # bytes of replayed events queued and not yet sent
+        self._replay_room = asyncio.Event()
+        self._replay_room.set()
 
     # ------------------------------------------------------------------ the queue (any task)
 
@@ -108,6 +111,25 @@ class Outbox:
 
     def text(self, text: str, label: str) -> None:
         self._put((self._send, text, label))
+
+    def replayed(self, text: str) -> None:
+        """A replayed event, counted against the replay's share of the outbox (``room_for_replay``)."""
+        self.replay_bytes += len(text)
+        if self.replay_bytes >= self._buffer_limit:
+            self._replay_room.clear()
+        self._put((self._send_replayed, text))
+
+    async def room_for_replay(self) -> bool:
+        """Wait until the replayed events queued here are under the send buffer's limit
+        (TRACE_SEND_BUFFER_BYTES): a replay goes at the client's pace, so a client that does not
+        read holds that much here and that much in the send buffer. False if the socket is dropped."""
+        while not self._replay_room.is_set() and not self.dropped:
+            try:
+                async with asyncio.timeout(0.5):  # a drop sets nothing: look again now and then
+                    await self._replay_room.wait()
+            except TimeoutError:
+                pass
+        return not self.dropped
 
     def offer(self, event: StoredEvent) -> None:
         """A stored event of a trace or session this socket follows (from the hub)."""
@@ -291,6 +313,12 @@ class Outbox:
                     await self._send(text, "trace_event")
             if len(rows) < BACKFILL_CHUNK:
                 return
+
+    async def _send_replayed(self, text: str) -> None:
+        self.replay_bytes -= len(text)
+        if self.replay_bytes < self._buffer_limit // 2:
+            self._replay_room.set()
+        await self._send(text, "trace_event")
 
     async def _next_event(self, followed: FollowedTrace, seq: int, event_type: str, text: str) -> None:
         """The next event of a followed trace: sent if the socket is shown its type, passed over if not."""

@@ -11,29 +11,34 @@ from traces import protocol
 from traces.live.delivery import Outbox, Reader
 from traces.protocol import ServerEvent
 
-CHUNK = 5000
+CHUNK = 500  # events read at a time: a replay holds one chunk, never the whole trace
 
 
-async def replay(outbox: Outbox, read_events: Reader, trace_id: uuid.UUID, speed: float) -> None:
-    """Queue the stored events with ``replay: true`` between ``replay_started`` and ``replay_completed``."""
-    rows: list[tuple[int, Any, str, str]] = []
-    while True:
-        chunk = await read_events(trace_id, rows[-1][0] if rows else 0, None, CHUNK)
-        rows.extend(chunk)
-        if len(chunk) < CHUNK:
-            break
-    info = {"trace_id": str(trace_id), "speed": speed, "events": len(rows)}
+async def replay(outbox: Outbox, read_events: Reader, trace_id: uuid.UUID, speed: float, events: int) -> None:
+    """Queue the stored events with ``replay: true`` between ``replay_started`` and ``replay_completed``
+    (``events``: how many the trace holds). Read a chunk at a time and queued only as fast as the
+    client takes them (``Outbox.room_for_replay``): a client that does not read holds at most a
+    chunk and the outbox's byte limit on the server, and is dropped as any slow client is."""
+    info = {"trace_id": str(trace_id), "speed": speed, "events": events}
     outbox.text(_message(outbox, ServerEvent.REPLAY_STARTED, info), ServerEvent.REPLAY_STARTED)
     started = time.monotonic()
-    first = rows[0][1] if rows else None
-    for _, timestamp, _, text in rows:
-        if speed > 0 and first is not None:
-            delay = (timestamp - first).total_seconds() / speed - (time.monotonic() - started)
-            if delay > 0:
-                await asyncio.sleep(delay)
-        while outbox.queued > 500 and not outbox.dropped:  # at speed 0, at the client's pace
-            await asyncio.sleep(0.01)
-        outbox.text(protocol.mark_replay(text), "trace_event")
+    first = None
+    after = 0
+    while not outbox.dropped:
+        rows = await read_events(trace_id, after, None, CHUNK)
+        for seq, timestamp, _, text in rows:
+            after = seq
+            if first is None:
+                first = timestamp
+            if speed > 0:
+                delay = (timestamp - first).total_seconds() / speed - (time.monotonic() - started)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            if not await outbox.room_for_replay():
+                return  # the client is gone
+            outbox.replayed(protocol.mark_replay(text))
+        if len(rows) < CHUNK:
+            break
     outbox.text(_message(outbox, ServerEvent.REPLAY_COMPLETED, info), ServerEvent.REPLAY_COMPLETED)
 
 

@@ -177,8 +177,11 @@ class SessionRuns:
 
 @dataclass
 class Sockets:
+    """This process's open sockets: in all, by session id, and by user (``TRACE_MAX_SOCKETS_PER_USER``)."""
+
     connections: int = 0
     sessions: Counter = field(default_factory=Counter)
+    users: Counter = field(default_factory=Counter)
 
 
 sockets = Sockets()

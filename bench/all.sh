@@ -25,6 +25,8 @@ $PY bench/live.py --server agent --sessions 50 --traces 5
 # Replay and detail of a 1,000-event trace; idle sockets; the soak.
 $PY bench/replay.py
 $PY bench/replay.py --backend mysql
+$PY bench/replay_memory.py
+$PY bench/replay_memory.py --events 20000 --event-bytes 1000
 $PY bench/connections.py --sockets 1000 5000
 $PY bench/soak.py --minutes 10 --sessions 20
 $PY bench/soak.py --minutes 10 --sessions 20 --backend mysql

@@ -99,6 +99,11 @@ def test_big_exports_run_and_time_the_pings():
     assert re.search(r"pings during the exports: +p50 [\d.]+ ms, p99 [\d.]+ ms", out), out
 
 
+def test_replay_memory_runs_and_measures_the_servers_memory():
+    out = run("bench/replay_memory.py", "--events", "300", "--clients", "2", "--slow-seconds", "2", "--port", "8982")
+    assert re.search(r"daphne RSS: before \d+ MiB, peak with 2 stuck replays \d+ MiB", out), out
+
+
 def test_ingest_runs_and_stores_every_span():
     out = run("bench/ingest.py", "--spans", "2000", "--batch", "256", "--senders", "2", "--port", "8980")
     assert "HTTP statuses: {200: 8}" in out, out

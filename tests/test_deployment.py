@@ -222,3 +222,54 @@ def test_check_deploy_warns_when_a_static_file_was_added_after_collecting(manife
     manifest_storage.STATICFILES_DIRS = [*manifest_storage.STATICFILES_DIRS, tmp_path / "more"]
     (stale,) = uncollected(run_checks(include_deployment_checks=True))
     assert "new-widget.js" in stale and "python manage.py collectstatic" in stale
+
+
+def readme_section(title: str) -> str:
+    return (ROOT / "README.md").read_text().split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def readme_block(section: str, language: str) -> str:
+    """The section's first code block in ``language``."""
+    return re.findall(rf"```{language}\n(.*?)```", section, re.S)[0]
+
+
+def grants(sql: str) -> set[str]:
+    """The statements that make the databases, the users and their grants, whatever the users' host
+    and password."""
+    found = set()
+    for statement in re.findall(r"^\s*((?:CREATE|GRANT)[^;]*);", sql, re.M):
+        statement = " ".join(statement.split()).replace("IF NOT EXISTS ", "")
+        statement = re.sub(r"'@'[^']*'", "'@<host>", statement)
+        found.add(re.sub(r"IDENTIFIED BY '[^']*'", "IDENTIFIED BY <password>", statement))
+    return found
+
+
+def test_the_readme_creates_the_databases_and_users_compose_does():
+    """Both databases utf8mb4, the agent's user read-only: the same statements as deploy/mysql-init/."""
+    readme = grants(readme_block(readme_section("Deploying without Docker"), "sql"))
+    compose = grants((ROOT / "deploy" / "mysql-init" / "01-databases.sh").read_text())
+    assert compose and readme == compose, readme ^ compose
+
+
+def test_the_readme_environment_without_docker_passes_check_deploy_once_collected(tmp_path):
+    section = readme_section("Deploying without Docker")
+    lines = [line.split(" #")[0].strip() for line in readme_block(section, "ini").splitlines()]
+    documented = dict(line.split("=", 1) for line in lines if re.match(r"^[A-Z_]+=", line))
+    assert {"DJANGO_DEBUG", "DJANGO_SECRET_KEY", "DATABASE_URL", "MYSQL_DATABASE", "STATIC_ROOT"} <= documented.keys()
+    assert documented["DJANGO_DEBUG"] == "false" and documented["DATABASE_URL"].startswith("mysql://")
+    assert "python manage.py collectstatic --noinput" in section
+    env = {
+        **{k: v for k, v in os.environ.items() if not re.match(r"^(DATABASE_URL|REDIS_URL|MYSQL_\w+|OPENAI_\w+)$", k)},
+        "TRACESITE_ENV_FILE": "",
+        "TRACESITE_DATA_DIR": str(tmp_path),
+        **documented,
+        "DJANGO_SECRET_KEY": PRODUCTION["DJANGO_SECRET_KEY"],  # the step prints one
+        "STATIC_ROOT": str(tmp_path / "static"),
+    }
+    manage = [sys.executable, "manage.py"]
+    before = subprocess.run([*manage, "check", "--deploy"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert before.returncode == 0 and "tracesite.W001" in before.stderr, before.stdout + before.stderr
+    subprocess.run([*manage, "collectstatic", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True)
+    after = subprocess.run([*manage, "check", "--deploy"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert set(re.findall(r"\((\w+\.[WE]\d+)\)", after.stderr)) <= {"security.W021"}, after.stderr  # as the README says

@@ -218,6 +218,11 @@ def tracesite_env(backend: str, sessions: int) -> dict[str, str]:
         "TRACESITE_DATA_DIR": _data_dir(),
         "PYTHONPATH": str(ROOT),
     }
+    # A server with DEBUG off starts only with its static files collected, as deployed.
+    env["STATIC_ROOT"] = str(Path(env["TRACESITE_DATA_DIR"]) / "static")
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True
+    )
     if backend == "mysql":
         import MySQLdb
         import redis

@@ -1,4 +1,5 @@
-"""The container's pieces, proven without a Docker engine: its start sequence and the Compose file."""
+"""Deploying: the container's pieces, proven without a Docker engine (its start sequence and the
+Compose file), and the path without Docker (collected static files, checked before serving)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from django.core.checks import run_checks
+from django.core.management import call_command
 
-from tests.servers import ROOT, database_url, free_port, http_get, wait_for_port
+from tests.servers import ROOT, daphne_server, database_url, free_port, http_get, wait_for_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SETTINGS = (ROOT / "tracesite" / "settings.py").read_text() + (ROOT / "tracesite" / "env.py").read_text()
@@ -117,7 +120,16 @@ def test_the_documented_production_settings_pass_check_deploy(tmp_path):
     for name, value in PRODUCTION.items():
         if name != "DJANGO_SECRET_KEY":
             assert f"{name}={value}" in readme, name
-    env = {**os.environ, "TRACESITE_ENV_FILE": "", "TRACESITE_DATA_DIR": str(tmp_path), **PRODUCTION}
+    env = {
+        **os.environ,
+        "TRACESITE_ENV_FILE": "",
+        "TRACESITE_DATA_DIR": str(tmp_path),
+        "STATIC_ROOT": str(tmp_path / "static"),
+        **PRODUCTION,
+    }
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True
+    )
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=ROOT, env=env, capture_output=True, text=True,
@@ -136,3 +148,128 @@ def test_hsts_and_the_https_redirect_follow_the_proxy_header(settings, client):
     assert plain.status_code == 301 and plain["Location"].startswith("https://")
     assert "Strict-Transport-Security" not in plain
     assert client.get("/health").status_code != 301  # load balancers probe the plain port
+
+
+def production(static_root: Path) -> dict[str, str]:
+    """A server's environment with DEBUG off, its static files (to be) collected in ``static_root``."""
+    return {
+        "DJANGO_DEBUG": "false",
+        "DJANGO_SECRET_KEY": "x" * 50,
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "STATIC_ROOT": str(static_root),
+    }
+
+
+@pytest.mark.parametrize("server", ["daphne", "uvicorn"])
+def test_a_server_with_debug_off_and_no_collected_static_files_refuses_to_start_naming_collectstatic(tmp_path, server):
+    """Its pages could not render (every one would be a 500 while /health said healthy)."""
+    port = free_port()
+    command = {
+        "daphne": ["daphne", "-b", "127.0.0.1", "-p", str(port)],
+        "uvicorn": ["uvicorn", "--host", "127.0.0.1", "--port", str(port), "--lifespan", "on"],
+    }[server]
+    env = {**os.environ, "TRACESITE_ENV_FILE": "", "DATABASE_URL": database_url(), **production(tmp_path / "static")}
+    finished = subprocess.run(
+        [sys.executable, "-m", *command, "tracesite.asgi:application"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert finished.returncode == 3, finished.stdout + finished.stderr
+    assert "tracesite cannot start" in finished.stderr, finished.stderr
+    assert "python manage.py collectstatic" in finished.stderr and str(tmp_path / "static") in finished.stderr
+
+
+@pytest.mark.usefixtures("configured_agent_db")
+def test_once_the_static_files_are_collected_the_same_server_serves_its_pages(tmp_path):
+    env = {**os.environ, "TRACESITE_ENV_FILE": "", **production(tmp_path / "static")}
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True
+    )
+    with daphne_server(**production(tmp_path / "static")) as server:
+        status, body = http_get(f"http://{server.host}/accounts/login/")
+        assert status == 200 and b"/static/tracesite." in body  # the hashed name, from the manifest
+        status, body = http_get(f"http://{server.host}/health")
+        assert status == 200 and json.loads(body) == {"status": "healthy"}
+
+
+def uncollected(warnings: list) -> list[str]:
+    return [warning.msg for warning in warnings if warning.id == "tracesite.W001"]
+
+
+@pytest.fixture
+def manifest_storage(settings, tmp_path):
+    """The static files storage of DEBUG off, collecting into an empty folder."""
+    settings.STATIC_ROOT = tmp_path / "static"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    }
+    return settings
+
+
+def test_check_deploy_warns_until_the_static_files_are_collected(manifest_storage):
+    (missing,) = uncollected(run_checks(include_deployment_checks=True))
+    assert "python manage.py collectstatic" in missing and str(manifest_storage.STATIC_ROOT) in missing
+    assert not uncollected(run_checks())  # a warning of check --deploy only: migrate and collectstatic still run
+    call_command("collectstatic", interactive=False, verbosity=0)
+    assert not uncollected(run_checks(include_deployment_checks=True))
+
+
+def test_check_deploy_warns_when_a_static_file_was_added_after_collecting(manifest_storage, tmp_path):
+    """An upgrade that brings a new file: the pages that use it would fail until collectstatic runs again."""
+    call_command("collectstatic", interactive=False, verbosity=0)
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "new-widget.js").write_text("export {};")
+    manifest_storage.STATICFILES_DIRS = [*manifest_storage.STATICFILES_DIRS, tmp_path / "more"]
+    (stale,) = uncollected(run_checks(include_deployment_checks=True))
+    assert "new-widget.js" in stale and "python manage.py collectstatic" in stale
+
+
+def readme_section(title: str) -> str:
+    return (ROOT / "README.md").read_text().split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def readme_block(section: str, language: str) -> str:
+    """The section's first code block in ``language``."""
+    return re.findall(rf"```{language}\n(.*?)```", section, re.S)[0]
+
+
+def grants(sql: str) -> set[str]:
+    """The statements that make the databases, the users and their grants, whatever the users' host
+    and password."""
+    found = set()
+    for statement in re.findall(r"^\s*((?:CREATE|GRANT)[^;]*);", sql, re.M):
+        statement = " ".join(statement.split()).replace("IF NOT EXISTS ", "")
+        statement = re.sub(r"'@'[^']*'", "'@<host>", statement)
+        found.add(re.sub(r"IDENTIFIED BY '[^']*'", "IDENTIFIED BY <password>", statement))
+    return found
+
+
+def test_the_readme_creates_the_databases_and_users_compose_does():
+    """Both databases utf8mb4, the agent's user read-only: the same statements as deploy/mysql-init/."""
+    readme = grants(readme_block(readme_section("Deploying without Docker"), "sql"))
+    compose = grants((ROOT / "deploy" / "mysql-init" / "01-databases.sh").read_text())
+    assert compose and readme == compose, readme ^ compose
+
+
+def test_the_readme_environment_without_docker_passes_check_deploy_once_collected(tmp_path):
+    section = readme_section("Deploying without Docker")
+    lines = [line.split(" #")[0].strip() for line in readme_block(section, "ini").splitlines()]
+    documented = dict(line.split("=", 1) for line in lines if re.match(r"^[A-Z_]+=", line))
+    assert {"DJANGO_DEBUG", "DJANGO_SECRET_KEY", "DATABASE_URL", "MYSQL_DATABASE", "STATIC_ROOT"} <= documented.keys()
+    assert documented["DJANGO_DEBUG"] == "false" and documented["DATABASE_URL"].startswith("mysql://")
+    assert "python manage.py collectstatic --noinput" in section
+    env = {
+        **{k: v for k, v in os.environ.items() if not re.match(r"^(DATABASE_URL|REDIS_URL|MYSQL_\w+|OPENAI_\w+)$", k)},
+        "TRACESITE_ENV_FILE": "",
+        "TRACESITE_DATA_DIR": str(tmp_path),
+        **documented,
+        "DJANGO_SECRET_KEY": PRODUCTION["DJANGO_SECRET_KEY"],  # the step prints one
+        "STATIC_ROOT": str(tmp_path / "static"),
+    }
+    manage = [sys.executable, "manage.py"]
+    before = subprocess.run([*manage, "check", "--deploy"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert before.returncode == 0 and "tracesite.W001" in before.stderr, before.stdout + before.stderr
+    subprocess.run([*manage, "collectstatic", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True)
+    after = subprocess.run([*manage, "check", "--deploy"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert set(re.findall(r"\((\w+\.[WE]\d+)\)", after.stderr)) <= {"security.W021"}, after.stderr  # as the README says

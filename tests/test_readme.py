@@ -28,6 +28,8 @@ ELSEWHERE = {
     "daphne -b": "tests/test_daphne.py runs daphne processes sharing Redis",
     "cp .env.example .env": "tests/test_deployment.py checks every variable in .env.example",
     "docker compose": "no Docker engine here: tests/test_deployment.py validates the Compose file and runs the image's start sequence",
+    "pip install -r requirements-mysql.txt": "make test installs it",
+    "BIND=127.0.0.1 PORT=8000 deploy/start.sh": "tests/test_deployment.py runs deploy/start.sh with BIND and PORT",
 }
 
 
@@ -95,7 +97,13 @@ def test_manage_py_runserver_serves_the_app(tmp_path):
 
 @pytest.mark.parametrize("command", MANAGE)
 def test_the_readme_manage_py_commands_run(command, tmp_path):
-    env = {**os.environ, "TRACESITE_ENV_FILE": "", "DATABASE_URL": database_url(), "OPENAI_API_KEY": ""}
+    env = {
+        **os.environ,
+        "TRACESITE_ENV_FILE": "",
+        "DATABASE_URL": database_url(),
+        "OPENAI_API_KEY": "",
+        "STATIC_ROOT": str(tmp_path / "static"),  # collectstatic
+    }
     if "<trace-id>" in command:
         run = subprocess.run(
             [sys.executable, str(ROOT / "manage.py"), "runagent", "how many users?", "--json"],

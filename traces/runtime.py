@@ -10,6 +10,9 @@ One ``Runtime`` per event loop (a server process has one loop; tests have one ea
 - the agent runs by session, the OTLP ingestor and its sweeper, the OTLP decoder process,
 - the sockets' credential watch.
 
+A server that could not render its pages (static files not collected: ``traces.checks``) does not
+start at all, rather than answer every page with a 500 while ``/health`` says healthy.
+
 ``start()`` brings them up; ``stop()`` interrupts the runs (they are recorded as interrupted),
 stores and publishes what is queued, then stops every task, the writer and decoder processes and
 the database pool, and waits for them. ``Lifecycle`` ties them to a server: under uvicorn through
@@ -27,7 +30,7 @@ from typing import Any
 
 from django.conf import settings
 
-from traces import compat
+from traces import checks, compat
 from traces.access import SessionKey
 from traces.ingest.decoding import Decoder
 from traces.ingest.ingestor import Ingestor
@@ -45,6 +48,10 @@ logger = logging.getLogger(__name__)
 
 SHUTDOWN_SECONDS = 10.0
 EXIT_START_FAILED = 3  # as uvicorn exits when its application's start-up fails
+
+
+class NotServable(Exception):
+    """The server could not render its pages; the message says what to run."""
 
 
 class Runtime:
@@ -80,12 +87,15 @@ class Runtime:
 
     async def start(self) -> None:
         """Bring everything up, once: callers at the same time wait for the same start. Raises
-        ``WriterProcessFailed`` if the writer process does not come up."""
+        ``NotServable`` if a server could not render its pages, ``WriterProcessFailed`` if the
+        writer process does not come up."""
         if self._starting is None:
             self._starting = asyncio.get_running_loop().create_task(self._start(), name="runtime-start")
         await asyncio.shield(self._starting)
 
     async def _start(self) -> None:
+        if self.kind == "server" and (problem := checks.uncollected_static_files()):
+            raise NotServable(problem)
         await self.store.start()
         if self.kind == "server":
             await self.bus.start()  # this process hears the batches other processes store, and cancels
@@ -214,7 +224,7 @@ class Lifecycle:
     async def _start_or_exit(self) -> None:
         try:
             await get_runtime().start()
-        except Exception as exc:  # noqa: BLE001 - a server that cannot store what it serves stops, saying why
+        except Exception as exc:  # noqa: BLE001 - a server that cannot store or render what it serves stops, saying why
             logger.critical("tracesite cannot start: %s", exc)
             logging.shutdown()
             os._exit(EXIT_START_FAILED)

@@ -53,6 +53,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "tracesite.urls"
+# A login refused because the browser dropped the Secure CSRF cookie over plain HTTP says why.
+CSRF_FAILURE_VIEW = "traces.pages.csrf.csrf_failure"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "traces:live"
 LOGOUT_REDIRECT_URL = "login"

@@ -13,10 +13,11 @@
   429/5xx after the client's retries) makes the service degraded until a call succeeds.
 
 Anybody gets the overall status and its HTTP code, which is what a load balancer needs: 200 while
-the service serves (healthy or degraded), 503 when it is unhealthy. The details and ``/metrics``
-are for monitoring: allowed with DEBUG on, for a logged-in staff user, for ``Authorization:
-Bearer`` with ``TRACE_METRICS_TOKEN`` or a staff user's API token, and for addresses in
-``TRACE_MONITORING_IPS``.
+the service serves (healthy or degraded), 503 when it is unhealthy. A server that could not
+render its pages (static files not collected) does not start at all (``traces.checks``), so it
+never answers here. The details and ``/metrics`` are for monitoring: allowed with DEBUG on, for a
+logged-in staff user, for ``Authorization: Bearer`` with ``TRACE_METRICS_TOKEN`` or a staff user's
+API token, and for addresses in ``TRACE_MONITORING_IPS``.
 """
 
 from __future__ import annotations

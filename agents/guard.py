@@ -15,7 +15,8 @@ What runs is the SQL regenerated from the parse tree (comments dropped), checked
 parsing it back, with a LIMIT no larger than the row cap.
 
 The guard is one layer: the query also runs on a read-only connection under a time limit
-(``agents/database/``), and the README recommends a read-only database user.
+(``agents/database/``), and the database user's grants beyond reading its own schema are
+warned about at start-up and in ``/health`` (``SqlDatabase.privilege_problems``).
 """
 
 from __future__ import annotations

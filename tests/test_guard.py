@@ -623,3 +623,13 @@ def test_a_name_the_parser_does_not_know_is_refused_as_written(name, vendor):
     for clause in CLAUSES:
         with pytest.raises(SqlRejected, match=f"function {name.upper()} is not allowed"):
             guard.check(clause.format(f=f"{name}(1)"), vendor, 50, database="test")
+
+
+def test_the_run_sql_tool_tells_the_model_what_is_accepted(demo_sqlite):
+    from agents.tools import QueryTool
+
+    description = QueryTool(demo_sqlite).description
+    for accepted in ("SELECT", "SHOW [FULL] TABLES", "LIKE 'pattern', no WHERE", "DESCRIBE <table>", "EXPLAIN SELECT"):
+        assert accepted in description
+    assert "Everything else is refused" in description
+    assert len(description) < 900  # sent to the model with every call

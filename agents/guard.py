@@ -145,10 +145,9 @@ def check(sql: str, vendor: str, row_limit: int, database: str | None = None) ->
     if "\\g" in sql.lower() or "\x00" in sql:
         raise SqlRejected("the query contains a client command or a NUL byte")
     dialect = _dialect(vendor)
-    if vendor == "mysql" and SHOW_SYNONYMS.match(sql):
+    synonym = SHOW_SYNONYMS.match(sql) if vendor == "mysql" else None
+    if synonym is not None:
         # sqlglot parses only one spelling of each; the other is the same statement to MySQL.
-        synonym = SHOW_SYNONYMS.match(sql)
-        assert synonym is not None
         canonical = "COLUMNS" if synonym.group(2).upper() == "FIELDS" else "INDEX"
         sql = f"SHOW {synonym.group(1) or ''}{canonical}{sql[synonym.end() :]}"
     try:

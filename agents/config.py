@@ -11,7 +11,7 @@ from django.conf import settings
 
 from agents.builtin import BuiltinModel
 from agents.chat import ChatModel
-from agents.database import SqlDatabase, open_database
+from agents.database import QueryError, SqlDatabase, open_database
 from agents.loop import Agent
 from agents.openai_model import OpenAIChatModel
 from agents.pricing import PriceTable
@@ -62,6 +62,20 @@ def agent_database() -> SqlDatabase:
         cell_chars=settings.AGENT_MAX_CELL_CHARS,
         result_bytes=settings.AGENT_MAX_RESULT_BYTES,
     )
+
+
+def warn_about_privileges(database: SqlDatabase | None = None) -> list[str]:
+    """Log a warning for each thing the agent's database user may do beyond reading its own schema
+    (``SqlDatabase.privilege_problems``); the server calls this as it starts. Returns them."""
+    database = database or agent_database()
+    try:
+        problems = database.privilege_problems()
+    except QueryError as exc:
+        logger.warning("cannot check the agent's database user: %s", exc)
+        return []
+    for problem in problems:
+        logger.warning("%s; give the agent a user with SELECT on its own schema only", problem)
+    return problems
 
 
 def endpoint_configured() -> bool:

@@ -1,13 +1,22 @@
 """The SQL guard: every statement the model writes passes through ``check()`` before it runs.
 
-It parses the SQL with sqlglot in the target dialect and allows exactly one read-only
-statement: SELECT (with WITH, UNION/INTERSECT/EXCEPT), SHOW, DESCRIBE/EXPLAIN. Anything that
-writes, locks, reads files, sleeps, sets variables or reaches outside the agent's database is
-rejected with a message the model can act on. What runs is the SQL regenerated from the parse
-tree (comments dropped), with a LIMIT no larger than the row cap.
+It parses the SQL with sqlglot in the target dialect and accepts only what is listed, refusing the
+rest with a one-line reason the model can act on:
+
+- one SELECT (with WITH, UNION/INTERSECT/EXCEPT, subqueries, joins, window functions) on the
+  agent's own schema, calling only the functions of ``agents.guard_functions`` (by the name the
+  database sees), with no variables, no ``INTO``, no locking read, no other schema;
+- ``SHOW [FULL] TABLES``, ``SHOW [FULL] COLUMNS|FIELDS FROM t``, ``SHOW INDEX|INDEXES|KEYS FROM t``,
+  ``SHOW CREATE TABLE t`` and ``SHOW TABLE STATUS`` of the own schema, with at most
+  ``LIKE 'pattern'`` (MySQL/MariaDB; ``SHOW … WHERE`` takes any expression, so it is refused);
+- ``DESCRIBE <own table>`` (MySQL/MariaDB) and ``EXPLAIN`` of a SELECT that passes on its own.
+
+What runs is the SQL regenerated from the parse tree (comments dropped), checked again after
+parsing it back, with a LIMIT no larger than the row cap.
 
 The guard is one layer: the query also runs on a read-only connection under a time limit
-(``agents/database.py``), and the README recommends a read-only database user.
+(``agents/database/``), and the database user's grants beyond reading its own schema are
+warned about at start-up and in ``/health`` (``SqlDatabase.privilege_problems``).
 """
 
 from __future__ import annotations
@@ -20,40 +29,11 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
+from agents.guard_functions import FUNCTIONS, OPERATOR_FORMS
+
 # sqlglot warns when it falls back to a raw Command; the guard reports that itself.
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
-# Functions that sleep, lock, read files or load code. Lower-case names.
-FORBIDDEN_FUNCTIONS = frozenset(
-    {
-        "sleep",
-        "benchmark",
-        "get_lock",
-        "release_lock",
-        "release_all_locks",
-        "is_free_lock",
-        "is_used_lock",
-        "master_pos_wait",
-        "source_pos_wait",
-        "master_gtid_wait",
-        "wait_for_executed_gtid_set",
-        "wait_until_sql_thread_after_gtids",
-        "load_file",
-        "load_extension",
-        "readfile",
-        "writefile",
-        "edit",
-        "fts3_tokenizer",
-        "sys_exec",
-        "sys_eval",
-        "pg_sleep",
-        "pg_read_file",
-        "lo_import",
-        "lo_export",
-        "dbms_lock",
-        "xp_cmdshell",
-    }
-)
 # Statement types that change data, schema, session or server state (checked anywhere in the tree).
 FORBIDDEN_NODES: tuple[type[exp.Expression], ...] = tuple(
     node
@@ -120,9 +100,22 @@ SQLITE_CATALOG_TABLES = frozenset(
         "sqlite_stat4",
     }
 )
-SHOW_ALLOWED = re.compile(
-    r"^(TABLES|FULL TABLES|COLUMNS|FULL COLUMNS|FIELDS|INDEX|INDEXES|KEYS|CREATE TABLE|TABLE STATUS)\b", re.I
+# SHOW forms the model may use, by the word sqlglot keeps (FIELDS, INDEXES and KEYS are spelled
+# as COLUMNS and INDEX before parsing), with the parts each may have beside FROM <table>, FROM
+# <own database> and LIKE 'pattern'. FULL only where MySQL has it.
+SHOW_KINDS = {"TABLES": {"full"}, "COLUMNS": {"full", "target"}, "INDEX": {"target"}, "CREATE TABLE": {"target"},
+              "TABLE STATUS": set()}  # fmt: skip
+SHOW_SYNONYMS = re.compile(r"^\s*SHOW\s+(FULL\s+)?(FIELDS|INDEXES|KEYS)\b", re.I)
+SHOW_ALLOWED_TEXT = (
+    "only SHOW [FULL] TABLES, SHOW [FULL] COLUMNS/FIELDS FROM t, SHOW INDEX/INDEXES/KEYS FROM t, "
+    "SHOW CREATE TABLE t and SHOW TABLE STATUS are allowed, with at most LIKE 'pattern'"
 )
+# Words MySQL/MariaDB read as a call without parentheses that sqlglot reads as a column.
+BARE_CALLS = frozenset({"CURRENT_ROLE"})
+CALL = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*\(")
+WORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+OPERATORS = (exp.Binary, exp.Connector, exp.Unary, exp.Predicate)
+FUNCTIONS_TEXT = "only ordinary scalar, aggregate, window, date, string, math and JSON-reading functions are"
 
 
 class SqlRejected(Exception):
@@ -152,6 +145,11 @@ def check(sql: str, vendor: str, row_limit: int, database: str | None = None) ->
     if "\\g" in sql.lower() or "\x00" in sql:
         raise SqlRejected("the query contains a client command or a NUL byte")
     dialect = _dialect(vendor)
+    synonym = SHOW_SYNONYMS.match(sql) if vendor == "mysql" else None
+    if synonym is not None:
+        # sqlglot parses only one spelling of each; the other is the same statement to MySQL.
+        canonical = "COLUMNS" if synonym.group(2).upper() == "FIELDS" else "INDEX"
+        sql = f"SHOW {synonym.group(1) or ''}{canonical}{sql[synonym.end() :]}"
     try:
         statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
     except (ParseError, TokenError) as exc:
@@ -162,9 +160,13 @@ def check(sql: str, vendor: str, row_limit: int, database: str | None = None) ->
         verb = str(statements[0].this).upper()
         if vendor == "sqlite" and verb == "EXPLAIN":
             inner = check(re.sub(r"^\s*EXPLAIN(\s+QUERY\s+PLAN)?", "", sql, flags=re.I), vendor, row_limit, database)
+            if inner.kind != "select":
+                raise SqlRejected("EXPLAIN is allowed on a SELECT only")
             return CheckedSql("EXPLAIN QUERY PLAN " + inner.sql, "describe", False)
         if vendor == "sqlite" and verb in {"SHOW", "DESCRIBE", "DESC"}:
             raise SqlRejected(f"{verb} is not supported by SQLite; use the schema tool to list tables and describe one")
+        if verb == "SHOW":
+            raise SqlRejected(SHOW_ALLOWED_TEXT)
     if len(statements) != 1:
         raise SqlRejected(f"exactly one statement is allowed, got {len(statements)}; run them one at a time")
     tree = statements[0]
@@ -173,25 +175,31 @@ def check(sql: str, vendor: str, row_limit: int, database: str | None = None) ->
             raise SqlRejected("comments must not contain statements")
 
     if isinstance(tree, exp.Show):
-        return _check_show(tree, vendor, dialect)
+        return _check_show(tree, vendor, dialect, database)
     if isinstance(tree, exp.Describe):
-        return _check_describe(tree, vendor, dialect, row_limit, database)
-    if not isinstance(tree, (exp.Select, exp.Union, exp.Intersect, exp.Except)):
+        return _check_describe(tree, vendor, dialect, database)
+    if not isinstance(tree, SELECTS):
         raise SqlRejected(f"only SELECT, SHOW and DESCRIBE/EXPLAIN are allowed, not {tree.key.upper()}")
     _check_tree(tree, vendor, database)
     limited = _apply_limit(tree, row_limit)
-    return _reparsed(CheckedSql(tree.sql(dialect=dialect, comments=False), "select", limited), dialect)
+    return CheckedSql(_regenerated(tree, vendor, dialect, database), "select", limited)
 
 
-def _reparsed(checked: CheckedSql, dialect: str) -> CheckedSql:
-    """What runs is regenerated SQL: it must itself parse as the one statement that was checked."""
+SELECTS = (exp.Select, exp.Union, exp.Intersect, exp.Except)
+
+
+def _regenerated(tree: exp.Expression, vendor: str, dialect: str, database: str | None) -> str:
+    """What runs is the SQL regenerated from the checked tree: it must parse back as one query
+    that passes the same checks (so the text the database reads is the text that was checked)."""
+    sql = tree.sql(dialect=dialect, comments=False)
     try:
-        again = [s for s in sqlglot.parse(checked.sql, read=dialect) if s is not None]
+        again = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
     except Exception:  # noqa: BLE001 - as above: what does not parse back is refused
         again = []
-    if len(again) != 1 or type(again[0]) is exp.Command:
+    if len(again) != 1 or not isinstance(again[0], SELECTS):
         raise SqlRejected(f"the query could not be parsed as {dialect} SQL: it is incomplete")
-    return checked
+    _check_tree(again[0], vendor, database)
+    return sql
 
 
 def _comments(tree: exp.Expr) -> list[str]:
@@ -202,6 +210,7 @@ def _comments(tree: exp.Expr) -> list[str]:
 
 
 def _check_tree(tree: exp.Expression, vendor: str, database: str | None) -> None:
+    """Every node of a query, in every clause, subquery and CTE."""
     for node in tree.walk():
         if isinstance(node, exp.Select) and not node.expressions:
             raise SqlRejected("a SELECT needs at least one column or expression, e.g. SELECT * FROM users")
@@ -221,13 +230,57 @@ def _check_tree(tree: exp.Expression, vendor: str, database: str | None) -> None
         if isinstance(node, exp.PropertyEQ) or type(node).__name__ == "ColonEQ":
             raise SqlRejected("variable assignments (:=) are not allowed")
         if isinstance(node, exp.Func):
-            name = (node.sql_name() if not isinstance(node, exp.Anonymous) else str(node.this)).lower()
-            if name in FORBIDDEN_FUNCTIONS or name.startswith("pragma_"):
-                raise SqlRejected(f"the function {name.upper()}() is not allowed")
+            _check_function(node, vendor)
+        if (
+            vendor == "mysql"
+            and isinstance(node, exp.Column)
+            and not node.table
+            and not node.this.args.get("quoted")
+            and node.name.upper() in BARE_CALLS
+        ):
+            raise SqlRejected(f"function {node.name.upper()} is not allowed: {FUNCTIONS_TEXT}")
         if isinstance(node, exp.Table):
             _check_table(node, vendor, database)
-    if any(isinstance(n, exp.Anonymous) and str(n.this).lower() in FORBIDDEN_FUNCTIONS for n in tree.walk()):
-        raise SqlRejected("forbidden function")
+
+
+def _check_function(node: exp.Func, vendor: str) -> None:
+    """Only functions on the allow-list (``agents.guard_functions``), by the name the database sees."""
+    if isinstance(node.parent, exp.Dot) and node.arg_key == "expression":
+        raise SqlRejected(f"functions of a schema are not allowed ({node.parent.sql(dialect=_dialect(vendor))[:80]})")
+    name = function_name(node, vendor)
+    if name is None:
+        # An operator (AND, ->>, COLLATE) calls nothing; its operands are checked as nodes of their own.
+        # A conversion the dialect needs no call for is rendered as its operand alone.
+        if (
+            not isinstance(node, OPERATORS)
+            and type(node).__name__ not in OPERATOR_FORMS
+            and not _transparent(node, vendor)
+        ):
+            raise SqlRejected(f"the expression {node.sql(dialect=_dialect(vendor))[:80]} is not allowed")
+    elif name not in FUNCTIONS[vendor]:
+        raise SqlRejected(f"function {name} is not allowed: {FUNCTIONS_TEXT}")
+
+
+def _transparent(node: exp.Func, vendor: str) -> bool:
+    operands = list(node.iter_expressions())
+    dialect = _dialect(vendor)
+    return len(operands) == 1 and node.sql(dialect=dialect) == operands[0].sql(dialect=dialect)
+
+
+def function_name(node: exp.Func, vendor: str) -> str | None:
+    """The function's name as the database reads it in the regenerated SQL, upper-case; None for
+    an operator or keyword form (``CASE``, ``->>``). sqlglot reads known functions into typed
+    classes and renders them per dialect (``DATABASE()`` becomes ``SCHEMA()``), so the rendering
+    is what counts; an unknown one stays ``Anonymous``, named as written."""
+    if isinstance(node, exp.Anonymous):
+        return node.name.upper()
+    text = node.sql(dialect=_dialect(vendor), comments=False)
+    call = CALL.match(text)
+    if call:
+        return call.group(1).upper()
+    if WORD.match(text) and not any(True for _ in node.iter_expressions()):
+        return text.upper()  # a keyword call without parentheses: CURRENT_DATE, LOCALTIME
+    return None
 
 
 def _check_table(table: exp.Table, vendor: str, database: str | None) -> None:
@@ -239,6 +292,9 @@ def _check_table(table: exp.Table, vendor: str, database: str | None) -> None:
     if schema and (database is None or schema.lower() != database.lower()):
         hint = " (use the schema tool to look at tables and columns)" if schema.lower() in SYSTEM_SCHEMAS else ""
         raise SqlRejected(f"tables outside the agent's database are not allowed ({schema}.{name}){hint}")
+    if vendor == "sqlite" and name.startswith("pragma_"):
+        # A PRAGMA read as a table (pragma_database_list: the database's file paths).
+        raise SqlRejected(f"the PRAGMA table {name} is not allowed; use the schema tool to look at tables and columns")
     if name in SQLITE_CATALOG_TABLES or name in {"information_schema", "performance_schema"}:
         raise SqlRejected(f"the system table {name} is not allowed; use the schema tool to look at tables and columns")
 
@@ -257,33 +313,53 @@ def _apply_limit(tree: exp.Expression, row_limit: int) -> bool:
     return True
 
 
-def _check_show(tree: exp.Show, vendor: str, dialect: str) -> CheckedSql:
+def _check_show(tree: exp.Show, vendor: str, dialect: str, database: str | None) -> CheckedSql:
+    """One of ``SHOW_KINDS`` about the agent's own schema, filtered by a quoted LIKE pattern at most.
+    ``SHOW … WHERE`` takes any expression, so it is refused like everything not listed."""
     if vendor != "mysql":
         raise SqlRejected("SHOW is not supported by SQLite; use the schema tool to list tables and columns")
-    text = tree.sql(dialect=dialect, comments=False)
-    what = text[len("SHOW ") :]
-    if not SHOW_ALLOWED.match(what):
-        raise SqlRejected(
-            "only SHOW TABLES, SHOW COLUMNS, SHOW INDEX, SHOW CREATE TABLE and SHOW TABLE STATUS are allowed"
-        )
-    for node in tree.walk():
-        if isinstance(node, exp.Table) and node.args.get("db"):
-            raise SqlRejected("SHOW is allowed on the agent's own tables only")
-    if re.search(r"\b(FROM|IN)\s+\w+\s+(FROM|IN)\b", what, re.I) or tree.args.get("db"):
+    kind = str(tree.this).upper()
+    if kind not in SHOW_KINDS:
+        raise SqlRejected(SHOW_ALLOWED_TEXT)
+    if tree.args.get("where") is not None:
+        raise SqlRejected("SHOW ... WHERE is not allowed; filter with LIKE 'pattern' or query the tables with SELECT")
+    parts = {key for key, value in tree.args.items() if value not in (None, False) and key not in {"this", "json"}}
+    extra = parts - SHOW_KINDS[kind] - {"db", "like"}
+    if extra or ("target" in SHOW_KINDS[kind]) != ("target" in parts):
+        raise SqlRejected(SHOW_ALLOWED_TEXT)
+    like = tree.args.get("like")
+    if like is not None and not (isinstance(like, exp.Literal) and like.is_string):
+        raise SqlRejected("SHOW ... LIKE takes a quoted pattern only, e.g. LIKE 'order%'")
+    target = tree.args.get("target")
+    if target is not None and not isinstance(target, exp.Identifier):
+        raise SqlRejected("SHOW is allowed on the agent's own tables only")
+    db = tree.args.get("db")
+    if db is not None and (
+        not isinstance(db, exp.Identifier) or database is None or db.name.lower() != database.lower()
+    ):
         raise SqlRejected("SHOW is allowed on the agent's own database only")
-    return CheckedSql(text, "show", False)
+    if target is not None:
+        _check_table(exp.Table(this=target.copy()), vendor, database)
+    return CheckedSql(tree.sql(dialect=dialect, comments=False), "show", False)
 
 
-def _check_describe(tree: exp.Describe, vendor: str, dialect: str, row_limit: int, database: str | None) -> CheckedSql:
+def _check_describe(tree: exp.Describe, vendor: str, dialect: str, database: str | None) -> CheckedSql:
+    """``DESCRIBE <own table>``, or ``EXPLAIN`` of a SELECT that passes on its own; no options
+    (``EXPLAIN ANALYZE`` runs the query)."""
+    options = {key for key, value in tree.args.items() if value not in (None, False) and key not in {"this", "as_json"}}
+    if options:
+        raise SqlRejected("EXPLAIN/DESCRIBE options (ANALYZE, EXTENDED, FORMAT=...) are not allowed")
     target = tree.this
-    if isinstance(target, (exp.Select, exp.Union, exp.Intersect, exp.Except)):
+    if isinstance(target, SELECTS):
         _check_tree(target, vendor, database)
-        if vendor == "sqlite":
-            return CheckedSql("EXPLAIN QUERY PLAN " + target.sql(dialect=dialect, comments=False), "describe", False)
-        return CheckedSql("EXPLAIN " + target.sql(dialect=dialect, comments=False), "describe", False)
+        statement = _regenerated(target, vendor, dialect, database)
+        prefix = "EXPLAIN QUERY PLAN " if vendor == "sqlite" else "EXPLAIN "
+        return CheckedSql(prefix + statement, "describe", False)
     if isinstance(target, exp.Table):
         _check_table(target, vendor, database)
         if vendor == "sqlite":
             raise SqlRejected("DESCRIBE is not supported by SQLite; use the schema tool to describe a table")
+        if not isinstance(target.this, exp.Identifier) or target.args.get("joins") or target.args.get("alias"):
+            raise SqlRejected("DESCRIBE is allowed on one of the agent's own tables only")
         return CheckedSql(tree.sql(dialect=dialect, comments=False), "describe", False)
     raise SqlRejected("DESCRIBE/EXPLAIN is allowed on a table or a SELECT only")

@@ -125,10 +125,13 @@ class SchemaTool(Tool):
 class QueryTool(Tool):
     name = "run_sql"
     description = (
-        "Run ONE read-only SQL statement (SELECT, WITH ... SELECT, SHOW, DESCRIBE/EXPLAIN) on the analytics "
-        "database and get the columns and rows back. Writes, DDL, several statements, locking reads, "
-        "variables, file access, SLEEP and other databases are refused. At most {limit} rows come back; "
-        "aggregate in SQL rather than fetching everything. Dialect: {dialect}."
+        "Run ONE read-only SQL statement on the analytics database and get the columns and rows back. "
+        "Accepted: SELECT (WITH, UNION, joins, subqueries, window functions) calling ordinary scalar, "
+        "aggregate, window, date, string, math and JSON-reading functions; SHOW [FULL] TABLES, "
+        "SHOW COLUMNS/INDEX/CREATE TABLE <table>, SHOW TABLE STATUS (at most LIKE 'pattern', no WHERE); "
+        "DESCRIBE <table>; EXPLAIN SELECT. Everything else is refused: writes, several statements, "
+        "variables, server/user/session functions, SLEEP, LOAD_FILE, other schemas. At most {limit} rows "
+        "come back; aggregate in SQL rather than fetching everything. Dialect: {dialect}."
     )
     parameters = {
         "type": "object",

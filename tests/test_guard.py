@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlglot.dialects.mysql import MySQL
+from sqlglot.dialects.sqlite import SQLite
 
 from agents import guard
 from agents.guard import SqlRejected
+from agents.guard_functions import FUNCTIONS
 
 REJECTED = [
     # DML
@@ -327,3 +331,305 @@ def test_nothing_it_accepts_modifies_mariadb(mysql_url):
 
     with mysql_database(mysql_url, "demo", row_limit=20) as database:
         _check_property(database, _fingerprint_mysql)
+
+
+# --------------------------------------------------------------------------- the allow-list
+
+# What an ordinary user's run executed with a model sending hostile tool calls, as reported.
+REPORTED = [
+    "SHOW TABLES WHERE EXTRACTVALUE(1, CONCAT(0x7e, SUBSTRING(LOAD_FILE('/path/of/env/file'), 1, 31)))",
+    "SHOW INDEX FROM users WHERE EXTRACTVALUE(1,CONCAT(0x7e,LOAD_FILE('/etc/passwd')))",
+    "SELECT @@datadir",
+    "SELECT SLEEP(1)",
+    "SELECT USER()",
+    "SELECT VERSION()",
+]
+ATTACKS = [
+    # SHOW with an expression, SHOW of the server
+    "SHOW TABLES WHERE 1 = 1",
+    "SHOW FULL TABLES WHERE Table_type = 'VIEW'",
+    "SHOW COLUMNS FROM users WHERE Field = 'id'",
+    "SHOW FIELDS FROM users WHERE EXTRACTVALUE(1, CONCAT(0x7e, USER()))",
+    "SHOW KEYS FROM users WHERE UPDATEXML(1, CONCAT(0x7e, @@datadir), 1)",
+    "SHOW INDEXES FROM users WHERE SLEEP(1)",
+    "SHOW TABLE STATUS WHERE Name = 'users'",
+    "SHOW DATABASES",
+    "SHOW VARIABLES",
+    "SHOW VARIABLES LIKE 'secure_file_priv'",
+    "SHOW GLOBAL STATUS",
+    "SHOW STATUS",
+    "SHOW GRANTS",
+    "SHOW GRANTS FOR CURRENT_USER",
+    "SHOW PROCESSLIST",
+    "SHOW FULL PROCESSLIST",
+    "SHOW TABLES FROM mysql",
+    "SHOW TABLES IN information_schema",
+    "SHOW COLUMNS FROM user FROM mysql",
+    "SHOW COLUMNS FROM mysql.user",
+    "SHOW CREATE TABLE mysql.user",
+    "SHOW INDEX FROM otherdb.users",
+    # XML functions whose errors echo their argument
+    "SELECT EXTRACTVALUE(1, CONCAT(0x7e, (SELECT name FROM users LIMIT 1)))",
+    "SELECT UPDATEXML(1, CONCAT(0x7e, 'x'), 1)",
+    "SELECT * FROM users WHERE EXTRACTVALUE(1, CONCAT(0x7e, LOAD_FILE('/etc/passwd')))",
+    # server, session and user
+    "SELECT CURRENT_USER()",
+    "SELECT CURRENT_USER",
+    "SELECT SESSION_USER()",
+    "SELECT SYSTEM_USER()",
+    "SELECT CURRENT_ROLE",
+    "SELECT CONNECTION_ID()",
+    "SELECT DATABASE()",
+    "SELECT SCHEMA()",
+    "SELECT LAST_INSERT_ID()",
+    "SELECT ROW_COUNT()",
+    "SELECT FOUND_ROWS()",
+    "SELECT @@datadir, @@secure_file_priv",
+    "SELECT @@global.version",
+    "SELECT @x",
+    "SELECT `version`()",
+    # timing and locks
+    "SELECT BENCHMARK(1000000, MD5('x'))",
+    "SELECT `sleep`(1)",
+    "SELECT GET_LOCK('x', 1)",
+    "SELECT IS_FREE_LOCK('x')",
+    "SELECT IS_USED_LOCK('x')",
+    "SELECT RELEASE_LOCK('x')",
+    "SELECT RELEASE_ALL_LOCKS()",
+    "SELECT MASTER_POS_WAIT('log', 1)",
+    # files, sequences, stored functions
+    "SELECT LOAD_FILE('/etc/passwd')",
+    "SELECT * FROM users INTO OUTFILE '/tmp/x'",
+    "SELECT NEXTVAL(seq)",
+    "SELECT UUID()",
+    "SELECT otherdb.f(1)",
+    "SELECT test.upper('x')",
+    "SELECT made_up_function(1)",
+    # the options of EXPLAIN that run the query or change what it shows
+    "EXPLAIN ANALYZE SELECT * FROM users",
+    "EXPLAIN FORMAT=JSON SELECT * FROM users",
+    "EXPLAIN SELECT USER()",
+    "EXPLAIN SELECT * FROM users WHERE SLEEP(1)",
+    "DESCRIBE mysql.user",
+]
+# Statements SQLite does not have, or reads as something harmless (CURRENT_ROLE: a column).
+MYSQL_ONLY = ("SHOW", "DESCRIBE", "SELECT CURRENT_ROLE")
+ATTACKS_SQLITE = [
+    "SELECT sqlite_version()",
+    "SELECT sqlite_source_id()",
+    "SELECT sqlite_compileoption_get(0)",
+    "SELECT changes()",
+    "SELECT last_insert_rowid()",
+    "SELECT total_changes()",
+    "SELECT randomblob(1000000000)",
+    "SELECT * FROM pragma_table_info('users')",
+    "SELECT * FROM pragma_database_list",
+    "SELECT load_extension('x')",
+    "EXPLAIN SELECT sqlite_version()",
+]
+
+
+@pytest.mark.parametrize("sql", REPORTED + ATTACKS)
+def test_it_refuses_what_is_not_on_the_allow_list_on_mysql(sql):
+    with pytest.raises(SqlRejected) as caught:
+        guard.check(sql, "mysql", 50, database="test")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("sql", [s for s in REPORTED + ATTACKS if not s.startswith(MYSQL_ONLY)] + ATTACKS_SQLITE)
+def test_it_refuses_what_is_not_on_the_allow_list_on_sqlite(sql):
+    with pytest.raises(SqlRejected):
+        guard.check(sql, "sqlite", 50)
+
+
+@pytest.mark.parametrize(
+    "sql, reason",
+    [
+        (REPORTED[0], "SHOW ... WHERE is not allowed"),
+        (REPORTED[1], "SHOW ... WHERE is not allowed"),
+        (REPORTED[2], "variables"),
+        ("SELECT LOAD_FILE('/etc/passwd')", "function LOAD_FILE is not allowed"),
+        ("SELECT EXTRACTVALUE(1, 'x')", "function EXTRACTVALUE is not allowed"),
+        ("SELECT 1 FROM users WHERE USER() = 'x'", "function USER is not allowed"),
+        ("SELECT VERSION()", "function VERSION is not allowed"),
+        ("SELECT CURRENT_USER", "function CURRENT_USER is not allowed"),
+        ("SELECT `sleep`(1)", "function SLEEP is not allowed"),
+        ("SHOW VARIABLES", "only SHOW [FULL] TABLES"),
+        ("SELECT otherdb.f(1)", "functions of a schema are not allowed"),
+        ("EXPLAIN ANALYZE SELECT 1", "options"),
+    ],
+)
+def test_it_names_what_it_refused_in_one_line(sql, reason):
+    with pytest.raises(SqlRejected) as caught:
+        guard.check(sql, "mysql", 50, database="test")
+    assert reason in str(caught.value) and "\n" not in str(caught.value)
+
+
+SHOW_ACCEPTED = [
+    ("SHOW TABLES", "SHOW TABLES"),
+    ("SHOW FULL TABLES", "SHOW FULL TABLES"),
+    ("SHOW TABLES LIKE 'order%'", "SHOW TABLES LIKE 'order%'"),
+    ("SHOW TABLES FROM test", "SHOW TABLES FROM test"),
+    ("SHOW COLUMNS FROM users", "SHOW COLUMNS FROM users"),
+    ("SHOW FULL COLUMNS FROM users LIKE 'a%'", "SHOW FULL COLUMNS FROM users LIKE 'a%'"),
+    ("SHOW FIELDS FROM users", "SHOW COLUMNS FROM users"),
+    ("show full fields from users", "SHOW FULL COLUMNS FROM users"),
+    ("SHOW INDEX FROM users", "SHOW INDEX FROM users"),
+    ("SHOW INDEXES FROM users", "SHOW INDEX FROM users"),
+    ("SHOW KEYS FROM users", "SHOW INDEX FROM users"),
+    ("SHOW CREATE TABLE users", "SHOW CREATE TABLE users"),
+    ("SHOW TABLE STATUS", "SHOW TABLE STATUS"),
+    ("SHOW TABLE STATUS LIKE 'users'", "SHOW TABLE STATUS LIKE 'users'"),
+    ("DESCRIBE users", "DESCRIBE users"),
+    ("DESC test.users", "DESCRIBE test.users"),
+    ("EXPLAIN SELECT * FROM users WHERE age > 30", "EXPLAIN SELECT * FROM users WHERE age > 30"),
+]
+
+
+@pytest.mark.parametrize("sql, expected", SHOW_ACCEPTED)
+def test_it_accepts_the_listed_show_and_describe_forms_of_the_own_schema(sql, expected):
+    assert guard.check(sql, "mysql", 50, database="test").sql == expected
+
+
+# Ordinary analytic queries on the demo shop, with the functions they use; they pass the guard
+# and run (see test_the_allowed_queries_run_on_the_real_database).
+ANALYTIC = [
+    "SELECT country, COUNT(*) AS n, AVG(age), SUM(age), MIN(age), MAX(age) FROM users GROUP BY country "
+    "HAVING COUNT(*) > 1 ORDER BY n DESC",
+    "SELECT name, ROW_NUMBER() OVER (PARTITION BY country ORDER BY age DESC) AS rn, RANK() OVER (ORDER BY age), "
+    "DENSE_RANK() OVER (ORDER BY age), LAG(age) OVER (ORDER BY id), LEAD(age) OVER (ORDER BY id), "
+    "SUM(age) OVER (PARTITION BY country), NTILE(4) OVER (ORDER BY age), FIRST_VALUE(name) OVER (ORDER BY age) FROM users",
+    "SELECT UPPER(name), LOWER(name), LENGTH(name), SUBSTR(name, 1, 3), TRIM(name), REPLACE(name, 'a', 'b'), "
+    "COALESCE(city, 'x'), NULLIF(age, 0), ABS(age), ROUND(age / 3.0, 2), INSTR(name, 'a'), IFNULL(city, '') FROM users",
+    "SELECT CASE WHEN age > 40 THEN 'a' WHEN age > 30 THEN 'b' ELSE 'c' END AS bucket, COUNT(*) FROM users GROUP BY bucket",
+    "SELECT CAST(age AS CHAR), CAST(total AS DECIMAL(10, 2)) FROM users JOIN orders ON orders.user_id = users.id",
+    "SELECT * FROM users u WHERE EXISTS (SELECT 1 FROM orders o WHERE o.user_id = u.id AND o.total > 100)",
+    "WITH t AS (SELECT user_id, COUNT(*) AS c FROM orders GROUP BY user_id) SELECT AVG(c), MAX(c) FROM t",
+    "SELECT COUNT(DISTINCT country), GROUP_CONCAT(DISTINCT status) FROM orders",
+    "SELECT FLOOR(age / 10) * 10 AS decade, COUNT(*) FROM users GROUP BY FLOOR(age / 10) * 10 ORDER BY decade",
+    "SELECT p.category, SUM(i.quantity * i.unit_price) AS revenue FROM order_items i "
+    "JOIN products p ON p.id = i.product_id GROUP BY p.category ORDER BY revenue DESC",
+    "SELECT * FROM products WHERE price = (SELECT MAX(price) FROM products)",
+    "SELECT CURRENT_DATE, CURRENT_TIMESTAMP",
+]
+ANALYTIC_MYSQL = [
+    "SELECT DATE_FORMAT(created_at, '%Y-%m') AS month, COUNT(*), SUM(total) FROM orders GROUP BY month ORDER BY month",
+    "SELECT YEAR(created_at), MONTH(created_at), DAY(created_at), DAYOFWEEK(created_at), WEEK(created_at), "
+    "QUARTER(created_at), HOUR(created_at), DAYNAME(created_at), LAST_DAY(created_at) FROM orders",
+    "SELECT DATEDIFF(NOW(), created_at), TIMESTAMPDIFF(DAY, created_at, NOW()), DATE_ADD(created_at, INTERVAL 1 DAY), "
+    "DATE_SUB(CURDATE(), INTERVAL 30 DAY), EXTRACT(YEAR FROM created_at), DATE(created_at) FROM orders",
+    "SELECT * FROM orders WHERE created_at >= NOW() - INTERVAL 30 DAY",
+    "SELECT IF(age > 30, 'old', 'young'), GREATEST(age, 30), LEAST(age, 30), CONCAT(name, '-', country), "
+    "CONCAT_WS(',', name, city), LEFT(name, 2), RIGHT(name, 2), LPAD(name, 10, '*'), LOCATE('a', name), "
+    "FORMAT(age, 2), SUBSTRING_INDEX(email, '@', -1), CHAR_LENGTH(name) FROM users",
+    "SELECT GROUP_CONCAT(DISTINCT name ORDER BY name SEPARATOR ', ') FROM users WHERE age > 60",
+    "SELECT STDDEV(total), VARIANCE(total), STDDEV_POP(total), VAR_SAMP(total) FROM orders",
+    "SELECT JSON_EXTRACT('{\"a\": 1}', '$.a'), JSON_UNQUOTE(JSON_EXTRACT('{\"a\": \"x\"}', '$.a')), "
+    "JSON_LENGTH('[1, 2]'), JSON_KEYS('{\"a\": 1}'), JSON_CONTAINS('[1]', '1'), JSON_VALUE('{\"a\": 1}', '$.a'), "
+    "JSON_OBJECT('a', 1), JSON_ARRAY(1, 2)",
+    "SELECT age DIV 2, MOD(age, 3), POW(age, 2), SQRT(age), CEIL(age / 7), MD5(name) FROM users",
+    "SELECT * FROM products ORDER BY RAND() LIMIT 3",
+]
+ANALYTIC_SQLITE = [
+    "SELECT strftime('%Y-%m', created_at) AS month, COUNT(*), SUM(total) FROM orders GROUP BY month ORDER BY month",
+    "SELECT date(created_at), datetime(created_at), julianday('now') - julianday(created_at), "
+    "CAST(strftime('%Y', created_at) AS INTEGER) FROM orders",
+    "SELECT * FROM orders WHERE created_at >= date('now', '-30 days')",
+    "SELECT iif(age > 30, 'old', 'young'), typeof(age), printf('%.2f', age), total(age), quote(name) FROM users",
+    "SELECT json_extract('{\"a\": 1}', '$.a'), json_array_length('[1,2]'), json_type('[1]'), json_valid('x')",
+    "SELECT name || ' <' || email || '>', max(age, 30), min(age, 30) FROM users",
+    "SELECT group_concat(name, ', ') FROM users WHERE age > 60",
+]
+
+
+@pytest.mark.parametrize("vendor", ["sqlite", "mysql"])
+@pytest.mark.parametrize("sql", ANALYTIC)
+def test_it_accepts_ordinary_analytic_queries(sql, vendor):
+    assert guard.check(sql, vendor, 50, database="test").kind == "select"
+
+
+@pytest.mark.parametrize("sql", ANALYTIC_MYSQL)
+def test_it_accepts_the_functions_analysts_use_on_mysql(sql):
+    assert guard.check(sql, "mysql", 50, database="test").kind == "select"
+
+
+@pytest.mark.parametrize("sql", ANALYTIC_SQLITE)
+def test_it_accepts_the_functions_analysts_use_on_sqlite(sql):
+    assert guard.check(sql, "sqlite", 50).kind == "select"
+
+
+async def test_the_allowed_queries_run_on_the_real_database(demo_db):
+    for sql in ANALYTIC + (ANALYTIC_MYSQL if demo_db.vendor == "mysql" else ANALYTIC_SQLITE):
+        assert (await demo_db.run(sql)).columns, sql
+    if demo_db.vendor == "mysql":
+        for sql, _ in SHOW_ACCEPTED:
+            await demo_db.run(sql.replace("test", demo_db.name))
+
+
+async def test_the_reported_queries_are_refused_before_the_real_database(demo_db):
+    for sql in REPORTED + ATTACKS + (ATTACKS_SQLITE if demo_db.vendor == "sqlite" else []):
+        if demo_db.vendor == "sqlite" and sql.startswith(MYSQL_ONLY):
+            continue
+        with pytest.raises(SqlRejected):
+            await demo_db.run(sql)
+
+
+# Where a function can stand in a query: every clause, a subquery, a CTE, a join, EXPLAIN, SHOW.
+CLAUSES = [
+    "SELECT {f} FROM users",
+    "SELECT id FROM users WHERE {f} = 1",
+    "SELECT country FROM users GROUP BY country HAVING {f} > 0",
+    "SELECT id FROM users ORDER BY {f}",
+    "SELECT COUNT(*) FROM users GROUP BY {f}",
+    "SELECT id FROM users WHERE id IN (SELECT user_id FROM orders WHERE {f} = 1)",
+    "SELECT u.id FROM users u JOIN orders o ON o.user_id = u.id AND {f} = 1",
+    "WITH t AS (SELECT {f} AS x FROM users) SELECT x FROM t",
+    "SELECT id FROM users UNION SELECT {f} FROM orders",
+    "SELECT CONCAT('a', {f}), SUM(age) OVER (PARTITION BY {f}) FROM users",
+    "SELECT COALESCE((SELECT {f}), 1)",
+    "EXPLAIN SELECT {f}",
+]
+SHOW_CLAUSES = ["SHOW TABLES LIKE {f}", "SHOW COLUMNS FROM users LIKE {f}", "SHOW TABLES WHERE {f}"]
+NAMES = (
+    st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,24}", fullmatch=True)
+    | st.sampled_from(sorted(MySQL.Parser.FUNCTIONS) + sorted(SQLite.Parser.FUNCTIONS))
+    | st.sampled_from(["LOAD_FILE", "EXTRACTVALUE", "UPDATEXML", "USER", "VERSION", "SLEEP", "BENCHMARK", "GET_LOCK"])
+)
+ARGUMENTS = st.sampled_from(["", "1", "'x'", "id", "1, 2", "name, 'x'"])
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(NAMES, ARGUMENTS, st.sampled_from(["mysql", "sqlite"]))
+def test_a_function_outside_the_allow_list_never_reaches_the_database(name, arguments, vendor):
+    """Refused in every clause, or (a name sqlglot knows) rewritten into a listed function."""
+    if name.upper() in FUNCTIONS[vendor]:
+        return
+    call = f"{name}({arguments})"
+    for clause in CLAUSES + (SHOW_CLAUSES if vendor == "mysql" else []):
+        sql = clause.format(f=call)
+        try:
+            checked = guard.check(sql, vendor, 50, database="test")
+        except SqlRejected:
+            continue
+        # Accepted: the name is not called in what runs (beyond the clause's own words: AS (, IN ().
+        called = re.compile(rf"\b{re.escape(name)}\s*\(", re.I)
+        baseline = guard.check(clause.format(f="ABS(1)"), vendor, 50, database="test").sql
+        assert len(called.findall(checked.sql)) <= len(called.findall(baseline)), (sql, checked.sql)
+
+
+@pytest.mark.parametrize("vendor", ["mysql", "sqlite"])
+@pytest.mark.parametrize("name", ["FOO", "made_up", "load_file", "Sleep", "user", "connection_id", "extractvalue"])
+def test_a_name_the_parser_does_not_know_is_refused_as_written(name, vendor):
+    for clause in CLAUSES:
+        with pytest.raises(SqlRejected, match=f"function {name.upper()} is not allowed"):
+            guard.check(clause.format(f=f"{name}(1)"), vendor, 50, database="test")
+
+
+def test_the_run_sql_tool_tells_the_model_what_is_accepted(demo_sqlite):
+    from agents.tools import QueryTool
+
+    description = QueryTool(demo_sqlite).description
+    for accepted in ("SELECT", "SHOW [FULL] TABLES", "LIKE 'pattern', no WHERE", "DESCRIBE <table>", "EXPLAIN SELECT"):
+        assert accepted in description
+    assert "Everything else is refused" in description
+    assert len(description) < 900  # sent to the model with every call

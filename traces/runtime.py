@@ -8,7 +8,9 @@ One ``Runtime`` per event loop (a server process has one loop; tests have one ea
 - this process as a runner: its heartbeat, and the reaper that closes the runs of processes
   that died, at start-up and every ``TRACE_REAP_SECONDS`` (``traces.store.liveness``),
 - the agent runs by session, the OTLP ingestor and its sweeper, the OTLP decoder process,
-- the sockets' credential watch.
+- the sockets' credential watch,
+- at start-up, a warning in the log for each grant of the agent's database user beyond reading
+  its own schema (``agents.config.warn_about_privileges``).
 
 A server that could not render its pages (static files not collected: ``traces.checks``) does not
 start at all, rather than answer every page with a 500 while ``/health`` says healthy.
@@ -30,6 +32,7 @@ from typing import Any
 
 from django.conf import settings
 
+from agents.config import warn_about_privileges
 from traces import checks, compat
 from traces.access import SessionKey
 from traces.ingest.decoding import Decoder
@@ -101,6 +104,8 @@ class Runtime:
             await self.bus.start()  # this process hears the batches other processes store, and cancels
             self.ingestor.start()
             self._in_background(self.decoder.start(), "decoder-start")  # ready before the first large export
+            # A warning in the log, not a refusal to start: the agent's database may be down for now.
+            self._in_background(asyncio.to_thread(warn_about_privileges), "agent-database-grants")
         await self.liveness.start()  # beats, and closes the runs of processes that died
         logger.info("%s runtime started (runner %s)", self.kind, self.liveness.id)
 

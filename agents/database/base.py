@@ -124,6 +124,7 @@ class SqlDatabase(ABC):
         self.result_bytes = result_bytes  # rows past this much JSON are left out, said in the result
         self.pool = ConnectionPool(self._connect, pool_size, check=self._ping)
         self.schema = SchemaCache(schema_ttl)
+        self._privileges: tuple[float, list[str]] | None = None  # (when read, problems)
 
     @property
     def name(self) -> str | None:
@@ -179,6 +180,11 @@ class SqlDatabase(ABC):
 
     @abstractmethod
     def quote(self, identifier: str) -> str: ...
+
+    def _privilege_problems(self) -> list[str]:
+        """What the database user may do beyond reading this database, one sentence each. None
+        where there are no users (SQLite: the file is opened read-only, ``mode=ro``)."""
+        return []
 
     # ------------------------------------------------------------------ connections
 
@@ -294,6 +300,22 @@ class SqlDatabase(ABC):
         if self._is_schema_error(text):
             return QueryError(text, "SchemaChanged")
         return QueryError(text, type(exc).__name__)
+
+    # ------------------------------------------------------------------ grants
+
+    def privilege_problems(self) -> list[str]:
+        """What the database user may do beyond reading its own schema: write, read the server's
+        files, see other sessions, administer the server, read other schemas (``agents.database.grants``).
+        Read again after the schema's ``ttl``. Raises QueryError when the database cannot say."""
+        if self._privileges is None or time.monotonic() - self._privileges[0] >= self.schema.ttl:
+            try:
+                problems = self._privilege_problems()
+            except QueryError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - whichever driver's error: the caller says it
+                raise QueryError(f"cannot read the database user's grants: {exc}", type(exc).__name__) from None
+            self._privileges = (time.monotonic(), problems)
+        return self._privileges[1]
 
     # ------------------------------------------------------------------ schema
 

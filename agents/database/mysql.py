@@ -1,5 +1,6 @@
 """MySQL and MariaDB for the agent: a READ ONLY transaction, the server's statement time limit
-(``max_statement_time`` on MariaDB, ``MAX_EXECUTION_TIME`` on MySQL), ``KILL QUERY`` to cancel."""
+(``max_statement_time`` on MariaDB, ``MAX_EXECUTION_TIME`` on MySQL), ``KILL QUERY`` to cancel;
+the user's ``SHOW GRANTS`` for what it may do beyond reading (``agents.database.grants``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agents.database.base import Column, SqlDatabase, Table, aliases
+from agents.database.grants import grant_problems
 
 COLUMNS_SQL = """
 SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLUMN_KEY, COLUMN_COMMENT FROM information_schema.COLUMNS
@@ -68,6 +70,11 @@ class MysqlDatabase(SqlDatabase):
         # Every transaction of this session is read-only (autocommit is off: each statement runs in one).
         cursor.execute("SET SESSION TRANSACTION READ ONLY")
         return conn
+
+    def _privilege_problems(self) -> list[str]:
+        with self.connection() as conn:
+            grants = [row[0] for row in self._schema_rows(conn, "SHOW GRANTS")]
+        return grant_problems(grants, self.settings["NAME"])
 
     def _after_query(self, conn: Any) -> None:
         conn.rollback()  # end the read-only transaction: no snapshot or metadata lock held while idle

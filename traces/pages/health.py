@@ -12,6 +12,11 @@
 - ``model``: the last call to the model endpoint answered; a failure (unreachable, a refused key,
   429/5xx after the client's retries) makes the service degraded until a call succeeds.
 
+The details also list ``warnings`` that do not change the status: the grants of the agent's
+database user beyond reading its own schema (writing, FILE, PROCESS, SUPER, other schemas), read
+from ``SHOW GRANTS`` on MySQL/MariaDB (``SqlDatabase.privilege_problems``, cached for the schema's
+time to live).
+
 Anybody gets the overall status and its HTTP code, which is what a load balancer needs: 200 while
 the service serves (healthy or degraded), 503 when it is unhealthy. A server that could not
 render its pages (static files not collected) does not start at all (``traces.checks``), so it
@@ -36,7 +41,8 @@ from django.db import close_old_connections, connection
 from django.http import HttpRequest
 
 from agents.chat import ENDPOINT_HEALTH
-from agents.config import BUILTIN, model_label
+from agents.config import BUILTIN, agent_database, model_label
+from agents.database import QueryError
 from traces.live.layer import configured_layer
 from traces.models import ApiToken, Event
 from traces.runtime import all_runtimes
@@ -134,6 +140,17 @@ async def checks() -> tuple[str, dict[str, Any]]:
     if results["channel_layer"] != "ok" or results["model"].startswith("error"):
         return "degraded", results
     return "healthy", results
+
+
+async def warnings() -> list[str]:
+    """For the details only: reading the grants is a query to the agent's database."""
+    try:
+        future = _in_a_thread(lambda: agent_database().privilege_problems())
+        return list(await asyncio.wait_for(asyncio.wrap_future(future), CHECK_SECONDS))
+    except QueryError as exc:
+        return [f"cannot check the agent's database user: {exc}"]
+    except TimeoutError:
+        return [f"cannot check the agent's database user: no answer within {CHECK_SECONDS:g} s"]
 
 
 # ---------------------------------------------------------------------------- who may see the details

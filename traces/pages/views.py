@@ -198,6 +198,7 @@ async def health(request: HttpRequest) -> JsonResponse:
             "running_agents": running_agents(),
             "model": model_label(),
             "checks": results,
+            "warnings": await health_checks.warnings(),
         }
     return JsonResponse(body, status=503 if status == "unhealthy" else 200)
 

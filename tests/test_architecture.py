@@ -59,7 +59,17 @@ TRACES_LAYERS = [
     grimp.Layer("ingest", "live", independent=True),
     "store",
     grimp.Layer(
-        "models", "protocol", "access", "security", "compat", "loops", "metrics", "gctune", "apps", independent=False
+        "models",
+        "protocol",
+        "access",
+        "security",
+        "proxies",
+        "compat",
+        "loops",
+        "metrics",
+        "gctune",
+        "apps",
+        independent=False,
     ),
 ]
 

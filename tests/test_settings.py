@@ -30,6 +30,8 @@ VARIABLES = [
     "OPENAI_MODEL",
     "AGENT_MAX_STEPS",
     "CHANNEL_CAPACITY",
+    "TRACE_TRUSTED_PROXIES",
+    "DJANGO_SECURE_PROXY_SSL_HEADER",
     *env.MYSQL_VARIABLES,
 ]
 
@@ -125,6 +127,15 @@ def test_it_reads_every_variable(load):
     assert s["STORAGES"]["staticfiles"]["BACKEND"] == "whitenoise.storage.CompressedManifestStaticFilesStorage"
 
 
+def test_in_production_no_proxy_is_trusted_unless_configured(load):
+    production = {"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": "k" * 50, "DJANGO_ALLOWED_HOSTS": "x.example.com"}
+    s = load(**production)
+    # Django's own header check would believe X-Forwarded-Proto from any client (traces/proxies.py reads it).
+    assert s["TRACE_TRUSTED_PROXIES"] == [] and "SECURE_PROXY_SSL_HEADER" not in s
+    s = load(**production, TRACE_TRUSTED_PROXIES="10.0.0.5, 2001:db8::/64")
+    assert s["TRACE_TRUSTED_PROXIES"] == ["10.0.0.5", "2001:db8::/64"]
+
+
 def test_it_reads_a_sqlite_database_url(load, tmp_path):
     s = load(DATABASE_URL=f"sqlite:///{tmp_path}/history.sqlite3")
     assert s["DATABASES"]["default"]["NAME"] == f"{tmp_path}/history.sqlite3"
@@ -162,6 +173,8 @@ def test_it_reads_the_dotenv_file(load, tmp_path, monkeypatch):
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL must be one of"),
         ({"TRACE_RATE_LIMIT": "0"}, "TRACE_RATE_LIMIT must be at least 1"),
         ({"AGENT_MAX_STEPS": "ten"}, "AGENT_MAX_STEPS must be an integer"),
+        ({"TRACE_TRUSTED_PROXIES": "10.0.0.5, proxy.internal"}, "TRACE_TRUSTED_PROXIES: 'proxy.internal' is not"),
+        ({"DJANGO_SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto"}, "TRACE_TRUSTED_PROXIES"),
         (
             {"DATABASE_URL": "mysql://root@127.0.0.1:3306/shop", "MYSQL_HOST": "127.0.0.1", "MYSQL_DATABASE": "shop"},
             "the agent's database must be separate",

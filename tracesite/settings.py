@@ -149,11 +149,6 @@ STORAGES = {
 if not DEBUG:
     SESSION_COOKIE_SECURE = env.boolean("DJANGO_SECURE_COOKIES", default=True)
     CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-    # Behind a proxy that terminates TLS, the header it sets to say so (empty: not behind one; then
-    # a client could claim https by sending it itself).
-    _proxy_header = env.string("DJANGO_SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto")
-    if _proxy_header:
-        SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_header.upper().replace("-", "_"), "https")
     # HTTPS only: redirect http:// (not /health and /metrics, which load balancers and scrapers call
     # on the plain port), and HSTS, sent on https responses only (SecurityMiddleware).
     SECURE_SSL_REDIRECT = env.boolean("DJANGO_SSL_REDIRECT", default=False)
@@ -161,6 +156,13 @@ if not DEBUG:
     SECURE_HSTS_SECONDS = env.integer("DJANGO_HSTS_SECONDS", 0, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env.boolean("DJANGO_HSTS_INCLUDE_SUBDOMAINS", default=True)
     SECURE_HSTS_PRELOAD = env.boolean("DJANGO_HSTS_PRELOAD", default=False)
+
+# Reverse proxies (addresses or networks) whose X-Forwarded-For and X-Forwarded-Proto say who the
+# client is and whether it asked for https (traces/proxies.py); from any other peer, and with none
+# set, those headers are ignored. Django's SECURE_PROXY_SSL_HEADER stays unset: it would believe
+# any client.
+TRACE_TRUSTED_PROXIES = env.networks("TRACE_TRUSTED_PROXIES")
+env.retired("DJANGO_SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto counts from the proxies in TRACE_TRUSTED_PROXIES")
 
 # Content-Security-Policy (django-csp): scripts, styles, images and connections from this origin
 # only, no inline script anywhere; inline style attributes are allowed (the waterfall's bar

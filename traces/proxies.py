@@ -19,6 +19,7 @@ import ipaddress
 from typing import Any
 
 from django.conf import settings
+from django.http import HttpRequest
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -117,6 +118,12 @@ class ProxyHeaders:
             else:
                 scope["scheme"] = "https" if secure else "http"
         return scope
+
+
+def client_address(request: HttpRequest) -> str | None:
+    """A request's client address as ``ProxyHeaders`` left it (the login throttle's, django-axes'
+    ``AXES_CLIENT_IP_CALLABLE``)."""
+    return request.META.get("REMOTE_ADDR") or None
 
 
 def scope_client(scope: dict) -> str:

@@ -5,6 +5,7 @@ layer, DEBUG on and the offline built-in model. ``.env.example`` documents every
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from tracesite import env
@@ -33,6 +34,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "axes",  # the login throttle
     "channels",
     "csp",
     "traces",
@@ -50,6 +52,7 @@ MIDDLEWARE = [
     "traces.security.LoginRequired",  # with TRACE_REQUIRE_AUTH on: every page needs a login
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: a locked-out login's answer is the lockout page
 ]
 
 ROOT_URLCONF = "tracesite.urls"
@@ -118,6 +121,22 @@ else:
             },
         }
     }
+
+# django-axes first: it refuses a locked-out login before any password is checked.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+# The login throttle: after this many failed logins for one username from one client address, that
+# username is refused from that address, right password or not, until the cool-off has passed
+# since the last failure. Counted per pair, so neither a user elsewhere nor others behind the same
+# address are locked out by somebody guessing one user's password.
+AXES_FAILURE_LIMIT = env.integer("TRACE_LOGIN_FAILURE_LIMIT", 10, minimum=1)
+AXES_COOLOFF_TIME = timedelta(seconds=env.number("TRACE_LOGIN_COOLOFF_SECONDS", 900.0, minimum=1.0))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# The client's address behind trusted proxies only (traces/proxies.py), never a header's say-so.
+AXES_CLIENT_IP_CALLABLE = "traces.proxies.client_address"
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# Its log lines name the client's address; not the username, which may be a mistyped password.
+AXES_SENSITIVE_PARAMETERS = ["username"]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -276,5 +295,7 @@ LOGGING = {
         # daphne logs every connection at INFO; our own consumer logs one line per connection.
         "daphne": {"level": "WARNING"},
         "django.channels.server": {"level": "WARNING"},
+        # django-axes announces its configuration at every start, management commands included.
+        "axes.apps": {"level": "WARNING"},
     },
 }

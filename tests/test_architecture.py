@@ -63,6 +63,7 @@ TRACES_LAYERS = [
         "protocol",
         "access",
         "security",
+        "proxies",
         "compat",
         "checks",
         "loops",

@@ -30,6 +30,10 @@ VARIABLES = [
     "OPENAI_MODEL",
     "AGENT_MAX_STEPS",
     "CHANNEL_CAPACITY",
+    "TRACE_TRUSTED_PROXIES",
+    "DJANGO_SECURE_PROXY_SSL_HEADER",
+    "TRACE_LOGIN_FAILURE_LIMIT",
+    "TRACE_LOGIN_COOLOFF_SECONDS",
     *env.MYSQL_VARIABLES,
 ]
 
@@ -125,6 +129,26 @@ def test_it_reads_every_variable(load):
     assert s["STORAGES"]["staticfiles"]["BACKEND"] == "whitenoise.storage.CompressedManifestStaticFilesStorage"
 
 
+def test_in_production_no_proxy_is_trusted_unless_configured(load):
+    production = {"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": "k" * 50, "DJANGO_ALLOWED_HOSTS": "x.example.com"}
+    s = load(**production)
+    # Django's own header check would believe X-Forwarded-Proto from any client (traces/proxies.py reads it).
+    assert s["TRACE_TRUSTED_PROXIES"] == [] and "SECURE_PROXY_SSL_HEADER" not in s
+    s = load(**production, TRACE_TRUSTED_PROXIES="10.0.0.5, 2001:db8::/64")
+    assert s["TRACE_TRUSTED_PROXIES"] == ["10.0.0.5", "2001:db8::/64"]
+
+
+def test_the_login_throttle_reads_its_limit_and_cool_off(load):
+    from datetime import timedelta
+
+    s = load()
+    assert (s["AXES_FAILURE_LIMIT"], s["AXES_COOLOFF_TIME"]) == (10, timedelta(minutes=15))
+    s = load(TRACE_LOGIN_FAILURE_LIMIT="5", TRACE_LOGIN_COOLOFF_SECONDS="3600")
+    assert (s["AXES_FAILURE_LIMIT"], s["AXES_COOLOFF_TIME"]) == (5, timedelta(hours=1))
+    assert s["AXES_LOCKOUT_PARAMETERS"] == [["username", "ip_address"]]
+    assert s["AXES_CLIENT_IP_CALLABLE"] == "traces.proxies.client_address"
+
+
 def test_it_reads_a_sqlite_database_url(load, tmp_path):
     s = load(DATABASE_URL=f"sqlite:///{tmp_path}/history.sqlite3")
     assert s["DATABASES"]["default"]["NAME"] == f"{tmp_path}/history.sqlite3"
@@ -162,6 +186,10 @@ def test_it_reads_the_dotenv_file(load, tmp_path, monkeypatch):
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL must be one of"),
         ({"TRACE_RATE_LIMIT": "0"}, "TRACE_RATE_LIMIT must be at least 1"),
         ({"AGENT_MAX_STEPS": "ten"}, "AGENT_MAX_STEPS must be an integer"),
+        ({"TRACE_TRUSTED_PROXIES": "10.0.0.5, proxy.internal"}, "TRACE_TRUSTED_PROXIES: 'proxy.internal' is not"),
+        ({"DJANGO_SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto"}, "TRACE_TRUSTED_PROXIES"),
+        ({"TRACE_LOGIN_FAILURE_LIMIT": "0"}, "TRACE_LOGIN_FAILURE_LIMIT must be at least 1"),
+        ({"TRACE_LOGIN_COOLOFF_SECONDS": "soon"}, "TRACE_LOGIN_COOLOFF_SECONDS must be a number"),
         (
             {"DATABASE_URL": "mysql://root@127.0.0.1:3306/shop", "MYSQL_HOST": "127.0.0.1", "MYSQL_DATABASE": "shop"},
             "the agent's database must be separate",

@@ -41,6 +41,7 @@ from traces.live.sessions import sockets
 from traces.metrics import CONNECTIONS, MESSAGES_IN, REJECTED
 from traces.models import Event, Trace
 from traces.protocol import Action, ClientMessage, CloseCode, ErrorCode, ProtocolError, ServerEvent
+from traces.proxies import scope_client
 from traces.runtime import Runtime, get_runtime
 from traces.security import Credential, Standing, socket_user
 from traces.store.pool import pooled
@@ -204,7 +205,11 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
         if self.credential is not None:
             self.runtime.credentials.add(self, self.credential)
         logger.info(
-            "websocket opened session=%s user=%s protocol=%s", self.session_id, self.owner_id, self.protocol_version
+            "websocket opened session=%s user=%s protocol=%s client=%s",
+            self.session_id,
+            self.owner_id,
+            self.protocol_version,
+            scope_client(self.scope),
         )
         active = await _active_trace(self.session)
         active_trace_id, last_seq = (str(active.id), active.last_seq) if active else (None, 0)

@@ -27,6 +27,7 @@ from traces.ingest import otlp
 from traces.ingest.ingestor import ExportConflict
 from traces.metrics import OTLP_REQUESTS, OTLP_SPANS
 from traces.models import ApiToken
+from traces.proxies import scope_client
 from traces.runtime import get_runtime
 from traces.store.event_store import HistoryUnavailable
 from traces.store.pool import pooled
@@ -119,6 +120,7 @@ async def _export(scope: dict, headers: dict[str, str], receive: Any) -> Answer:
         return Answer(exc.status, TEXT, f"{exc}\n".encode())
     user = await pooled(ApiToken.authenticate)(_bearer(headers))
     if user is None:
+        logger.info("otlp export refused: no valid API token client=%s", scope_client(scope))
         body = otlp.error_body(kind, "a valid API token is needed: Authorization: Bearer ts_…")
         return Answer(401, kind, body, **{"WWW-Authenticate": 'Bearer realm="tracesite"'})
     received = await _body(receive, limit)

@@ -15,6 +15,7 @@ from django.http.request import split_domain_port, validate_host
 
 from traces.metrics import REJECTED
 from traces.models import ApiToken
+from traces.proxies import scope_client
 
 logger = logging.getLogger(__name__)
 
@@ -48,18 +49,12 @@ def configured_origins() -> list[tuple[str, str, int]]:
 
 
 def _own_origin(scope: dict, headers: dict[bytes, bytes]) -> tuple[str, str, int] | None:
-    """The origin the socket was opened on: its scheme (behind a TLS proxy, as the proxy says), and
-    the Host it was sent to, if that host is one of ALLOWED_HOSTS."""
+    """The origin the socket was opened on: its scheme (behind a trusted TLS proxy, as the proxy
+    said: ``traces.proxies``), and the Host it was sent to, if that host is one of ALLOWED_HOSTS."""
     host = headers.get(b"host", b"").decode("latin1")
     if settings.USE_X_FORWARDED_HOST and b"x-forwarded-host" in headers:
         host = headers[b"x-forwarded-host"].decode("latin1").split(",")[0].strip()
-    secure = scope.get("scheme") in ("wss", "https")
-    proxy = settings.SECURE_PROXY_SSL_HEADER
-    if proxy:
-        header, value = proxy
-        name = header.removeprefix("HTTP_").replace("_", "-").lower().encode()
-        secure = secure or headers.get(name, b"").decode("latin1").split(",")[0].strip() == value
-    scheme = "https" if secure else "http"
+    scheme = "https" if scope.get("scheme") in ("wss", "https") else "http"
     origin = _origin(f"{scheme}://{host}") if host else None
     if origin is None:
         return None
@@ -97,7 +92,12 @@ class OriginCheck:
         if scope["type"] == "websocket" and not origin_allowed(scope):
             REJECTED.labels("origin").inc()
             origin = dict(scope.get("headers") or []).get(b"origin", b"").decode("latin1")
-            logger.info("websocket refused: origin %r not allowed for %s", origin[:200], scope.get("path", ""))
+            logger.info(
+                "websocket refused: origin %r not allowed for %s client=%s",
+                origin[:200],
+                scope.get("path", ""),
+                scope_client(scope),
+            )
             return await WebsocketDenier()(scope, receive, send)
         return await self.application(scope, receive, send)
 

@@ -36,6 +36,12 @@ def required(name: str, why: str) -> str:
     return value
 
 
+def retired(name: str, instead: str) -> None:
+    """A variable that is no longer read: set, it stops start-up rather than be ignored."""
+    if string(name):
+        raise ImproperlyConfigured(f"{name} is no longer read: {instead}")
+
+
 def boolean(name: str, default: bool) -> bool:
     raw = string(name)
     if not raw:

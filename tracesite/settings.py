@@ -5,6 +5,7 @@ layer, DEBUG on and the offline built-in model. ``.env.example`` documents every
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from tracesite import env
@@ -33,6 +34,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "axes",  # the login throttle
     "channels",
     "csp",
     "traces",
@@ -50,6 +52,7 @@ MIDDLEWARE = [
     "traces.security.LoginRequired",  # with TRACE_REQUIRE_AUTH on: every page needs a login
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: a locked-out login's answer is the lockout page
 ]
 
 ROOT_URLCONF = "tracesite.urls"
@@ -121,6 +124,22 @@ else:
         }
     }
 
+# django-axes first: it refuses a locked-out login before any password is checked.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+# The login throttle: after this many failed logins for one username from one client address, that
+# username is refused from that address, right password or not, until the cool-off has passed
+# since the last failure. Counted per pair, so neither a user elsewhere nor others behind the same
+# address are locked out by somebody guessing one user's password.
+AXES_FAILURE_LIMIT = env.integer("TRACE_LOGIN_FAILURE_LIMIT", 10, minimum=1)
+AXES_COOLOFF_TIME = timedelta(seconds=env.number("TRACE_LOGIN_COOLOFF_SECONDS", 900.0, minimum=1.0))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# The client's address behind trusted proxies only (traces/proxies.py), never a header's say-so.
+AXES_CLIENT_IP_CALLABLE = "traces.proxies.client_address"
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# Its log lines name the client's address; not the username, which may be a mistyped password.
+AXES_SENSITIVE_PARAMETERS = ["username"]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -151,11 +170,6 @@ STORAGES = {
 if not DEBUG:
     SESSION_COOKIE_SECURE = env.boolean("DJANGO_SECURE_COOKIES", default=True)
     CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-    # Behind a proxy that terminates TLS, the header it sets to say so (empty: not behind one; then
-    # a client could claim https by sending it itself).
-    _proxy_header = env.string("DJANGO_SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto")
-    if _proxy_header:
-        SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_header.upper().replace("-", "_"), "https")
     # HTTPS only: redirect http:// (not /health and /metrics, which load balancers and scrapers call
     # on the plain port), and HSTS, sent on https responses only (SecurityMiddleware).
     SECURE_SSL_REDIRECT = env.boolean("DJANGO_SSL_REDIRECT", default=False)
@@ -163,6 +177,13 @@ if not DEBUG:
     SECURE_HSTS_SECONDS = env.integer("DJANGO_HSTS_SECONDS", 0, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env.boolean("DJANGO_HSTS_INCLUDE_SUBDOMAINS", default=True)
     SECURE_HSTS_PRELOAD = env.boolean("DJANGO_HSTS_PRELOAD", default=False)
+
+# Reverse proxies (addresses or networks) whose X-Forwarded-For and X-Forwarded-Proto say who the
+# client is and whether it asked for https (traces/proxies.py); from any other peer, and with none
+# set, those headers are ignored. Django's SECURE_PROXY_SSL_HEADER stays unset: it would believe
+# any client.
+TRACE_TRUSTED_PROXIES = env.networks("TRACE_TRUSTED_PROXIES")
+env.retired("DJANGO_SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto counts from the proxies in TRACE_TRUSTED_PROXIES")
 
 # Content-Security-Policy (django-csp): scripts, styles, images and connections from this origin
 # only, no inline script anywhere; inline style attributes are allowed (the waterfall's bar
@@ -278,5 +299,7 @@ LOGGING = {
         # daphne logs every connection at INFO; our own consumer logs one line per connection.
         "daphne": {"level": "WARNING"},
         "django.channels.server": {"level": "WARNING"},
+        # django-axes announces its configuration at every start, management commands included.
+        "axes.apps": {"level": "WARNING"},
     },
 }

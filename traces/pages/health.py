@@ -22,14 +22,14 @@ the service serves (healthy or degraded), 503 when it is unhealthy. A server tha
 render its pages (static files not collected) does not start at all (``traces.checks``), so it
 never answers here. The details and ``/metrics`` are for monitoring: allowed with DEBUG on, for a
 logged-in staff user, for ``Authorization: Bearer`` with ``TRACE_METRICS_TOKEN`` or a staff user's
-API token, and for addresses in ``TRACE_MONITORING_IPS``.
+API token, and for clients whose address is in ``TRACE_MONITORING_IPS`` (behind proxies, as
+trusted ones forwarded it: ``traces.proxies``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import ipaddress
 import secrets
 import threading
 import time
@@ -45,6 +45,7 @@ from agents.config import BUILTIN, agent_database, model_label
 from agents.database import QueryError
 from traces.live.layer import configured_layer
 from traces.models import ApiToken, Event
+from traces.proxies import in_networks
 from traces.runtime import all_runtimes
 
 CHECK_SECONDS = 2.0
@@ -157,14 +158,7 @@ async def warnings() -> list[str]:
 
 
 def _address_allowed(request: HttpRequest) -> bool:
-    networks = settings.TRACE_MONITORING_IPS
-    if not networks:
-        return False
-    try:
-        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
-    except ValueError:
-        return False
-    return any(address in ipaddress.ip_network(network, strict=False) for network in networks)
+    return in_networks(request.META.get("REMOTE_ADDR", ""), settings.TRACE_MONITORING_IPS)
 
 
 def _bearer(request: HttpRequest) -> str:

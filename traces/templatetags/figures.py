@@ -1,4 +1,4 @@
-"""Numbers as the pages show them: thousands grouped, a few decimals, costs in dollars.
+"""Numbers as the pages show them: thousands grouped, a few decimals, costs in dollars, durations.
 
 Database aggregates come back as long floats (``3098082.8100000042``) or as decimals with all
 their places (``0.00012300``); these filters round them for reading. ``static/traces/dashboard.js``
@@ -7,6 +7,7 @@ formats the charts' values the same way.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 from django import template
@@ -38,3 +39,17 @@ def cost(value: float | Decimal | None) -> str:
     if abs(amount) >= 0.0001:
         return f"${amount:.4f}"
     return "<$0.0001"
+
+
+@register.filter
+def duration(value: timedelta | None) -> str:
+    """A length of time in its largest whole units: ``15 minutes``, ``1 hour 30 minutes``, ``45 seconds``."""
+    if value is None or value == "":
+        return ""
+    seconds = int(value.total_seconds())
+    parts = []
+    for unit, size in (("hour", 3600), ("minute", 60), ("second", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count} {unit}{'' if count == 1 else 's'}")
+    return " ".join(parts[:2]) or "0 seconds"

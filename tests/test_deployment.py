@@ -41,9 +41,13 @@ def debug_off(tmp_path, **variables: str) -> dict:
 
 @contextlib.contextmanager
 def start_sh(tmp_path, **variables: str):
-    """deploy/start.sh (migrate, then daphne) with DEBUG off on a free loopback port; gives the port."""
+    """The container's start: its static files collected (as the Dockerfile does at build), then
+    deploy/start.sh (migrate, then daphne) with DEBUG off on a free loopback port; gives the port."""
     port = free_port()
     env = debug_off(tmp_path, BIND="127.0.0.1", PORT=str(port), **variables)
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True
+    )
     server = subprocess.Popen(["deploy/start.sh"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, 60, server)
@@ -55,10 +59,6 @@ def start_sh(tmp_path, **variables: str):
 
 def test_the_container_start_sequence_serves_a_healthy_app_with_debug_off(tmp_path):
     """Dockerfile: collectstatic at build, then deploy/start.sh (migrate, daphne), then the HEALTHCHECK."""
-    subprocess.run(
-        [sys.executable, "manage.py", "collectstatic", "--noinput"],
-        cwd=ROOT, env=debug_off(tmp_path), check=True, capture_output=True,
-    )  # fmt: skip
     with start_sh(tmp_path, TRACE_METRICS_TOKEN="monitoring-secret") as port:
         status, body = http_get(f"http://127.0.0.1:{port}/health")
         assert status == 200 and json.loads(body) == {"status": "healthy"}  # the details are not public

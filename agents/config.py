@@ -78,6 +78,12 @@ def warn_about_privileges(database: SqlDatabase | None = None) -> list[str]:
     return problems
 
 
+def allowed_models() -> list[str]:
+    """The models a client may ask a run for (``start_agent``'s ``model``): TRACE_ALLOWED_MODELS,
+    by default the configured one; the offline built-in model costs nothing and is always allowed."""
+    return [*dict.fromkeys([*(settings.TRACE_ALLOWED_MODELS or [settings.OPENAI_MODEL]), BUILTIN])]
+
+
 def endpoint_configured() -> bool:
     """OPENAI_API_KEY (for OpenAI or OPENAI_BASE_URL), or OPENAI_BASE_URL alone (a server needing no key)."""
     return bool(settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL)

@@ -255,7 +255,7 @@ class _Run:
             inputs=inputs,
             metadata={"model": self.agent.model.name, "parameters": self.agent.model.parameters()},
         )
-        deltas = _DeltaThrottle(self.tracer, run)
+        deltas = _DeltaThrottle(self.tracer, run, self.agent.max_text_chars)
         try:
             completion = await self.agent.model.complete(list(self.messages), tools, on_text=deltas.add)
             await deltas.flush()
@@ -410,15 +410,30 @@ def _pending_prompt(messages: list[dict[str, Any]]) -> str:
 
 
 class _DeltaThrottle:
-    """Batches streamed text into think_delta events at most every DELTA_INTERVAL seconds."""
+    """Batches streamed text into think_delta events at most every DELTA_INTERVAL seconds, and
+    streams at most ``limit`` characters of a call's text, as the final text is clipped: a model
+    that streams without end fills neither the history nor the sockets (think_completed still
+    carries the clipped whole)."""
 
-    def __init__(self, tracer: Tracer, run: RunRecord) -> None:
+    def __init__(self, tracer: Tracer, run: RunRecord, limit: int) -> None:
         self.tracer = tracer
         self.run = run
         self.buffer: list[str] = []
         self.last = 0.0
+        self.limit = limit
+        self.room = limit  # characters that may still be streamed
+        self.cut = False  # the limit was reached and said so
 
     async def add(self, text: str) -> None:
+        if self.cut:
+            return
+        if len(text) > self.room:
+            self.buffer.append(text[: self.room])
+            self.buffer.append(f"… [streamed text cut at {self.limit:,} characters]")
+            self.room, self.cut = 0, True
+            await self.flush()
+            return
+        self.room -= len(text)
         self.buffer.append(text)
         if time.perf_counter() - self.last >= DELTA_INTERVAL:
             await self.flush()

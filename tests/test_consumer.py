@@ -628,3 +628,22 @@ async def test_a_user_past_the_socket_cap_is_refused_with_4408_and_others_are_no
     again, _ = await opened(f"/ws/c?token={greedy_key}")  # a closed socket frees its place
     for communicator in (second, others, again):
         await communicator.disconnect()
+
+
+async def test_start_agent_may_name_only_an_allowed_model(settings):
+    """The endpoint is paid for: a client picks among TRACE_ALLOWED_MODELS (by default the configured
+    model) or the offline built-in one, never any name it likes."""
+    settings.OPENAI_MODEL = "gpt-4o-mini"
+    settings.TRACE_ALLOWED_MODELS = []
+    communicator, _ = await opened("/ws/models")
+    await send(communicator, action="start_agent", question="how many users?", model="o1-pro-most-expensive")
+    refusal = (await receive(communicator))["data"]
+    assert refusal == {"error": "Invalid message format", "detail": "'model' must be one of: gpt-4o-mini, builtin"}
+    await send(communicator, action="start_agent", question="how many users?", model="builtin")
+    assert (await receive_until(communicator, "trace_completed"))[-1]["data"]["status"] == "success"
+    await communicator.disconnect()
+    settings.TRACE_ALLOWED_MODELS = ["gpt-4o", "gpt-4o-mini"]
+    communicator, _ = await opened("/ws/models-2")
+    await send(communicator, action="start_agent", question="how many users?", model="o1-pro-most-expensive")
+    assert (await receive(communicator))["data"]["detail"] == "'model' must be one of: gpt-4o, gpt-4o-mini, builtin"
+    await communicator.disconnect()

@@ -84,6 +84,20 @@ async def test_it_streams_text_as_think_deltas(llm, demo_sqlite):
     assert result.final_response == "one two three four five six seven eight"
 
 
+async def test_streamed_text_is_bounded_like_the_final_text(llm, demo_sqlite):
+    """A model that streams far more than AGENT_MAX_TEXT_CHARS: think_delta carries at most that
+    much, then says it was cut; the clipped whole still ends the call."""
+    llm.script(Reply(" ".join(f"word{i:05}" for i in range(2000)), usage=(10, 2000)))  # 20,000 characters
+    model = OpenAIChatModel(api_key="sk-test", base_url=llm.url, model="gpt-4o-mini", timeout=10, stream=True)
+    sink = ListSink()
+    await Agent(model, [SchemaTool(demo_sqlite), QueryTool(demo_sqlite)], max_text_chars=1000).run("talk", sink)
+    streamed = "".join(d["data"]["delta"] for d in sink.of_type(EventType.THINK_DELTA))
+    assert streamed.startswith("word00000 word00001") and streamed.endswith("… [streamed text cut at 1,000 characters]")
+    assert len(streamed) == 1000 + len("… [streamed text cut at 1,000 characters]")
+    think = sink.of_type(EventType.THINK_COMPLETED)[0]["data"]
+    assert think["outputs"]["content"].endswith("[truncated: 19,999 characters in all]")
+
+
 async def test_it_retries_a_429_and_succeeds(llm, demo_sqlite):
     llm.script(Reply(status=429), Reply(status=429), Reply("All good.", usage=(5, 3)))
     sink = ListSink()

@@ -30,7 +30,7 @@ from django.conf import settings
 from django.db import connection, connections
 from django.utils import timezone
 
-from agents.config import model_label
+from agents.config import allowed_models, model_label
 from agents.events import format_timestamp, utcnow
 from traces import access, protocol
 from traces.access import SessionKey
@@ -361,6 +361,9 @@ class TraceConsumer(DirectDispatch, AsyncWebsocketConsumer):
                 retry_after=retry_after,
             )
         fields = message.fields
+        if fields["model"] is not None and fields["model"] not in allowed_models():
+            # The model is the operator's to choose: a client may only pick among those allowed.
+            raise ProtocolError(f"'model' must be one of: {', '.join(allowed_models())}")
         if fields["rerun_of"] is not None:
             await self._require_visible(fields["rerun_of"])
         handle = runs.start(

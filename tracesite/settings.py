@@ -207,6 +207,8 @@ CONTENT_SECURITY_POLICY = {
 OPENAI_API_KEY = env.string("OPENAI_API_KEY")
 OPENAI_BASE_URL = env.string("OPENAI_BASE_URL")
 OPENAI_MODEL = env.string("OPENAI_MODEL", "gpt-4o-mini")
+# The models a client's start_agent may name (the endpoint is paid for): by default OPENAI_MODEL alone.
+TRACE_ALLOWED_MODELS = env.strings("TRACE_ALLOWED_MODELS", [])
 OPENAI_TIMEOUT = env.number("OPENAI_TIMEOUT", 60.0, minimum=1.0)
 OPENAI_MAX_RETRIES = env.integer("OPENAI_MAX_RETRIES", 3, minimum=0, maximum=10)
 # JSON file of extra prices, {"model": {"prompt": usd_per_1m, "completion": usd_per_1m}}.

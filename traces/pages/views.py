@@ -78,6 +78,8 @@ def trace_list(request: HttpRequest) -> HttpResponse:
         page = keyset_page(traces, **cursor, number=number, size=PAGE_SIZE)
     else:
         page = numbered_page(traces, number, PAGE_SIZE)
+        if not page.items and page.number > 1:
+            raise Http404("past the last page of the history")
     return render(
         request,
         "traces/trace_list.html",

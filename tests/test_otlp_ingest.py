@@ -22,6 +22,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 
+from tests.factories import make_trace
 from tests.live import connect, receive, receive_until, send
 from traces.ingest.ingestor import RUN_NAMESPACE, run_id, run_text_id, trace_uuid
 from traces.models import ApiToken, Event, Run, Trace
@@ -381,17 +382,27 @@ async def test_spans_over_the_per_request_limit_and_long_attributes(post, settin
     assert run.outputs["output"].endswith("[truncated: 5,000 bytes in all]") and len(run.outputs["output"]) < 1100
 
 
-async def test_a_span_for_another_users_trace_is_rejected(post, django_user_model):
+async def test_a_span_for_another_users_trace_is_rejected_without_saying_whose_it_is(post, django_user_model):
+    """Whoever exports a trace id first owns it. Another token's spans for it are rejected with the
+    reason any trace id it may not write gets, which does not say that the trace exists."""
     assert (await post(export(*agent_spans()))).status_code == 200
     await settle()
+    unowned = "0123456789abcdef0123456789abcdef"
+    await database_sync_to_async(make_trace)("a runagent run without --user", id=trace_uuid(unowned))
 
     def other_key():
         user = django_user_model.objects.create_user("other", password="x")
         return ApiToken.issue(user, "other")[1]
 
+    key = await database_sync_to_async(other_key)()
     intruder = span(TRACE, "3132333435363738", ROOT, "injected", {}, 1, 2)
-    response = await post(export(intruder), key=await database_sync_to_async(other_key)())
-    assert response.status_code == 200 and response.json()["partialSuccess"]["rejectedSpans"] == "1"
+    response = await post(export(intruder), key=key)
+    partial = response.json()["partialSuccess"]
+    assert response.status_code == 200 and partial["rejectedSpans"] == "1"
+    assert partial["errorMessage"] == f"trace {TRACE}: this token may not write to it"
+    assert not await Run.objects.filter(name="injected").aexists()
+    response = await post(export(span(unowned, "3132333435363738", None, "injected", {}, 1, 2)), key=key)
+    assert response.json()["partialSuccess"]["errorMessage"] == f"trace {unowned}: this token may not write to it"
     assert not await Run.objects.filter(name="injected").aexists()
 
 

@@ -69,6 +69,10 @@ YIELD_EVERY = 20  # spans mapped between turns of the event loop: the store send
 EVICT_AFTER = 120.0  # seconds a completed trace stays in memory for late retries
 CONFLICT_RETRIES = 3  # times a trace another process wrote at the same moment is read again and mapped anew
 SWEEP_SECONDS = 1.0
+# Why spans of a trace the token's user does not own are rejected (whoever exported the trace id
+# first owns it). The same words for every such trace, whoever owns it: not an answer to whether
+# a trace id is taken, or by whom.
+NOT_WRITABLE = "trace {trace}: this token may not write to it"
 
 
 class ExportConflict(HistoryUnavailable):
@@ -210,7 +214,7 @@ class Ingestor:
             for trace_id, group in groups.items():
                 trace = self.traces[trace_id]
                 if trace.owner_id != owner_id:
-                    refused[trace_id] = [f"trace {trace.otel_id}: it belongs to another user"] * len(group)
+                    refused[trace_id] = [NOT_WRITABLE.format(trace=trace.otel_id)] * len(group)
                     continue
                 async with trace.lock:
                     if self.traces.get(trace_id) is not trace:

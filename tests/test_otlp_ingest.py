@@ -619,3 +619,26 @@ async def test_an_idle_sweep_reads_nothing(post, monkeypatch):
     assert reads == []  # none is due: no query, and the queue was read only up to its first entry
     await get_runtime().ingestor.sweep(now=time.monotonic() + 3600)
     assert reads == [50]  # all due at once: one query for them all
+
+
+async def test_spans_dated_before_2000_or_more_than_a_day_ahead_are_rejected(post):
+    """They would pin their trace to the top (or the bottom) of the history."""
+    ahead = time.time() + 2 * 86400 - T0
+    ancient = 946684800 - 1 - T0  # a second before 2000-01-01
+    root, think, tool, answer = agent_spans()
+    future = span(TRACE, "3132333435363738", ROOT, "from the future", {}, ahead, ahead + 1)
+    past = span(TRACE, "4142434445464748", ROOT, "from the past", {}, ancient, ancient + 1)
+    ends_ahead = span(TRACE, "5152535455565758", ROOT, "ends ahead", {}, 1, ahead)
+    response = await post(export(root, think, future, past, ends_ahead, tool, answer))
+    partial = response.json()["partialSuccess"]
+    assert response.status_code == 200 and partial["rejectedSpans"] == "3"
+    for span_id in ("3132333435363738", "4142434445464748", "5152535455565758"):
+        reason = f"span {span_id} of trace {TRACE}: dated before 2000-01-01 or more than a day ahead"
+        assert reason in partial["errorMessage"]
+    await settle()
+    trace = await Trace.objects.aget(pk=trace_uuid(TRACE))
+    assert trace.status == Trace.Status.SUCCESS and abs(trace.started_at.timestamp() - T0) < 1
+    assert await Run.objects.filter(trace=trace).acount() == 4
+    lonely = span("00112233445566778899aabbccddeeff", ROOT, None, "alone in the future", {}, ahead, ahead + 1)
+    assert (await post(export(lonely))).json()["partialSuccess"]["rejectedSpans"] == "1"
+    assert not await Trace.objects.filter(pk=trace_uuid("00112233445566778899aabbccddeeff")).aexists()

@@ -85,6 +85,24 @@ def pending(real: dict) -> dict:
     return copy
 
 
+def field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    return bytes([*out, value])
+
+
+def nested_object(depth: int) -> str:
+    """A JSON object nested ``depth`` deep."""
+    return '{"a": ' * depth + "1" + "}" * depth
+
+
 TRACE = "5b8efff798038103d269b633813fc60c"
 ROOT, THINK, TOOL, ANSWER = "eee19b7ec3c1b174", "0102030405060708", "1112131415161718", "2122232425262728"
 
@@ -642,3 +660,32 @@ async def test_spans_dated_before_2000_or_more_than_a_day_ahead_are_rejected(pos
     lonely = span("00112233445566778899aabbccddeeff", ROOT, None, "alone in the future", {}, ahead, ahead + 1)
     assert (await post(export(lonely))).json()["partialSuccess"]["rejectedSpans"] == "1"
     assert not await Trace.objects.filter(pk=trace_uuid("00112233445566778899aabbccddeeff")).aexists()
+
+
+async def test_json_nested_too_deeply_is_a_clear_answer_not_a_server_error(post):
+    deep = ("[" * 1000 + "]" * 1000).encode()
+    for body in (
+        b'{"resourceSpans": ' + deep + b"}",
+        b'{"resourceSpans": [{"resource": {"attributes": ' + deep + b"}}]}",
+    ):
+        response = await post(body)
+        assert response.status_code == 400 and "nested deeper than" in response.json()["message"]
+    # Protobuf: an attribute holding key-value lists 1,000 deep, encoded here (protobuf's own
+    # writer refuses to): KeyValue.value is field 2, AnyValue.kvlist_value 6, KeyValueList.values 1.
+    nested = KeyValue(key="deep", value=AnyValue(string_value="x")).SerializeToString()
+    for _ in range(1000):
+        nested = KeyValue(key="deep").SerializeToString() + field(2, field(6, field(1, nested)))
+    deep_span = SpanProto(trace_id=bytes.fromhex(TRACE), span_id=bytes.fromhex(ROOT), name="deep").SerializeToString()
+    deep_span += field(9, nested)  # Span.attributes
+    body = field(1, field(2, field(2, deep_span)))  # request.resource_spans[0].scope_spans[0].spans[0]
+    response = await post(body, "application/x-protobuf")
+    assert response.status_code == 400 and b"MaxDepth" in response.content
+    assert await Trace.objects.acount() == 0
+
+    root, think, tool, answer = agent_spans()
+    tool["attributes"] += attributes({"gen_ai.tool.call.result": nested_object(1000)})
+    response = await post(export(root, think, tool, answer))
+    assert response.status_code == 200 and response.json() == {}
+    await settle()
+    run = await Run.objects.aget(pk=run_id(trace_uuid(TRACE), TOOL))
+    assert run.outputs["output"] == nested_object(1000)  # the text as it came

@@ -29,6 +29,7 @@ MODEL_KEYS = ("gen_ai.response.model", "gen_ai.request.model", "llm.model_name")
 SESSION_KEYS = ("session.id", "gen_ai.conversation.id", "tracesite.session_id")
 SESSION_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 MAX_SPAN_EVENTS = 50  # span events kept in a run's metadata
+MAX_ATTRIBUTE_DEPTH = 64  # levels of lists and objects read from an attribute's JSON (see _json)
 SQL_START = re.compile(r"^\s*(select|with|show|describe|explain|insert|update|delete)\b", re.IGNORECASE)
 
 
@@ -50,18 +51,32 @@ class RunView:
 
 
 def _json(value: Any) -> Any:
+    """An attribute's value read as JSON when it is an object or an array, else as it is. One nested
+    deeper than ``MAX_ATTRIBUTE_DEPTH`` stays text: nothing of it is lost, and nothing that
+    recurses over it later (storing it, the pages) meets a structure that deep."""
     if isinstance(value, str):
         text = value.strip()
         if text[:1] in "[{":
             try:
-                return orjson.loads(text)
+                parsed = orjson.loads(text)
             except orjson.JSONDecodeError:
-                pass
-            try:  # what orjson refuses and Python's json reads: NaN, integers over 64 bits
-                return json.loads(text)
-            except ValueError:
+                try:  # what orjson refuses and Python's json reads: NaN, integers over 64 bits
+                    parsed = json.loads(text)
+                except (ValueError, RecursionError):  # not JSON, or nested deeper than it reads
+                    return value
+            if text.count("[") + text.count("{") > MAX_ATTRIBUTE_DEPTH and _deeper(parsed, MAX_ATTRIBUTE_DEPTH):
                 return value
+            return parsed
     return value
+
+
+def _deeper(value: Any, levels: int) -> bool:
+    """Whether ``value`` has lists or objects nested more than ``levels`` deep (it recurses no deeper)."""
+    if isinstance(value, dict):
+        value = value.values()
+    elif not isinstance(value, list):
+        return False
+    return levels == 0 or any(_deeper(item, levels - 1) for item in value)
 
 
 def _int(value: Any) -> int:

@@ -19,6 +19,7 @@ import orjson
 
 from agents.events import RunStatus, RunType, format_timestamp
 from traces.ingest.otlp import Span
+from traces.protocol import nested_deeper
 
 THINK_OPERATIONS = {"chat", "text_completion", "generate_content", "completion", "responses"}
 AGENT_OPERATIONS = {"invoke_agent", "create_agent"}
@@ -64,19 +65,10 @@ def _json(value: Any) -> Any:
                     parsed = json.loads(text)
                 except (ValueError, RecursionError):  # not JSON, or nested deeper than it reads
                     return value
-            if text.count("[") + text.count("{") > MAX_ATTRIBUTE_DEPTH and _deeper(parsed, MAX_ATTRIBUTE_DEPTH):
+            if text.count("[") + text.count("{") > MAX_ATTRIBUTE_DEPTH and nested_deeper(parsed, MAX_ATTRIBUTE_DEPTH):
                 return value
             return parsed
     return value
-
-
-def _deeper(value: Any, levels: int) -> bool:
-    """Whether ``value`` has lists or objects nested more than ``levels`` deep (it recurses no deeper)."""
-    if isinstance(value, dict):
-        value = value.values()
-    elif not isinstance(value, list):
-        return False
-    return levels == 0 or any(_deeper(item, levels - 1) for item in value)
 
 
 def _int(value: Any) -> int:

@@ -33,7 +33,7 @@ class Command(BaseCommand):
             traces = Trace.objects.started_between(
                 dt.date.fromisoformat(since) if since else None, dt.date.fromisoformat(until) if until else None
             )
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:  # not a date; the last day there is
             raise CommandError(f"dates are YYYY-MM-DD: {exc}") from None
         if status:
             traces = traces.filter(status__in=status)
@@ -41,13 +41,16 @@ class Command(BaseCommand):
             traces = traces.filter(agent_name=agent)
         chunks = export_jsonl(traces) if format == "jsonl" else export_csv(traces)
         count = 0
-        with (
-            open(output, "w", encoding="utf-8", newline="")
-            if output
-            else contextlib.nullcontext(terminal_stream(self.stdout)) as stream
-        ):
-            for chunk in chunks:
-                stream.write(chunk)
-                count += format == "jsonl"
+        try:
+            with (
+                open(output, "w", encoding="utf-8", newline="")
+                if output
+                else contextlib.nullcontext(terminal_stream(self.stdout)) as stream
+            ):
+                for chunk in chunks:
+                    stream.write(chunk)
+                    count += format == "jsonl"
+        except OSError as exc:  # a directory that is not there, a full disk, a closed pipe
+            raise CommandError(f"cannot write {output or 'the output'}: {exc.strerror or exc}") from None
         if output:
             self.stderr.write(f"Wrote {output}" + (f" ({count} traces)" if format == "jsonl" else ""))

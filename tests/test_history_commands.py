@@ -220,7 +220,8 @@ def bad_inputs(tmp_path) -> dict[str, tuple[list[str], str]]:
             ["exporttraces", "-o", "/nonexistent/x"],
             "cannot write /nonexistent/x: No such file or directory",
         ),
-        "far future": (["exporttraces", "--until", "9999-12-31"], "dates are YYYY-MM-DD"),
+        "far future": (["exporttraces", "--until", "9999-12-31"], "dates are YYYY-MM-DD from 0002-01-01 to 9998-12-31"),
+        "far past": (["exporttraces", "--since", "0001-01-01"], "dates are YYYY-MM-DD from 0002-01-01 to 9998-12-31"),
         "huge age": (["prunetraces", "--older-than", "99999999999d"], "'99999999999d' is more than 100 years"),
         "deep": (["importtraces", str(deep)], f"{deep}, line 1: not JSON: nested deeper than"),
         "long line": (["importtraces", str(long)], f"{long}, line 1: longer than 16,777,216 bytes"),
@@ -228,7 +229,7 @@ def bad_inputs(tmp_path) -> dict[str, tuple[list[str], str]]:
     }
 
 
-@pytest.mark.parametrize("case", ["unwritable", "far future", "huge age", "deep", "long line", "endless"])
+@pytest.mark.parametrize("case", ["unwritable", "far future", "far past", "huge age", "deep", "long line", "endless"])
 def test_a_bad_command_line_is_a_command_error(bad_inputs, case):
     args, message = bad_inputs[case]
     with pytest.raises(CommandError) as raised:

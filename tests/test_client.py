@@ -279,3 +279,57 @@ def test_it_retries_429_and_503_and_gives_up_at_once_on_a_refused_token(caplog):
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 2  # once per outage: the 503s (the 429 and the recovery say nothing), the 401
     assert "HTTP 503" in warnings[0] and "HTTP 401" in warnings[1]
+
+
+class RecordingServer:
+    """An HTTP server that keeps the headers of every request, and answers each with ``status``
+    (a redirect to ``location`` when it is one)."""
+
+    def __init__(self, status: int = 200, location: str = "") -> None:
+        self.headers: list[dict[str, str]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                server.headers.append(dict(self.headers))
+                self.send_response(status)
+                if location:
+                    self.send_header("Location", location)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            do_GET = do_POST = do_HEAD = answer
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_the_token_is_never_sent_across_a_redirect_to_another_host(status):
+    elsewhere = RecordingServer()  # another port: another origin
+    redirecting = RecordingServer(status, location=f"{elsewhere.url}/v1/traces")
+    ts = Tracesite(redirecting.url, "ts_secret", service="redirected-agent", max_retries=0)
+    try:
+        with ts.trace("how many users?") as run:
+            run.answer("3")
+        ts.flush(10)
+    finally:
+        ts.close(1)
+        redirecting.close()
+        elsewhere.close()
+    assert redirecting.headers and all(h["Authorization"] == "Bearer ts_secret" for h in redirecting.headers)
+    if status in (301, 302, 303):  # followed (as a GET, as urllib follows them)
+        assert elsewhere.headers
+    assert not [h for h in elsewhere.headers if "Authorization" in h]

@@ -8,9 +8,10 @@ import json
 
 import pytest
 
-from tests.test_otlp_ingest import agent_spans, export
+from tests.test_otlp_ingest import ROOT, TRACE, agent_spans, export, nested_object, span
 from traces.ingest import otlp
 from traces.ingest.decoding import Decoder, decode
+from traces.ingest.spans import MAX_ATTRIBUTE_DEPTH
 
 LIMITS = {"body_limit": 16 * 1024 * 1024, "attribute_limit": 64 * 1024}
 
@@ -41,3 +42,43 @@ async def test_small_bodies_stay_on_the_event_loop():
     decoder = Decoder(LIMITS["body_limit"], LIMITS["attribute_limit"], inline_bytes=1024 * 1024, processes=True)
     records = await decoder.decode(json.dumps(export(*agent_spans())).encode(), "", otlp.JSON)
     assert len(records) == 4 and decoder._pool is None
+
+
+def nested_body(depth: int) -> bytes:
+    """An export with a list nested ``depth`` deep where the resource's attributes would be."""
+    return ('{"resourceSpans": [{"resource": {"attributes": ' + "[" * depth + "]" * depth + "}}]}").encode()
+
+
+def deep_attribute_export(depth: int) -> bytes:
+    root = span(TRACE, ROOT, None, "invoke_agent shop", {"input.value": nested_object(depth)}, 0, 1)
+    return json.dumps(export(root)).encode()
+
+
+@pytest.mark.parametrize("depth", [1000, 100_000])
+async def test_a_body_nested_too_deeply_is_not_an_export_on_the_event_loop_and_in_the_process(in_a_process, depth):
+    inline = Decoder(LIMITS["body_limit"], LIMITS["attribute_limit"], inline_bytes=1024 * 1024, processes=True)
+    for decoder in (inline, in_a_process):
+        with pytest.raises(otlp.OtlpError) as refused:
+            await decoder.decode(nested_body(depth), "", otlp.JSON)
+        assert refused.value.status == 400
+        assert (
+            str(refused.value)
+            == f"the body is not an OTLP export: JSON nested deeper than {otlp.MAX_BODY_DEPTH} levels"
+        )
+    assert inline._pool is None and in_a_process._pool is not None
+
+
+@pytest.mark.parametrize("depth", [MAX_ATTRIBUTE_DEPTH + 1, 1000, 5000])
+async def test_a_json_attribute_nested_too_deeply_stays_text_on_the_event_loop_and_in_the_process(in_a_process, depth):
+    inline = Decoder(LIMITS["body_limit"], LIMITS["attribute_limit"], inline_bytes=1024 * 1024, processes=True)
+    records = [await decoder.decode(deep_attribute_export(depth), "", otlp.JSON) for decoder in (inline, in_a_process)]
+    assert records[0] == records[1]
+    (root,) = records[0]
+    assert root.view.inputs == {"input": nested_object(depth)}
+    assert inline._pool is None and in_a_process._pool is not None
+
+
+async def test_a_json_attribute_nested_up_to_the_limit_is_read_as_json():
+    inline = Decoder(LIMITS["body_limit"], LIMITS["attribute_limit"], inline_bytes=1024 * 1024, processes=False)
+    (root,) = await inline.decode(deep_attribute_export(MAX_ATTRIBUTE_DEPTH), "", otlp.JSON)
+    assert root.view.inputs == json.loads(nested_object(MAX_ATTRIBUTE_DEPTH))

@@ -5,6 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import os
+import re
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -12,6 +16,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from tests.factories import make_trace
+from tests.servers import ROOT
 from traces.models import Event, Run, Trace
 
 pytestmark = pytest.mark.django_db
@@ -109,12 +114,17 @@ def test_export_reads_runs_and_events_per_chunk_not_per_trace(django_assert_num_
     }
 
 
+def another_trace(line: str) -> dict:
+    """An exported trace as another trace: another id, and other ids for its runs."""
+    document = json.loads(line)
+    for old in [document["id"], *(run["id"] for run in document["runs"])]:
+        line = line.replace(old, str(uuid.uuid4()))
+    return json.loads(line)
+
+
 def with_a_gap(line: str) -> str:
     """An exported trace with another id whose second event is missing."""
-    document = json.loads(line)
-    document["id"] = str(uuid.uuid4())
-    for event in document["events"]:
-        event["trace_id"] = document["id"]
+    document = another_trace(line)
     del document["events"][1]
     return json.dumps(document)
 
@@ -189,3 +199,102 @@ def test_replaytrace_takes_a_unique_start_of_the_id():
         call_command("replaytrace", "abce")
     with pytest.raises(CommandError, match=r"^no trace xyz: a trace id is hexadecimal digits and dashes$"):
         call_command("replaytrace", "xyz")
+
+
+# Hostile or mistaken input: a one-line error and a non-zero exit, never a traceback.
+
+
+def deep_line(depth: int) -> str:
+    return '{"id": "' + str(uuid.uuid4()) + '", "events": ' + "[" * depth + "]" * depth + "}\n"
+
+
+@pytest.fixture
+def bad_inputs(tmp_path) -> dict[str, tuple[list[str], str]]:
+    """Each command line that must fail, and the start of what it must say."""
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text(deep_line(100_000))
+    long = tmp_path / "long.jsonl"
+    long.write_bytes(b'{"id": "' + b"x" * (30 * 1024 * 1024) + b'"}\n')
+    return {
+        "unwritable": (
+            ["exporttraces", "-o", "/nonexistent/x"],
+            "cannot write /nonexistent/x: No such file or directory",
+        ),
+        "far future": (["exporttraces", "--until", "9999-12-31"], "dates are YYYY-MM-DD from 0002-01-01 to 9998-12-31"),
+        "far past": (["exporttraces", "--since", "0001-01-01"], "dates are YYYY-MM-DD from 0002-01-01 to 9998-12-31"),
+        "huge age": (["prunetraces", "--older-than", "99999999999d"], "'99999999999d' is more than 100 years"),
+        "deep": (["importtraces", str(deep)], f"{deep}, line 1: not JSON: nested deeper than"),
+        "long line": (["importtraces", str(long)], f"{long}, line 1: longer than 16,777,216 bytes"),
+        "endless": (["importtraces", "/dev/zero"], "/dev/zero, line 1: longer than 16,777,216 bytes"),
+    }
+
+
+@pytest.mark.parametrize("case", ["unwritable", "far future", "far past", "huge age", "deep", "long line", "endless"])
+def test_a_bad_command_line_is_a_command_error(bad_inputs, case):
+    args, message = bad_inputs[case]
+    with pytest.raises(CommandError) as raised:
+        call_command(*args, stdout=io.StringIO(), stderr=io.StringIO())
+    assert str(raised.value).startswith(message), str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_bad_command_line_is_one_line_on_stderr_and_a_non_zero_exit(bad_inputs, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not re.match(r"^(DATABASE_URL|REDIS_URL|MYSQL_\w+)$", k)}
+    env |= {"TRACESITE_ENV_FILE": "", "TRACESITE_DATA_DIR": str(tmp_path / "var")}
+    for case, (args, message) in bad_inputs.items():
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "manage.py"), *args], env=env, capture_output=True, text=True, timeout=120
+        )
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode != 0 and len(lines) == 1, (case, result.stderr[-2000:])
+        assert lines[0].startswith("CommandError: ") and message in lines[0], (case, lines)
+
+
+# What an import takes: owners, and runs of the trace only.
+
+
+def test_an_import_gives_each_trace_its_owner_if_that_user_is_here_or_the_one_asked_for(tmp_path, django_user_model):
+    olga, omar = django_user_model.objects.create_user("olga"), django_user_model.objects.create_user("omar")
+    make_trace("olga's", owner=olga)
+    make_trace("nobody's")
+    path = tmp_path / "traces.jsonl"
+    path.write_text(export())
+    assert {json.loads(line)["owner"] for line in path.read_text().splitlines()} == {"olga", None}
+
+    def imported(*args) -> dict[str, str | None]:
+        Trace.objects.all().delete()
+        call_command("importtraces", str(path), *args, stdout=io.StringIO())
+        return {t.request: t.owner.username if t.owner else None for t in Trace.objects.select_related("owner")}
+
+    assert imported() == {"olga's": "olga", "nobody's": None}
+    assert imported("--user", "omar") == {"olga's": "omar", "nobody's": "omar"}
+    olga.delete()
+    assert imported() == {"olga's": None, "nobody's": None}
+    with pytest.raises(CommandError, match=r"^no user 'olga'$"):
+        call_command("importtraces", str(path), "--user", "olga", stdout=io.StringIO())
+    assert omar.pk  # unchanged by any of it
+
+
+def test_an_import_refuses_runs_under_another_traces_run_or_with_its_ids(tmp_path, django_user_model):
+    theirs = make_trace("someone else's", owner=django_user_model.objects.create_user("omar"))
+    their_step = Run.objects.get(trace=theirs, parent__isnull=True)
+    line = export().splitlines()[0]
+    path = tmp_path / "traces.jsonl"
+
+    adopted = another_trace(line)  # one of its runs says its parent is the other trace's step
+    tool = next(e["data"] for e in adopted["events"] if e["event_type"] == "tool_started")
+    tool["parent_run_id"] = str(their_step.pk)
+    path.write_text(json.dumps(adopted) + "\n")
+    with pytest.raises(CommandError, match=rf"line 1: run {tool['run_id']}: its parent {their_step.pk} is not a run"):
+        call_command("importtraces", str(path), stdout=io.StringIO())
+
+    taken = json.loads(line)  # the other trace's runs, under a new trace id
+    taken["id"] = str(uuid.uuid4())
+    for event in taken["events"]:
+        event["trace_id"] = taken["id"]
+    path.write_text(json.dumps(taken) + "\n")
+    with pytest.raises(CommandError, match=r"line 1: run [0-9a-f-]+ is a run of another trace"):
+        call_command("importtraces", str(path), stdout=io.StringIO())
+
+    assert list(Trace.objects.values_list("request", flat=True)) == ["someone else's"]
+    assert Run.objects.filter(trace=theirs).count() == 3 and their_step.children.count() == 2

@@ -358,3 +358,20 @@ def test_the_dashboard_is_a_constant_number_of_queries(client, django_assert_max
     for key in ("24h", "7d", "90d"):
         with django_assert_max_num_queries(6):
             assert client.get(reverse("traces:dashboard"), {"range": key}).status_code == 200
+
+
+@pytest.mark.parametrize("sort", ["", "tokens"])
+def test_a_page_number_past_the_last_page_is_the_last_page_or_not_found(client, monkeypatch, sort):
+    bulk_traces(120)
+    huge = "999999999999999999999"
+    body = client.get(reverse("traces:list"), {"page": huge, "sort": sort}).content.decode()
+    assert page_info(body) == "Page 3 of 3 · 120 traces" and len(rows(body)) == 20
+    for odd in ("-99999999999999999999999", "1e9", "two"):
+        body = client.get(reverse("traces:list"), {"page": odd, "sort": sort}).content.decode()
+        assert page_info(body) == "Page 1 of 3 · 120 traces", odd
+    # Past the count's limit the last page is not known: a page past the end is not found.
+    monkeypatch.setattr(pagination, "COUNT_LIMIT", 100)
+    assert client.get(reverse("traces:list"), {"page": huge, "sort": sort}).status_code == 404
+    assert client.get(reverse("traces:list"), {"page": 4, "sort": sort}).status_code == 404
+    body = client.get(reverse("traces:list"), {"page": 3, "sort": sort}).content.decode()
+    assert page_info(body) == "Page 3 of 2+ · 100+ traces" and len(rows(body)) == 20

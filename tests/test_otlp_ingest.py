@@ -22,6 +22,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 
+from tests.factories import make_trace
 from tests.live import connect, receive, receive_until, send
 from traces.ingest.ingestor import RUN_NAMESPACE, run_id, run_text_id, trace_uuid
 from traces.models import ApiToken, Event, Run, Trace
@@ -82,6 +83,24 @@ def pending(real: dict) -> dict:
         *attributes({"logfire.span_type": "pending_span", "logfire.pending_parent_id": real["parentSpanId"]}),
     ]
     return copy
+
+
+def field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    return bytes([*out, value])
+
+
+def nested_object(depth: int) -> str:
+    """A JSON object nested ``depth`` deep."""
+    return '{"a": ' * depth + "1" + "}" * depth
 
 
 TRACE = "5b8efff798038103d269b633813fc60c"
@@ -381,17 +400,27 @@ async def test_spans_over_the_per_request_limit_and_long_attributes(post, settin
     assert run.outputs["output"].endswith("[truncated: 5,000 bytes in all]") and len(run.outputs["output"]) < 1100
 
 
-async def test_a_span_for_another_users_trace_is_rejected(post, django_user_model):
+async def test_a_span_for_another_users_trace_is_rejected_without_saying_whose_it_is(post, django_user_model):
+    """Whoever exports a trace id first owns it. Another token's spans for it are rejected with the
+    reason any trace id it may not write gets, which does not say that the trace exists."""
     assert (await post(export(*agent_spans()))).status_code == 200
     await settle()
+    unowned = "0123456789abcdef0123456789abcdef"
+    await database_sync_to_async(make_trace)("a runagent run without --user", id=trace_uuid(unowned))
 
     def other_key():
         user = django_user_model.objects.create_user("other", password="x")
         return ApiToken.issue(user, "other")[1]
 
+    key = await database_sync_to_async(other_key)()
     intruder = span(TRACE, "3132333435363738", ROOT, "injected", {}, 1, 2)
-    response = await post(export(intruder), key=await database_sync_to_async(other_key)())
-    assert response.status_code == 200 and response.json()["partialSuccess"]["rejectedSpans"] == "1"
+    response = await post(export(intruder), key=key)
+    partial = response.json()["partialSuccess"]
+    assert response.status_code == 200 and partial["rejectedSpans"] == "1"
+    assert partial["errorMessage"] == f"trace {TRACE}: this token may not write to it"
+    assert not await Run.objects.filter(name="injected").aexists()
+    response = await post(export(span(unowned, "3132333435363738", None, "injected", {}, 1, 2)), key=key)
+    assert response.json()["partialSuccess"]["errorMessage"] == f"trace {unowned}: this token may not write to it"
     assert not await Run.objects.filter(name="injected").aexists()
 
 
@@ -637,3 +666,55 @@ async def test_an_export_reaches_only_its_owners_session_whatever_session_id_it_
     assert (await receive_until(exporters, "trace_started"))[-1]["data"]["trace_id"]  # the exporter's own "tab"
     await victims.disconnect()
     await exporters.disconnect()
+
+
+async def test_spans_dated_before_2000_or_more_than_a_day_ahead_are_rejected(post):
+    """They would pin their trace to the top (or the bottom) of the history."""
+    ahead = time.time() + 2 * 86400 - T0
+    ancient = 946684800 - 1 - T0  # a second before 2000-01-01
+    root, think, tool, answer = agent_spans()
+    future = span(TRACE, "3132333435363738", ROOT, "from the future", {}, ahead, ahead + 1)
+    past = span(TRACE, "4142434445464748", ROOT, "from the past", {}, ancient, ancient + 1)
+    ends_ahead = span(TRACE, "5152535455565758", ROOT, "ends ahead", {}, 1, ahead)
+    response = await post(export(root, think, future, past, ends_ahead, tool, answer))
+    partial = response.json()["partialSuccess"]
+    assert response.status_code == 200 and partial["rejectedSpans"] == "3"
+    for span_id in ("3132333435363738", "4142434445464748", "5152535455565758"):
+        reason = f"span {span_id} of trace {TRACE}: dated before 2000-01-01 or more than a day ahead"
+        assert reason in partial["errorMessage"]
+    await settle()
+    trace = await Trace.objects.aget(pk=trace_uuid(TRACE))
+    assert trace.status == Trace.Status.SUCCESS and abs(trace.started_at.timestamp() - T0) < 1
+    assert await Run.objects.filter(trace=trace).acount() == 4
+    lonely = span("00112233445566778899aabbccddeeff", ROOT, None, "alone in the future", {}, ahead, ahead + 1)
+    assert (await post(export(lonely))).json()["partialSuccess"]["rejectedSpans"] == "1"
+    assert not await Trace.objects.filter(pk=trace_uuid("00112233445566778899aabbccddeeff")).aexists()
+
+
+async def test_json_nested_too_deeply_is_a_clear_answer_not_a_server_error(post):
+    deep = ("[" * 1000 + "]" * 1000).encode()
+    for body in (
+        b'{"resourceSpans": ' + deep + b"}",
+        b'{"resourceSpans": [{"resource": {"attributes": ' + deep + b"}}]}",
+    ):
+        response = await post(body)
+        assert response.status_code == 400 and "nested deeper than" in response.json()["message"]
+    # Protobuf: an attribute holding key-value lists 1,000 deep, encoded here (protobuf's own
+    # writer refuses to): KeyValue.value is field 2, AnyValue.kvlist_value 6, KeyValueList.values 1.
+    nested = KeyValue(key="deep", value=AnyValue(string_value="x")).SerializeToString()
+    for _ in range(1000):
+        nested = KeyValue(key="deep").SerializeToString() + field(2, field(6, field(1, nested)))
+    deep_span = SpanProto(trace_id=bytes.fromhex(TRACE), span_id=bytes.fromhex(ROOT), name="deep").SerializeToString()
+    deep_span += field(9, nested)  # Span.attributes
+    body = field(1, field(2, field(2, deep_span)))  # request.resource_spans[0].scope_spans[0].spans[0]
+    response = await post(body, "application/x-protobuf")
+    assert response.status_code == 400 and b"MaxDepth" in response.content
+    assert await Trace.objects.acount() == 0
+
+    root, think, tool, answer = agent_spans()
+    tool["attributes"] += attributes({"gen_ai.tool.call.result": nested_object(1000)})
+    response = await post(export(root, think, tool, answer))
+    assert response.status_code == 200 and response.json() == {}
+    await settle()
+    run = await Run.objects.aget(pk=run_id(trace_uuid(TRACE), TOOL))
+    assert run.outputs["output"] == nested_object(1000)  # the text as it came

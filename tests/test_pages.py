@@ -229,6 +229,20 @@ def test_traces_of_other_users_are_hidden_when_auth_is_on(client, settings, djan
     assert client.get(reverse("traces:detail", args=[trace.pk])).status_code == 200
 
 
+def test_the_detail_page_lists_only_the_runs_again_its_viewer_may_see(client, settings, django_user_model):
+    settings.TRACE_REQUIRE_AUTH = True
+    owner, other = django_user_model.objects.create_user("hal"), django_user_model.objects.create_user("ivy")
+    original = make_trace("a shared question", owner=owner)
+    mine = make_trace("a shared question", owner=owner, rerun_of=original)
+    theirs = make_trace("a shared question", owner=other, rerun_of=original)
+    client.force_login(owner)
+    body = client.get(reverse("traces:detail", args=[original.pk])).content.decode()
+    assert f"b={mine.pk}" in body and str(theirs.pk) not in body
+    client.force_login(django_user_model.objects.create_user("sam", is_staff=True))
+    body = client.get(reverse("traces:detail", args=[original.pk])).content.decode()
+    assert f"b={mine.pk}" in body and f"b={theirs.pk}" in body
+
+
 def test_with_auth_on_every_page_needs_a_login_and_ownerless_traces_are_staffs(client, settings, django_user_model):
     settings.TRACE_REQUIRE_AUTH = True
     cli_run = make_trace("an ownerless runagent question", session_id="cli", final_response="rows")

@@ -157,6 +157,17 @@ def envelope(
     return message
 
 
+def nested_deeper(value: Any, levels: int) -> bool:
+    """Whether a parsed JSON ``value`` has lists or objects nested more than ``levels`` deep. It
+    recurses no deeper than that: a check for documents from outside (an import, an attribute)
+    before code that recurses over them meets Python's limit."""
+    if isinstance(value, dict):
+        value = value.values()
+    elif not isinstance(value, list):
+        return False
+    return levels == 0 or any(nested_deeper(item, levels - 1) for item in value)
+
+
 def dumps(message: Any) -> str:
     """Serialise once; the same text is stored and sent to every subscriber."""
     return to_json(message)

@@ -2,7 +2,8 @@
 
 The agent only ever appends to the queue, which never blocks and never raises: a full queue
 drops the span (``dropped`` counts it). The thread takes what is queued (up to ``max_batch``
-spans), posts it as gzipped OTLP/JSON with ``urllib`` and retries with exponential backoff on
+spans), posts it as gzipped OTLP/JSON with ``urllib`` (whose redirects it follows, but never with
+its token to another origin) and retries with exponential backoff on
 429, 502, 503, 504 and connection errors (honouring ``Retry-After``); a batch still refused after
 ``max_retries``, or refused for good (400, 401, 413…), counts in ``failed``, as do spans the
 server answers it did not take. Trouble is logged once per outage, as a warning, and the return
@@ -22,6 +23,7 @@ import urllib.error
 import urllib.request
 from collections import deque
 from typing import Any
+from urllib.parse import urlsplit
 
 from tracesite_client.otlp import export_request
 
@@ -51,6 +53,26 @@ def resource(service: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+class _TokenStaysHome(urllib.request.HTTPRedirectHandler):
+    """urllib's redirects, except that one to another origin (scheme, host and port) goes without
+    the ``Authorization`` header: the token is for the tracesite server only, not for wherever a
+    proxy or a misconfigured server sends the client."""
+
+    def redirect_request(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request | None:
+        redirected = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if redirected is not None and _origin(redirected.full_url) != _origin(req.full_url):
+            redirected.remove_header("Authorization")
+        return redirected
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(scheme)
+
+
 class Sender:
     """One daemon thread posting OTLP/JSON spans to ``url`` (see the module docstring)."""
 
@@ -78,6 +100,7 @@ class Sender:
         self.sent = 0  # spans the server stored
         self.dropped = 0  # spans never queued: the queue was full, or the sender closed
         self.failed = 0  # spans queued but not stored: refused, or still failing after the retries
+        self._opener = urllib.request.build_opener(_TokenStaysHome)
         self._headers = {
             "Content-Type": "application/json",
             "Content-Encoding": "gzip",
@@ -188,7 +211,7 @@ class Sender:
         """(status, body, Retry-After seconds); status 0 when the server was not reached."""
         request = urllib.request.Request(self.url, data=body, headers=self._headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with self._opener.open(request, timeout=self.timeout) as response:
                 return response.status, response.read(), None
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read(), _seconds(exc.headers.get("Retry-After"))

@@ -69,6 +69,14 @@ YIELD_EVERY = 20  # spans mapped between turns of the event loop: the store send
 EVICT_AFTER = 120.0  # seconds a completed trace stays in memory for late retries
 CONFLICT_RETRIES = 3  # times a trace another process wrote at the same moment is read again and mapped anew
 SWEEP_SECONDS = 1.0
+# Why spans of a trace the token's user does not own are rejected (whoever exported the trace id
+# first owns it). The same words for every such trace, whoever owns it: not an answer to whether
+# a trace id is taken, or by whom.
+NOT_WRITABLE = "trace {trace}: this token may not write to it"
+# Spans dated outside these are rejected: a trace is placed in the history by when it started, and a
+# span from 2100 (or 1970, a clock that was never set) would pin its trace to the top (or bottom).
+EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+MAX_AHEAD = dt.timedelta(days=1)  # beyond the server's clock
 
 
 class ExportConflict(HistoryUnavailable):
@@ -194,10 +202,18 @@ class Ingestor:
         self.start()
         by_trace: dict[str, list[SpanRecord]] = {}
         rejected, reasons = 0, []
+        latest = utcnow() + MAX_AHEAD
         for span in spans:
             if not _valid_id(span.trace_id, 16) or not _valid_id(span.span_id, 8):
                 rejected += 1
                 reasons.append(f"span {span.name!r}: trace and span ids must be non-zero")
+                continue
+            if not _plausible(span.start, latest) or not _plausible(span.end, latest):
+                rejected += 1
+                reasons.append(
+                    f"span {span.span_id} of trace {span.trace_id}: dated before {EARLIEST:%Y-%m-%d} "
+                    "or more than a day ahead of the server's clock"
+                )
                 continue
             by_trace.setdefault(span.trace_id, []).append(span)
         ids = {trace_hex: trace_uuid(trace_hex) for trace_hex in by_trace}
@@ -210,7 +226,7 @@ class Ingestor:
             for trace_id, group in groups.items():
                 trace = self.traces[trace_id]
                 if trace.owner_id != owner_id:
-                    refused[trace_id] = [f"trace {trace.otel_id}: it belongs to another user"] * len(group)
+                    refused[trace_id] = [NOT_WRITABLE.format(trace=trace.otel_id)] * len(group)
                     continue
                 async with trace.lock:
                     if self.traces.get(trace_id) is not trace:
@@ -657,6 +673,11 @@ async def _flushed(traces: list[TraceIngest]) -> list[BaseException | None]:
 
 def _valid_id(value: str, size: int) -> bool:
     return len(value) == 2 * size and value != "0" * (2 * size)
+
+
+def _plausible(moment: dt.datetime | None, latest: dt.datetime) -> bool:
+    """A span's start or end (None: not said) is from this century and not far in the future."""
+    return moment is None or EARLIEST <= moment <= latest
 
 
 def _without_loops(trace: TraceIngest, spans: list[SpanRecord]) -> tuple[list[SpanRecord], list[str]]:

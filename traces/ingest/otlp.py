@@ -4,7 +4,8 @@ plain spans, and the answer in the request's encoding.
 Parsing is ``opentelemetry-proto``'s. Its JSON mapping is protobuf's, which differs from
 OTLP/JSON in one way that matters: OTLP/JSON sends trace and span ids as hex, protobuf's JSON as
 base64. Ids are taken in either form. Limits hold before and after decompression: a body is
-inflated in chunks and refused as soon as it grows past ``max_bytes``.
+inflated in chunks and refused as soon as it grows past ``max_bytes``; a JSON body nested deeper
+than ``MAX_BODY_DEPTH`` is refused too.
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 TRUNCATED = "… [truncated: {size:,} bytes in all]"
+# Levels of lists and objects in an OTLP/JSON body, at most. Protobuf's reader takes 100 nested
+# messages, two levels each at most (the message and the list it is in), so no export it would
+# take is refused; a deeper body is, before code that recurses over it reaches Python's limit.
+MAX_BODY_DEPTH = 200
+TOO_DEEP = f"the body is not an OTLP export: JSON nested deeper than {MAX_BODY_DEPTH} levels"
 
 
 class OtlpError(Exception):
@@ -112,6 +118,8 @@ def parse(body: bytes, kind: str) -> ExportTraceServiceRequest:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise OtlpError(400, f"the body is not valid JSON: {exc}") from None
+    except RecursionError:  # nested deeper than the parser goes (about 1,000 levels)
+        raise OtlpError(400, TOO_DEEP) from None
     if not isinstance(document, dict):
         raise OtlpError(400, "the body must be a JSON object (an ExportTraceServiceRequest)")
     _ids_to_base64(document)
@@ -125,17 +133,21 @@ def parse(body: bytes, kind: str) -> ExportTraceServiceRequest:
 ID_FIELDS = {"traceId": 16, "trace_id": 16, "spanId": 8, "span_id": 8, "parentSpanId": 8, "parent_span_id": 8}
 
 
-def _ids_to_base64(node: Any) -> None:
-    """OTLP/JSON's hex ids (base64 ones left as they are) as protobuf's JSON mapping reads them."""
+def _ids_to_base64(node: Any, depth: int = 1) -> None:
+    """OTLP/JSON's hex ids (base64 ones left as they are) as protobuf's JSON mapping reads them;
+    refuses (400) a document nested deeper than ``MAX_BODY_DEPTH``, so it recurses no deeper."""
+    if depth > MAX_BODY_DEPTH:
+        raise OtlpError(400, TOO_DEEP)
     if isinstance(node, dict):
         for key, value in node.items():
             if key in ID_FIELDS and isinstance(value, str):
                 node[key] = _id_base64(value, ID_FIELDS[key])
-            else:
-                _ids_to_base64(value)
-    elif isinstance(node, list):
+            elif isinstance(value, (dict, list)):
+                _ids_to_base64(value, depth + 1)
+    else:
         for value in node:
-            _ids_to_base64(value)
+            if isinstance(value, (dict, list)):
+                _ids_to_base64(value, depth + 1)
 
 
 def _id_base64(value: str, size: int) -> str:

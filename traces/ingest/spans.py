@@ -19,6 +19,7 @@ import orjson
 
 from agents.events import RunStatus, RunType, format_timestamp
 from traces.ingest.otlp import Span
+from traces.protocol import nested_deeper
 
 THINK_OPERATIONS = {"chat", "text_completion", "generate_content", "completion", "responses"}
 AGENT_OPERATIONS = {"invoke_agent", "create_agent"}
@@ -29,6 +30,7 @@ MODEL_KEYS = ("gen_ai.response.model", "gen_ai.request.model", "llm.model_name")
 SESSION_KEYS = ("session.id", "gen_ai.conversation.id", "tracesite.session_id")
 SESSION_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 MAX_SPAN_EVENTS = 50  # span events kept in a run's metadata
+MAX_ATTRIBUTE_DEPTH = 64  # levels of lists and objects read from an attribute's JSON (see _json)
 SQL_START = re.compile(r"^\s*(select|with|show|describe|explain|insert|update|delete)\b", re.IGNORECASE)
 
 
@@ -50,17 +52,22 @@ class RunView:
 
 
 def _json(value: Any) -> Any:
+    """An attribute's value read as JSON when it is an object or an array, else as it is. One nested
+    deeper than ``MAX_ATTRIBUTE_DEPTH`` stays text: nothing of it is lost, and nothing that
+    recurses over it later (storing it, the pages) meets a structure that deep."""
     if isinstance(value, str):
         text = value.strip()
         if text[:1] in "[{":
             try:
-                return orjson.loads(text)
+                parsed = orjson.loads(text)
             except orjson.JSONDecodeError:
-                pass
-            try:  # what orjson refuses and Python's json reads: NaN, integers over 64 bits
-                return json.loads(text)
-            except ValueError:
+                try:  # what orjson refuses and Python's json reads: NaN, integers over 64 bits
+                    parsed = json.loads(text)
+                except (ValueError, RecursionError):  # not JSON, or nested deeper than it reads
+                    return value
+            if text.count("[") + text.count("{") > MAX_ATTRIBUTE_DEPTH and nested_deeper(parsed, MAX_ATTRIBUTE_DEPTH):
                 return value
+            return parsed
     return value
 
 

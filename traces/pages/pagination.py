@@ -18,6 +18,9 @@ from urllib.parse import urlencode
 from django.db.models import Q
 
 COUNT_LIMIT = 10_000
+# A page number is at most this: more pages than any history has, and its OFFSET still fits
+# every database's integers (a larger one was a 500).
+MAX_PAGE = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,9 @@ def decode(cursor: str | None) -> tuple[dt.datetime, uuid.UUID] | None:
 
 
 def page_number(value: str | None) -> int:
+    """``?page=``: 1 for anything that is not a number, at most ``MAX_PAGE``."""
     try:
-        return max(1, int(value or 1))
+        return min(MAX_PAGE, max(1, int(value or 1)))
     except ValueError:
         return 1
 
@@ -109,7 +113,8 @@ def keyset_page(traces, *, after: str | None, before: str | None, number: int, s
 
 
 def numbered_page(traces, number: int, size: int) -> Page:
-    """Page ``number`` of ``traces`` in their own order (OFFSET); past the last page, the last page."""
+    """Page ``number`` of ``traces`` in their own order (OFFSET); past the last page, the last page.
+    When the count stopped at ``COUNT_LIMIT`` the last page is not known: a page past it has no items."""
     total: Total | None = None
     if number > 1:
         total = bounded_count(traces)

@@ -78,6 +78,8 @@ def trace_list(request: HttpRequest) -> HttpResponse:
         page = keyset_page(traces, **cursor, number=number, size=PAGE_SIZE)
     else:
         page = numbered_page(traces, number, PAGE_SIZE)
+        if not page.items and page.number > 1:
+            raise Http404("past the last page of the history")
     return render(
         request,
         "traces/trace_list.html",
@@ -104,7 +106,8 @@ def session_detail(request: HttpRequest, session_id: str) -> HttpResponse:
 
 def trace_detail(request: HttpRequest, trace_id) -> HttpResponse:
     """The run tree and waterfall, the run panel and the timeline are drawn by the page from the
-    stored events, the same way as live and replayed ones."""
+    stored events, the same way as live and replayed ones. Of the trace's runs again, only those
+    its viewer may see are listed (another user may have run the same trace again)."""
     trace = get_object_or_404(_visible(request).select_related("rerun_of"), pk=trace_id)
     events = [protocol.loads(text) for text in trace.events.order_by("seq").values_list("envelope", flat=True)]
     return render(
@@ -114,7 +117,7 @@ def trace_detail(request: HttpRequest, trace_id) -> HttpResponse:
             "trace": trace,
             "events": events,
             "runs": trace.runs.count(),
-            "reruns": list(trace.reruns.only("id", "status", "started_at")[:20]),
+            "reruns": list(_visible(request).filter(rerun_of=trace).only("id", "status", "started_at")[:20]),
         },
     )
 

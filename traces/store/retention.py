@@ -12,15 +12,22 @@ from traces.models import Event, Run, Trace
 
 BATCH = 500
 AGE_RE = re.compile(r"^(\d+)([dhw])$")
+MAX_AGE = dt.timedelta(days=100 * 365)  # longer ago than any history; and the date stays one Python has
 
 
 def parse_age(text: str) -> dt.timedelta:
-    """``30d``, ``12h``, ``2w``."""
+    """``30d``, ``12h``, ``2w``; at most ``MAX_AGE``."""
     match = AGE_RE.match(text.strip())
     if not match:
         raise ValueError(f"{text!r} is not an age like 30d, 12h or 2w")
     number, unit = int(match.group(1)), match.group(2)
-    return {"d": dt.timedelta(days=number), "h": dt.timedelta(hours=number), "w": dt.timedelta(weeks=number)}[unit]
+    try:
+        age = {"d": dt.timedelta(days=number), "h": dt.timedelta(hours=number), "w": dt.timedelta(weeks=number)}[unit]
+    except OverflowError:
+        age = None
+    if age is None or age > MAX_AGE:
+        raise ValueError(f"{text!r} is more than 100 years: give an age of at most {MAX_AGE.days}d")
+    return age
 
 
 def prunable(older_than: dt.timedelta, statuses: list[str] | None = None):

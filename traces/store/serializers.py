@@ -93,6 +93,8 @@ def trace_header(trace: Trace) -> dict[str, Any]:
 def _document(trace: Trace, runs: Iterable[Run], envelopes: Iterable[str]) -> dict[str, Any]:
     document = trace_header(trace)
     document["rerun_of"] = str(trace.rerun_of_id) if trace.rerun_of_id else None
+    # Read by importtraces: the trace is that user's on the other instance too, if it has them.
+    document["owner"] = trace.owner.get_username() if trace.owner is not None else None
     document["runs"] = [
         {
             "id": str(run.pk),

@@ -9,6 +9,21 @@ from traces.live.terminal import terminal_stream
 from traces.models import Trace
 from traces.store.transfer import export_csv, export_jsonl
 
+# Days whose start is a moment in every time zone (the first and the last day Python has are not).
+FIRST_DAY, LAST_DAY = dt.date(2, 1, 1), dt.date(9998, 12, 31)
+
+
+def _date(text: str | None) -> dt.date | None:
+    if not text:
+        return None
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise CommandError(f"dates are YYYY-MM-DD: {exc}") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise CommandError(f"dates are YYYY-MM-DD from {FIRST_DAY} to {LAST_DAY}: not {text}")
+    return day
+
 
 class Command(BaseCommand):
     help = "Stream traces to a file or stdout, in constant memory. JSONL holds runs and events too."
@@ -29,25 +44,23 @@ class Command(BaseCommand):
         parser.add_argument("-o", "--output", help="File to write (default: stdout).")
 
     def handle(self, *args, since, until, status, agent, format, output, **options):
-        try:
-            traces = Trace.objects.started_between(
-                dt.date.fromisoformat(since) if since else None, dt.date.fromisoformat(until) if until else None
-            )
-        except ValueError as exc:
-            raise CommandError(f"dates are YYYY-MM-DD: {exc}") from None
+        traces = Trace.objects.started_between(_date(since), _date(until))
         if status:
             traces = traces.filter(status__in=status)
         if agent:
             traces = traces.filter(agent_name=agent)
         chunks = export_jsonl(traces) if format == "jsonl" else export_csv(traces)
         count = 0
-        with (
-            open(output, "w", encoding="utf-8", newline="")
-            if output
-            else contextlib.nullcontext(terminal_stream(self.stdout)) as stream
-        ):
-            for chunk in chunks:
-                stream.write(chunk)
-                count += format == "jsonl"
+        try:
+            with (
+                open(output, "w", encoding="utf-8", newline="")
+                if output
+                else contextlib.nullcontext(terminal_stream(self.stdout)) as stream
+            ):
+                for chunk in chunks:
+                    stream.write(chunk)
+                    count += format == "jsonl"
+        except OSError as exc:  # a directory that is not there, a full disk, a closed pipe
+            raise CommandError(f"cannot write {output or 'the output'}: {exc.strerror or exc}") from None
         if output:
             self.stderr.write(f"Wrote {output}" + (f" ({count} traces)" if format == "jsonl" else ""))

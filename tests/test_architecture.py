@@ -1,4 +1,4 @@
-"""The packages depend one way: tracesite → traces → agents. The agent runtime imports nothing of
+"""The packages depend one way: tracesite → evals → traces → agents. The agent runtime imports nothing of
 the web app, so it can run and be tested on its own (a list-collecting sink is enough). Inside
 traces/, the parts are layers too (entry points → runtime → ingest | live → store → models and
 vocabulary), with no cycles."""
@@ -16,10 +16,20 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def graph() -> grimp.ImportGraph:
     # Every import statement counts, also one inside a function.
-    return grimp.build_graph("agents", "traces", "tracesite", cache_dir=None)
+    return grimp.build_graph("agents", "traces", "evals", "tracesite", cache_dir=None)
 
 
-@pytest.mark.parametrize(("lower", "upper"), [("agents", "traces"), ("agents", "tracesite"), ("traces", "tracesite")])
+@pytest.mark.parametrize(
+    ("lower", "upper"),
+    [
+        ("agents", "traces"),
+        ("agents", "evals"),
+        ("agents", "tracesite"),
+        ("traces", "evals"),
+        ("traces", "tracesite"),
+        ("evals", "tracesite"),
+    ],
+)
 def test_a_lower_package_imports_nothing_of_a_higher_one(graph, lower, upper):
     chains = graph.find_shortest_chains(importer=lower, imported=upper, as_packages=True)
     assert not chains, f"{lower} reaches {upper}: " + "; ".join(" -> ".join(chain) for chain in sorted(chains))

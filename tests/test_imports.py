@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("agents", "traces", "tracesite")
+PACKAGES = ("agents", "traces", "evals", "tracesite")
 
 
 def modules() -> list[str]:

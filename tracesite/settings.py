@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "axes",  # the login throttle
     "channels",
     "csp",
+    "evals",
     "traces",
     "agents",
 ]

@@ -1,0 +1,225 @@
+"""An experiment: every item of a dataset run through the agent as an ordinary trace (stored,
+published live in the experiment's session), then judged against its item.
+
+The runs go through the same code as the live page's and ``runagent``'s (``run_trace``), at most
+``concurrency`` at a time. An item is judged by what it expects: its ``expected_sql`` by execution
+accuracy (``agents.execution``) on the agent's last SQL that ran, its ``expected_answer`` by the
+answer containing it (case-insensitive); it passes when every check it has passes, and an item
+with neither is run but not counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import statistics
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Q
+from django.utils import timezone
+
+from agents.config import agent_database
+from agents.execution import ExecutionResult, compare_execution
+from agents.loop import AgentResult
+from evals.models import Dataset, DatasetItem, Experiment, ExperimentItem
+from traces.access import SessionKey
+from traces.live.agent_runs import run_trace
+from traces.models import Run, Trace
+from traces.runtime import Runtime
+from traces.scores import record_score
+from traces.store.pool import pooled
+
+
+@dataclass
+class Outcome:
+    """One item's result, as ``evaluate --json`` prints it."""
+
+    item: int
+    question: str
+    trace_id: str
+    passed: bool | None
+    sql: str | None
+    execution: str = ""
+    reason: str = ""
+    answer_matched: bool | None = None
+    duration_ms: int | None = None
+    total_tokens: int = 0
+    cost: float = 0.0
+    steps: int = 0
+    error: str = ""
+    scores: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def last_sql(trace_id: uuid.UUID) -> str | None:
+    """The trace's last SQL that ran successfully (its last ``run_sql`` tool run that succeeded)."""
+    run = (
+        Run.objects.filter(trace_id=trace_id, run_type=Run.Type.TOOL, name="run_sql", status=Run.Status.SUCCESS)
+        .order_by("-start_time")
+        .only("inputs")
+        .first()
+    )
+    sql = run.inputs.get("sql") if run is not None and isinstance(run.inputs, dict) else None
+    return sql if isinstance(sql, str) and sql.strip() else None
+
+
+def judge(experiment: Experiment, item: DatasetItem, trace_id: uuid.UUID, result: AgentResult) -> Outcome:
+    """Judge one item's trace, record its verdicts as scores on the trace and as the experiment's row."""
+    trace = Trace.objects.only("duration_ms", "total_tokens", "total_cost", "status", "error").get(pk=trace_id)
+    sql = last_sql(trace_id)
+    checks: list[bool] = []
+    execution: ExecutionResult | None = None
+    if item.expected_sql:
+        execution = compare_execution(agent_database(), item.expected_sql, sql)
+        checks.append(execution.passed)
+        record_score(trace_id, "execution_accuracy", execution.passed, source="execution", comment=execution.reason)
+    answer_matched = None
+    if item.expected_answer:
+        answer_matched = item.expected_answer.casefold() in (result.final_response or "").casefold()
+        checks.append(answer_matched)
+        record_score(trace_id, "answer_match", answer_matched, source="answer", comment=item.expected_answer[:200])
+    passed = all(checks) if checks else None
+    outcome = Outcome(
+        item=item.pk,
+        question=item.question,
+        trace_id=str(trace_id),
+        passed=passed,
+        sql=sql,
+        execution=execution.verdict if execution is not None else "",
+        reason=execution.reason if execution is not None else "",
+        answer_matched=answer_matched,
+        duration_ms=trace.duration_ms,
+        total_tokens=trace.total_tokens,
+        cost=float(trace.total_cost),
+        steps=result.steps,
+        error=trace.error if trace.status == Trace.Status.ERROR else "",
+    )
+    outcome.scores = {
+        name: value
+        for name, value in (("execution_accuracy", execution and execution.passed), ("answer_match", answer_matched))
+        if value is not None
+    }
+    ExperimentItem.objects.update_or_create(
+        experiment=experiment,
+        item=item,
+        defaults={
+            "trace_id": trace_id,
+            "passed": passed,
+            "execution": outcome.execution,
+            "reason": outcome.reason,
+            "answer_matched": answer_matched,
+            "sql": sql or "",
+            "duration_ms": trace.duration_ms,
+            "total_tokens": trace.total_tokens,
+            "cost": Decimal(str(trace.total_cost)),
+            "steps": result.steps,
+            "error": outcome.error,
+        },
+    )
+    return outcome
+
+
+def percentile(values: list[int], fraction: float) -> int | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def summarize(experiment: Experiment) -> dict[str, Any]:
+    """The experiment's figures from its rows (``evaluate``'s last JSON object, the pages)."""
+    rows = list(experiment.results.select_related("item"))
+    with_sql = [r for r in rows if r.item.expected_sql]
+    with_answer = [r for r in rows if r.item.expected_answer]
+    durations = [r.duration_ms for r in rows if r.duration_ms is not None]
+    return {
+        "experiment_id": experiment.pk,
+        "name": experiment.name,
+        "dataset": experiment.dataset.name,
+        "model": experiment.model,
+        "items": len(rows),
+        "judged": sum(r.passed is not None for r in rows),
+        "passed": sum(r.passed is True for r in rows),
+        "execution_accuracy": (sum(r.execution == "passed" for r in with_sql) / len(with_sql)) if with_sql else None,
+        "answer_accuracy": (sum(bool(r.answer_matched) for r in with_answer) / len(with_answer))
+        if with_answer
+        else None,
+        "p50_ms": percentile(durations, 0.5),
+        "p95_ms": percentile(durations, 0.95),
+        "mean_ms": round(statistics.fmean(durations)) if durations else None,
+        "total_tokens": sum(r.total_tokens for r in rows),
+        "total_cost": float(sum((r.cost for r in rows), Decimal(0))),
+        "errors": sum(bool(r.error) for r in rows),
+    }
+
+
+def regressions(current: Experiment, other: Experiment) -> list[ExperimentItem]:
+    """The items that passed in ``other`` and do not pass in ``current``."""
+    passed_before = set(other.results.filter(passed=True).values_list("item_id", flat=True))
+    return list(
+        current.results.filter(Q(passed=False) | Q(passed__isnull=True), item_id__in=passed_before)
+        .select_related("item")
+        .order_by("item_id")
+    )
+
+
+def find_experiment(reference: str, dataset: Dataset) -> Experiment | None:
+    """An experiment by id, or by name (its latest of that name on ``dataset``, else anywhere)."""
+    if reference.isdigit():
+        found = Experiment.objects.filter(pk=int(reference)).first()
+        if found is not None:
+            return found
+    named = Experiment.objects.filter(name=reference).order_by("-started_at")
+    return named.filter(dataset=dataset).first() or named.first()
+
+
+async def run_experiment(
+    experiment: Experiment,
+    items: list[DatasetItem],
+    *,
+    runtime: Runtime,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> dict[str, Any]:
+    """Run ``items`` through the agent for ``experiment``, at most its concurrency at once; each
+    outcome goes to ``on_outcome`` as it is judged. Returns the summary (also saved on it)."""
+    slots = asyncio.Semaphore(experiment.concurrency)
+    session = SessionKey.of(f"experiment-{experiment.pk}", experiment.owner_id)
+
+    async def one(item: DatasetItem) -> None:
+        async with slots:
+            trace_id = uuid.uuid4()
+            result = await run_trace(
+                item.question,
+                store=runtime.store,
+                runner=runtime.liveness.id,
+                session=session,
+                source=Trace.Source.CLI,
+                owner_id=experiment.owner_id,
+                model=experiment.model or None,
+                max_steps=experiment.max_steps,
+                trace_id=trace_id,
+            )
+            outcome = await pooled(judge)(experiment, item, trace_id, result)
+        if on_outcome is not None:
+            on_outcome(outcome)
+
+    try:
+        await asyncio.gather(*(one(item) for item in items))
+    except BaseException:
+        await pooled(_end)(experiment, Experiment.Status.INTERRUPTED)
+        raise
+    return await pooled(_end)(experiment, Experiment.Status.FINISHED)
+
+
+def _end(experiment: Experiment, status: str) -> dict[str, Any]:
+    experiment.status = status
+    experiment.ended_at = timezone.now()
+    experiment.summary = summarize(experiment)
+    experiment.save(update_fields=["status", "ended_at", "summary"])
+    return experiment.summary

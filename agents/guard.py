@@ -122,6 +122,10 @@ class SqlRejected(Exception):
     """The statement is not allowed; the message says why, for the model to correct itself."""
 
 
+class SqlNotParsed(SqlRejected):
+    """The statement could not be parsed: a syntax error, which the database would refuse too."""
+
+
 @dataclass(frozen=True)
 class CheckedSql:
     sql: str  # what will run
@@ -153,9 +157,10 @@ def check(sql: str, vendor: str, row_limit: int, database: str | None = None) ->
     try:
         statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
     except (ParseError, TokenError) as exc:
-        raise SqlRejected(f"the query could not be parsed as {dialect} SQL: {str(exc).splitlines()[0][:200]}") from None
+        first_line = str(exc).splitlines()[0][:200]
+        raise SqlNotParsed(f"the query could not be parsed as {dialect} SQL: {first_line}") from None
     except Exception:  # noqa: BLE001 - the parser's own bugs (e.g. IndexError on "SHOW TABLE"): refuse, never crash
-        raise SqlRejected(f"the query could not be parsed as {dialect} SQL") from None
+        raise SqlNotParsed(f"the query could not be parsed as {dialect} SQL") from None
     if len(statements) == 1 and isinstance(statements[0], exp.Command):
         verb = str(statements[0].this).upper()
         if vendor == "sqlite" and verb == "EXPLAIN":
@@ -197,7 +202,7 @@ def _regenerated(tree: exp.Expression, vendor: str, dialect: str, database: str 
     except Exception:  # noqa: BLE001 - as above: what does not parse back is refused
         again = []
     if len(again) != 1 or not isinstance(again[0], SELECTS):
-        raise SqlRejected(f"the query could not be parsed as {dialect} SQL: it is incomplete")
+        raise SqlNotParsed(f"the query could not be parsed as {dialect} SQL: it is incomplete")
     _check_tree(again[0], vendor, database)
     return sql
 

@@ -51,6 +51,10 @@ def _assert_times_out(database) -> None:
     assert caught.value.error_type == "QueryTimeout", caught.value
     assert "0.5 s limit" in str(caught.value)
     assert time.perf_counter() - started < 5
+    # Queries run without the row cap, for comparing results, keep the time limit.
+    with pytest.raises(QueryError) as caught:
+        asyncio.run(database.run_exact(SLOW, max_rows=10_000))
+    assert caught.value.error_type == "QueryTimeout", caught.value
 
 
 async def test_it_abandons_a_query_when_cancelled(demo_db):
@@ -72,6 +76,16 @@ async def test_it_caps_rows_and_says_so(demo_db):
     assert result.sql.endswith(f"LIMIT {demo_db_rows + 1}")
     small = await demo_db.run("SELECT * FROM users LIMIT 3")
     assert len(small.rows) == 3 and small.truncated is False
+
+
+async def test_it_runs_an_exact_query_with_a_row_bound_of_its_own(demo_db):
+    bound = demo_db.row_limit + 50
+    result = await demo_db.run_exact("SELECT * FROM order_items", max_rows=bound)
+    assert len(result.rows) == bound and result.more is True
+    assert result.sql.endswith(f"LIMIT {bound + 1}")
+    small = await demo_db.run_exact("SELECT id FROM users ORDER BY id LIMIT 3", max_rows=bound)
+    assert result.sql != small.sql and small.sql.endswith("LIMIT 3")
+    assert small.rows == [(1,), (2,), (3,)] and small.more is False
 
 
 def test_it_reads_aliases_declared_in_the_schema(demo_db):

@@ -14,7 +14,7 @@ from sqlglot.dialects.mysql import MySQL
 from sqlglot.dialects.sqlite import SQLite
 
 from agents import guard
-from agents.guard import SqlRejected
+from agents.guard import SqlNotParsed, SqlRejected
 from agents.guard_functions import FUNCTIONS
 
 REJECTED = [
@@ -187,6 +187,16 @@ def test_it_says_why_so_the_model_can_correct_itself():
         guard.check("SELECT SLEEP(1)", "mysql", 50)
     with pytest.raises(SqlRejected, match="schema tool"):
         guard.check("SELECT * FROM information_schema.tables", "mysql", 50, database="shop")
+
+
+@pytest.mark.parametrize("vendor", ["sqlite", "mysql"])
+@pytest.mark.parametrize("sql", ["SELECT title FROM books WHERE", "SELEC 1", "SELECT (1"])
+def test_it_tells_a_syntax_error_from_a_refusal(sql, vendor):
+    with pytest.raises(SqlNotParsed, match="could not be parsed"):
+        guard.check(sql, vendor, 50)
+    with pytest.raises(SqlRejected) as refused:
+        guard.check("DELETE FROM books", vendor, 50)
+    assert not isinstance(refused.value, SqlNotParsed)
 
 
 def test_it_runs_the_regenerated_statement_without_comments():

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.database.base import Column, QueryError, QueryResult, SqlDatabase, Table, to_json_value
+from agents.database.base import Column, ExactResult, QueryError, QueryResult, SqlDatabase, Table, to_json_value
 from agents.database.mysql import MysqlDatabase
 from agents.database.sqlite import SqliteDatabase
 
 __all__ = [
     "Column",
+    "ExactResult",
     "MysqlDatabase",
     "QueryError",
     "QueryResult",

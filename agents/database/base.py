@@ -21,13 +21,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from agents import guard
 from agents.database.pool import ConnectionPool, PoolTimeout
 from agents.events import clip, json_size
 
 ALIASES_RE = re.compile(r"aliases:\s*([^*]+?)\s*(?:\*/|$)", re.IGNORECASE)
+T = TypeVar("T")
 
 
 class QueryError(Exception):
@@ -47,6 +48,17 @@ class QueryResult:
     duration_ms: int
     cut_cells: int = 0  # values cut to the cell limit, with a marker
     size_limited: bool = False  # rows left out because the result reached its size limit
+
+
+@dataclass
+class ExactResult:
+    """Rows as the driver returns them (``Decimal``, ``date``, ``bytes``...), nothing cut or converted."""
+
+    sql: str
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    more: bool  # more rows exist than ``max_rows``; they are not here
+    duration_ms: int
 
 
 @dataclass
@@ -226,8 +238,23 @@ class SqlDatabase(ABC):
         Cancelling the awaiting task abandons the query: the database is told to stop it.
         """
         checked = guard.check(sql, self.vendor, self.row_limit, database=self.name)
+        return await self._in_worker(lambda state: self._execute(checked, state))
+
+    async def run_exact(self, sql: str, max_rows: int) -> ExactResult:
+        """Check ``sql`` with the guard and run it like ``run`` (read-only connection, time limit,
+        cancellable), but with ``max_rows`` as its row bound instead of ``row_limit``, and the values
+        as the driver returns them, none cut and no size limit on the result: for comparing results
+        (``agents.execution_accuracy``), not for the model to read.
+
+        The guard's LIMIT is then ``max_rows + 1``, so that ``more`` can say there were more rows;
+        a LIMIT of the query's own no larger than ``max_rows`` is kept as written.
+        """
+        checked = guard.check(sql, self.vendor, max_rows, database=self.name)
+        return await self._in_worker(lambda state: self._execute_exact(checked, max_rows, state))
+
+    async def _in_worker(self, work: Callable[[_QueryState], T]) -> T:
         state = _QueryState()
-        task = asyncio.get_running_loop().run_in_executor(None, self._execute, checked, state)
+        task = asyncio.get_running_loop().run_in_executor(None, work, state)
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -239,10 +266,26 @@ class SqlDatabase(ABC):
 
     def _execute(self, checked: guard.CheckedSql, state: _QueryState) -> QueryResult:
         started = time.perf_counter()
+        columns, raw = self._fetch_once_more_if_dropped(checked.sql, self.row_limit, state, started)
+        rows, cut, size_limited = self._bounded(raw[: self.row_limit])
+        truncated = len(raw) > self.row_limit or size_limited
+        duration_ms = int((time.perf_counter() - started) * 1000)
+        return QueryResult(checked.sql, columns, rows, truncated, duration_ms, cut, size_limited)
+
+    def _execute_exact(self, checked: guard.CheckedSql, max_rows: int, state: _QueryState) -> ExactResult:
+        started = time.perf_counter()
+        columns, raw = self._fetch_once_more_if_dropped(checked.sql, max_rows, state, started)
+        rows = [tuple(row) for row in raw[:max_rows]]
+        duration_ms = int((time.perf_counter() - started) * 1000)
+        return ExactResult(checked.sql, columns, rows, len(raw) > max_rows, duration_ms)
+
+    def _fetch_once_more_if_dropped(
+        self, sql: str, max_rows: int, state: _QueryState, started: float
+    ) -> tuple[list[str], list[Any]]:
+        """The columns and up to ``max_rows + 1`` rows; raises QueryError."""
         for attempt in (1, 2):
             try:
-                columns, raw = self._fetch(checked.sql, state, started)
-                break
+                return self._fetch(sql, max_rows, state, started)
             except QueryError:
                 raise
             except Exception as exc:  # noqa: BLE001 - whichever driver's error: the model reads it
@@ -252,10 +295,7 @@ class SqlDatabase(ABC):
                 if error.error_type == "SchemaChanged":
                     self.schema.invalidate()
                 raise error from None
-        rows, cut, size_limited = self._bounded(raw[: self.row_limit])
-        truncated = len(raw) > self.row_limit or size_limited
-        duration_ms = int((time.perf_counter() - started) * 1000)
-        return QueryResult(checked.sql, columns, rows, truncated, duration_ms, cut, size_limited)
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     def _bounded(self, raw: list[Any]) -> tuple[list[list[Any]], int, bool]:
         """The rows as JSON values, long values cut to ``cell_chars``, no more rows than fit in
@@ -277,7 +317,7 @@ class SqlDatabase(ABC):
         """A value as it may appear in a result: a long text cut to ``cell_chars``, with a marker."""
         return clip(value, self.cell_chars) if isinstance(value, str) else value
 
-    def _fetch(self, sql: str, state: _QueryState, started: float) -> tuple[list[str], list[Any]]:
+    def _fetch(self, sql: str, max_rows: int, state: _QueryState, started: float) -> tuple[list[str], list[Any]]:
         with self.connection(state) as conn:
             state.attach(self._canceller(conn))
             try:
@@ -285,7 +325,7 @@ class SqlDatabase(ABC):
                 cursor = conn.cursor()
                 cursor.execute(sql)
                 columns = [d[0] for d in cursor.description or []]
-                return columns, cursor.fetchmany(self.row_limit + 1) if cursor.description else []
+                return columns, cursor.fetchmany(max_rows + 1) if cursor.description else []
             finally:
                 state.detach()
 

@@ -3,7 +3,7 @@ published live in the experiment's session), then judged against its item.
 
 The runs go through the same code as the live page's and ``runagent``'s (``run_trace``), at most
 ``concurrency`` at a time. An item is judged by what it expects: its ``expected_sql`` by execution
-accuracy (``agents.execution``) on the agent's last SQL that ran, its ``expected_answer`` by the
+accuracy (``agents.execution_accuracy``) on the agent's last SQL that ran, its ``expected_answer`` by the
 answer containing it (case-insensitive); it passes when every check it has passes, and an item
 with neither is run but not counted.
 """
@@ -23,7 +23,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from agents.config import agent_database
-from agents.execution import ExecutionResult, compare_execution
+from agents.execution_accuracy import Outcome, SqlJudgement, judge_sql
 from agents.loop import AgentResult
 from evals.models import Dataset, DatasetItem, Experiment, ExperimentItem
 from traces.access import SessionKey
@@ -35,7 +35,7 @@ from traces.store.pool import pooled
 
 
 @dataclass
-class Outcome:
+class ItemResult:
     """One item's result, as ``evaluate --json`` prints it."""
 
     item: int
@@ -69,29 +69,43 @@ def last_sql(trace_id: uuid.UUID) -> str | None:
     return sql if isinstance(sql, str) and sql.strip() else None
 
 
-def judge(experiment: Experiment, item: DatasetItem, trace_id: uuid.UUID, result: AgentResult) -> Outcome:
-    """Judge one item's trace, record its verdicts as scores on the trace and as the experiment's row."""
+async def judge(item: DatasetItem, trace_id: uuid.UUID, result: AgentResult) -> tuple[str | None, SqlJudgement | None]:
+    """The agent's SQL the verdict uses, and the execution verdict on it (None without expected SQL)."""
+    sql = await pooled(last_sql)(trace_id)
+    if not item.expected_sql:
+        return sql, None
+    return sql, await judge_sql(agent_database(), item.expected_sql, sql)
+
+
+def record(
+    experiment: Experiment,
+    item: DatasetItem,
+    trace_id: uuid.UUID,
+    result: AgentResult,
+    sql: str | None,
+    execution: SqlJudgement | None,
+) -> ItemResult:
+    """Record an item's verdicts: as scores on its trace, and as the experiment's row."""
     trace = Trace.objects.only("duration_ms", "total_tokens", "total_cost", "status", "error").get(pk=trace_id)
-    sql = last_sql(trace_id)
     checks: list[bool] = []
-    execution: ExecutionResult | None = None
-    if item.expected_sql:
-        execution = compare_execution(agent_database(), item.expected_sql, sql)
+    scores: dict[str, Any] = {}
+    if execution is not None:
         checks.append(execution.passed)
+        scores["execution_accuracy"] = execution.passed
         record_score(trace_id, "execution_accuracy", execution.passed, source="execution", comment=execution.reason)
     answer_matched = None
     if item.expected_answer:
         answer_matched = item.expected_answer.casefold() in (result.final_response or "").casefold()
         checks.append(answer_matched)
+        scores["answer_match"] = answer_matched
         record_score(trace_id, "answer_match", answer_matched, source="answer", comment=item.expected_answer[:200])
-    passed = all(checks) if checks else None
-    outcome = Outcome(
+    outcome = ItemResult(
         item=item.pk,
         question=item.question,
         trace_id=str(trace_id),
-        passed=passed,
+        passed=all(checks) if checks else None,
         sql=sql,
-        execution=execution.verdict if execution is not None else "",
+        execution=str(execution.outcome) if execution is not None else "",
         reason=execution.reason if execution is not None else "",
         answer_matched=answer_matched,
         duration_ms=trace.duration_ms,
@@ -99,25 +113,21 @@ def judge(experiment: Experiment, item: DatasetItem, trace_id: uuid.UUID, result
         cost=float(trace.total_cost),
         steps=result.steps,
         error=trace.error if trace.status == Trace.Status.ERROR else "",
+        scores=scores,
     )
-    outcome.scores = {
-        name: value
-        for name, value in (("execution_accuracy", execution and execution.passed), ("answer_match", answer_matched))
-        if value is not None
-    }
     ExperimentItem.objects.update_or_create(
         experiment=experiment,
         item=item,
         defaults={
             "trace_id": trace_id,
-            "passed": passed,
+            "passed": outcome.passed,
             "execution": outcome.execution,
             "reason": outcome.reason,
             "answer_matched": answer_matched,
             "sql": sql or "",
             "duration_ms": trace.duration_ms,
             "total_tokens": trace.total_tokens,
-            "cost": Decimal(str(trace.total_cost)),
+            "cost": trace.total_cost,
             "steps": result.steps,
             "error": outcome.error,
         },
@@ -146,7 +156,9 @@ def summarize(experiment: Experiment) -> dict[str, Any]:
         "items": len(rows),
         "judged": sum(r.passed is not None for r in rows),
         "passed": sum(r.passed is True for r in rows),
-        "execution_accuracy": (sum(r.execution == "passed" for r in with_sql) / len(with_sql)) if with_sql else None,
+        "execution_accuracy": (sum(r.execution == Outcome.EQUAL for r in with_sql) / len(with_sql))
+        if with_sql
+        else None,
         "answer_accuracy": (sum(bool(r.answer_matched) for r in with_answer) / len(with_answer))
         if with_answer
         else None,
@@ -184,7 +196,7 @@ async def run_experiment(
     items: list[DatasetItem],
     *,
     runtime: Runtime,
-    on_outcome: Callable[[Outcome], None] | None = None,
+    on_outcome: Callable[[ItemResult], None] | None = None,
 ) -> dict[str, Any]:
     """Run ``items`` through the agent for ``experiment``, at most its concurrency at once; each
     outcome goes to ``on_outcome`` as it is judged. Returns the summary (also saved on it)."""
@@ -205,7 +217,8 @@ async def run_experiment(
                 max_steps=experiment.max_steps,
                 trace_id=trace_id,
             )
-            outcome = await pooled(judge)(experiment, item, trace_id, result)
+            sql, execution = await judge(item, trace_id, result)
+            outcome = await pooled(record)(experiment, item, trace_id, result, sql, execution)
         if on_outcome is not None:
             on_outcome(outcome)
 

@@ -155,8 +155,10 @@ def configured_agent_db(django_db_blocker):
     """The agent database from settings (what runagent and the consumer use), seeded."""
     from django.core.management import call_command
 
+    from agents.management.commands.seeddemo import Command as SeedShop
+
     with django_db_blocker.unblock():
-        call_command("seeddemo", verbosity=0)
+        call_command(SeedShop(), verbosity=0)  # the shop alone: the demo dataset is Django's database's
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agents.config import allowed_models
-from evals.experiments import Outcome, find_experiment, regressions, run_experiment
+from evals.experiments import ItemResult, find_experiment, regressions, run_experiment
 from evals.management.users import user_id
 from evals.models import Dataset, Experiment
 from traces import protocol
@@ -108,7 +108,7 @@ class Command(BaseCommand):
         async with Runtime(kind="cli") as runtime:
             if as_json:
 
-                def show(outcome: Outcome) -> None:
+                def show(outcome: ItemResult) -> None:
                     self.stdout.write(json.dumps(outcome.as_dict(), ensure_ascii=False))
                     self.stdout.flush()
 
@@ -119,7 +119,7 @@ class Command(BaseCommand):
                 task = progress.add_task(f"{experiment.name}: 0 passed", total=len(items))
                 passed = 0
 
-                def advance(outcome: Outcome) -> None:
+                def advance(outcome: ItemResult) -> None:
                     nonlocal passed
                     passed += outcome.passed is True
                     progress.update(task, advance=1, description=f"{experiment.name}: {passed} passed")

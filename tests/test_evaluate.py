@@ -1,0 +1,108 @@
+"""manage.py evaluate: a dataset run through the built-in agent as an experiment, every item an
+ordinary stored trace, judged by execution accuracy and expected answer; the exit codes of
+--min-accuracy and --compare-to."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from evals.datasets import Item, add_items
+from evals.models import Experiment, ExperimentItem
+from traces.models import Event, Score, Trace
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("configured_agent_db")]
+
+ITEMS = [
+    # the agent orders by count; the expected SQL by country: the same rows, another order
+    Item("how many orders per country?", "SELECT country, COUNT(*) FROM orders GROUP BY country ORDER BY country"),
+    # deliberately wrong: counts products, not users
+    Item("how many users are there?", "SELECT COUNT(*) FROM products"),
+    # an expected SQL that is not SQL: not comparable, so not passed
+    Item("how many orders are there?", "SELEC COUNT(*) FROM orders"),
+    Item("which country has the most users?", expected_answer="CANADA"),
+    Item("which country has the most users?", expected_answer="Atlantis"),
+    Item("show 10 users"),  # nothing judges it: run, not counted
+]
+
+
+def evaluate(*args: str) -> tuple[list[dict], int]:
+    """evaluate's JSON lines, and its exit status."""
+    out = io.StringIO()
+    try:
+        call_command("evaluate", *args, "--json", stdout=out, stderr=io.StringIO())
+        status = 0
+    except SystemExit as exit:
+        status = int(exit.code or 0)
+    return [json.loads(line) for line in out.getvalue().splitlines()], status
+
+
+def test_an_experiment_judges_every_item_by_the_definition():
+    add_items("shop", None, ITEMS)
+    lines, status = evaluate("shop", "--concurrency", "3", "--name", "first")
+    assert status == 0
+    *items, summary = lines
+    by_question = {}
+    for line in items:
+        by_question.setdefault(line["question"], []).append(line)
+    assert len(items) == len(ITEMS)
+    assert by_question["how many orders per country?"][0]["passed"] is True
+    assert by_question["how many orders per country?"][0]["sql"].startswith("SELECT country, COUNT(*)")
+    wrong = by_question["how many users are there?"][0]
+    assert wrong["passed"] is False and wrong["sql"] == "SELECT COUNT(*) AS row_count FROM users"
+    assert wrong["execution"] == "different" and wrong["scores"] == {"execution_accuracy": False}
+    broken = by_question["how many orders are there?"][0]
+    assert broken["passed"] is False and broken["execution"] == "expected_failed"
+    answers = sorted((line["passed"], line["scores"]["answer_match"]) for line in by_question["which country has the most users?"])
+    assert answers == [(False, False), (True, True)]  # "CANADA" is in the answer, case aside
+    assert by_question["show 10 users"][0]["passed"] is None and by_question["show 10 users"][0]["scores"] == {}
+
+    assert summary["items"] == 6 and summary["judged"] == 5 and summary["passed"] == 2
+    assert summary["execution_accuracy"] == pytest.approx(1 / 3)
+    assert summary["answer_accuracy"] == pytest.approx(1 / 2)
+    assert summary["errors"] == 0 and summary["total_tokens"] > 0 and summary["p50_ms"] is not None
+    assert summary["dataset"] == "shop"
+
+    # Every item is an ordinary stored trace, with its verdicts as scores on it.
+    experiment = Experiment.objects.get(pk=summary["experiment_id"])
+    assert experiment.status == Experiment.Status.FINISHED and experiment.summary == summary
+    traces = Trace.objects.filter(pk__in=[line["trace_id"] for line in items])
+    assert {t.status for t in traces} == {"success"} and len(traces) == 6
+    assert {t.session_id for t in traces} == {f"experiment-{experiment.pk}"}
+    assert all(Event.objects.filter(trace=t).count() == t.last_seq > 0 for t in traces)
+    assert ExperimentItem.objects.filter(experiment=experiment).count() == 6
+    score = Score.objects.get(trace_id=wrong["trace_id"], name="execution_accuracy")
+    assert score.value is False and score.source == "execution"
+
+
+def test_min_accuracy_and_regressions_set_the_exit_status():
+    add_items("gate", None, [Item("how many users are there?", "SELECT COUNT(*) FROM users")])
+    lines, status = evaluate("gate", "--name", "baseline", "--min-accuracy", "1")
+    assert status == 0 and lines[-1]["passed"] == 1
+    # The item's expectation changes so that the same agent now fails it: a regression.
+    Experiment.objects.get(name="baseline").dataset.items.update(expected_sql="SELECT COUNT(*) FROM orders")
+    lines, status = evaluate("gate", "--compare-to", "baseline")
+    assert status == 0  # regressions are reported, not failed, without --fail-on-regression
+    assert lines[-1]["regressions"] == [{"item": lines[0]["item"], "question": "how many users are there?"}]
+    _, status = evaluate("gate", "--compare-to", "baseline", "--fail-on-regression")
+    assert status == 1
+    _, status = evaluate("gate", "--min-accuracy", "0.5")
+    assert status == 1
+
+
+def test_its_options_are_checked_before_anything_runs():
+    add_items("opts", None, [Item("how many users are there?")])
+    for args, message in [
+        (("nope",), "no dataset named 'nope'"),
+        (("opts", "--model", "o1-pro-most-expensive"), "--model must be one of"),
+        (("opts", "--concurrency", "0"), "--concurrency must be between"),
+        (("opts", "--min-accuracy", "80"), "--min-accuracy is a share"),
+        (("opts", "--compare-to", "never-ran"), "no experiment 'never-ran'"),
+        (("opts", "--fail-on-regression"), "needs --compare-to"),
+    ]:
+        with pytest.raises(CommandError, match=message):
+            call_command("evaluate", *args, stdout=io.StringIO())
+    assert not Experiment.objects.exists()

@@ -5,6 +5,7 @@ OpenTelemetry ids."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 import pytest
@@ -322,3 +323,126 @@ def test_an_imported_traces_feedback_becomes_its_feedback_score():
         "human",
         "wrong table",
     )
+
+
+# The trace page
+
+
+@pytest.mark.django_db
+def test_the_trace_page_shows_its_scores_escaped_with_a_link_to_a_scored_run(client):
+    trace = make_trace()
+    tool = Run.objects.get(trace=trace, name="run_0")
+    record_score(trace.pk, "correct", False, source=Score.Source.EXECUTION, comment="<script>alert(1)</script>")
+    record_score(trace.pk, "latency", 0.125, source=Score.Source.JUDGE, run_id=tool.pk)
+    record_score(trace.pk, "<b>tone</b>", "<i>curt</i>", source=Score.Source.API)
+    body = client.get(reverse("traces:detail", args=[trace.pk])).content.decode()
+    table = body[body.index('<table class="scores"') : body.index("</table>", body.index('<table class="scores"'))]
+    assert '<td>correct</td><td class="score-value">✗ failed</td><td>Execution</td><td>–</td>' in table
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in table and "<script>alert" not in body
+    assert f'<a href="#run={tool.pk}" data-run-link="{tool.pk}">run_0</a>' in table and ">0.125<" in table
+    assert "&lt;b&gt;tone&lt;/b&gt;" in table and "&lt;i&gt;curt&lt;/i&gt;" in table and "<i>curt" not in body
+
+
+@pytest.mark.django_db
+def test_a_trace_without_scores_has_no_scores_table(client):
+    trace = make_trace()
+    assert "data-scores" not in client.get(reverse("traces:detail", args=[trace.pk])).content.decode()
+
+
+# The history filter
+
+
+def history(client, **query) -> str:
+    return client.get(reverse("traces:list"), query).content.decode()
+
+
+@pytest.fixture
+def scored(db):
+    """Four traces: a passed and a failed verdict, a number, a category; and one with no score."""
+    traces = {name: make_trace(name) for name in ("passed", "failed", "numbered", "labelled", "unscored")}
+    record_score(traces["passed"].pk, "correct", True, source=Score.Source.EXECUTION)
+    record_score(traces["failed"].pk, "correct", False, source=Score.Source.EXECUTION)
+    record_score(traces["numbered"].pk, "quality", 0.8, source=Score.Source.JUDGE)
+    record_score(traces["labelled"].pk, "quality", "hallucinated", source=Score.Source.JUDGE)
+    return traces
+
+
+def shown(body: str, scored: dict) -> set[str]:
+    return {name for name, trace in scored.items() if f'data-trace-row="{trace.pk}"' in body}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ({"score": "correct"}, {"passed", "failed"}),
+        ({"score": "correct", "score_verdict": "passed"}, {"passed"}),
+        ({"score": "correct", "score_verdict": "failed"}, {"failed"}),
+        ({"score": "correct", "score_min": "0.5"}, {"passed"}),
+        ({"score": "quality", "score_min": "0.5", "score_max": "0.9"}, {"numbered"}),
+        ({"score": "quality", "score_max": "0.5"}, set()),
+        ({"score": "quality", "score_category": "hallucinated"}, {"labelled"}),
+        ({"score": "quality", "score_verdict": "passed"}, set()),
+        ({"score": "nobody-scores-this"}, set()),
+    ],
+)
+def test_the_history_filters_by_a_scores_name_verdict_range_or_category(client, scored, query, expected):
+    assert shown(history(client, **query), scored) == expected
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("query", "field", "message", "expected"),
+    [
+        ({"score_verdict": "passed"}, "score_verdict", "Name the score to filter by.", "all"),
+        ({"score_min": "0.5"}, "score_min", "Name the score to filter by.", "all"),
+        ({"score_category": "hallucinated"}, "score_category", "Name the score to filter by.", "all"),
+        ({"score": "quality", "score_min": "0.5", "score_max": "0.1"}, "score_max", "no lower", {"numbered"}),
+        ({"score": "quality", "score_min": "lots"}, "score_min", "Enter a number.", {"numbered", "labelled"}),
+        ({"score": "quality", "score_max": "inf"}, "score_max", "Enter a number.", {"numbered", "labelled"}),
+        (
+            {"score": "correct", "score_verdict": "maybe"},
+            "score_verdict",
+            "Select a valid choice.",
+            {"passed", "failed"},
+        ),
+    ],
+)
+def test_a_bad_score_filter_is_shown_next_to_its_field_and_the_rest_still_applies(
+    client, scored, query, field, message, expected
+):
+    body = history(client, **query)
+    label = re.search(rf'<label class="invalid">[^<]*<[^>]*name="{field}".*?</label>', body, re.S)
+    assert label is not None and message in label.group(0)
+    assert shown(body, scored) == (set(scored) if expected == "all" else expected)
+
+
+@pytest.mark.django_db
+def test_the_score_filter_keeps_the_history_at_a_constant_number_of_queries(client, django_assert_max_num_queries):
+    for i in range(30):
+        trace = make_trace(f"question {i}")
+        record_score(trace.pk, "correct", i % 2 == 0, source=Score.Source.EXECUTION)
+        record_score(trace.pk, "quality", i / 30, source=Score.Source.JUDGE)
+    for query in (
+        {"score": "correct", "score_verdict": "passed"},
+        {"score": "quality", "score_min": "0.2", "score_max": "0.8", "sort": "slowest"},
+    ):
+        with django_assert_max_num_queries(2):
+            response = client.get(reverse("traces:list"), query)
+        assert response.status_code == 200
+
+
+# The admin
+
+
+@pytest.mark.django_db
+def test_the_admin_shows_scores_read_only_and_on_their_traces_page(staff_client):
+    trace = make_trace()
+    score = record_score(trace.pk, "correct", True, source=Score.Source.EXECUTION, comment="<script>x</script>")
+    body = staff_client.get(reverse("admin:traces_trace_change", args=[trace.pk])).content.decode()
+    assert "correct" in body and "Execution" in body and "&lt;script&gt;x&lt;/script&gt;" in body
+    listing = staff_client.get(reverse("admin:traces_score_changelist"), {"source__exact": "execution"})
+    assert listing.status_code == 200 and "correct" in listing.content.decode()
+    page = staff_client.get(reverse("admin:traces_score_change", args=[score.pk])).content.decode()
+    assert "<script>x</script>" not in page and 'name="_save"' not in page
+    assert staff_client.get(reverse("admin:traces_score_add")).status_code == 403

@@ -119,6 +119,7 @@ def trace_detail(request: HttpRequest, trace_id) -> HttpResponse:
             "trace": trace,
             "events": events,
             "runs": trace.runs.count(),
+            "scores": list(trace.scores.select_related("run").defer("run__inputs", "run__outputs", "run__metadata")),
             "reruns": list(_visible(request).filter(rerun_of=trace).only("id", "status", "started_at")[:20]),
         },
     )

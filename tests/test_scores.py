@@ -254,20 +254,24 @@ async def test_an_ingested_trace_and_its_runs_are_named_by_their_opentelemetry_i
     assert sent["status"] == 200
     await settle()
 
-    response = await async_client.post(
-        scores_url(TRACE),
-        json.dumps({"name": "sql correct", "value": True, "run_id": TOOL.upper()}),
-        content_type="application/json",
-        headers={"Authorization": f"Bearer {key}"},
-    )
+    auth = {"Authorization": f"Bearer {key}"}
+    readme_body = {"name": "sql correct", "value": True, "comment": "same rows as the reference", "run_id": TOOL}
+    response = await async_client.post(scores_url(TRACE), readme_body, content_type="application/json", headers=auth)
     assert response.status_code == 201
     trace_id = trace_uuid(TRACE)
     assert response.json()["trace_id"] == str(trace_id) and response.json()["run_id"] == str(run_id(trace_id, TOOL))
     tool = await Run.objects.aget(trace_id=trace_id, name="run_sql")
     score = await Score.objects.select_related("run").aget()
-    assert score.run == tool
-    listed = await async_client.get(scores_url(TRACE.upper()), headers={"Authorization": f"Bearer {key}"})
-    assert [s["name"] for s in listed.json()["scores"]] == ["sql correct"]
+    assert score.run == tool and score.value is True
+    # Hex digits in either case; the same run's score again replaces it.
+    again = readme_body | {"value": False, "run_id": TOOL.upper()}
+    assert (
+        await async_client.post(scores_url(TRACE.upper()), again, content_type="application/json", headers=auth)
+    ).status_code == 201
+    listed = await async_client.get(scores_url(TRACE), headers=auth)
+    assert [(s["name"], s["value"], s["run_id"]) for s in listed.json()["scores"]] == [
+        ("sql correct", False, str(tool.pk))
+    ]
     await get_runtime().store.drain()
 
 

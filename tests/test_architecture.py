@@ -63,13 +63,23 @@ def test_the_agent_runtime_spells_no_import_of_the_web_app():
 # knows the other), the store, and the vocabulary and models everything shares.
 TRACES_LAYERS = [
     grimp.Layer(
-        "consumers", "receiver", "pages", "routing", "urls", "admin", "management", "templatetags", independent=False
+        "consumers",
+        "receiver",
+        "api",
+        "pages",
+        "routing",
+        "urls",
+        "admin",
+        "management",
+        "templatetags",
+        independent=False,
     ),
     "runtime",
     grimp.Layer("ingest", "live", independent=True),
     "store",
     grimp.Layer(
         "models",
+        "scores",
         "protocol",
         "access",
         "security",

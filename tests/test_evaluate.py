@@ -56,7 +56,9 @@ def test_an_experiment_judges_every_item_by_the_definition():
     assert wrong["execution"] == "different" and wrong["scores"] == {"execution_accuracy": False}
     broken = by_question["how many orders are there?"][0]
     assert broken["passed"] is False and broken["execution"] == "expected_failed"
-    answers = sorted((line["passed"], line["scores"]["answer_match"]) for line in by_question["which country has the most users?"])
+    answers = sorted(
+        (line["passed"], line["scores"]["answer_match"]) for line in by_question["which country has the most users?"]
+    )
     assert answers == [(False, False), (True, True)]  # "CANADA" is in the answer, case aside
     assert by_question["show 10 users"][0]["passed"] is None and by_question["show 10 users"][0]["scores"] == {}
 

@@ -30,6 +30,8 @@ ELSEWHERE = {
     "docker compose": "no Docker engine here: tests/test_deployment.py validates the Compose file and runs the image's start sequence",
     "pip install -r requirements-mysql.txt": "make test installs it",
     "BIND=127.0.0.1 PORT=8000 deploy/start.sh": "tests/test_deployment.py runs deploy/start.sh with BIND and PORT",
+    "curl -X POST http://localhost:8000/api/traces/": "tests/test_scores.py posts the same score to an ingested trace",
+    "curl http://localhost:8000/api/traces/": "tests/test_scores.py lists an ingested trace's scores",
 }
 
 

@@ -6,7 +6,7 @@ from django.utils.html import format_html
 
 from traces import protocol
 from traces.access import visible_filter
-from traces.models import ApiToken, Event, Run, Trace
+from traces.models import ApiToken, Event, Run, Score, Trace
 
 
 class ReadOnlyMixin:
@@ -39,6 +39,33 @@ class RunInline(ReadOnlyMixin, admin.TabularInline):
     show_change_link = True
 
 
+SCORE_FIELDS = ("name", "shown_value", "data_type", "source", "run", "author", "created_at", "long_comment")
+
+
+class ScoreDisplay:
+    @admin.display(description="Value")
+    def shown_value(self, obj: Score):
+        return obj.value
+
+    @admin.display(description="Comment")
+    def long_comment(self, obj: Score):
+        if not obj.comment:
+            return "–"
+        return format_html("<details><summary>{}</summary>{}</details>", obj.comment[:60], obj.comment)
+
+
+class ScoreInline(ReadOnlyMixin, ScoreDisplay, admin.TabularInline):
+    model = Score
+    fields = SCORE_FIELDS
+    readonly_fields = SCORE_FIELDS
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("run", "author").defer("run__inputs", "run__outputs")
+
+
 @admin.register(Trace)
 class TraceAdmin(ReadOnlyMixin, VisibleTracesAdmin):
     list_display = [
@@ -57,7 +84,7 @@ class TraceAdmin(ReadOnlyMixin, VisibleTracesAdmin):
     list_select_related = False
     show_full_result_count = False  # one COUNT(*) per page, not two
     readonly_fields = [f.name for f in Trace._meta.fields]
-    inlines = [RunInline]
+    inlines = [ScoreInline, RunInline]
 
     @admin.display(description="Question", ordering="request")
     def short_request(self, obj: Trace) -> str:
@@ -72,6 +99,17 @@ class RunAdmin(ReadOnlyMixin, VisibleTracesAdmin):
     search_fields = ["=trace__id", "name"]
     show_full_result_count = False
     readonly_fields = [f.name for f in Run._meta.fields]
+
+
+@admin.register(Score)
+class ScoreAdmin(ReadOnlyMixin, ScoreDisplay, VisibleTracesAdmin):
+    trace_prefix = "trace__"
+    list_display = ["created_at", "name", "shown_value", "source", "trace_id", "run_id"]
+    list_filter = ["source", "data_type", ("created_at", admin.DateFieldListFilter)]
+    search_fields = ["=trace__id", "name"]
+    show_full_result_count = False
+    fields = ("trace", *SCORE_FIELDS)
+    readonly_fields = fields
 
 
 @admin.register(Event)

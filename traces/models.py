@@ -203,6 +203,67 @@ class Event(models.Model):
         return f"#{self.seq} {self.event_type}"
 
 
+class ScoreQuerySet(models.QuerySet):
+    def traces_matching(self, name: str, **conditions):
+        """The ids of the traces with a score ``name`` meeting ``conditions`` (field lookups), as a subquery."""
+        return self.filter(name=name, **conditions).values("trace_id")
+
+
+class Score(models.Model):
+    """A judgement of a trace, or of one of its runs: a name and a value (a number, a boolean or a
+    category), who gave it (``source``) and why (``comment``). ``traces.scores.record_score`` writes
+    them: one per trace, run, name and source."""
+
+    class DataType(models.TextChoices):
+        NUMERIC = "numeric", "Numeric"
+        BOOLEAN = "boolean", "Boolean"
+        CATEGORICAL = "categorical", "Categorical"
+
+    class Source(models.TextChoices):
+        EXECUTION = "execution", "Execution"
+        ANSWER = "answer", "Answer"
+        JUDGE = "judge", "Judge"
+        HUMAN = "human", "Human"
+        API = "api", "API"
+
+    # Looked up through score_trace_name_idx, which starts with it: one index less to write per score.
+    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="scores", db_index=False)
+    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.CASCADE, related_name="scores")
+    name = models.CharField(max_length=100)
+    data_type = models.CharField(max_length=16, choices=DataType.choices)
+    # A number, or a boolean as 1 or 0: the history's range filter reads both from here.
+    number = models.FloatField(null=True, blank=True)
+    category = models.CharField(max_length=100, blank=True)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    comment = models.TextField(blank=True)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = ScoreQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "source", "created_at"]
+        indexes = [
+            # A trace's scores (its page, the scores API), and finding the score a new one replaces.
+            models.Index(fields=["trace", "name"], name="score_trace_name_idx"),
+            # The history filtered by a score: its traces by name and value, read from the index alone.
+            models.Index(fields=["name", "number", "trace"], name="score_name_number_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} = {self.value} ({self.source})"
+
+    @property
+    def value(self) -> bool | float | str | None:
+        if self.data_type == Score.DataType.BOOLEAN:
+            return self.number == 1
+        if self.data_type == Score.DataType.NUMERIC:
+            return self.number
+        return self.category
+
+
 class ApiTokenQuerySet(models.QuerySet):
     def active(self):
         return self.filter(revoked_at__isnull=True)

@@ -1,5 +1,6 @@
 from django.urls import path
 
+from traces import api
 from traces.pages import views
 
 app_name = "traces"
@@ -11,6 +12,7 @@ urlpatterns = [
     path("traces/<uuid:trace_id>/", views.trace_detail, name="detail"),
     path("traces/<uuid:trace_id>/export.json", views.trace_export, name="export"),
     path("traces/<uuid:trace_id>/feedback", views.trace_feedback, name="feedback"),
+    path("api/traces/<str:trace_id>/scores", api.trace_scores, name="scores"),
     path("sessions/<str:session_id>/", views.session_detail, name="session"),
     path("dashboard/", views.dashboard, name="dashboard"),
     path("health", views.health, name="health"),

@@ -73,6 +73,15 @@ for (const tab of tabs) {
   });
 }
 
+// A score's run link (#run=<id>) selects that run in the trace view.
+function selectLinkedRun() {
+  if (!location.hash.startsWith("#run=")) return;
+  root.querySelector("[data-tab-button=trace]").click();
+  tree.select(decodeURIComponent(location.hash.slice("#run=".length)));
+}
+window.addEventListener("hashchange", selectLinkedRun);
+selectLinkedRun();
+
 if (root.dataset.running === "true") {
   mode = "live";
   following(true);

@@ -1,9 +1,10 @@
 """The forms of the history pages.
 
 The history filters: a bad value is shown as the field's error and left out, and the valid
-filters (the search among them) still apply; where the search matched is shown as text cut
-into parts, the matches marked, for the template to escape. The compare form: two traces by id
-or by the first characters of an id.
+filters (the search among them) still apply; a score filter is a score's name, and optionally
+what it must be (a verdict, a range, a category), all met by one score of that name; where the
+search matched is shown as text cut into parts, the matches marked, for the template to escape.
+The compare form: two traces by id or by the first characters of an id.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from dataclasses import dataclass
 from django import forms
 from django.db.models import Q
 
-from traces.models import Trace
+from traces.models import Score, Trace
 
+SCORE_CONDITIONS = ("score_verdict", "score_min", "score_max", "score_category")
 SORTS = {
     "newest": ["-started_at", "-id"],
     "oldest": ["started_at", "id"],
@@ -56,7 +58,27 @@ class HistoryFilter(forms.Form):
     feedback = forms.ChoiceField(
         required=False, choices=[("", "Any feedback"), ("up", "👍"), ("down", "👎"), ("none", "None")]
     )
+    # A score filter: traces with a score of this name, and, if given, a verdict, a range or a category.
+    score = forms.CharField(required=False, max_length=100, label="Score")
+    score_verdict = forms.ChoiceField(
+        required=False, label="Verdict", choices=[("", "Any verdict"), ("passed", "Passed"), ("failed", "Failed")]
+    )
+    score_min = forms.FloatField(required=False, label="Score ≥")
+    score_max = forms.FloatField(required=False, label="Score ≤")
+    score_category = forms.CharField(required=False, max_length=100, label="Category")
     sort = forms.ChoiceField(required=False, choices=[(key, key.title()) for key in SORTS])
+
+    def clean(self) -> dict:
+        super().clean()
+        data = self.cleaned_data
+        if not (data.get("score") or "").strip():
+            for key in SCORE_CONDITIONS:
+                if data.get(key) not in (None, ""):
+                    self.add_error(key, "Name the score to filter by.")
+        low, high = data.get("score_min"), data.get("score_max")
+        if low is not None and high is not None and low > high:
+            self.add_error("score_max", "Give a maximum no lower than the minimum.")
+        return data
 
     @property
     def valid_data(self) -> dict:
@@ -104,7 +126,24 @@ class HistoryFilter(forms.Form):
             traces = traces.filter(feedback=feedback)
         elif data.get("feedback") == "none":
             traces = traces.filter(feedback__isnull=True)
+        name = (data.get("score") or "").strip()
+        if name:
+            traces = traces.filter(pk__in=Score.objects.traces_matching(name, **self._score_conditions(data)))
         return traces.order_by(*SORTS[data.get("sort") or "newest"])
+
+    @staticmethod
+    def _score_conditions(data: dict) -> dict:
+        conditions: dict = {}
+        verdict = data.get("score_verdict")
+        if verdict:
+            conditions |= {"data_type": Score.DataType.BOOLEAN, "number": 1.0 if verdict == "passed" else 0.0}
+        if data.get("score_min") is not None:
+            conditions["number__gte"] = data["score_min"]
+        if data.get("score_max") is not None:
+            conditions["number__lte"] = data["score_max"]
+        if data.get("score_category"):
+            conditions["category"] = data["score_category"]
+        return conditions
 
 
 Part = tuple[str, bool]  # a piece of text, and whether it is a match

@@ -6,6 +6,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_not_required
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -24,6 +25,7 @@ from traces.pages.compare import compare
 from traces.pages.forms import CompareForm, HistoryFilter
 from traces.pages.pagination import keyset_page, numbered_page, page_number
 from traces.runtime import running_agents
+from traces.scores import MAX_COMMENT_CHARS, record_feedback
 from traces.store.serializers import trace_document
 
 PAGE_SIZE = 50
@@ -117,6 +119,7 @@ def trace_detail(request: HttpRequest, trace_id) -> HttpResponse:
             "trace": trace,
             "events": events,
             "runs": trace.runs.count(),
+            "scores": list(trace.scores.select_related("run").defer("run__inputs", "run__outputs", "run__metadata")),
             "reruns": list(_visible(request).filter(rerun_of=trace).only("id", "status", "started_at")[:20]),
         },
     )
@@ -133,9 +136,11 @@ def trace_export(request: HttpRequest, trace_id) -> JsonResponse:
 def trace_feedback(request: HttpRequest, trace_id) -> HttpResponse:
     trace = get_object_or_404(_visible(request), pk=trace_id)
     rating = {"up": 1, "down": -1, "clear": None}.get(request.POST.get("rating", ""), trace.feedback)
-    Trace.objects.filter(pk=trace.pk).update(
-        feedback=rating, feedback_comment=request.POST.get("comment", trace.feedback_comment)[:4000]
-    )
+    comment = request.POST.get("comment", trace.feedback_comment)[:MAX_COMMENT_CHARS]
+    author = request.user if request.user.is_authenticated else None
+    with transaction.atomic():
+        Trace.objects.filter(pk=trace.pk).update(feedback=rating, feedback_comment=comment)
+        record_feedback(trace.pk, rating, comment, author=author)
     return redirect("traces:detail", trace_id=trace.pk)
 
 

@@ -17,6 +17,7 @@ from django.db.models.functions import Cast
 from agents.events import RUN_EVENTS, EventType, parse_timestamp
 from traces import protocol
 from traces.models import Run, Trace
+from traces.scores import record_feedback
 from traces.store.serializers import TRACE_EXPORT_FIELDS, trace_documents, trace_header
 from traces.store.writer import FailureKind, Numbered, store_now
 
@@ -201,8 +202,9 @@ def import_document(document: dict, owner_id: int | None = None) -> bool:
 
     Its events are stored as they were sent, and its rows are projected from them, as the live
     store projects every trace's (``traces.store.projection``); of the exported rows only what no
-    event says is kept (its session, source and feedback). Its runs are its own: a run whose
-    parent is not a run of the trace, or whose id another trace's run has, is refused."""
+    event says is kept (its session, source and feedback; the feedback also becomes its ``feedback``
+    score). Its runs are its own: a run whose parent is not a run of the trace, or whose id another
+    trace's run has, is refused."""
     trace_id = uuid.UUID(document["id"])
     if Trace.objects.filter(pk=trace_id).exists():
         return False
@@ -240,6 +242,8 @@ def import_document(document: dict, owner_id: int | None = None) -> bool:
         if failure.kind == FailureKind.UNAVAILABLE:
             raise ImportFailed(failure.reason)
         raise InvalidLine(f"its events cannot be stored: {failure.reason}")
+    if origin.get("feedback") is not None:
+        record_feedback(trace_id, origin["feedback"], origin.get("feedback_comment") or "")
     return True
 
 

@@ -44,3 +44,5 @@ $PY bench/big_exports.py --json --spans 5000
 # Fuzzing, 10 minutes each.
 $PY bench/fuzz.py guard --minutes 10
 $PY bench/fuzz.py validator --minutes 10
+$PY bench/evaluate.py
+$PY bench/evaluate.py --backend mysql

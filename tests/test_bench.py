@@ -104,6 +104,12 @@ def test_replay_memory_runs_and_measures_the_servers_memory():
     assert re.search(r"daphne RSS: before \d+ MiB, peak with 2 stuck replays \d+ MiB", out), out
 
 
+def test_evaluate_runs_an_experiment_and_times_the_live_page():
+    out = run("bench/evaluate.py", "--items", "10", "--port", "8983")
+    assert "items=10 concurrency=4: wall time" in out, out
+    assert re.search(r"live page pings during the run: +p50 [\d.]+ ms", out), out
+
+
 def test_ingest_runs_and_stores_every_span():
     out = run("bench/ingest.py", "--spans", "2000", "--batch", "256", "--senders", "2", "--port", "8980")
     assert "HTTP statuses: {200: 8}" in out, out

@@ -22,13 +22,16 @@ from typing import Any
 from django.db.models import Q
 from django.utils import timezone
 
+from agents.chat import ChatModel
 from agents.config import agent_database
+from agents.events import TraceOutcome
 from agents.execution_accuracy import Outcome, SqlJudgement, judge_sql
+from agents.judge import judge_agent, judge_question, parse_verdict
 from agents.loop import AgentResult
 from evals.models import Dataset, DatasetItem, Experiment, ExperimentItem
 from traces.access import SessionKey
 from traces.live.agent_runs import run_trace
-from traces.models import Run, Trace
+from traces.models import Run, Score, Trace
 from traces.runtime import Runtime
 from traces.scores import record_score
 from traces.store.pool import pooled
@@ -52,6 +55,7 @@ class ItemResult:
     steps: int = 0
     error: str = ""
     scores: dict[str, Any] = field(default_factory=dict)
+    judge_error: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,6 +139,41 @@ def record(
     return outcome
 
 
+async def rate(
+    model: ChatModel,
+    item: DatasetItem,
+    result: AgentResult,
+    outcome: ItemResult,
+    *,
+    runtime: Runtime,
+    session: SessionKey,
+    owner_id: int | None,
+) -> None:
+    """The LLM judge's rating of an item's answer, recorded as the ``judge`` score (0 to 1) on its
+    trace; the judge's own call is a trace too. A judge that fails or answers off the rubric
+    leaves no score, and says why in ``outcome.judge_error``."""
+    judged = await run_trace(
+        judge_question(item.question, result.final_response, item.expected_answer),
+        store=runtime.store,
+        runner=runtime.liveness.id,
+        session=session,
+        source=Trace.Source.CLI,
+        owner_id=owner_id,
+        agent=judge_agent(model),
+    )
+    try:
+        if judged.status != TraceOutcome.SUCCESS:
+            raise ValueError(f"the judge's call failed: {judged.error}")
+        verdict = parse_verdict(judged.final_response)
+    except ValueError as exc:
+        outcome.judge_error = str(exc)
+        return
+    outcome.scores["judge"] = verdict.value
+    comment = f"{verdict.score}/5: {verdict.reason}"
+    trace_id = uuid.UUID(outcome.trace_id)
+    await pooled(record_score)(trace_id, "judge", verdict.value, source="judge", comment=comment)
+
+
 def percentile(values: list[int], fraction: float) -> int | None:
     if not values:
         return None
@@ -168,7 +207,17 @@ def summarize(experiment: Experiment) -> dict[str, Any]:
         "total_tokens": sum(r.total_tokens for r in rows),
         "total_cost": float(sum((r.cost for r in rows), Decimal(0))),
         "errors": sum(bool(r.error) for r in rows),
+        "judge_mean": _mean(
+            Score.objects.filter(
+                trace_id__in=[r.trace_id for r in rows if r.trace_id], name="judge", source="judge"
+            ).values_list("number", flat=True)
+        ),
     }
+
+
+def _mean(values) -> float | None:
+    found = [v for v in values if v is not None]
+    return round(statistics.fmean(found), 6) if found else None
 
 
 def regressions(current: Experiment, other: Experiment) -> list[ExperimentItem]:
@@ -197,9 +246,12 @@ async def run_experiment(
     *,
     runtime: Runtime,
     on_outcome: Callable[[ItemResult], None] | None = None,
+    judge_model: ChatModel | None = None,
 ) -> dict[str, Any]:
     """Run ``items`` through the agent for ``experiment``, at most its concurrency at once; each
-    outcome goes to ``on_outcome`` as it is judged. Returns the summary (also saved on it)."""
+    outcome goes to ``on_outcome`` as it is judged. With ``judge_model``, an LLM judge also rates
+    each answer (``agents.judge``), its call a trace of its own in the experiment's session.
+    Returns the summary (also saved on it)."""
     slots = asyncio.Semaphore(experiment.concurrency)
     session = SessionKey.of(f"experiment-{experiment.pk}", experiment.owner_id)
 
@@ -219,6 +271,10 @@ async def run_experiment(
             )
             sql, execution = await judge(item, trace_id, result)
             outcome = await pooled(record)(experiment, item, trace_id, result, sql, execution)
+            if judge_model is not None:
+                await rate(
+                    judge_model, item, result, outcome, runtime=runtime, session=session, owner_id=experiment.owner_id
+                )
         if on_outcome is not None:
             on_outcome(outcome)
 

@@ -12,6 +12,7 @@ from django.core.management import CommandError, call_command
 
 from evals.datasets import Item, add_items
 from evals.models import Experiment, ExperimentItem
+from tests.fake_openai import FakeOpenAI, Reply
 from traces.models import Event, Score, Trace
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("configured_agent_db")]
@@ -108,3 +109,42 @@ def test_its_options_are_checked_before_anything_runs():
         with pytest.raises(CommandError, match=message):
             call_command("evaluate", *args, stdout=io.StringIO())
     assert not Experiment.objects.exists()
+
+
+def test_the_judge_rates_each_answer_and_its_call_is_a_trace(settings):
+    with FakeOpenAI() as llm:
+        settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL, settings.OPENAI_MAX_RETRIES = "sk-test", llm.url, 0
+        llm.script(
+            Reply('{"score": 5, "reason": "all there"}', usage=(80, 12)),
+            Reply('Here is my grade: {"score": 2, "reason": "wrong count"}', usage=(80, 12)),
+        )
+        add_items(
+            "judged",
+            None,
+            [Item("how many users are there?", expected_answer="300"), Item("how many orders?", expected_answer="7")],
+        )
+        # The agent is the built-in model; the judge, the configured endpoint's.
+        lines, status = evaluate("judged", "--model", "builtin", "--judge", "--concurrency", "1")
+    assert status == 0
+    *items, summary = lines
+    assert [line["scores"]["judge"] for line in items] == [1.0, 0.25]
+    assert summary["judge_mean"] == pytest.approx(0.625)
+    judge_traces = Trace.objects.filter(agent_name="judge")
+    assert judge_traces.count() == 2 and {t.session_id for t in judge_traces} == {
+        f"experiment-{summary['experiment_id']}"
+    }
+    sent = llm.requests[0]["body"]["messages"]
+    assert sent[0]["content"].startswith("You grade the answer") and "Expected answer:\n300" in sent[1]["content"]
+    score = Score.objects.get(trace_id=items[1]["trace_id"], name="judge")
+    assert score.source == "judge" and score.comment == "2/5: wrong count"
+
+
+def test_without_a_model_endpoint_the_judge_is_skipped_and_said_so():
+    add_items("offline", None, [Item("how many users are there?", expected_answer="300")])
+    err = io.StringIO()
+    out = io.StringIO()
+    call_command("evaluate", "offline", "--judge", "--json", stdout=out, stderr=err)
+    assert "--judge is skipped: no model endpoint is configured" in err.getvalue()
+    *items, summary = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert "judge" not in items[0]["scores"] and summary["judge_mean"] is None
+    assert not Trace.objects.filter(agent_name="judge").exists()

@@ -13,7 +13,8 @@ from django.utils import timezone
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from agents.config import allowed_models
+from agents.chat import ChatModel
+from agents.config import allowed_models, chat_model, endpoint_configured
 from evals.experiments import ItemResult, find_experiment, regressions, run_experiment
 from evals.management.users import user_id
 from evals.models import Dataset, Experiment
@@ -53,6 +54,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--json", action="store_true", help="One JSON object per item as it finishes, then the summary."
         )
+        parser.add_argument(
+            "--judge",
+            action="store_true",
+            help="Also have the configured model (OPENAI_MODEL) rate each answer on a rubric (a 'judge' score "
+            "0–1); skipped without a model endpoint.",
+        )
 
     def handle(self, *args, **options):
         owner_id = user_id(options["user"])
@@ -77,6 +84,17 @@ class Command(BaseCommand):
                 raise CommandError(f"no experiment {options['compare_to']!r} to compare to")
         elif options["fail_on_regression"]:
             raise CommandError("--fail-on-regression needs --compare-to")
+        judge_model = None
+        if options["judge"]:
+            if endpoint_configured():
+                judge_model = chat_model()
+            else:
+                self.stderr.write(
+                    self.style.WARNING(
+                        "--judge is skipped: no model endpoint is configured (OPENAI_API_KEY, OPENAI_BASE_URL), "
+                        "and the built-in model cannot judge"
+                    )
+                )
         items = list(dataset.items.order_by("id"))
         if not items:
             raise CommandError(f"dataset {dataset.name!r} has no items")
@@ -90,7 +108,7 @@ class Command(BaseCommand):
             started_at=timezone.now(),
         )
         logging.getLogger("traces").setLevel(logging.WARNING)  # a line per run would bury the progress
-        summary = asyncio.run(self._run(experiment, items, as_json=options["json"]))
+        summary = asyncio.run(self._run(experiment, items, as_json=options["json"], judge_model=judge_model))
         regressed = regressions(experiment, other) if other is not None else []
         self._report(summary, other, regressed, as_json=options["json"])
         judged = summary["judged"]
@@ -104,7 +122,9 @@ class Command(BaseCommand):
             self.stderr.write("; ".join(failed))
             sys.exit(EXIT_FAILED)
 
-    async def _run(self, experiment: Experiment, items: list, *, as_json: bool) -> dict[str, Any]:
+    async def _run(
+        self, experiment: Experiment, items: list, *, as_json: bool, judge_model: ChatModel | None
+    ) -> dict[str, Any]:
         async with Runtime(kind="cli") as runtime:
             if as_json:
 
@@ -112,7 +132,9 @@ class Command(BaseCommand):
                     self.stdout.write(json.dumps(outcome.as_dict(), ensure_ascii=False))
                     self.stdout.flush()
 
-                return await run_experiment(experiment, items, runtime=runtime, on_outcome=show)
+                return await run_experiment(
+                    experiment, items, runtime=runtime, on_outcome=show, judge_model=judge_model
+                )
             console = Console(file=terminal_stream(self.stdout), highlight=False)
             columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
             with Progress(*columns, console=console, transient=not console.is_terminal) as progress:
@@ -124,7 +146,9 @@ class Command(BaseCommand):
                     passed += outcome.passed is True
                     progress.update(task, advance=1, description=f"{experiment.name}: {passed} passed")
 
-                return await run_experiment(experiment, items, runtime=runtime, on_outcome=advance)
+                return await run_experiment(
+                    experiment, items, runtime=runtime, on_outcome=advance, judge_model=judge_model
+                )
 
     def _report(self, summary: dict[str, Any], other: Experiment | None, regressed: list, *, as_json: bool) -> None:
         if as_json:
@@ -142,6 +166,7 @@ class Command(BaseCommand):
             f"{percent(summary['execution_accuracy'])}, answer accuracy {percent(summary['answer_accuracy'])}; "
             f"p50 {summary['p50_ms']} ms, p95 {summary['p95_ms']} ms; {summary['total_tokens']} tokens, "
             f"${summary['total_cost']:.4f}; {summary['errors']} error(s)"
+            + (f"; the judge's mean {summary['judge_mean']:.2f}" if summary.get("judge_mean") is not None else "")
         )
         if other is not None:
             self.stdout.write(f"against experiment {other.pk} ({other.name}): {len(regressed)} regression(s)")

@@ -9,6 +9,7 @@ import json
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from evals.datasets import Item, add_items
 from evals.models import Experiment, ExperimentItem
@@ -148,3 +149,35 @@ def test_without_a_model_endpoint_the_judge_is_skipped_and_said_so():
     *items, summary = [json.loads(line) for line in out.getvalue().splitlines()]
     assert "judge" not in items[0]["scores"] and summary["judge_mean"] is None
     assert not Trace.objects.filter(agent_name="judge").exists()
+
+
+async def test_an_experiments_runs_reach_an_original_client_of_its_session_as_ordinary_traces():
+    """A client of the original protocol watching the experiment's session sees each item's run as
+    it sees any run: the original event types only, each trace from trace_started to trace_completed."""
+    from asgiref.sync import sync_to_async
+
+    from evals.experiments import run_experiment
+    from tests.live import connect, receive
+    from traces import protocol
+    from traces.runtime import get_runtime
+
+    @sync_to_async
+    def prepare() -> tuple[Experiment, list]:
+        dataset, _ = add_items("watched", None, ITEMS[:2])
+        experiment = Experiment.objects.create(dataset=dataset, name="watched", started_at=timezone.now())
+        return experiment, list(dataset.items.all())
+
+    experiment, items = await prepare()
+    watcher = connect(f"/ws/experiment-{experiment.pk}")
+    assert (await watcher.connect())[0]
+    assert (await receive(watcher))["event_type"] == "connection_established"
+    await run_experiment(experiment, items, runtime=get_runtime())
+    await get_runtime().store.drain()
+    seen: dict[str, list[str]] = {}
+    while sum(kinds[-1:] == ["trace_completed"] for kinds in seen.values()) < 2:
+        message = await receive(watcher)
+        seen.setdefault(message["trace_id"], []).append(message["event_type"])
+    original = protocol.streamed_events(protocol.ORIGINAL_PROTOCOL)
+    assert len(seen) == 2 and all(kinds[0] == "trace_started" for kinds in seen.values())
+    assert {kind for kinds in seen.values() for kind in kinds} <= original
+    await watcher.disconnect()

@@ -18,10 +18,10 @@ start at all, rather than answer every page with a 500 while ``/health`` says he
 
 ``start()`` brings them up; ``stop()`` interrupts the runs and the jobs (they are recorded as
 interrupted), stores and publishes what is queued, then stops every task, the writer and decoder
-processes and the database pool, and waits for them. ``Lifecycle`` ties them to a server: under uvicorn through
-the ASGI lifespan, under daphne (which sends no lifespan events) through Twisted's start and
-shutdown triggers (``traces.compat``); a connection that arrives before the start has finished
-waits for it. Commands use ``async with Runtime(kind="cli")``.
+processes and the database pool, and waits for them. ``Lifecycle`` ties them to a server: under
+uvicorn through the ASGI lifespan, under daphne (which sends no lifespan events) through Twisted's
+start and shutdown triggers (``traces.compat``); a connection that arrives before the start has
+finished waits for it. Commands use ``async with Runtime(kind="cli")``.
 """
 
 from __future__ import annotations

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from django.db import transaction
 
@@ -67,9 +66,9 @@ def item_of(record: Any) -> Item:
     return Item(question.strip(), texts["expected_sql"], texts["expected_answer"], metadata)
 
 
-def _records(path: Path, file: io.TextIOBase) -> Iterator[tuple[int, Any]]:
+def _records(name: str, file: TextIO) -> Iterator[tuple[int, Any]]:
     """(line number, a parsed record or the ValueError saying why it is not one)."""
-    if path.suffix.lower() == ".csv":
+    if name.lower().endswith(".csv"):
         reader = csv.DictReader(file)
         try:
             for record in reader:
@@ -96,18 +95,24 @@ def _records(path: Path, file: io.TextIOBase) -> Iterator[tuple[int, Any]]:
 def read_items(path: Path) -> list[Item]:
     """Every item of ``path`` (``.csv``: CSV with a header; otherwise JSONL), or BadItems naming
     every bad line: a file is imported whole or not at all."""
-    items, problems = [], []
     with open(path, encoding="utf-8", newline="") as file:
-        try:
-            for number, record in _records(path, file):
-                try:
-                    if isinstance(record, ValueError):
-                        raise record
-                    items.append(item_of(record))
-                except ValueError as exc:
-                    problems.append(f"{path}:{number}: {exc}")
-        except UnicodeDecodeError:
-            problems.append(f"{path}: not UTF-8 text")
+        return parse_items(str(path), file)
+
+
+def parse_items(name: str, file: TextIO) -> list[Item]:
+    """``read_items`` of an open file (an upload) called ``name``: its suffix says CSV or JSONL,
+    and the problems name it."""
+    items, problems = [], []
+    try:
+        for number, record in _records(name, file):
+            try:
+                if isinstance(record, ValueError):
+                    raise record
+                items.append(item_of(record))
+            except ValueError as exc:
+                problems.append(f"{name}:{number}: {exc}")
+    except UnicodeDecodeError:
+        problems.append(f"{name}: not UTF-8 text")
     if problems:
         raise BadItems(problems)
     return items

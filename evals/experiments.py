@@ -61,6 +61,11 @@ class ItemResult:
         return asdict(self)
 
 
+def verdict(passed: bool | None) -> str:
+    """An item's result in a word, as the pages show it."""
+    return "not judged" if passed is None else "passed" if passed else "failed"
+
+
 def last_sql(trace_id: uuid.UUID) -> str | None:
     """The trace's last SQL that ran successfully (its last ``run_sql`` tool run that succeeded)."""
     run = (
@@ -218,6 +223,32 @@ def summarize(experiment: Experiment) -> dict[str, Any]:
 def _mean(values) -> float | None:
     found = [v for v in values if v is not None]
     return round(statistics.fmean(found), 6) if found else None
+
+
+def planned_items(experiment: Experiment):
+    """The items an experiment runs: those its dataset had at its start (one added since is not
+    in it; one deleted since takes its result along)."""
+    return DatasetItem.objects.filter(dataset_id=experiment.dataset_id, created_at__lte=experiment.started_at).order_by(
+        "id"
+    )
+
+
+def progress(experiment: Experiment) -> dict[str, Any]:
+    """How far the experiment is: its status, the items done of its total, those passing of those
+    judged so far, each done item's verdict and trace, and at its end its execution accuracy."""
+    rows = list(experiment.results.order_by("item_id").values("item_id", "trace_id", "passed", "error"))
+    total = planned_items(experiment).count()
+    return {
+        "status": experiment.status,
+        "done": len(rows),
+        "total": max(total, len(rows)),
+        "passed": sum(row["passed"] is True for row in rows),
+        "judged": sum(row["passed"] is not None for row in rows),
+        "execution_accuracy": None
+        if experiment.status == Experiment.Status.RUNNING
+        else experiment.summary.get("execution_accuracy"),
+        "results": rows,
+    }
 
 
 def regressions(current: Experiment, other: Experiment) -> list[ExperimentItem]:

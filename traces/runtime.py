@@ -8,6 +8,7 @@ One ``Runtime`` per event loop (a server process has one loop; tests have one ea
 - this process as a runner: its heartbeat, and the reaper that closes the runs of processes
   that died, at start-up and every ``TRACE_REAP_SECONDS`` (``traces.store.liveness``),
 - the agent runs by session, the OTLP ingestor and its sweeper, the OTLP decoder process,
+- the background jobs the layers above hand it (``spawn``: an experiment run from a page),
 - the sockets' credential watch,
 - at start-up, a warning in the log for each grant of the agent's database user beyond reading
   its own schema (``agents.config.warn_about_privileges``).
@@ -15,12 +16,12 @@ One ``Runtime`` per event loop (a server process has one loop; tests have one ea
 A server that could not render its pages (static files not collected: ``traces.checks``) does not
 start at all, rather than answer every page with a 500 while ``/health`` says healthy.
 
-``start()`` brings them up; ``stop()`` interrupts the runs (they are recorded as interrupted),
-stores and publishes what is queued, then stops every task, the writer and decoder processes and
-the database pool, and waits for them. ``Lifecycle`` ties them to a server: under uvicorn through
-the ASGI lifespan, under daphne (which sends no lifespan events) through Twisted's start and
-shutdown triggers (``traces.compat``); a connection that arrives before the start has finished
-waits for it. Commands use ``async with Runtime(kind="cli")``.
+``start()`` brings them up; ``stop()`` interrupts the runs and the jobs (they are recorded as
+interrupted), stores and publishes what is queued, then stops every task, the writer and decoder
+processes and the database pool, and waits for them. ``Lifecycle`` ties them to a server: under
+uvicorn through the ASGI lifespan, under daphne (which sends no lifespan events) through Twisted's
+start and shutdown triggers (``traces.compat``); a connection that arrives before the start has
+finished waits for it. Commands use ``async with Runtime(kind="cli")``.
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Coroutine
 from typing import Any
 
 from django.conf import settings
 
 from agents.config import warn_about_privileges
+from agents.events import interruption
 from traces import checks, compat
 from traces.access import SessionKey
 from traces.ingest.decoding import Decoder
@@ -78,6 +81,7 @@ class Runtime:
         self.credentials = CredentialWatch()
         self._starting: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
+        self.jobs: set[asyncio.Task] = set()
         self.stopped = False
 
     def _cancel_here(self, session: SessionKey) -> bool:
@@ -115,6 +119,30 @@ class Runtime:
         task.add_done_callback(self._background.discard)
         task.add_done_callback(_logged)
 
+    def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task:
+        """Run ``work`` as a job of this process: kept referenced while it runs, its failure logged,
+        and at ``stop()`` cancelled as an interruption (an agent run inside it is recorded as
+        interrupted, not as cancelled by a user) and awaited before the store closes. Raises
+        ``RuntimeError`` once the runtime is stopping (``work`` is then closed, never run)."""
+        if self.stopped:
+            work.close()
+            raise RuntimeError("the server is shutting down")
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self.jobs.add(task)
+        task.add_done_callback(self.jobs.discard)
+        task.add_done_callback(_logged)
+        return task
+
+    async def _interrupt_jobs(self, seconds: float) -> int:
+        jobs = list(self.jobs)
+        for job in jobs:
+            job.cancel(interruption("the server is shutting down"))
+        if jobs:
+            _, pending = await asyncio.wait(jobs, timeout=seconds)
+            if pending:
+                logger.warning("shutdown: %d job(s) not ended in %ss", len(pending), seconds)
+        return len(jobs)
+
     async def stop(self, seconds: float = SHUTDOWN_SECONDS) -> None:
         """Stop cleanly (see the module docstring). What does not finish in ``seconds`` is closed
         by another process's reaper (this one no longer counts as alive)."""
@@ -124,7 +152,8 @@ class Runtime:
         if self._starting is not None and not self._starting.done():
             self._starting.cancel()
             await asyncio.gather(self._starting, return_exceptions=True)
-        interrupted = await self.runs.interrupt_all(seconds)
+        # The jobs' runs record their end through the store: interrupted before it drains.
+        interrupted, jobs = await asyncio.gather(self.runs.interrupt_all(seconds), self._interrupt_jobs(seconds))
         try:
             async with asyncio.timeout(seconds):
                 await self.store.drain()
@@ -141,7 +170,7 @@ class Runtime:
         await self.store.aclose()
         await self.decoder.aclose()
         await pool.shutdown()
-        logger.info("%s runtime stopped: %d run(s) interrupted", self.kind, interrupted)
+        logger.info("%s runtime stopped: %d run(s) and %d job(s) interrupted", self.kind, interrupted, jobs)
 
     async def __aenter__(self) -> Runtime:
         await self.start()

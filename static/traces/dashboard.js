@@ -142,7 +142,15 @@ function lineChart(root, points) {
       })),
     ],
     axes: [
-      {values: (u, splits) => splits.map((seconds) => day.format(new Date(seconds * 1000))), gap: 4, size: 32},
+      {
+        // Ticks less than a day apart are labelled with their hour.
+        values: (u, splits, axis, space, step) => splits.map((seconds) => {
+          const moment = new Date(seconds * 1000);
+          return step < 86400 ? `${hour.format(moment)}\n${day.format(moment)}` : day.format(moment);
+        }),
+        gap: 4,
+        size: 48,
+      },
       {values: (u, splits) => splits.map((v) => percent.format(v)), size: 56, incrs: [0.1, 0.2, 0.25, 0.5]},
     ],
     cursor: {drag: {x: false, y: false}},

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 
 from evals.models import Dataset, Experiment
 from traces.access import can_cancel, can_view, user_id, visible_filter
@@ -35,7 +35,7 @@ def editable_datasets(user: Any) -> QuerySet[Dataset]:
         return Dataset.objects.all()
     if user_id(user) is None:
         return Dataset.objects.none()
-    return Dataset.objects.filter(Q(owner=user.pk))
+    return Dataset.objects.filter(owner=user.pk)
 
 
 def visible_experiments(user: Any) -> QuerySet[Experiment]:

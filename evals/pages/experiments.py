@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 
@@ -52,7 +53,7 @@ class ExperimentPair(forms.Form):
     a = forms.CharField(required=False, max_length=20, label="Experiment A")
     b = forms.CharField(required=False, max_length=20, label="Experiment B")
 
-    def __init__(self, data: Any, experiments) -> None:
+    def __init__(self, data: Any, experiments: QuerySet[Experiment]) -> None:
         super().__init__(data)
         self.experiments = experiments
         for name in ("a", "b"):

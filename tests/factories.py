@@ -1,13 +1,15 @@
-"""Sample traces for tests: real rows, as the store writes them."""
+"""Sample traces for tests: real rows, as the store writes them; datasets and experiments over them."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
+from decimal import Decimal
 
 from django.utils import timezone
 
 from agents.events import EventType, format_timestamp, utcnow
+from evals.models import Dataset, DatasetItem, Experiment, ExperimentItem
 from traces import protocol
 from traces.models import Trace
 from traces.store.writer import Numbered, store_now
@@ -126,3 +128,36 @@ def run_fields(
     }
     fields.update(extra)
     return fields
+
+
+def make_dataset(name: str = "shop", owner=None, questions: int = 0) -> Dataset:
+    """A dataset with ``questions`` items, each with expected SQL."""
+    found = Dataset.objects.create(name=name, owner=owner)
+    for i in range(questions):
+        DatasetItem.objects.create(dataset=found, question=f"question {i}", expected_sql=f"SELECT {i}")
+    return found
+
+
+def make_experiment(
+    of: Dataset, verdicts: list[bool | None], *, name: str = "run", started_at=None, **fields
+) -> Experiment:
+    """A finished experiment of ``of`` whose n-th item got the n-th verdict (True: passed, its SQL
+    equal; None: not judged), each with a trace of its own, 120 tokens and $0.001."""
+    found = Experiment.objects.create(
+        dataset=of, name=name, started_at=started_at or timezone.now(), status=Experiment.Status.FINISHED, **fields
+    )
+    for item, passed in zip(of.items.all(), verdicts, strict=False):
+        trace = make_trace(item.question, owner=of.owner)
+        ExperimentItem.objects.create(
+            experiment=found,
+            item=item,
+            trace=trace,
+            passed=passed,
+            execution="equal" if passed else "different" if passed is False else "",
+            reason="" if passed else "the rows differ",
+            sql=f"SELECT {item.pk} FROM t",
+            duration_ms=1000 + 100 * item.pk,
+            total_tokens=120,
+            cost=Decimal("0.001"),
+        )
+    return found

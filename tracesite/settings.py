@@ -75,6 +75,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "evals.context_processors.evaluation",  # "Add to dataset" and accuracy on the traces' pages
             ],
         },
     },

@@ -1,6 +1,7 @@
 // The dashboard's charts, drawn with uPlot: stacked bars for every bucket of the range (zero
 // where nothing ran), a time axis with dates in the server's time zone, and the values of the
 // bucket under the cursor in the legend. Numbers are formatted as the page's tables format them.
+// A chart whose data the page does not hold (accuracy by dataset) is fetched from its data-source.
 import uPlot from "../vendor/uPlot.esm.js";
 
 const data = JSON.parse(document.getElementById("dashboard-data").textContent);
@@ -116,6 +117,65 @@ function chart(name, series, format, integers = true) {
 
 const byModel = (values) => data.models.map((model, i) => ({label: model, color: PALETTE[i % PALETTE.length], values: values[i]}));
 
+const percent = new Intl.NumberFormat(locale, {style: "percent", maximumFractionDigits: 1});
+const when = dateFormat({year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", hourCycle: "h23"});
+
+// A chart the page names by its data's address ([data-source]): one line per series over points
+// in time, values 0 to 1, a series without a value at a point drawn through it.
+function lineChart(root, points) {
+  const options = {
+    width: root.clientWidth || 600,
+    height: HEIGHT,
+    scales: {
+      x: {time: true, range: (u, min, max) => (min === max ? [min - 86400, max + 86400] : [min, max])},
+      y: {range: () => [0, 1]},
+    },
+    series: [
+      {label: "Started", value: (u, seconds) => (seconds == null ? "–" : when.format(new Date(seconds * 1000)))},
+      ...points.series.map((s, i) => ({
+        label: s.label,
+        stroke: PALETTE[i % PALETTE.length],
+        width: 2,
+        spanGaps: true,
+        points: {show: true, size: 6},
+        value: (u, v) => (v == null ? "–" : percent.format(v)),
+      })),
+    ],
+    axes: [
+      {
+        // Ticks less than a day apart are labelled with their hour.
+        values: (u, splits, axis, space, step) => splits.map((seconds) => {
+          const moment = new Date(seconds * 1000);
+          return step < 86400 ? `${hour.format(moment)}\n${day.format(moment)}` : day.format(moment);
+        }),
+        gap: 4,
+        size: 48,
+      },
+      {values: (u, splits) => splits.map((v) => percent.format(v)), size: 56, incrs: [0.1, 0.2, 0.25, 0.5]},
+    ],
+    cursor: {drag: {x: false, y: false}},
+    legend: {live: true},
+  };
+  const chart = new uPlot(options, [points.x, ...points.series.map((s) => s.values)], root);
+  new ResizeObserver(() => {
+    if (root.clientWidth && root.clientWidth !== chart.width) chart.setSize({width: root.clientWidth, height: HEIGHT});
+  }).observe(root);
+  return chart;
+}
+
+async function sourcedChart(name) {
+  const root = document.querySelector(`[data-chart="${name}"][data-source]`);
+  if (!root) return null;
+  const response = await fetch(root.dataset.source, {headers: {Accept: "application/json"}});
+  if (!response.ok) throw new Error(`${root.dataset.source}: ${response.status}`);
+  const points = await response.json();
+  if (!points.series.length) {
+    root.append(Object.assign(document.createElement("p"), {className: "muted empty", textContent: "No experiments yet."}));
+    return null;
+  }
+  return lineChart(root, points);
+}
+
 window.tracesite = Object.assign(window.tracesite || {}, {
   charts: {
     status: chart(
@@ -127,4 +187,7 @@ window.tracesite = Object.assign(window.tracesite || {}, {
     tokens: chart("tokens", byModel(data.tokens), formatCount),
     cost: chart("cost", byModel(data.cost), formatCost, false),
   },
+});
+sourcedChart("accuracy").then((accuracy) => {
+  window.tracesite.charts.accuracy = accuracy;
 });

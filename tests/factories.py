@@ -143,6 +143,7 @@ def make_experiment(
 ) -> Experiment:
     """A finished experiment of ``of`` whose n-th item got the n-th verdict (True: passed, its SQL
     equal; None: not judged), each with a trace of its own, 120 tokens and $0.001."""
+    fields.setdefault("owner", of.owner)  # run by its dataset's owner, unless said otherwise
     found = Experiment.objects.create(
         dataset=of, name=name, started_at=started_at or timezone.now(), status=Experiment.Status.FINISHED, **fields
     )

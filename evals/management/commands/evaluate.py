@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agents.chat import ChatModel
-from agents.config import allowed_models, chat_model, endpoint_configured
+from agents.config import allowed_models, chat_model, endpoint_configured, model_label
 from evals.experiments import ItemResult, find_experiment, regressions, run_experiment
 from evals.management.users import user_id
 from evals.models import Dataset, Experiment
@@ -102,7 +102,7 @@ class Command(BaseCommand):
             dataset=dataset,
             name=options["name"] or f"{dataset.name} {timezone.localtime():%Y-%m-%d %H:%M:%S}",
             owner_id=owner_id,
-            model=model or "",
+            model=model or model_label(),  # the model it runs with, as the pages show it
             max_steps=max_steps,
             concurrency=options["concurrency"],
             started_at=timezone.now(),

@@ -92,6 +92,12 @@ async def test_it_replays_as_fast_as_possible_and_refuses_unknown_traces():
             assert (await recv(ws))["data"]["error"] == "not_found"
 
 
+def without_grant_warnings(log: str) -> str:
+    """The log less the warnings about the agent's database user's grants: CI's MariaDB run seeds
+    the agent's shop as root, and is warned so at every start (tests/test_agent_grants.py)."""
+    return "\n".join(line for line in log.splitlines() if "the agent's database user" not in line)
+
+
 async def test_a_flood_is_rate_limited_then_closed_and_logged_once():
     with daphne_server(TRACE_RATE_LIMIT="5") as server:
         host = server.host
@@ -110,7 +116,8 @@ async def test_a_flood_is_rate_limited_then_closed_and_logged_once():
             assert (await recv(ws))["event_type"] == "connection_established"
         log = server.log.read_text()
     assert log.count("closing a flooding socket") == 1, log[-2000:]
-    assert "WARNING" not in log.replace("WARNING traces.consumers closing a flooding socket", ""), log[-2000:]
+    flood = "WARNING traces.consumers closing a flooding socket"
+    assert "WARNING" not in without_grant_warnings(log).replace(flood, ""), log[-2000:]
 
 
 @pytest.mark.parametrize("path", ["/ws/a/b", "/ws/../../etc/passwd", "/ws/%2e%2e%2fadmin", "/", "/admin/"])
@@ -123,7 +130,7 @@ async def test_a_websocket_on_any_other_path_is_closed_4400_without_an_error(pat
         async with websockets.connect(f"ws://{server.host}/ws/fine") as ws:  # and the server is fine
             assert (await recv(ws))["event_type"] == "connection_established"
         log = server.log.read_text()
-    assert "Traceback" not in log and " ERROR " not in log and " WARNING " not in log, log
+    assert "Traceback" not in log and " ERROR " not in log and " WARNING " not in without_grant_warnings(log), log
     assert "no endpoint at" in log
 
 

@@ -14,7 +14,7 @@ import asyncio
 import math
 import statistics
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -27,10 +27,11 @@ from agents.config import agent_database
 from agents.events import TraceOutcome
 from agents.execution_accuracy import Outcome, SqlJudgement, judge_sql
 from agents.judge import judge_agent, judge_question, parse_verdict
-from agents.loop import AgentResult
+from agents.loop import Admission, AgentResult
 from evals.models import Dataset, DatasetItem, Experiment, ExperimentItem
 from traces.access import SessionKey
 from traces.live.agent_runs import run_trace
+from traces.live.sessions import SessionRuns
 from traces.models import Run, Score, Trace
 from traces.runtime import Runtime
 from traces.scores import record_score
@@ -278,28 +279,35 @@ async def run_experiment(
     runtime: Runtime,
     on_outcome: Callable[[ItemResult], None] | None = None,
     judge_model: ChatModel | None = None,
+    runs: SessionRuns | None = None,
 ) -> dict[str, Any]:
     """Run ``items`` through the agent for ``experiment``, at most its concurrency at once; each
     outcome goes to ``on_outcome`` as it is judged. With ``judge_model``, an LLM judge also rates
-    each answer (``agents.judge``), its call a trace of its own in the experiment's session.
-    Returns the summary (also saved on it)."""
+    each answer (``agents.judge``), its call a trace of its own in the experiment's session. With
+    ``runs`` (a server's), each item also waits its turn among the server's runs
+    (``SessionRuns.admitted``), as the live page's do. Returns the summary (also saved on it)."""
     slots = asyncio.Semaphore(experiment.concurrency)
     session = SessionKey.of(f"experiment-{experiment.pk}", experiment.owner_id)
 
     async def one(item: DatasetItem) -> None:
         async with slots:
             trace_id = uuid.uuid4()
-            result = await run_trace(
-                item.question,
-                store=runtime.store,
-                runner=runtime.liveness.id,
-                session=session,
-                source=Trace.Source.CLI,
-                owner_id=experiment.owner_id,
-                model=experiment.model or None,
-                max_steps=experiment.max_steps,
-                trace_id=trace_id,
-            )
+
+            def run(admission: Admission | None) -> Awaitable[AgentResult]:
+                return run_trace(
+                    item.question,
+                    store=runtime.store,
+                    runner=runtime.liveness.id,
+                    session=session,
+                    source=Trace.Source.CLI,
+                    owner_id=experiment.owner_id,
+                    model=experiment.model or None,
+                    max_steps=experiment.max_steps,
+                    trace_id=trace_id,
+                    admission=admission,
+                )
+
+            result = await (runs.admitted(run) if runs is not None else run(None))
             sql, execution = await judge(item, trace_id, result)
             outcome = await pooled(record)(experiment, item, trace_id, result, sql, execution)
             if judge_model is not None:

@@ -4,6 +4,7 @@ ordinary stored trace, judged by execution accuracy and expected answer; the exi
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 
@@ -181,3 +182,46 @@ async def test_an_experiments_runs_reach_an_original_client_of_its_session_as_or
     assert len(seen) == 2 and all(kinds[0] == "trace_started" for kinds in seen.values())
     assert {kind for kinds in seen.values() for kind in kinds} <= original
     await watcher.disconnect()
+
+
+async def test_a_servers_experiment_waits_its_turn_among_the_servers_runs(settings, slow_llm):
+    """Run from a page, an experiment's items queue for the server's TRACE_MAX_CONCURRENT_RUNS
+    with the live page's runs, and their traces say so, as a queued run's does."""
+    from asgiref.sync import sync_to_async
+
+    from evals.experiments import run_experiment
+    from traces.runtime import get_runtime
+
+    settings.TRACE_MAX_CONCURRENT_RUNS = 1
+
+    @sync_to_async
+    def prepare() -> tuple[Experiment, list]:
+        dataset, _ = add_items("queued", None, [Item("how many users?"), Item("how many orders?")])
+        experiment = Experiment.objects.create(dataset=dataset, name="q", concurrency=2, started_at=timezone.now())
+        return experiment, list(dataset.items.all())
+
+    experiment, items = await prepare()
+    runs = get_runtime().runs
+    most = 0
+
+    async def watch() -> None:
+        nonlocal most
+        while True:
+            most = max(most, runs.running)
+            await asyncio.sleep(0.01)
+
+    watcher = asyncio.create_task(watch())
+    summary = await run_experiment(experiment, items, runtime=get_runtime(), runs=runs)
+    watcher.cancel()
+    assert summary["items"] == 2 and most == 1 and runs.running == 0
+
+    @sync_to_async
+    def queued_messages() -> list[str]:
+        return [
+            json.loads(event.envelope)["data"]["message"]
+            for event in Event.objects.filter(
+                trace__session_id=f"experiment-{experiment.pk}", event_type="status_update"
+            )
+        ]
+
+    assert any(message.startswith("Queued: next to start") for message in await queued_messages())

@@ -52,7 +52,9 @@ async def experiment_run(request: HttpRequest, pk: int) -> HttpResponse:
     items = [item async for item in planned_items(experiment)]
     runtime = get_runtime()
     try:
-        runtime.spawn(run_experiment(experiment, items, runtime=runtime), name=f"experiment-{experiment.pk}")
+        runtime.spawn(
+            run_experiment(experiment, items, runtime=runtime, runs=runtime.runs), name=f"experiment-{experiment.pk}"
+        )
     except RuntimeError:  # the server is stopping
         await Experiment.objects.filter(pk=experiment.pk).aupdate(
             status=Experiment.Status.INTERRUPTED, ended_at=timezone.now()

@@ -13,16 +13,20 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from django.conf import settings
 
 from agents.events import interruption
+from agents.loop import Admission
 from traces.access import SessionKey
 from traces.live.agent_runs import run_trace
 from traces.metrics import RUNNING_AGENTS
 from traces.store.event_store import EventStore
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -101,6 +105,17 @@ class SessionRuns:
 
         handle.task = asyncio.get_running_loop().create_task(run(), name=f"trace-{handle.trace_id}")
         return handle
+
+    async def admitted(self, run: Callable[[Admission], Awaitable[T]]) -> T:
+        """``run(admission)``, an agent run that is no session's own (an experiment's item): it
+        waits for a slot among ``TRACE_MAX_CONCURRENT_RUNS`` in turn with the sessions' runs,
+        saying so in its trace, and frees it when it ends."""
+        handle = RunHandle(uuid.uuid4(), SessionKey(""))
+        handle.task = asyncio.current_task()
+        try:
+            return await run(lambda report: self._admit(handle, report))
+        finally:
+            self._leave(handle)
 
     async def _admit(self, handle: RunHandle, report: Callable[[str], Awaitable[None]]) -> None:
         """Wait for a free slot, in order, saying where this run stands while it waits."""

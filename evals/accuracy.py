@@ -21,14 +21,15 @@ MAX_EXPERIMENTS = 500
 def accuracy_series(experiments: QuerySet[Experiment]) -> dict[str, Any]:
     """What ``static/traces/dashboard.js`` draws: experiment start times (Unix seconds, ascending)
     and, per dataset, its accuracy at each (None where another dataset's experiment started)."""
-    recent = experiments.order_by("-started_at").values("pk")[:MAX_EXPERIMENTS]
+    # A row per experiment, the newest MAX_EXPERIMENTS kept here: MariaDB takes no LIMIT in an IN
+    # subquery, and the rows are per experiment, not per item.
     rows = list(
-        ExperimentItem.objects.filter(experiment__in=recent)
+        ExperimentItem.objects.filter(experiment__in=experiments.values("pk"))
         .exclude(item__expected_sql="")
         .values("experiment_id", "experiment__started_at", "experiment__dataset_id", "experiment__dataset__name")
         .annotate(judged=Count("id"), equal=Count("id", filter=Q(execution=Outcome.EQUAL)))
         .order_by("experiment__started_at", "experiment_id")
-    )
+    )[-MAX_EXPERIMENTS:]
     x = [int(row["experiment__started_at"].timestamp()) for row in rows]
     series: dict[int, dict[str, Any]] = {}
     for index, row in enumerate(rows):

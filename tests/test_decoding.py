@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +83,39 @@ async def test_a_json_attribute_nested_up_to_the_limit_is_read_as_json():
     inline = Decoder(LIMITS["body_limit"], LIMITS["attribute_limit"], inline_bytes=1024 * 1024, processes=False)
     (root,) = await inline.decode(deep_attribute_export(MAX_ATTRIBUTE_DEPTH), "", otlp.JSON)
     assert root.view.inputs == json.loads(nested_object(MAX_ATTRIBUTE_DEPTH))
+
+
+def test_the_decoder_process_ends_with_a_server_killed_with_sigkill(tmp_path):
+    """A server killed outright leaves no decoder process behind (its pool's worker would wait on
+    its task queue for ever)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import asyncio, os, sys\n"
+        "from traces.ingest.decoding import Decoder\n"
+        "async def main():\n"
+        "    decoder = Decoder(1 << 20, 1 << 16, inline_bytes=0)\n"
+        "    await decoder.start()\n"
+        "    print(' '.join(str(p) for p in decoder._pool._processes), flush=True)\n"
+        "    await asyncio.sleep(600)\n"
+        "asyncio.run(main())\n"
+    )
+    project = Path(__file__).resolve().parent.parent
+    server = subprocess.Popen([sys.executable, "-c", script], cwd=project, stdout=subprocess.PIPE, text=True)
+    worker = int(server.stdout.readline().split()[0])
+    os.kill(worker, 0)  # it runs
+    server.send_signal(signal.SIGKILL)
+    server.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(worker, signal.SIGKILL)
+    pytest.fail("the decoder process outlived its server by 10 s")

@@ -16,7 +16,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import pickle
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -55,6 +58,22 @@ def _ready() -> bool:
     return True
 
 
+PARENT_CHECK_SECONDS = 1.0
+
+
+def _end_with(parent: int) -> None:
+    """The decoder process's start: it ends when the server that started it is gone, even killed
+    (``kill -9``): a pool's worker holds both ends of its task queue's pipe, so it would never see
+    the server's end close and would wait on it for ever."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="watch-server", daemon=True).start()
+
+
 class Decoder:
     """Decodes exports (see the module docstring); ``processes`` off: always on the event loop."""
 
@@ -68,7 +87,12 @@ class Decoder:
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # spawn: a fork of a server with threads (its database pool, the store's) is not safe.
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_end_with,
+                initargs=(os.getpid(),),
+            )
         return self._pool
 
     async def start(self) -> None:

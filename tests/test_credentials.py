@@ -37,6 +37,16 @@ async def closed_with(communicator, timeout: float = 5) -> int | None:
             return output.get("code")
 
 
+def login_session(user) -> str:
+    """A login session of ``user``, as ``django.contrib.auth.login`` leaves one."""
+    session = SessionStore()
+    session["_auth_user_id"] = str(user.pk)
+    session["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
+    session["_auth_user_hash"] = user.get_session_auth_hash()
+    session.create()
+    return session.session_key
+
+
 async def token_for(django_user_model, name: str) -> tuple[ApiToken, str]:
     user = await sync_to_async(django_user_model.objects.create_user)(name)
     return await sync_to_async(ApiToken.issue)(user, "cli")
@@ -78,16 +88,7 @@ async def test_a_logged_out_session_and_a_deactivated_user_close_their_sockets(d
     settings.TRACE_AUTH_RECHECK_SECONDS = 0.2
     user = await sync_to_async(django_user_model.objects.create_user)("lou", password="pw-lou-12345")
 
-    @sync_to_async
-    def login() -> str:
-        session = SessionStore()
-        session["_auth_user_id"] = str(user.pk)
-        session["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
-        session["_auth_user_hash"] = user.get_session_auth_hash()
-        session.create()
-        return session.session_key
-
-    session_key = await login()
+    session_key = await sync_to_async(login_session)(user)
     browser = await opened("/ws/browser", headers=[(b"cookie", f"sessionid={session_key}".encode())])
     await sync_to_async(SessionStore(session_key).delete)()  # logged out (elsewhere)
     assert await closed_with(browser) == 4001
@@ -98,16 +99,6 @@ async def test_a_logged_out_session_and_a_deactivated_user_close_their_sockets(d
     await django_user_model.objects.filter(pk=user.pk).aupdate(is_active=False)
     assert await closed_with(cli) == 4001
     await cli.disconnect()
-
-
-def login_session(user) -> str:
-    """A login session of ``user``, as ``django.contrib.auth.login`` leaves one."""
-    session = SessionStore()
-    session["_auth_user_id"] = str(user.pk)
-    session["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
-    session["_auth_user_hash"] = user.get_session_auth_hash()
-    session.create()
-    return session.session_key
 
 
 def change_password(user, kept_session: str) -> None:

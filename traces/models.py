@@ -11,12 +11,17 @@ import datetime as dt
 import uuid
 
 from django.conf import settings
-from django.db import models
-from django.db.models import Q
+from django.db import connections, models
+from django.db.models import Q, Subquery, Value
+from django.db.models.expressions import RawSQL
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agents.events import EventType, RunStatus, RunType, TraceOutcome
+from traces import search_index
 from traces.access import visible_filter
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def _start_of(day: dt.date) -> dt.datetime:
@@ -31,10 +36,26 @@ class TraceQuerySet(models.QuerySet):
         return self.exclude(status=Trace.Status.RUNNING)
 
     def search(self, text: str):
+        """A case-insensitive substring of the question or the answer. Found through the search
+        index (``traces.search_index``); a term shorter than the index serves, or a database
+        without one, is looked for among the newest traces only (``search_plan`` says which)."""
         text = text.strip()
         if not text:
             return self
-        return self.filter(Q(request__icontains=text) | Q(final_response__icontains=text))
+        traces = self.filter(Q(request__icontains=text) | Q(final_response__icontains=text))
+        plan = self.search_plan(text)
+        if plan.indexed:
+            sql, params = search_index.matching_ids(text, connections[self.db].vendor)
+            return traces.filter(pk__in=RawSQL(sql, params))
+        # The oldest start among the newest ``scan_rows`` traces (all of them, when there are fewer).
+        newest = Trace.objects.using(self.db).order_by("-started_at", "-id").values("started_at")
+        oldest_scanned = Subquery(newest[plan.scan_rows - 1 : plan.scan_rows])
+        return traces.filter(
+            started_at__gte=Coalesce(oldest_scanned, Value(EPOCH), output_field=models.DateTimeField())
+        )
+
+    def search_plan(self, text: str) -> search_index.Plan:
+        return search_index.plan(text.strip(), self.db)
 
     def started_between(self, since: dt.date | None, until: dt.date | None):
         """Started on ``since`` or later and on ``until`` or earlier (whole days, in the current time zone)."""

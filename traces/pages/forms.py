@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from django import forms
 from django.db.models import Q
 
+from traces import search_index
 from traces.models import Score, Trace
 
 SCORE_CONDITIONS = ("score_verdict", "score_min", "score_max", "score_category")
@@ -91,6 +92,16 @@ class HistoryFilter(forms.Form):
     @property
     def search_term(self) -> str:
         return (self.valid_data.get("q") or "").strip()
+
+    @property
+    def search_partial(self) -> search_index.Plan | None:
+        """How the search was made when it could not use the index (a short term, or no index on
+        this database): it read only the newest ``scan_rows`` traces, so more may match."""
+        term = self.search_term
+        if not term:
+            return None
+        plan = Trace.objects.search_plan(term)
+        return None if plan.indexed else plan
 
     def where_matched(self, trace: Trace) -> Match | None:
         """Where the search found ``trace``: the question, the answer or both, as excerpts."""

@@ -10,8 +10,9 @@ keep both in step with every insert, update of the two columns and delete, whoev
 
 The index narrows the search; the ``icontains`` check on the trace itself keeps its meaning (a
 case-insensitive substring, folded as the database's own ``LIKE`` folds it). A term shorter than
-the index serves (under three characters, on SQLite), or a database without the index (MySQL, a
-MariaDB without Mroonga), is searched by a scan of the newest traces only: the search is partial.
+the index serves (under three characters on SQLite, two on MariaDB), or a database without the
+index (MySQL, a MariaDB without Mroonga), is searched by a scan of the newest traces only: the
+search is partial.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ TABLE = "traces_trace_search"
 KEYS = "traces_trace_search_key"  # SQLite: the integer key of each trace in the FTS5 table
 SOURCE = "traces_trace_search_source"  # SQLite: the FTS5 table's content, a view
 
-# The shortest term each index answers: trigrams need three characters; Mroonga's bigram index
-# looks a single character up as the prefix of its pairs.
-MIN_LENGTH = {"sqlite": 3, "mysql": 1}
+# The shortest term each index answers: trigrams need three characters, Mroonga's bigrams two
+# (it can look one character up as the prefix of every pair, but that reads most of the index).
+MIN_LENGTH = {"sqlite": 3, "mysql": 2}
 # How many of the newest traces a search without the index reads: a scan of these stays well
 # under a second (MariaDB's collation-aware LIKE is several times slower per row than SQLite's).
 SCAN_ROWS = {"sqlite": 100_000, "mysql": 10_000}

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import html
 import os
+import re
 import statistics
 import sys
 import time
@@ -82,14 +84,16 @@ def fill(count: int) -> None:
         )
 
 
-def timed(client: Client, url: str, repeat: int) -> float:
+def timed(client: Client, url: str, repeat: int) -> tuple[float, str]:
+    """The median time of the page in ms, and the query of its link to the next page ("" if none)."""
     times = []
     for _ in range(repeat):
         started = time.perf_counter()
         response = client.get(url)
         times.append((time.perf_counter() - started) * 1000)
         assert response.status_code == 200, response.status_code
-    return statistics.median(times)
+    link = re.search(r'href="\?([^"]*)" rel="next"', response.content.decode())
+    return statistics.median(times), html.unescape(link.group(1)) if link else ""
 
 
 def main() -> None:
@@ -108,12 +112,21 @@ def main() -> None:
         print(f"migration 0010_trace_search (index and backfill): {time.perf_counter() - started:.1f} s")
     client = Client()
     print(f"{Trace.objects.count()} traces on {connection.vendor}")
-    print(f"{'search':34} {'how':24} {'median ms':>10}")
+    print("median ms of the history page: the first, the tenth (following each page's link to the")
+    print("next), and the first in another order (slowest first, numbered pages)")
+    print(f"{'search':34} {'how':24} {'first':>8} {'tenth':>8} {'slowest':>8}")
     for name, term in TERMS.items():
         plan = Trace.objects.search_plan(term)
         how = "index" if plan.indexed else f"scan of newest {plan.scan_rows:,}"
-        ms = timed(client, "/traces/?" + urlencode({"q": term}), args.repeat)
-        print(f"{name:34} {how:24} {ms:10.1f}")
+        first, link = timed(client, "/traces/?" + urlencode({"q": term}), args.repeat)
+        tenth = "-"  # fewer pages
+        for page in range(2, 11):
+            if not link:
+                break
+            ms, link = timed(client, "/traces/?" + link, 1)
+            tenth = f"{ms:.1f}" if page == 10 else "-"
+        slowest, _ = timed(client, "/traces/?" + urlencode({"q": term, "sort": "slowest"}), args.repeat)
+        print(f"{name:34} {how:24} {first:8.1f} {tenth:>8} {slowest:8.1f}")
 
 
 if __name__ == "__main__":

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from urllib.parse import parse_qs
 
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -18,6 +20,7 @@ from agents.events import EventType
 from tests.factories import make_trace
 from traces import protocol, search_index
 from traces.models import Trace
+from traces.pages.pagination import encode, keyset_page
 from traces.store import retention
 from traces.store.writer import Numbered, store_now
 
@@ -232,3 +235,110 @@ def test_a_mariadb_without_mroonga_migrates_and_searches_by_a_scan(monkeypatch):
         call_command("migrate", "traces", "0009", verbosity=0)
         call_command("migrate", "traces", "0010", verbosity=0)
     assert search_index.has_index() == connection.mysql_is_mariadb
+
+
+# -- a page of a search: the newest traces scanned first, the index asked for the rest -------------
+
+
+def history(count: int) -> list[Trace]:
+    """``count`` traces a second apart (every third pair at the same moment: the id breaks the tie),
+    newest first: "orders" in every other one, "refund" in every 40th, "nowhere" in none."""
+    now = timezone.now()
+    traces = [
+        Trace(
+            id=uuid.uuid4(),
+            name="sql_agent_execution",
+            agent_name="sql_agent",
+            request=f"How many ORDERS today? #{i}" if i % 2 == 0 else f"List the customers #{i}",
+            final_response="A REFUND was made." if i % 40 == 7 else "Here are the rows.",
+            status=Trace.Status.SUCCESS,
+            started_at=now - dt.timedelta(seconds=i - i % 3 // 2),
+            model="builtin",
+            session_id=f"s{i % 7}",
+        )
+        for i in range(count)
+    ]
+    Trace.objects.bulk_create(traces)
+    return list(Trace.objects.order_by("-started_at", "-id"))
+
+
+def plainly(term: str) -> list[uuid.UUID]:
+    """Every trace whose question or answer contains ``term``, newest first, without the index."""
+    rows = Trace.objects.filter(Q(request__icontains=term) | Q(final_response__icontains=term))
+    return list(rows.order_by("-started_at", "-id").values_list("pk", flat=True))
+
+
+def every_page(term: str, size: int) -> list[list[uuid.UUID]]:
+    """The pages of the search newest first, following each page's link to the older one."""
+    pages, after, number = [], None, 1
+    while True:
+        page = keyset_page(Trace.objects.all(), after=after, before=None, number=number, size=size, search=term)
+        pages.append([trace.pk for trace in page.items])
+        if page.next_link is None:
+            return pages
+        link = parse_qs(page.next_link)
+        after, number = link["after"][0], int(link["page"][0])
+
+
+@pytest.fixture
+def small_scan(monkeypatch):
+    """The first scan of a search reads 30 traces, so a few hundred have a past the index answers."""
+    monkeypatch.setattr(search_index, "SCAN_FIRST", 30)
+
+
+@pytest.mark.parametrize("term", ["orders", "refund", "nowhere", "ORDERS TODAY? #1"])
+def test_the_pages_of_a_search_are_those_of_a_plain_substring_search(small_scan, term):
+    history(300)
+    assert Trace.objects.search_plan(term).indexed
+    expected = plainly(term)
+    pages = every_page(term, 20)
+    assert [pk for page in pages for pk in page] == expected
+    assert all(len(page) == 20 for page in pages[:-1])
+
+
+def test_a_page_back_is_the_page_that_was_shown(small_scan):
+    history(300)
+    for term in ("orders", "refund"):
+        pages = every_page(term, 3)
+        assert len(pages) >= 3
+        first_of_third = Trace.objects.get(pk=pages[2][0])
+        back = keyset_page(
+            Trace.objects.all(), after=None, before=encode(first_of_third), number=2, size=3, search=term
+        )
+        assert [trace.pk for trace in back.items] == pages[1]
+        assert back.number == 2 and back.total.more
+
+
+def test_a_common_term_is_answered_by_the_scan_and_a_rare_one_by_the_index(small_scan):
+    traces = history(300)
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {search_index.TABLE}")
+    # "orders" fills a page of 10 among the 30 newest traces: the index is not asked.
+    rows, capped = Trace.objects.search_page("orders", 10)
+    assert [trace.pk for trace in rows] == plainly("orders")[:10] and not capped
+    # "refund" is in only one of the 30 newest: the others come from the index, which now has none.
+    rows, capped = Trace.objects.search_page("refund", 10)
+    assert [trace.pk for trace in rows] == [trace.pk for trace in traces[:30] if "REFUND" in trace.final_response]
+
+
+def test_a_search_reads_at_most_id_limit_matches_from_the_index_and_says_so(small_scan, monkeypatch, admin_client):
+    history(300)
+    monkeypatch.setattr(search_index, "ID_LIMIT", 3)
+    rows, capped = Trace.objects.search_page("refund", 20)
+    assert capped and 3 <= len(rows) <= 4  # one among the scanned, three from the index
+    assert {trace.pk for trace in rows} <= set(plainly("refund"))
+    body = admin_client.get(reverse("traces:list"), {"q": "refund"}).content.decode()
+    assert "data-search-capped" in body and "matches more than 3 traces" in body
+    # In another order the page sorts only the matches read from the index, and says so too.
+    body = admin_client.get(reverse("traces:list"), {"q": "refund", "sort": "oldest"}).content.decode()
+    assert "data-search-capped" in body and body.count("A REFUND was made.") <= 3
+    rows, capped = Trace.objects.search_page("orders", 10)  # from the scan
+    assert not capped and [trace.pk for trace in rows] == plainly("orders")[:10]
+
+
+def test_the_history_page_does_not_count_every_match_of_a_search(admin_client, small_scan):
+    history(300)
+    body = admin_client.get(reverse("traces:list"), {"q": "orders"}).content.decode()
+    assert "Page 1 of 1+ · 50+ traces" in body
+    body = admin_client.get(reverse("traces:list"), {"q": "refund"}).content.decode()
+    assert "Page 1 of 1 · 8 traces" in body

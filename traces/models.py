@@ -24,6 +24,10 @@ from traces.access import visible_filter
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
+def _contains(text: str) -> Q:
+    return Q(request__icontains=text) | Q(final_response__icontains=text)
+
+
 def _start_of(day: dt.date) -> dt.datetime:
     return timezone.make_aware(dt.datetime.combine(day, dt.time.min))
 
@@ -35,17 +39,22 @@ class TraceQuerySet(models.QuerySet):
     def finished(self):
         return self.exclude(status=Trace.Status.RUNNING)
 
-    def search(self, text: str):
+    def search(self, text: str, limit: int | None = None):
         """A case-insensitive substring of the question or the answer. Found through the search
-        index (``traces.search_index``); a term shorter than the index serves, or a database
-        without one, is looked for among the newest traces only (``search_plan`` says which)."""
+        index (``traces.search_index``), reading at most ``limit`` matches from it when given; a
+        term shorter than the index serves, or a database without one, is looked for among the
+        newest traces only (``search_plan`` says which)."""
         text = text.strip()
         if not text:
             return self
-        traces = self.filter(Q(request__icontains=text) | Q(final_response__icontains=text))
+        traces = self.filter(_contains(text))
         plan = self.search_plan(text)
         if plan.indexed:
-            sql, params = search_index.matching_ids(text, connections[self.db].vendor)
+            vendor = connections[self.db].vendor
+            if limit is None:
+                sql, params = search_index.matching_ids(text, vendor)
+            else:
+                sql, params = search_index.limited_ids(text, vendor, limit)
             return traces.filter(pk__in=RawSQL(sql, params))
         # The oldest start among the newest ``scan_rows`` traces (all of them, when there are fewer).
         newest = Trace.objects.using(self.db).order_by("-started_at", "-id").values("started_at")
@@ -53,6 +62,36 @@ class TraceQuerySet(models.QuerySet):
         return traces.filter(
             started_at__gte=Coalesce(oldest_scanned, Value(EPOCH), output_field=models.DateTimeField())
         )
+
+    def search_page(self, text: str, size: int, *, oldest_first: bool = False) -> tuple[list, bool]:
+        """The first ``size`` of these traces matching ``text``, newest first (or oldest first),
+        and whether more may match than were found (the index had more than ``ID_LIMIT``).
+
+        Its cost does not grow with the number of matches: the first ``SCAN_FIRST`` traces in
+        that order are checked themselves, which finds a common term's page at once; only when
+        they hold fewer than ``size`` matches is the index asked for the rest, among the traces
+        past them (few, or the index read stops at ``ID_LIMIT``)."""
+        text = text.strip()
+        order = ("started_at", "id") if oldest_first else ("-started_at", "-id")
+        if not text or not self.search_plan(text).indexed:
+            return list(self.search(text).order_by(*order)[:size]), False
+        scan = search_index.SCAN_FIRST
+        edge = self.order_by(*order).values_list("started_at", "id")[scan - 1 : scan].first()
+        if edge is None:  # fewer traces than a scan reads: the scan is the whole answer
+            return list(self.filter(_contains(text)).order_by(*order)[:size]), False
+        started_at, key = edge
+        if oldest_first:
+            scanned = Q(started_at__lt=started_at) | Q(started_at=started_at, id__lte=key)
+            past = Q(started_at__gt=started_at) | Q(started_at=started_at, id__gt=key)
+        else:
+            scanned = Q(started_at__gt=started_at) | Q(started_at=started_at, id__gte=key)
+            past = Q(started_at__lt=started_at) | Q(started_at=started_at, id__lt=key)
+        rows = list(self.filter(scanned).filter(_contains(text)).order_by(*order)[:size])
+        if len(rows) == size:
+            return rows, False
+        limit = search_index.ID_LIMIT
+        rows += self.filter(past).search(text, limit).order_by(*order)[: size - len(rows)]
+        return rows, search_index.more_than(text, limit, self.db)
 
     def search_plan(self, text: str) -> search_index.Plan:
         return search_index.plan(text.strip(), self.db)

@@ -32,6 +32,14 @@ MIN_LENGTH = {"sqlite": 3, "mysql": 2}
 # under a second (MariaDB's collation-aware LIKE is several times slower per row than SQLite's).
 SCAN_ROWS = {"sqlite": 100_000, "mysql": 10_000}
 
+# A search through the index first reads this many of the newest traces (from the page's cursor on)
+# itself: a common term fills a page there at once, and the index is asked only when the matches are
+# rarer, so few that looking each up and sorting them is cheap.
+SCAN_FIRST = 20_000
+# The most matches a search reads from the index: a term that matches more, none of them among the
+# traces scanned first, finds only these (the newest the index has) and the page says so.
+ID_LIMIT = 10_000
+
 # Whether a database has the index, by connection alias and database name (the tests' database
 # differs from the configured one); the migration that adds or drops the index forgets it.
 _present: dict[tuple[str, str], bool] = {}
@@ -81,6 +89,24 @@ def matching_ids(term: str, vendor: str) -> tuple[str, list[str]]:
         f"SELECT trace_id FROM {TABLE} WHERE MATCH(request, final_response) AGAINST (%s IN BOOLEAN MODE)",
         [phrase],
     )
+
+
+def limited_ids(term: str, vendor: str, limit: int) -> tuple[str, list[str]]:
+    """``matching_ids`` reading no more than ``limit`` ids from the index (on SQLite the newest
+    written first)."""
+    sql, params = matching_ids(term, vendor)
+    if vendor == "sqlite":
+        sql += " ORDER BY s.rowid DESC"
+    return f"SELECT trace_id FROM ({sql} LIMIT {int(limit)}) AS matches", params
+
+
+def more_than(term: str, limit: int, using: str = "default") -> bool:
+    """The index has more than ``limit`` matches of ``term`` (reading at most ``limit`` + 1)."""
+    connection = connections[using]
+    sql, params = limited_ids(term, connection.vendor, limit + 1)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT COUNT(*) FROM ({sql}) AS counted", params)
+        return cursor.fetchone()[0] > limit
 
 
 # -- creating and dropping the index (migration 0010_trace_search) ---------------------------------

@@ -282,12 +282,19 @@ def every_page(term: str, size: int) -> list[list[uuid.UUID]]:
 
 @pytest.fixture
 def small_scan(monkeypatch):
-    """The first scan of a search reads 30 traces, so a few hundred have a past the index answers."""
+    """The first scan of a search reads 30 traces, so a few hundred have a past the index answers;
+    a term with more than 5 matches is common."""
     monkeypatch.setattr(search_index, "SCAN_FIRST", 30)
+    monkeypatch.setattr(search_index, "FEW", 5)
+    # Mroonga is not transactional: it still has the traces of the tests before, rolled back.
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {search_index.TABLE}")
 
 
+@pytest.mark.parametrize("few", [5, 2000])  # "refund" common, or rare and looked up in the index at once
 @pytest.mark.parametrize("term", ["orders", "refund", "nowhere", "ORDERS TODAY? #1"])
-def test_the_pages_of_a_search_are_those_of_a_plain_substring_search(small_scan, term):
+def test_the_pages_of_a_search_are_those_of_a_plain_substring_search(small_scan, monkeypatch, term, few):
+    monkeypatch.setattr(search_index, "FEW", few)
     history(300)
     assert Trace.objects.search_plan(term).indexed
     expected = plainly(term)
@@ -309,16 +316,20 @@ def test_a_page_back_is_the_page_that_was_shown(small_scan):
         assert back.number == 2 and back.total.more
 
 
-def test_a_common_term_is_answered_by_the_scan_and_a_rare_one_by_the_index(small_scan):
+def test_a_common_term_is_answered_by_the_scan_and_a_rare_one_by_the_index(small_scan, monkeypatch):
     traces = history(300)
+    assert not search_index.more_than("refund", 8) and search_index.more_than("refund", 7)
     with connection.cursor() as cursor:
         cursor.execute(f"DELETE FROM {search_index.TABLE}")
+    monkeypatch.setattr(search_index, "FEW", -1)  # every term is common: the index has none now
     # "orders" fills a page of 10 among the 30 newest traces: the index is not asked.
     rows, capped = Trace.objects.search_page("orders", 10)
     assert [trace.pk for trace in rows] == plainly("orders")[:10] and not capped
     # "refund" is in only one of the 30 newest: the others come from the index, which now has none.
     rows, capped = Trace.objects.search_page("refund", 10)
     assert [trace.pk for trace in rows] == [trace.pk for trace in traces[:30] if "REFUND" in trace.final_response]
+    monkeypatch.setattr(search_index, "FEW", 2000)  # a rare term is looked up in the index alone
+    assert Trace.objects.search_page("refund", 10) == ([], False)
 
 
 def test_a_search_reads_at_most_id_limit_matches_from_the_index_and_says_so(small_scan, monkeypatch, admin_client):

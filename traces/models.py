@@ -67,13 +67,18 @@ class TraceQuerySet(models.QuerySet):
         """The first ``size`` of these traces matching ``text``, newest first (or oldest first),
         and whether more may match than were found (the index had more than ``ID_LIMIT``).
 
-        Its cost does not grow with the number of matches: the first ``SCAN_FIRST`` traces in
-        that order are checked themselves, which finds a common term's page at once; only when
-        they hold fewer than ``size`` matches is the index asked for the rest, among the traces
-        past them (few, or the index read stops at ``ID_LIMIT``)."""
+        Its cost does not grow with the number of matches: a rare term (no more than ``FEW``
+        matches in the index) is looked up in the index; for a common one the first
+        ``SCAN_FIRST`` traces in that order are checked themselves, which finds its page at
+        once, and only when they hold fewer than ``size`` matches is the index asked for the
+        rest, among the traces past them (reading at most ``ID_LIMIT`` matches)."""
         text = text.strip()
         order = ("started_at", "id") if oldest_first else ("-started_at", "-id")
-        if not text or not self.search_plan(text).indexed:
+        if (
+            not text
+            or not self.search_plan(text).indexed
+            or not search_index.more_than(text, search_index.FEW, self.db)  # a rare term
+        ):
             return list(self.search(text).order_by(*order)[:size]), False
         scan = search_index.SCAN_FIRST
         edge = self.order_by(*order).values_list("started_at", "id")[scan - 1 : scan].first()

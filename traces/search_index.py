@@ -36,6 +36,9 @@ SCAN_ROWS = {"sqlite": 100_000, "mysql": 10_000}
 # itself: a common term fills a page there at once, and the index is asked only when the matches are
 # rarer, so few that looking each up and sorting them is cheap.
 SCAN_FIRST = 20_000
+# A term with no more matches than this in the whole index is looked up there at once (looking
+# these up and sorting them is cheap); one with more is common enough to look for by a scan first.
+FEW = 2_000
 # The most matches a search reads from the index: a term that matches more, none of them among the
 # traces scanned first, finds only these (the newest the index has) and the page says so.
 ID_LIMIT = 10_000
@@ -75,37 +78,41 @@ def forget(using: str = "default") -> None:
         del _present[key]
 
 
+def phrase(term: str, vendor: str) -> str:
+    """``term`` as one quoted phrase of the index's query language: its quotes, ``*``, ``OR``,
+    ``-`` or ``NEAR`` are text."""
+    if vendor == "sqlite":
+        return '"' + term.replace('"', '""') + '"'
+    return '"' + term.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def matches(vendor: str, column: str = "trace_id") -> str:
+    """SQL selecting ``column`` of the index's rows matching a phrase (its one parameter)."""
+    if vendor == "sqlite":
+        return f"SELECT {column} FROM {TABLE} s JOIN {KEYS} k ON k.id = s.rowid WHERE {TABLE} MATCH %s"
+    return f"SELECT {column} FROM {TABLE} WHERE MATCH(request, final_response) AGAINST (%s IN BOOLEAN MODE)"
+
+
 def matching_ids(term: str, vendor: str) -> tuple[str, list[str]]:
     """SQL selecting the ids of the traces whose text the index says contains ``term``, and its
-    parameters. The term is one quoted phrase: its quotes, ``*``, ``OR``, ``-`` or ``NEAR`` are text."""
-    if vendor == "sqlite":
-        phrase = '"' + term.replace('"', '""') + '"'
-        return (
-            f"SELECT k.trace_id FROM {TABLE} s JOIN {KEYS} k ON k.id = s.rowid WHERE {TABLE} MATCH %s",
-            [phrase],
-        )
-    phrase = '"' + term.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return (
-        f"SELECT trace_id FROM {TABLE} WHERE MATCH(request, final_response) AGAINST (%s IN BOOLEAN MODE)",
-        [phrase],
-    )
+    parameters."""
+    return matches(vendor), [phrase(term, vendor)]
 
 
 def limited_ids(term: str, vendor: str, limit: int) -> tuple[str, list[str]]:
     """``matching_ids`` reading no more than ``limit`` ids from the index (on SQLite the newest
     written first)."""
-    sql, params = matching_ids(term, vendor)
-    if vendor == "sqlite":
-        sql += " ORDER BY s.rowid DESC"
-    return f"SELECT trace_id FROM ({sql} LIMIT {int(limit)}) AS matches", params
+    sql = matches(vendor) + (" ORDER BY s.rowid DESC" if vendor == "sqlite" else "")
+    return f"SELECT trace_id FROM ({sql} LIMIT {int(limit)}) AS matches", [phrase(term, vendor)]
 
 
 def more_than(term: str, limit: int, using: str = "default") -> bool:
     """The index has more than ``limit`` matches of ``term`` (reading at most ``limit`` + 1)."""
     connection = connections[using]
-    sql, params = limited_ids(term, connection.vendor, limit + 1)
+    vendor = connection.vendor
+    sql = matches(vendor, "1") if vendor != "sqlite" else f"SELECT 1 FROM {TABLE} WHERE {TABLE} MATCH %s"
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT COUNT(*) FROM ({sql}) AS counted", params)
+        cursor.execute(f"SELECT COUNT(*) FROM ({sql} LIMIT {int(limit) + 1}) AS counted", [phrase(term, vendor)])
         return cursor.fetchone()[0] > limit
 
 

@@ -90,6 +90,7 @@ TRACES_LAYERS = [
         "metrics",
         "gctune",
         "apps",
+        "search_index",
         independent=False,
     ),
 ]

@@ -11,12 +11,21 @@ import datetime as dt
 import uuid
 
 from django.conf import settings
-from django.db import models
-from django.db.models import Q
+from django.db import connections, models
+from django.db.models import Q, Subquery, Value
+from django.db.models.expressions import RawSQL
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agents.events import EventType, RunStatus, RunType, TraceOutcome
+from traces import search_index
 from traces.access import visible_filter
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _contains(text: str) -> Q:
+    return Q(request__icontains=text) | Q(final_response__icontains=text)
 
 
 def _start_of(day: dt.date) -> dt.datetime:
@@ -30,11 +39,67 @@ class TraceQuerySet(models.QuerySet):
     def finished(self):
         return self.exclude(status=Trace.Status.RUNNING)
 
-    def search(self, text: str):
+    def search(self, text: str, limit: int | None = None):
+        """A case-insensitive substring of the question or the answer. Found through the search
+        index (``traces.search_index``), reading at most ``limit`` matches from it when given; a
+        term shorter than the index serves, or a database without one, is looked for among the
+        newest traces only (``search_plan`` says which)."""
         text = text.strip()
         if not text:
             return self
-        return self.filter(Q(request__icontains=text) | Q(final_response__icontains=text))
+        traces = self.filter(_contains(text))
+        plan = self.search_plan(text)
+        if plan.indexed:
+            vendor = connections[self.db].vendor
+            if limit is None:
+                sql, params = search_index.matching_ids(text, vendor)
+            else:
+                sql, params = search_index.limited_ids(text, vendor, limit)
+            return traces.filter(pk__in=RawSQL(sql, params))
+        # The oldest start among the newest ``scan_rows`` traces (all of them, when there are fewer).
+        newest = Trace.objects.using(self.db).order_by("-started_at", "-id").values("started_at")
+        oldest_scanned = Subquery(newest[plan.scan_rows - 1 : plan.scan_rows])
+        return traces.filter(
+            started_at__gte=Coalesce(oldest_scanned, Value(EPOCH), output_field=models.DateTimeField())
+        )
+
+    def search_page(self, text: str, size: int, *, oldest_first: bool = False) -> tuple[list, bool]:
+        """The first ``size`` of these traces matching ``text``, newest first (or oldest first),
+        and whether more may match than were found (the index had more than ``ID_LIMIT``).
+
+        Its cost does not grow with the number of matches: a rare term (no more than ``FEW``
+        matches in the index) is looked up in the index; for a common one the first
+        ``SCAN_FIRST`` traces in that order are checked themselves, which finds its page at
+        once, and only when they hold fewer than ``size`` matches is the index asked for the
+        rest, among the traces past them (reading at most ``ID_LIMIT`` matches)."""
+        text = text.strip()
+        order = ("started_at", "id") if oldest_first else ("-started_at", "-id")
+        if (
+            not text
+            or not self.search_plan(text).indexed
+            or not search_index.more_than(text, search_index.FEW, self.db)  # a rare term
+        ):
+            return list(self.search(text).order_by(*order)[:size]), False
+        scan = search_index.SCAN_FIRST
+        edge = self.order_by(*order).values_list("started_at", "id")[scan - 1 : scan].first()
+        if edge is None:  # fewer traces than a scan reads: the scan is the whole answer
+            return list(self.filter(_contains(text)).order_by(*order)[:size]), False
+        started_at, key = edge
+        if oldest_first:
+            scanned = Q(started_at__lt=started_at) | Q(started_at=started_at, id__lte=key)
+            past = Q(started_at__gt=started_at) | Q(started_at=started_at, id__gt=key)
+        else:
+            scanned = Q(started_at__gt=started_at) | Q(started_at=started_at, id__gte=key)
+            past = Q(started_at__lt=started_at) | Q(started_at=started_at, id__lt=key)
+        rows = list(self.filter(scanned).filter(_contains(text)).order_by(*order)[:size])
+        if len(rows) == size:
+            return rows, False
+        limit = search_index.ID_LIMIT
+        rows += self.filter(past).search(text, limit).order_by(*order)[: size - len(rows)]
+        return rows, search_index.more_than(text, limit, self.db)
+
+    def search_plan(self, text: str) -> search_index.Plan:
+        return search_index.plan(text.strip(), self.db)
 
     def started_between(self, since: dt.date | None, until: dt.date | None):
         """Started on ``since`` or later and on ``until`` or earlier (whole days, in the current time zone)."""

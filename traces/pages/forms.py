@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from django import forms
 from django.db.models import Q
 
+from traces import search_index
 from traces.models import Score, Trace
 
 SCORE_CONDITIONS = ("score_verdict", "score_min", "score_max", "score_category")
@@ -92,6 +93,24 @@ class HistoryFilter(forms.Form):
     def search_term(self) -> str:
         return (self.valid_data.get("q") or "").strip()
 
+    @property
+    def search_partial(self) -> search_index.Plan | None:
+        """How the search was made when it could not use the index (a short term, or no index on
+        this database): it read only the newest ``scan_rows`` traces, so more may match."""
+        term = self.search_term
+        if not term:
+            return None
+        plan = Trace.objects.search_plan(term)
+        return None if plan.indexed else plan
+
+    @property
+    def search_capped(self) -> bool:
+        """The index has more matches than a search reads from it (``apply``)."""
+        term = self.search_term
+        if not term or not Trace.objects.search_plan(term).indexed:
+            return False
+        return search_index.more_than(term, search_index.ID_LIMIT)
+
     def where_matched(self, trace: Trace) -> Match | None:
         """Where the search found ``trace``: the question, the answer or both, as excerpts."""
         term = self.search_term
@@ -104,9 +123,14 @@ class HistoryFilter(forms.Form):
     def newest_first(self) -> bool:
         return self.valid_data.get("sort") in (None, "", "newest")
 
-    def apply(self, traces):
+    def apply(self, traces, *, search: bool = True):
+        """The traces the filters keep, in the chosen order; the search left out when not ``search``
+        (newest first, the page looks its matches up itself: ``TraceQuerySet.search_page``). The
+        search reads at most ``ID_LIMIT`` matches from the index (``search_capped`` says when
+        there were more): a page in another order then sorts no more than those."""
         data = self.valid_data
-        traces = traces.search(data.get("q") or "")
+        if search:
+            traces = traces.search(data.get("q") or "", limit=search_index.ID_LIMIT)
         for field, key in (
             ("status", "status"),
             ("agent_name", "agent"),

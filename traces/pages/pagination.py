@@ -53,6 +53,7 @@ class Page:
     next_link: str | None  # the query parameters of the next page (older, when newest first)
     previous_link: str | None
     is_first: bool
+    search_capped: bool = False  # the search read the most matches it reads from the index: more may match
 
     @property
     def pages(self) -> int:
@@ -79,15 +80,20 @@ def page_number(value: str | None) -> int:
         return 1
 
 
-def keyset_page(traces, *, after: str | None, before: str | None, number: int, size: int) -> Page:
+def keyset_page(traces, *, after: str | None, before: str | None, number: int, size: int, search: str = "") -> Page:
     """Traces newest first (the (started_at, id) index): the page older than the ``after`` cursor,
     or the page newer than the ``before`` cursor, or else the first page. ``number`` is carried in
-    the links only to say which page this is."""
+    the links only to say which page this is.
+
+    With a ``search`` term the traces are the history's (``TraceQuerySet.search_page`` finds the
+    page's matches) and they are not counted: the page says how many it has seen, and "+" when
+    there are more (counting every match of a common term would cost more than the page)."""
     older, newer = decode(after), decode(before)
+    partial = False
     if newer is not None:
         started_at, key = newer
         after_cursor = Q(started_at__gt=started_at) | Q(started_at=started_at, id__gt=key)
-        rows = list(traces.filter(after_cursor).order_by("started_at", "id")[: size + 1])
+        rows, partial = _rows(traces.filter(after_cursor), size + 1, search, oldest_first=True)
         has_newer, has_older = len(rows) > size, True
         items = rows[:size][::-1]
     else:
@@ -95,10 +101,16 @@ def keyset_page(traces, *, after: str | None, before: str | None, number: int, s
         if older is not None:
             started_at, key = older
             page = traces.filter(Q(started_at__lt=started_at) | Q(started_at=started_at, id__lt=key))
-        rows = list(page.order_by("-started_at", "-id")[: size + 1])
+        rows, partial = _rows(page, size + 1, search, oldest_first=False)
         has_newer, has_older = older is not None, len(rows) > size
         items = rows[:size]
-    total = total_of(traces, rows if older is None and newer is None else None, size)
+    if not search:
+        total = total_of(traces, rows if older is None and newer is None else None, size)
+    elif not has_newer:
+        total = Total(len(items), has_older or partial)
+    else:
+        number = max(2, number)
+        total = Total((number - 1) * size + len(items), True)
     if not has_newer:
         number = 1
     elif not total.more:
@@ -109,7 +121,14 @@ def keyset_page(traces, *, after: str | None, before: str | None, number: int, s
     if has_newer and items:
         # The second page's newer neighbour is the first page: a link without a cursor.
         previous_link = urlencode({"before": encode(items[0]), "page": number - 1}) if number > 2 else ""
-    return Page(items, number, size, total, next_link, previous_link, not has_newer)
+    return Page(items, number, size, total, next_link, previous_link, not has_newer, partial)
+
+
+def _rows(traces, size: int, search: str, *, oldest_first: bool) -> tuple[list, bool]:
+    if search:
+        return traces.search_page(search, size, oldest_first=oldest_first)
+    order = ("started_at", "id") if oldest_first else ("-started_at", "-id")
+    return list(traces.order_by(*order)[:size]), False
 
 
 def numbered_page(traces, number: int, size: int) -> Page:

@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 
 from agents.config import model_label
 from agents.events import format_timestamp, utcnow
-from traces import protocol
+from traces import protocol, search_index
 from traces.live.sessions import sockets
 from traces.models import Trace
 from traces.pages import health as health_checks
@@ -66,22 +66,24 @@ def live(request: HttpRequest) -> HttpResponse:
 
 def trace_list(request: HttpRequest) -> HttpResponse:
     form = HistoryFilter(request.GET or None)
-    traces = form.apply(_visible(request)).defer("metadata", "error", "feedback_comment")
+    number = page_number(request.GET.get("page"))
+    cursor = {key: request.GET.get(key) for key in ("after", "before")}
+    # The default view: keyset pages, as fast at the 2,000th page as at the first; ?page=N
+    # alone jumps to a page by number.
+    keyset = form.newest_first and (any(cursor.values()) or "page" not in request.GET)
+    traces = form.apply(_visible(request), search=not keyset).defer("metadata", "error", "feedback_comment")
     if not form.search_term:  # the answer is read only to show where a search found it
         traces = traces.defer("final_response")
     query = request.GET.copy()
     for key in ("page", "after", "before"):
         query.pop(key, None)
-    number = page_number(request.GET.get("page"))
-    cursor = {key: request.GET.get(key) for key in ("after", "before")}
-    if form.newest_first and (any(cursor.values()) or "page" not in request.GET):
-        # The default view: keyset pages, as fast at the 2,000th page as at the first; ?page=N
-        # alone jumps to a page by number.
-        page = keyset_page(traces, **cursor, number=number, size=PAGE_SIZE)
+    if keyset:
+        page = keyset_page(traces, **cursor, number=number, size=PAGE_SIZE, search=form.search_term)
     else:
         page = numbered_page(traces, number, PAGE_SIZE)
         if not page.items and page.number > 1:
             raise Http404("past the last page of the history")
+        page.search_capped = form.search_capped
     return render(
         request,
         "traces/trace_list.html",
@@ -91,6 +93,7 @@ def trace_list(request: HttpRequest) -> HttpResponse:
             "newest_first": form.newest_first,
             "page": page,
             "rows": [(trace, form.where_matched(trace)) for trace in page.items],
+            "search_limit": search_index.ID_LIMIT,
         },
     )
 

@@ -18,6 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tests.factories import make_trace
+from traces import search_index
 from traces.models import Run, Trace
 from traces.pages import pagination
 from traces.pages.forms import SORTS, excerpt
@@ -155,7 +156,9 @@ DATASET_CHOICES = 1
 
 def test_a_short_first_page_is_its_own_count(client, django_assert_num_queries):
     bulk_traces(7)
-    with django_assert_num_queries(1 + DATASET_CHOICES):
+    search_index.has_index()  # whether the database has the index is read once per process
+    # The index's count of the term (it is rare: its page comes from the index alone), then the page.
+    with django_assert_num_queries(2 + DATASET_CHOICES):
         body = client.get(reverse("traces:list"), {"q": "question"}).content.decode()
     assert page_info(body) == "Page 1 of 1 · 7 traces"
 
@@ -168,8 +171,10 @@ def test_the_page_and_count_cost_a_constant_number_of_queries(client, django_ass
     bulk_traces(1200)
     body = client.get(reverse("traces:list") + query).content.decode()
     deeper = link(body, "next")
+    # A search in another order asks the index once more: whether it has more than it read.
+    searched = 1 if "q=" in query else 0
     for url in (query, deeper):
-        with django_assert_max_num_queries(2 + DATASET_CHOICES):
+        with django_assert_max_num_queries(2 + searched + DATASET_CHOICES):
             response = client.get(reverse("traces:list") + url)
         assert response.status_code == 200 and "1,200 traces" in page_info(response.content.decode())
 

@@ -122,18 +122,51 @@ def run_row(run: dict[str, Any]) -> dict[str, Any]:
 
 
 def children_page(
-    trace: Trace, parent: uuid.UUID | None, after: tuple[dt.datetime, uuid.UUID] | None, size: int
+    trace: Trace,
+    parent: uuid.UUID | None,
+    after: tuple[dt.datetime, uuid.UUID] | None,
+    size: int,
+    offset: int | None = None,
 ) -> dict[str, Any]:
-    """One page of a run's children (the top-level runs for ``parent`` None) and the next cursor."""
+    """One page of a run's children (the top-level runs for ``parent`` None) and the next cursor.
+    ``offset`` instead of ``after`` starts at that position among them: the page jumps there when
+    its scrollbar is dragged (one parent's children, read from run_parent_start_idx alone)."""
     runs = Run.objects.filter(parent_id=parent) if parent else Run.objects.filter(trace=trace, parent__isnull=True)
-    found = list(compact(_after(runs, after))[: size + 1])
+    start = offset or 0
+    listed = compact(_after(runs, after))
+    found = list(listed[start : start + size + 1])
     more = len(found) > size
     found = found[:size]
-    return {
+    page: dict[str, Any] = {
         "parent": str(parent) if parent else None,
         "runs": [run_row(run) for run in found],
         "next": cursor_of(found[-1]) if more else None,
     }
+    if after is None:
+        page["offset"] = start
+    return page
+
+
+def position(run: Run) -> int:
+    """How many of its siblings come before ``run`` in (start_time, id) order."""
+    siblings = (
+        Run.objects.filter(parent_id=run.parent_id)
+        if run.parent_id
+        else Run.objects.filter(trace_id=run.trace_id, parent__isnull=True)
+    )
+    return _before(siblings, (run.start_time, run.pk)).count()
+
+
+def path(run: Run) -> list[dict[str, Any]]:
+    """``run`` and its ancestors, root first, each with its parent and its position among its
+    siblings: what the page needs to load the pages that show it."""
+    chain = [run]
+    while chain[-1].parent_id:
+        chain.append(Run.objects.only("id", "parent_id", "trace_id", "start_time").get(pk=chain[-1].parent_id))
+    return [
+        {"id": str(r.pk), "parent_id": str(r.parent_id) if r.parent_id else None, "position": position(r)}
+        for r in reversed(chain)
+    ]
 
 
 def first_screen(trace: Trace, rows: int = FIRST_SCREEN_ROWS) -> list[dict[str, Any]]:
@@ -171,7 +204,17 @@ def runs(request: HttpRequest, trace_id: uuid.UUID) -> JsonResponse:
         mine = set(Run.objects.filter(trace=trace, pk__in=parents).values_list("pk", flat=True))
         parents = [parent for parent in parents if parent in mine]
     size = _limit(request)
-    return JsonResponse({"pages": [children_page(trace, parent, after, size) for parent in parents]})
+    offset = _offset(request)
+    if offset is not None and (after is not None or len(parents) > 1):
+        return JsonResponse({"error": "offset goes with one parent, without after"}, status=400)
+    return JsonResponse({"pages": [children_page(trace, parent, after, size, offset) for parent in parents]})
+
+
+def _offset(request: HttpRequest) -> int | None:
+    try:
+        return max(0, int(request.GET["offset"])) if request.GET.get("offset") else None
+    except ValueError:
+        return None
 
 
 def run_detail(request: HttpRequest, trace_id: uuid.UUID, run_id: uuid.UUID) -> JsonResponse:
@@ -198,6 +241,7 @@ def run_detail(request: HttpRequest, trace_id: uuid.UUID, run_id: uuid.UUID) -> 
         },
         "cost": float(run.cost),
         "model": (run.metadata or {}).get("model"),
+        "path": path(run),
     }
     if run.run_type == Run.Type.THINK and isinstance(run.inputs, dict) and "messages_from" in run.inputs:
         body["conversation"] = conversation(run)

@@ -131,9 +131,7 @@ def test_the_events_come_a_page_at_a_time_by_seq(client, long_run):
     assert rest["events"][0]["seq"] == 301
 
 
-def test_another_users_trace_is_not_found_and_anonymous_users_are_sent_to_log_in(
-    client, settings, django_user_model
-):
+def test_another_users_trace_is_not_found_and_anonymous_users_are_sent_to_log_in(client, settings, django_user_model):
     settings.TRACE_REQUIRE_AUTH = True
     owner = django_user_model.objects.create_user("olga")
     other = django_user_model.objects.create_user("omar")

@@ -24,6 +24,13 @@ const source = {
     const body = await getJson(`${api}/runs?${query}`);
     return body && body.pages.length ? body.pages[0] : {parent, runs: [], next: null, offset};
   },
+  async firstPages(parents) {
+    const query = new URLSearchParams(parents.map((parent) => ["parent", parent]));
+    query.set("offset", "0");
+    query.set("limit", "50");
+    const body = await getJson(`${api}/runs?${query}`);
+    return body ? body.pages : [];
+  },
   run: (runId) => getJson(`${api}/runs/${encodeURIComponent(runId)}`),
 };
 

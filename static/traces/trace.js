@@ -81,9 +81,13 @@ export class RunTree {
       if (before !== -1 && before !== at) kids.ids.splice(before, 1);  // appended by an event before its page came
       kids.ids[at] = run.run_id;
     });
-    if (page.offset === undefined || page.offset + page.runs.length >= kids.ids.length) kids.next = page.next;
     const parent = this.runs.get(page.parent);
-    if (parent && parent.children === undefined) parent.children = page.runs.length + (page.next ? 1 : 0);
+    if (parent && parent.children !== undefined) {
+      kids.next = null;  // its number of children is known: the rest are holes at their positions
+    } else if (page.offset === undefined || page.offset + page.runs.length >= kids.ids.length) {
+      kids.next = page.next;  // the top level, or a run whose children were not counted: more after them
+    }
+    if (parent && parent.children === undefined && !page.next) parent.children = kids.ids.length;
     this.cached = null;
   }
 
@@ -300,6 +304,14 @@ export class TraceTreeView {
       this.body.replaceChildren(el("p", {class: "muted empty", text: "No runs recorded."}));
       return;
     }
+    const scroller = this.scroller;
+    if (scroller && scroller.scrollTop > 0 && scroller.scrollTop + scroller.clientHeight >= scroller.scrollHeight - 2) {
+      // At the end it stays at the end, as runs load above it or arrive live.
+      this.body.style.paddingTop = "0px";
+      this.body.style.paddingBottom = `${rows.length * ROW_HEIGHT}px`;
+      this.body.replaceChildren();
+      scroller.scrollTop = scroller.scrollHeight;
+    }
     const [first, last] = this.window(rows.length);
     this.body.style.paddingTop = `${first * ROW_HEIGHT}px`;
     this.body.style.paddingBottom = `${(rows.length - last) * ROW_HEIGHT}px`;
@@ -329,9 +341,20 @@ export class TraceTreeView {
         this.fetch(row.more, row.after ? {after: row.after} : {offset: 0});
       }
     }
+    const firstPages = [];
     for (const [parent, [low, high]] of holes) {
+      if (parent && low === 0 && high < 20 && this.source.firstPages) { firstPages.push(parent); continue; }
       const offset = Math.max(0, low - 20);
       this.fetch(parent, {offset, limit: Math.max(100, high - offset + 40)});
+    }
+    // The children of many small runs in view (each step's model and tool calls): one request.
+    const wanted = firstPages.filter((parent) => !this.loading.has(`${parent}|0`));
+    if (wanted.length) {
+      for (const parent of wanted) this.loading.add(`${parent}|0`);
+      this.source.firstPages(wanted).then((pages) => {
+        for (const page of pages) this.tree.addPage(page);
+        this.schedule();
+      }).finally(() => setTimeout(() => { for (const parent of wanted) this.loading.delete(`${parent}|0`); }, 1000));
     }
   }
 

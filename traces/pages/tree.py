@@ -205,8 +205,8 @@ def runs(request: HttpRequest, trace_id: uuid.UUID) -> JsonResponse:
         parents = [parent for parent in parents if parent in mine]
     size = _limit(request)
     offset = _offset(request)
-    if offset is not None and (after is not None or len(parents) > 1):
-        return JsonResponse({"error": "offset goes with one parent, without after"}, status=400)
+    if offset is not None and after is not None:
+        return JsonResponse({"error": "offset or after, not both"}, status=400)
     return JsonResponse({"pages": [children_page(trace, parent, after, size, offset) for parent in parents]})
 
 

@@ -323,10 +323,15 @@ export class TraceTreeView {
   window(count) {
     const scroller = this.scroller;
     if (!scroller || !scroller.clientHeight) return [0, Math.min(count, 60)];
-    const top = Math.max(0, scroller.scrollTop - this.body.offsetTop);
+    const top = Math.max(0, scroller.scrollTop - this.bodyOffset());
     const first = Math.max(0, Math.floor(top / ROW_HEIGHT) - MARGIN);
     const last = Math.min(count, first + Math.ceil(scroller.clientHeight / ROW_HEIGHT) + 2 * MARGIN);
     return [first, last];
+  }
+
+  // Where the rows start in the scrolled content (below the sticky axis).
+  bodyOffset() {
+    return this.body.getBoundingClientRect().top - this.scroller.getBoundingClientRect().top + this.scroller.scrollTop;
   }
 
   // Rows in view that are not loaded: one request per parent, for the positions in view.
@@ -459,7 +464,8 @@ export class TraceTreeView {
   scrollTo(runId) {
     const index = this.tree.rows().findIndex((row) => row.run && row.run.run_id === runId);
     if (index < 0 || !this.scroller) return;
-    const top = index * ROW_HEIGHT + this.body.offsetTop;
+    this.draw();  // the padding for every row first: a scroll past the last drawn height would be cut short
+    const top = index * ROW_HEIGHT + this.bodyOffset();
     if (top < this.scroller.scrollTop + ROW_HEIGHT || top > this.scroller.scrollTop + this.scroller.clientHeight - 2 * ROW_HEIGHT) {
       this.scroller.scrollTop = Math.max(0, top - this.scroller.clientHeight / 2);
     }

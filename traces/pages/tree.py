@@ -92,7 +92,7 @@ def _limit(request: HttpRequest, default: int = PAGE_SIZE) -> int:
 # ---------------------------------------------------------------------------- compact runs
 
 
-def compact(runs: QuerySet[Run]) -> QuerySet[Run]:
+def compact(runs: QuerySet[Run]) -> QuerySet[Run, dict[str, Any]]:
     """The fields a tree row shows, and the run's number of children (through run_parent_start_idx)."""
     children = Run.objects.filter(parent=OuterRef("pk")).order_by().values("parent").annotate(n=Count("*")).values("n")
     return runs.order_by("start_time", "id").values(
@@ -213,13 +213,16 @@ def first_screen(trace: Trace, rows: int = FIRST_SCREEN_ROWS) -> list[dict[str, 
 
 def runs(request: HttpRequest, trace_id: uuid.UUID) -> JsonResponse:
     trace = visible_trace(request, trace_id)
-    parents = [_uuid(value) for value in request.GET.getlist("parent")[:MAX_PARENTS]] or [None]
+    parents: list[uuid.UUID | None] = [_uuid(value) for value in request.GET.getlist("parent")[:MAX_PARENTS]]
+    if not parents:
+        parents = [None]
     after = _parse_cursor(request.GET["after"]) if request.GET.get("after") else None
     if after is not None and len(parents) > 1:
         return JsonResponse({"error": "after goes with one parent"}, status=400)
     if parents != [None]:
         # Only runs of this trace: a parent of another trace lists nothing.
-        mine = set(Run.objects.filter(trace=trace, pk__in=parents).values_list("pk", flat=True))
+        given = [parent for parent in parents if parent]
+        mine = set(Run.objects.filter(trace=trace, pk__in=given).values_list("pk", flat=True))
         parents = [parent for parent in parents if parent in mine]
     size = _limit(request)
     offset = _offset(request)
@@ -323,8 +326,10 @@ def search(request: HttpRequest, trace_id: uuid.UUID) -> JsonResponse:
         found = found.filter(Q(status=Run.Status.ERROR) | ~Q(error_type=""))
     after = _parse_cursor(request.GET["after"]) if request.GET.get("after") else None
     if start := request.GET.get("from"):
-        origin = get_object_or_404(Run.objects.filter(trace=trace).values("id", "start_time"), pk=_uuid(start))
-        after = (origin["start_time"], origin["id"])
+        origin = Run.objects.filter(trace=trace, pk=_uuid(start)).values_list("start_time", "id").first()
+        if origin is None:
+            raise Http404("no such run in this trace")
+        after = origin
     size = _limit(request, 50)
     hits = list(compact(_after(found, after))[: size + 1])
     more = len(hits) > size

@@ -56,7 +56,7 @@ def duration(value: timedelta | None) -> str:
 
 
 @register.filter
-def milliseconds(value: int | float | None) -> str:
+def milliseconds(value: int | float | str | None) -> str:
     """A duration given in milliseconds in its largest sensible unit, as ``static/traces/render.js``
     ``formatDuration`` writes it: ``<1 ms``, ``840 ms``, ``1.24 s``, ``30.0 s``, ``2 min 5 s``."""
     if value is None or value == "":

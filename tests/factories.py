@@ -162,3 +162,124 @@ def make_experiment(
             cost=Decimal("0.001"),
         )
     return found
+
+
+def make_agent_trace(
+    steps: int = 30, *, request: str = "a long agent run", status: str = Trace.Status.SUCCESS, **origin
+) -> Trace:
+    """A trace of the shape of a long agent run, stored as the store stores it: one root agent
+    span, ``steps`` step spans under it, each with a model call (recording the messages added
+    since the call before, as the built-in agent does) and a ``run_sql`` tool call. Every 100th
+    step's tool call fails. ``status`` running leaves it without its end."""
+    trace_id = uuid.uuid4()
+    started = origin.pop("started_at", timezone.now() - dt.timedelta(hours=1))
+    origin = {"started_at": started, "session_id": origin.pop("session_id", "s"), **origin}
+    if "owner" in origin:
+        owner = origin.pop("owner")
+        origin["owner_id"] = owner.pk if owner is not None else None
+    events: list[tuple] = []
+
+    def add(kind: EventType, data: dict, moment: dt.datetime) -> None:
+        events.append((kind, data, moment))
+
+    def at(ms: int) -> dt.datetime:
+        return started + dt.timedelta(milliseconds=ms)
+
+    add(
+        EventType.TRACE_STARTED,
+        {
+            "trace_id": str(trace_id),
+            "trace_name": "agent",
+            "request": request,
+            "agent_name": "agent",
+            "max_steps": steps,
+            "metadata": {"model": "builtin"},
+        },
+        started,
+    )
+    root = uuid.uuid4()
+    add(EventType.STEP_STARTED, run_fields(trace_id, root, "agent", "agent", "running", start=started), started)
+    recorded = 0
+    for number in range(1, steps + 1):
+        step, think, tool = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        begin = at(number * 10)
+        sent = [{"role": "user", "content": f"go on with step {number}"}]
+        # The system prompt first; then the model's answer to the call before, and the next prompt.
+        earlier = {"role": "assistant", "content": f"step {number - 1} done"}
+        sent.insert(0, {"role": "system", "content": "You are a read-only SQL agent."} if number == 1 else earlier)
+        inputs = {
+            "content": sent[-1]["content"],
+            "message_count": recorded + len(sent),
+            "messages": sent,
+            "messages_from": recorded,
+            "tool_names": ["run_sql"],
+        }
+        if number == 1:
+            inputs["tools"] = [{"type": "function", "function": {"name": "run_sql"}}]
+        recorded += len(sent)
+        failed = number % 100 == 0
+        add(
+            EventType.RUN_COMPLETED,
+            run_fields(trace_id, step, f"step_{number}", "agent", "success", root, start=begin, duration_ms=9),
+            at(number * 10 + 9),
+        )
+        add(
+            EventType.THINK_COMPLETED,
+            run_fields(
+                trace_id,
+                think,
+                "think",
+                "think",
+                "success",
+                step,
+                start=begin,
+                inputs=inputs,
+                outputs={"content": "", "tool_calls": []},
+                duration_ms=4,
+                token_usage={"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12},
+            ),
+            at(number * 10 + 4),
+        )
+        tool_end = run_fields(
+            trace_id,
+            tool,
+            "run_sql",
+            "tool",
+            "error" if failed else "success",
+            step,
+            start=at(number * 10 + 5),
+            inputs={"sql": f"SELECT {number}"},
+            duration_ms=3,
+        )
+        if failed:
+            tool_end.update(error="no such table", error_type="OperationalError")
+        add(EventType.RUN_ERROR if failed else EventType.TOOL_COMPLETED, tool_end, at(number * 10 + 8))
+    end = at(steps * 10 + 20)
+    add(
+        EventType.RUN_COMPLETED,
+        run_fields(trace_id, root, "agent", "agent", "success", start=started, duration_ms=steps * 10 + 20),
+        end,
+    )
+    if status != Trace.Status.RUNNING:
+        add(
+            EventType.TRACE_COMPLETED,
+            {
+                "trace_id": str(trace_id),
+                "duration_ms": steps * 10 + 20,
+                "total_runs": 1 + 3 * steps,
+                "status": status,
+                "total_cost": 0.0,
+                "total_tokens": 12 * steps,
+                "final_response": "done",
+            },
+            end,
+        )
+    numbered = []
+    for seq, (kind, data, moment) in enumerate(events, start=1):
+        message = protocol.envelope(
+            kind, data, session_id=origin["session_id"], timestamp=moment, trace_id=trace_id, seq=seq
+        )
+        numbered.append(Numbered(trace_id, seq, kind, moment, message["message_id"], protocol.dumps(message), data))
+    outcome = store_now(numbered, {trace_id: origin})
+    assert not outcome.failed, outcome.failed
+    return Trace.objects.get(pk=trace_id)

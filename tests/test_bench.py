@@ -79,8 +79,9 @@ def test_history_runs_every_page_and_the_export(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-4000:]
     assert "filled 60 traces / 600 events" in out.stdout
-    # The trace, its events, its run count, its scores, its re-runs, and the datasets "Add to dataset" offers.
-    assert re.search(r"trace detail\s+[\d.]+\s+6\n", out.stdout), out.stdout
+    # The trace, the first screen of its run tree (a query a level, one here), its scores, its
+    # re-runs, and the datasets "Add to dataset" offers.
+    assert re.search(r"trace detail\s+[\d.]+\s+5\n", out.stdout), out.stdout
     assert re.search(r"status=error \(a quarter\)\s+15 ", out.stdout), out.stdout
     # One chunk of 60: the traces, their runs, their events, then the empty next page.
     assert re.search(r"everything\s+60 +[\d.]+ +[\d.]+ +4 ", out.stdout), out.stdout

@@ -83,7 +83,7 @@ async def test_it_replays_a_finished_trace(page):
         await page.goto(f"http://{host}/traces/{trace.pk}/")
         assert await page.locator(".span-row").count() >= 4
         await page.locator(".span-row[data-run-type=tool]").last.click()
-        assert "SQL guard: allowed" in await page.locator("[data-run-panel]").inner_text()
+        await page.locator("[data-run-panel] >> text=SQL guard: allowed").wait_for()  # the run, fetched when selected
         await shot(page, "detail")
         await page.click("[data-tab-button=timeline]")
         await page.click("[data-replay='0']")

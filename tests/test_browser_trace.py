@@ -106,6 +106,7 @@ async def test_the_run_panel_shows_what_a_model_call_was_sent_and_what_a_tool_ra
         assert "orders" in await panel.inner_text()  # nothing selected: the answer
 
         await page.locator("[data-spans] .span-row[data-run-type=think]").nth(1).click()
+        await panel.locator(".message-tool").wait_for()  # the run in full, fetched when it is selected
         text = await panel.inner_text()
         assert "MESSAGES SENT (4)" in text.upper()
         assert "read-only" in text and QUESTION in text  # the system prompt and the question
@@ -116,6 +117,7 @@ async def test_the_run_panel_shows_what_a_model_call_was_sent_and_what_a_tool_ra
         assert await panel.locator(".tool-call").count() >= 2  # what came back: another tool call
 
         await page.locator("[data-spans] .span-row[data-run-type=tool]").last.click()
+        await panel.locator("pre.sql").wait_for()
         text = await panel.inner_text()
         assert "ARGUMENTS" in text.upper() and "SQL guard: allowed" in text
         assert await panel.locator("pre.sql .hljs-keyword").first.inner_text() == "SELECT"

@@ -477,6 +477,19 @@ async def test_a_live_trace_gets_its_question_and_model_from_spans_that_come_lat
     assert trace.model == "gpt-4o-mini"
 
 
+async def test_the_root_spans_input_and_output_are_the_question_and_answer_whatever_came_first(post):
+    """A long run exports its steps as they end, and its root span last: the model's first prompt
+    is no more than the question until the root says it."""
+    root, think, tool, answer = agent_spans()
+    think = json.loads(json.dumps(think).replace(QUESTION, "step 1: list the tables"))
+    assert (await post(export(think, tool))).status_code == 200
+    assert (await post(export(answer, root))).status_code == 200
+    await settle()
+    trace = await Trace.objects.aget(pk=trace_uuid(TRACE))
+    assert trace.request == QUESTION
+    assert trace.final_response == "France leads with 3 orders."
+
+
 async def test_a_streamed_body_is_read_only_until_it_passes_the_limit(token, settings):
     settings.TRACE_OTLP_MAX_BODY_BYTES = 65536
     _, key = token

@@ -9,7 +9,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from tests.factories import make_trace
+from tests.factories import make_agent_trace, make_trace
 from traces.models import Run, Trace
 
 pytestmark = pytest.mark.django_db
@@ -119,16 +119,29 @@ def test_a_trace_of_another_agent_has_no_run_again(client):
     assert "data-rerun" not in client.get(reverse("traces:detail", args=[ingested.pk])).content.decode()
 
 
-def test_the_detail_page_carries_its_events_for_the_run_tree_and_waterfall(client):
-    """The page draws the tree, the waterfall and the timeline from the stored events
-    (tests/test_browser_trace.py shows them drawn)."""
+def test_the_detail_page_carries_the_first_screen_of_its_run_tree_not_its_events(client):
+    """The page draws the tree and the waterfall from the first pages of the trace's rows it
+    embeds, and loads the rest and the events as they are wanted (traces.pages.tree;
+    tests/test_browser_trace.py shows them drawn)."""
     trace = make_trace("<b>bold?</b> 显示用户表的10条用户数据")
     body = client.get(reverse("traces:detail", args=[trace.pk])).content.decode()
     assert "&lt;b&gt;bold?&lt;/b&gt;" in body and "<b>bold?</b>" not in body
     assert f"<dt>Runs</dt><dd>{Run.objects.filter(trace=trace).count()}</dd>" in body
-    assert 'id="trace-events"' in body and "data-spans" in body and "data-axis" in body
-    events = json.loads(body.split('id="trace-events" type="application/json">')[1].split("</script>")[0])
-    assert [e["seq"] for e in events] == list(range(1, trace.last_seq + 1))
+    assert 'id="trace-events"' not in body and "data-spans" in body and "data-axis" in body
+    tree = json.loads(body.split('id="trace-tree" type="application/json">')[1].split("</script>")[0])
+    assert tree["trace"]["last_seq"] == trace.last_seq and tree["trace"]["duration_ms"] == 2000
+    embedded = [run["id"] for page in tree["pages"] for run in page["runs"]]
+    assert sorted(embedded) == sorted(str(pk) for pk in Run.objects.filter(trace=trace).values_list("pk", flat=True))
+    assert "<dt>Duration</dt><dd>2.00 s</dd>" in body
+
+
+def test_a_long_trace_embeds_one_screen_of_runs(client, django_assert_max_num_queries):
+    trace = make_agent_trace(200)
+    with django_assert_max_num_queries(60):
+        body = client.get(reverse("traces:detail", args=[trace.pk])).content.decode()
+    tree = json.loads(body.split('id="trace-tree" type="application/json">')[1].split("</script>")[0])
+    assert 100 <= sum(len(page["runs"]) for page in tree["pages"]) < 300
+    assert len(body) < 200_000
 
 
 def test_the_detail_page_is_a_constant_number_of_queries(client, django_assert_max_num_queries):

@@ -214,7 +214,10 @@ class Run(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # Looked up through run_trace_start_idx, which starts with it: one index less to write per run.
     trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="runs", db_index=False)
-    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
+    # Looked up through run_parent_start_idx, which starts with it.
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children", db_index=False
+    )
     name = models.CharField(max_length=200)
     run_type = models.CharField(max_length=16, choices=Type.choices)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
@@ -236,6 +239,9 @@ class Run(models.Model):
         indexes = [
             # The run tree and waterfall of one trace, in time order.
             models.Index(fields=["trace", "start_time"], name="run_trace_start_idx"),
+            # A run's children a page at a time, in (start_time, id) order, and how many it has
+            # (traces.pages.tree); it replaces the parent key's own index.
+            models.Index(fields=["parent", "start_time", "id"], name="run_parent_start_idx"),
             # Dashboard: tool calls by tool and status.
             models.Index(fields=["run_type", "name", "status"], name="run_type_name_status_idx"),
         ]

@@ -418,8 +418,9 @@ class Ingestor:
         run = span.view
         if span.parent_span_id is None:
             trace.root, trace.root_answer = span.span_id, run.answer
-            if run.question and not trace.question:
-                trace.question = run.question
+            if run.question and run.question != trace.question:
+                # The root's input is the question, over a model call's prompt taken before it came.
+                trace.question, trace.said_question = run.question, False
         elif run.run_type == RunType.THINK and not trace.question and run.inputs.get("content"):
             trace.question = str(run.inputs["content"])  # the first model call's question, until the root says
         if run.model and not trace.model:

@@ -20,7 +20,7 @@ from traces import protocol, search_index
 from traces.live.sessions import sockets
 from traces.models import Trace
 from traces.pages import health as health_checks
-from traces.pages import stats
+from traces.pages import stats, tree
 from traces.pages.compare import compare
 from traces.pages.forms import CompareForm, HistoryFilter
 from traces.pages.pagination import keyset_page, numbered_page, page_number
@@ -110,18 +110,32 @@ def session_detail(request: HttpRequest, session_id: str) -> HttpResponse:
 
 
 def trace_detail(request: HttpRequest, trace_id) -> HttpResponse:
-    """The run tree and waterfall, the run panel and the timeline are drawn by the page from the
-    stored events, the same way as live and replayed ones. Of the trace's runs again, only those
-    its viewer may see are listed (another user may have run the same trace again)."""
+    """The trace's summary, and the first screen of its run tree read from its rows; the page asks
+    ``traces.pages.tree`` for the rest as it is scrolled, expanded, searched or selected, and for the
+    events when their tabs are opened. Of the trace's runs again, only those its viewer may see are
+    listed (another user may have run the same trace again)."""
     trace = get_object_or_404(_visible(request).select_related("rerun_of"), pk=trace_id)
-    events = [protocol.loads(text) for text in trace.events.order_by("seq").values_list("envelope", flat=True)]
+    # The summary (with its last seq) before the runs: a live page follows the events after that
+    # seq, so a run that changes in between is sent again rather than missed.
+    summary = {
+        "id": str(trace.pk),
+        "status": trace.status,
+        "request": trace.request,
+        "final_response": trace.final_response,
+        "error": trace.error or None,
+        "error_type": trace.error_type or None,
+        "started_at": format_timestamp(trace.started_at),
+        "ended_at": format_timestamp(trace.ended_at) if trace.ended_at else None,
+        "duration_ms": trace.duration_ms,
+        "last_seq": trace.last_seq,
+    }
     return render(
         request,
         "traces/trace_detail.html",
         {
             "trace": trace,
-            "events": events,
-            "runs": trace.runs.count(),
+            "tree": {"trace": summary, "pages": tree.first_screen(trace)},
+            "runs": trace.total_runs,  # the projection keeps it: the sum of its runs, never a second count
             "scores": list(trace.scores.select_related("run").defer("run__inputs", "run__outputs", "run__metadata")),
             "reruns": list(_visible(request).filter(rerun_of=trace).only("id", "status", "started_at")[:20]),
         },

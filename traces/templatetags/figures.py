@@ -53,3 +53,19 @@ def duration(value: timedelta | None) -> str:
         if count:
             parts.append(f"{count} {unit}{'' if count == 1 else 's'}")
     return " ".join(parts[:2]) or "0 seconds"
+
+
+@register.filter
+def milliseconds(value: int | float | str | None) -> str:
+    """A duration given in milliseconds in its largest sensible unit, as ``static/traces/render.js``
+    ``formatDuration`` writes it: ``<1 ms``, ``840 ms``, ``1.24 s``, ``30.0 s``, ``2 min 5 s``."""
+    if value is None or value == "":
+        return ""
+    ms = float(value)
+    if ms < 1:
+        return "<1 ms"
+    if ms < 1000:
+        return f"{round(ms)} ms"
+    if ms < 60000:
+        return f"{ms / 1000:.{2 if ms < 10000 else 1}f} s"
+    return f"{int(ms // 60000)} min {round((ms % 60000) / 1000)} s"

@@ -320,3 +320,77 @@ class ApiToken(models.Model):
             # each update was a write that waited for the history's writer on SQLite.
             cls.objects.filter(pk=token.pk).update(last_used_at=now)
         return token.user
+
+
+class TraceHour(models.Model):
+    """The traces that started in one UTC hour, of one owner and one model, summed: what the
+    dashboard reads for the hours ``traces.store.rollups`` has sealed.
+
+    ``latency`` is a histogram of ``duration_ms`` over ``traces.store.rollups.LATENCY_BUCKETS``, as
+    a JSON object from bucket index to count with the empty buckets left out: it is only ever summed
+    in Python, never filtered in SQL, and an hour's durations fill a few dozen of the ~370 buckets.
+    """
+
+    hour = models.DateTimeField()
+    # Not a constraint: a user's deletion marks their hours stale, and the sweep moves their
+    # traces (now nobody's) to the null owner; until then these rows name a user who is gone.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    model = models.CharField(max_length=100, blank=True)
+    running = models.PositiveIntegerField(default=0)
+    success = models.PositiveIntegerField(default=0)
+    error = models.PositiveIntegerField(default=0)
+    cancelled = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    total_tokens = models.BigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=20, decimal_places=8, default=0)
+    duration_ms = models.BigIntegerField(default=0)
+    timed = models.PositiveIntegerField(default=0, help_text="Traces with a duration.")
+    latency = models.JSONField(default=dict)
+
+    class Meta:
+        indexes = [
+            # The dashboard: the sealed hours of a range; and recomputing an hour.
+            models.Index(fields=["hour", "owner"], name="tracehour_hour_owner_idx"),
+        ]
+
+
+class ToolHour(models.Model):
+    """The tool calls of the traces that started in one UTC hour, of one owner, by tool name.
+
+    ``slowest`` holds, for the ``run_sql`` tool, the ``[duration_ms, run id]`` of its
+    ``traces.store.rollups.SLOWEST`` slowest calls with a duration: the dashboard's slowest SQL of
+    a range is among those of its hours."""
+
+    hour = models.DateTimeField()
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    name = models.CharField(max_length=200)
+    calls = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    duration_ms = models.BigIntegerField(default=0)
+    timed = models.PositiveIntegerField(default=0, help_text="Calls with a duration.")
+    slowest = models.JSONField(default=list)
+
+    class Meta:
+        indexes = [
+            # The dashboard: the sealed hours of a range; and recomputing an hour.
+            models.Index(fields=["hour", "owner"], name="toolhour_hour_owner_idx"),
+        ]
+
+
+class RollupSeal(models.Model):
+    """One row: the hours before ``sealed_until`` are summed in ``TraceHour`` and ``ToolHour``
+    (except the ``StaleHour`` ones); later hours are read from the traces themselves."""
+
+    sealed_until = models.DateTimeField(null=True)
+
+
+class StaleHour(models.Model):
+    """A sealed hour whose traces changed since it was summed: read from the traces until the sweep
+    sums it again."""
+
+    hour = models.DateTimeField(unique=True)

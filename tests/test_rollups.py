@@ -73,17 +73,15 @@ def sql_call(trace: Trace, ms: int) -> Run:
     )
 
 
-def comparable(hours: rollups.Hours) -> tuple[dict, dict]:
-    tools = {
-        key: (sums.calls, sums.errors, sums.duration_ms, sums.timed, sorted(sums.slowest))
-        for key, sums in hours.tools.items()
-    }
-    return hours.traces, tools
+def from_rows(since: dt.datetime, visible: rollups.Visible = rollups.everyone) -> rollups.Summary:
+    summary = rollups.Summary([since])
+    summary.add(rollups.summed([(since, None)], visible))
+    return summary
 
 
 def assert_exact(since: dt.datetime, visible: rollups.Visible = rollups.everyone) -> None:
     """What the dashboard reads equals the sums of the traces, summed afresh from their rows."""
-    assert comparable(rollups.read(since, visible)) == comparable(rollups.summed([(since, None)], visible))
+    assert rollups.read([since], visible) == from_rows(since, visible)
 
 
 def expected(since: dt.datetime, visible: rollups.Visible = rollups.everyone) -> dict:
@@ -115,16 +113,16 @@ def test_it_seals_ended_hours_and_reads_them_from_the_rollups():
     assert_exact(since)
     # The sealed hours are read from their rollups: a change behind the store's back is not seen.
     Trace.objects.filter(pk=made[5].pk).update(total_tokens=999999)
-    assert sum(s.total_tokens for s in rollups.read(since).traces.values()) < 999999
+    assert sum(s.total_tokens for s in rollups.read([since]).traces.values()) < 999999
 
 
 def test_live_runs_in_the_current_hour_are_read_from_the_traces():
     history()
     sealed()
-    before = rollups.read(rollups.hour_of(ago(days=100)))
+    before = rollups.read([rollups.hour_of(ago(days=100))])
     make_trace("just now", started_at=ago(seconds=1))
     assert not StaleHour.objects.exists()  # the current hour is never sealed: nothing to mark
-    after = rollups.read(rollups.hour_of(ago(days=100)))
+    after = rollups.read([rollups.hour_of(ago(days=100))])
     assert sum(s.success for s in after.traces.values()) == sum(s.success for s in before.traces.values()) + 1
     assert_exact(rollups.hour_of(ago(days=100)))
 
@@ -158,7 +156,7 @@ def test_a_late_completion_of_an_old_trace_marks_its_hour_stale():
     assert_exact(since)  # read from the traces while stale
     assert rollups.refresh_stale() == 1 and not StaleHour.objects.exists()
     assert_exact(since)  # and from the rollup summed again
-    assert sum(s.running for s in rollups.read(since).traces.values()) == 0
+    assert sum(s.running for s in rollups.read([since]).traces.values()) == 0
 
 
 def test_an_import_of_old_traces_marks_their_hours_stale():
@@ -263,7 +261,7 @@ def test_the_dashboard_is_a_constant_number_of_queries_over_sealed_hours(client,
     Trace.objects.filter(pk=made[3].pk).update(model="other")
     rollups.mark_stale([made[3].started_at])
     for key in stats.RANGES:
-        with django_assert_max_num_queries(7):
+        with django_assert_max_num_queries(9):
             assert client.get(reverse("traces:dashboard"), {"range": key}).status_code == 200
 
 
@@ -272,7 +270,7 @@ def test_the_rebuild_command_sums_the_sealed_hours_again(capsys):
     sealed()
     since = rollups.hour_of(ago(days=100))
     Trace.objects.filter(pk=made[5].pk).update(total_tokens=12345)  # behind the store's back
-    assert comparable(rollups.read(since)) != comparable(rollups.summed([(since, None)]))
+    assert rollups.read([since]) != from_rows(since)
     day = made[5].started_at.astimezone(dt.UTC).date().isoformat()
     out = io.StringIO()
     call_command("rebuildrollups", "--since", day, "--until", day, stdout=out)

@@ -78,8 +78,14 @@ class Trace(models.Model):
     current_step = models.PositiveIntegerField(default=0)
     model = models.CharField(max_length=100, blank=True)
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.WEBSOCKET)
+    # Looked up through trace_owner_started_idx, which starts with it: one index less to write per trace.
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="traces"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="traces",
+        db_index=False,
     )
     rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns")
     started_at = models.DateTimeField()
@@ -111,6 +117,9 @@ class Trace(models.Model):
             models.Index(fields=["session_id", "-started_at"], name="trace_session_started_idx"),
             # History filtered by agent.
             models.Index(fields=["agent_name", "-started_at"], name="trace_agent_started_idx"),
+            # A user's traces, newest first: the dashboard's most frequent questions (its newest
+            # traces of a range), and the history of a user who is not staff.
+            models.Index(fields=["owner", "-started_at"], name="trace_owner_started_idx"),
         ]
 
     def __str__(self) -> str:
@@ -357,12 +366,29 @@ class TraceHour(models.Model):
         ]
 
 
+class LatencyDay(models.Model):
+    """The ``TraceHour.latency`` histograms of a sealed UTC day of one owner, summed: a range of
+    90 days reads 90 of them per owner rather than 2,160 hours' by model."""
+
+    day = models.DateTimeField()
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    latency = models.JSONField(default=dict)
+
+    class Meta:
+        indexes = [
+            # The dashboard: the whole days of a range.
+            models.Index(fields=["day", "owner"], name="latencyday_day_owner_idx"),
+        ]
+
+
 class ToolHour(models.Model):
     """The tool calls of the traces that started in one UTC hour, of one owner, by tool name.
 
     ``slowest`` holds, for the ``run_sql`` tool, the ``[duration_ms, run id]`` of its
     ``traces.store.rollups.SLOWEST`` slowest calls with a duration: the dashboard's slowest SQL of
-    a range is among those of its hours."""
+    a range is among those of its ten hours with the largest ``slowest_ms``."""
 
     hour = models.DateTimeField()
     owner = models.ForeignKey(
@@ -374,6 +400,7 @@ class ToolHour(models.Model):
     duration_ms = models.BigIntegerField(default=0)
     timed = models.PositiveIntegerField(default=0, help_text="Calls with a duration.")
     slowest = models.JSONField(default=list)
+    slowest_ms = models.PositiveIntegerField(null=True, help_text="The first of ``slowest``.")
 
     class Meta:
         indexes = [

@@ -22,7 +22,6 @@ from django.db.models.fields.json import KT
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from agents.tools import QueryTool
 from traces.models import Run, Trace
 from traces.store import rollups
 
@@ -118,30 +117,27 @@ QUESTIONS_AMONG = 1000  # the most frequent questions are counted among the rang
 def dashboard(visible: rollups.Visible, span: Span, now: dt.datetime) -> dict:
     """The dashboard of the traces ``visible`` sees (``traces.access.visible_filter`` for a user)."""
     starts = span.starts(now)
-    hours = rollups.read(starts[0], visible)
-    rows = list(grouped_rows(hours))
+    summary = rollups.read(starts, visible)
+    rows = list(grouped_rows(summary))
     totals, by_model = tallies(rows)
-    latency: Counter[int] = Counter()
-    for sums in hours.traces.values():
-        latency.update(sums.latency)
     return {
         "since": starts[0],
         "totals": totals,
         "models": by_model,
         "chart": chart_data(starts, span, series_of(rows, starts, by_model)),
-        "p50": rollups.percentile(latency, 0.5),
-        "p95": rollups.percentile(latency, 0.95),
-        "tools": tool_rows(hours),
-        "slowest_sql": slowest_sql(hours),
+        "p50": rollups.percentile(summary.latency, 0.5),
+        "p95": rollups.percentile(summary.latency, 0.95),
+        "tools": tool_rows(summary),
+        "slowest_sql": slowest_sql(summary),
         "questions": questions(visible, starts[0]),
         "questions_among": QUESTIONS_AMONG,
     }
 
 
-def grouped_rows(hours: rollups.Hours) -> Iterator[dict]:
-    """The sums by hour as rows grouped by bucket (the hour), model and status. Tokens, cost and
-    durations are not kept by status: an hour's go with the first of its rows."""
-    for (hour, _, model), sums in hours.traces.items():
+def grouped_rows(summary: rollups.Summary) -> Iterator[dict]:
+    """The sums as rows grouped by bucket (the hour), model and status. Tokens, cost and durations
+    are not kept by status: an hour's go with the first of its rows."""
+    for (hour, model), sums in summary.traces.items():
         amounts = {"tokens": sums.total_tokens, "cost": sums.cost, "ms": sums.duration_ms, "timed": sums.timed}
         for status, n in sums.by_status().items():
             if n:
@@ -149,14 +145,7 @@ def grouped_rows(hours: rollups.Hours) -> Iterator[dict]:
                 amounts = {"tokens": 0, "cost": Decimal(0), "ms": 0, "timed": 0}
 
 
-def tool_rows(hours: rollups.Hours) -> list[dict]:
-    tools: dict[str, rollups.ToolSums] = {}
-    for (_, _, name), sums in hours.tools.items():
-        tool = tools.setdefault(name, rollups.ToolSums())
-        tool.calls += sums.calls
-        tool.errors += sums.errors
-        tool.duration_ms += sums.duration_ms
-        tool.timed += sums.timed
+def tool_rows(summary: rollups.Summary) -> list[dict]:
     return [
         {
             "name": name,
@@ -165,7 +154,7 @@ def tool_rows(hours: rollups.Hours) -> list[dict]:
             "avg_ms": tool.duration_ms / tool.timed if tool.timed else None,
             "error_share": tool.errors / tool.calls if tool.calls else 0,
         }
-        for name, tool in sorted(tools.items(), key=lambda item: (-item[1].calls, item[0]))
+        for name, tool in sorted(summary.tools.items(), key=lambda item: (-item[1].calls, item[0]))
     ]
 
 
@@ -215,16 +204,10 @@ def series_of(rows: list[dict], starts: list[dt.datetime], by_model: list[Tally]
     return series
 
 
-def slowest_sql(hours: rollups.Hours, limit: int = 10) -> list[dict]:
-    """The longest ``run_sql`` calls, finished or not (an error or a timeout is often the slowest):
-    among the slowest ``rollups.SLOWEST`` of each hour and owner, so at most ``limit`` rows read."""
-    candidates = [
-        (ms, run_id)
-        for (_, _, name), sums in hours.tools.items()
-        if name == QueryTool.name
-        for ms, run_id in sums.slowest
-    ]
-    chosen = [uuid.UUID(run_id) for _, run_id in sorted(candidates, key=lambda c: (-c[0], c[1]))[:limit]]
+def slowest_sql(summary: rollups.Summary) -> list[dict]:
+    """The longest ``run_sql`` calls, finished or not (an error or a timeout is often the slowest),
+    as the summary found them: at most ``rollups.SLOWEST`` rows read."""
+    chosen = [uuid.UUID(run_id) for _, run_id in summary.slowest]
     if not chosen:
         return []
     rows = (

@@ -22,32 +22,36 @@ its mark and marks it again, so no change is lost between the two.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import dataclasses
 import datetime as dt
 import heapq
 import logging
 import math
+import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Q, Value
+from django.db.models import Case, Q, Sum, Value, When
 from django.utils import timezone
 
 from agents.tools import QueryTool
-from traces.models import RollupSeal, Run, StaleHour, ToolHour, Trace, TraceHour
+from traces.models import LatencyDay, RollupSeal, Run, StaleHour, ToolHour, Trace, TraceHour
 from traces.store.pool import pooled
 
 logger = logging.getLogger(__name__)
 
 HOUR = dt.timedelta(hours=1)
+DAY = dt.timedelta(days=1)
 SEAL_GRACE = dt.timedelta(minutes=15)
 SWEEP_SECONDS = 60.0
 SEAL_CHUNK = dt.timedelta(days=1)  # hours sealed in one transaction
 SEAL_CHUNKS_PER_SWEEP = 24  # a fresh install of a long history is sealed over several sweeps
 STALE_PER_SWEEP = 200
+RUNS_OF = 500  # traces whose runs are read in one query
 SLOWEST = 10  # run_sql calls kept per hour and owner: the dashboard shows the 10 slowest
 
 # Durations in buckets whose bounds grow by LATENCY_RATIO: bucket 0 holds 0 ms, bucket b >= 1 holds
@@ -66,6 +70,11 @@ def everyone(prefix: str = "") -> Q:
 def hour_of(moment: dt.datetime) -> dt.datetime:
     """The start of the UTC hour ``moment`` is in."""
     return moment.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def day_of(moment: dt.datetime) -> dt.datetime:
+    """The start of the UTC day ``moment`` is in."""
+    return hour_of(moment).replace(hour=0)
 
 
 def latency_bucket(ms: int) -> int:
@@ -155,13 +164,13 @@ class Hours:
     tools: dict[ToolKey, ToolSums]
 
 
-def in_ranges(ranges: Iterable[tuple[dt.datetime, dt.datetime | None]], prefix: str = "") -> Q:
-    """``started_at`` in any of the ``[start, end)`` ranges (``end`` None: open)."""
+def in_ranges(ranges: Iterable[tuple[dt.datetime, dt.datetime | None]], field: str = "started_at") -> Q:
+    """``field`` in any of the ``[start, end)`` ranges (``end`` None: open)."""
     where = Q(pk__in=[])
     for start, end in ranges:
-        bound = Q(**{f"{prefix}started_at__gte": start})
+        bound = Q(**{f"{field}__gte": start})
         if end is not None:
-            bound &= Q(**{f"{prefix}started_at__lt": end})
+            bound &= Q(**{f"{field}__lt": end})
         where |= bound
     return where
 
@@ -175,6 +184,7 @@ def summed(ranges: list[tuple[dt.datetime, dt.datetime | None]], visible: Visibl
         Trace.objects.filter(in_ranges(ranges), visible(""))
         .order_by()
         .values_list(
+            "id",
             "started_at",
             "owner_id",
             "model",
@@ -186,8 +196,13 @@ def summed(ranges: list[tuple[dt.datetime, dt.datetime | None]], visible: Visibl
             "duration_ms",
         )
     )
-    for started_at, owner, model, status, prompt, completion, total, cost, ms in rows.iterator(chunk_size=5000):
-        sums = traces.get((hour := hour_of(started_at), owner, model))
+    hour_and_owner: dict[uuid.UUID, tuple[dt.datetime, int | None]] = {}
+    for trace_id, started_at, owner, model, status, prompt, completion, total, cost, ms in rows.iterator(
+        chunk_size=5000
+    ):
+        hour = hour_of(started_at)
+        hour_and_owner[trace_id] = (hour, owner)
+        sums = traces.get((hour, owner, model))
         if sums is None:
             sums = traces[(hour, owner, model)] = TraceSums()
         setattr(sums, status, getattr(sums, status) + 1)
@@ -200,50 +215,144 @@ def summed(ranges: list[tuple[dt.datetime, dt.datetime | None]], visible: Visibl
             sums.timed += 1
             sums.latency[latency_bucket(ms)] += 1
     tools: dict[ToolKey, ToolSums] = {}
-    calls = (
-        Run.objects.filter(in_ranges(ranges, "trace__"), visible("trace__"), run_type=Run.Type.TOOL)
-        .order_by()
-        .values_list("trace__started_at", "trace__owner_id", "name", "status", "duration_ms", "id")
-    )
-    for started_at, owner, name, status, ms, run_id in calls.iterator(chunk_size=5000):
-        tool = tools.get((hour := hour_of(started_at), owner, name))
-        if tool is None:
-            tool = tools[(hour, owner, name)] = ToolSums()
-        tool.calls += 1
-        tool.errors += status == Run.Status.ERROR
-        if ms is not None:
-            tool.duration_ms += ms
-            tool.timed += 1
-            if name == QueryTool.name:
-                tool.keep_slow(ms, run_id.hex)
-    return Hours(traces, tools)
-
-
-def sealed_hours(since: dt.datetime, visible: Visible, until: dt.datetime, stale: list[dt.datetime]) -> Hours:
-    """The sums of the sealed hours from ``since`` to ``until`` but the ``stale`` ones."""
-    if since >= until:
-        return Hours({}, {})
-    traces = {
-        (row.hour, row.owner_id, row.model): TraceSums.of_row(row)
-        for row in TraceHour.objects.filter(visible(""), hour__gte=since, hour__lt=until).exclude(hour__in=stale)
-    }
-    tools = {
-        (row.hour, row.owner_id, row.name): ToolSums(
-            row.calls, row.errors, row.duration_ms, row.timed, [(ms, run_id) for ms, run_id in row.slowest]
+    ids = list(hour_and_owner)
+    for start in range(0, len(ids), RUNS_OF):
+        # By their traces' ids, through run_trace_start_idx; a join would walk every tool call
+        # (SQLite prefers run_type_name_status_idx), so the tool runs are picked out here.
+        calls = (
+            Run.objects.filter(trace_id__in=ids[start : start + RUNS_OF])
+            .order_by()
+            .values_list("trace_id", "run_type", "name", "status", "duration_ms", "id")
         )
-        for row in ToolHour.objects.filter(visible(""), hour__gte=since, hour__lt=until).exclude(hour__in=stale)
-    }
+        for trace_id, run_type, name, status, ms, run_id in calls:
+            if run_type != Run.Type.TOOL:
+                continue
+            key = (*hour_and_owner[trace_id], name)
+            tool = tools.get(key)
+            if tool is None:
+                tool = tools[key] = ToolSums()
+            tool.calls += 1
+            tool.errors += status == Run.Status.ERROR
+            if ms is not None:
+                tool.duration_ms += ms
+                tool.timed += 1
+                if name == QueryTool.name:
+                    tool.keep_slow(ms, run_id.hex)
     return Hours(traces, tools)
 
 
-def read(since: dt.datetime, visible: Visible = everyone) -> Hours:
-    """The sums by hour of every trace ``visible`` sees that started at ``since`` (an hour's start)
-    or later: the sealed hours from their rollups, the others from their traces."""
+@dataclasses.dataclass
+class Summary:
+    """What the dashboard reads of a range of buckets (hours or days, each a whole number of UTC
+    hours): the traces by bucket and model, every owner it may see summed; their latency
+    histogram; the tools by name; and the slowest ``run_sql`` calls."""
+
+    starts: list[dt.datetime]  # of the buckets, oldest first
+    traces: dict[tuple[dt.datetime, str], TraceSums] = dataclasses.field(default_factory=dict)
+    latency: Counter[int] = dataclasses.field(default_factory=Counter)
+    tools: dict[str, ToolSums] = dataclasses.field(default_factory=dict)
+    slowest: list[tuple[int, str]] = dataclasses.field(default_factory=list)  # [(ms, run id hex)], slowest first
+
+    def bucket_of(self, hour: dt.datetime) -> dt.datetime:
+        return self.starts[max(0, bisect.bisect_right(self.starts, hour) - 1)]
+
+    def add_traces(self, bucket: dt.datetime, model: str, sums: TraceSums) -> None:
+        into = self.traces.get((bucket, model))
+        if into is None:
+            into = self.traces[(bucket, model)] = TraceSums()
+        for name in SUMMED_FIELDS:
+            setattr(into, name, getattr(into, name) + getattr(sums, name))
+
+    def add_tool(self, name: str, sums: ToolSums) -> None:
+        into = self.tools.setdefault(name, ToolSums())
+        into.calls += sums.calls
+        into.errors += sums.errors
+        into.duration_ms += sums.duration_ms
+        into.timed += sums.timed
+
+    def add_slowest(self, calls: Iterable[tuple[int, str]]) -> None:
+        self.slowest = sorted([*self.slowest, *calls], key=lambda call: (-call[0], call[1]))[:SLOWEST]
+
+    def add(self, hours: Hours) -> None:
+        """The sums of ``hours`` too."""
+        for (hour, _, model), sums in hours.traces.items():
+            self.add_traces(self.bucket_of(hour), model, sums)
+            self.latency.update(sums.latency)
+        for (_, _, name), tool in hours.tools.items():
+            self.add_tool(name, tool)
+            self.add_slowest(tool.slowest)
+
+
+SUMMED_FIELDS = [field.name for field in dataclasses.fields(TraceSums) if field.name != "latency"]
+
+
+def read(starts: list[dt.datetime], visible: Visible = everyone) -> Summary:
+    """The sums of every trace ``visible`` sees that started at ``starts[0]`` or later, by the
+    buckets that begin at ``starts``: the sealed hours from their rollups, the others from their
+    traces."""
+    since = starts[0]
     seal, stale = seal_and_stale(since)
     tail_from = max(since, seal) if seal is not None else since
-    sealed = sealed_hours(since, visible, tail_from, stale)
-    tail = summed([(tail_from, None)] + [(hour, hour + HOUR) for hour in stale], visible)
-    return Hours(sealed.traces | tail.traces, sealed.tools | tail.tools)
+    summary = Summary(starts)
+    if since < tail_from:
+        add_sealed(summary, since, tail_from, stale, visible)
+    summary.add(summed([(tail_from, None)] + [(hour, hour + HOUR) for hour in stale], visible))
+    return summary
+
+
+def add_sealed(
+    summary: Summary, since: dt.datetime, until: dt.datetime, stale: list[dt.datetime], visible: Visible
+) -> None:
+    """Add the sealed hours from ``since`` to ``until`` but the ``stale`` ones to ``summary``, summed
+    in the database: a row per bucket and model; the histograms of whole days where a day's
+    is there (``LatencyDay``), else of hours; a row per tool; and the ``run_sql`` calls of the ten
+    hours with the slowest (the range's ten slowest calls are among theirs)."""
+    hours = TraceHour.objects.filter(visible(""), hour__gte=since, hour__lt=until).exclude(hour__in=stale)
+    bucket = Case(
+        *[When(hour__gte=start, then=Value(i)) for i, start in reversed(list(enumerate(summary.starts)))],
+        default=Value(0),
+    )
+    by_bucket = hours.annotate(bucket=bucket).values("bucket", "model").order_by()
+    for index, model, *totals in by_bucket.values_list("bucket", "model", *[Sum(name) for name in SUMMED_FIELDS]):
+        summary.add_traces(summary.starts[index], model, TraceSums(*totals))
+    days, rest = whole_days(since, until, stale)
+    histograms = (
+        hours.filter(in_ranges(rest, field="hour"))
+        .values_list("latency")
+        .union(LatencyDay.objects.filter(visible(""), day__in=days).values_list("latency"), all=True)
+    )
+    for (histogram,) in histograms:
+        summary.latency.update({int(bucket): n for bucket, n in histogram.items()})
+    tools = ToolHour.objects.filter(visible(""), hour__gte=since, hour__lt=until).exclude(hour__in=stale)
+    by_name = tools.values("name").order_by()
+    for name, *totals in by_name.values_list("name", Sum("calls"), Sum("errors"), Sum("duration_ms"), Sum("timed")):
+        summary.add_tool(name, ToolSums(*totals))
+    slowest = tools.filter(name=QueryTool.name, slowest_ms__isnull=False).order_by("-slowest_ms")[:SLOWEST]
+    summary.add_slowest((ms, run_id) for calls in slowest.values_list("slowest", flat=True) for ms, run_id in calls)
+
+
+def whole_days(
+    since: dt.datetime, until: dt.datetime, stale: list[dt.datetime]
+) -> tuple[list[dt.datetime], list[tuple[dt.datetime, dt.datetime | None]]]:
+    """The UTC days wholly from ``since`` to ``until`` with no stale hour, and the ranges of the
+    hours between them outside those days."""
+    stale_days = {day_of(hour) for hour in stale}
+    days: list[dt.datetime] = []
+    rest: list[tuple[dt.datetime, dt.datetime | None]] = []
+    moment = since
+    while moment < until:
+        day = day_of(moment)
+        if day == moment and day + DAY <= until and day not in stale_days:
+            days.append(day)
+            moment = day + DAY
+            continue
+        end = min(day + DAY, until)
+        if rest and rest[-1][1] == moment:
+            rest[-1] = (rest[-1][0], end)
+        else:
+            rest.append((moment, end))
+        moment = end
+    return days, rest
 
 
 def seal_and_stale(since: dt.datetime) -> tuple[dt.datetime | None, list[dt.datetime]]:
@@ -301,11 +410,41 @@ def store(start: dt.datetime, end: dt.datetime) -> None:
                 duration_ms=sums.duration_ms,
                 timed=sums.timed,
                 slowest=[[ms, run_id] for ms, run_id in sorted(sums.slowest, reverse=True)],
+                slowest_ms=max(sums.slowest)[0] if sums.slowest else None,
             )
             for (hour, owner, name), sums in hours.tools.items()
         ],
         batch_size=500,
     )
+
+
+def store_days(days: Iterable[dt.datetime]) -> None:
+    """Replace the ``LatencyDay`` rows of these sealed UTC days with the sums of their hours'."""
+    for day in sorted(set(days)):
+        merged: dict[int | None, Counter[str]] = {}
+        for owner, histogram in TraceHour.objects.filter(hour__gte=day, hour__lt=day + DAY).values_list(
+            "owner_id", "latency"
+        ):
+            merged.setdefault(owner, Counter()).update(histogram)
+        LatencyDay.objects.filter(day=day).delete()
+        LatencyDay.objects.bulk_create(
+            [
+                LatencyDay(day=day, owner_id=owner, latency=dict(sorted(histogram.items(), key=lambda b: int(b[0]))))
+                for owner, histogram in merged.items()
+            ]
+        )
+
+
+def days_ended(start: dt.datetime, end: dt.datetime) -> list[dt.datetime]:
+    """The UTC days whose last hour is from ``start`` to ``end``."""
+    return [day for day in _days(start - DAY + HOUR, end) if start < day + DAY <= end]
+
+
+def _days(start: dt.datetime, end: dt.datetime) -> Iterator[dt.datetime]:
+    day = day_of(start)
+    while day < end:
+        yield day
+        day += DAY
 
 
 def refresh_stale(limit: int = STALE_PER_SWEEP) -> int:
@@ -320,6 +459,8 @@ def refresh_stale(limit: int = STALE_PER_SWEEP) -> int:
                 continue  # another sweep took it
             if seal is not None and mark.hour < seal:  # later hours are read from the traces anyway
                 store(mark.hour, mark.hour + HOUR)
+                if day_of(mark.hour) + DAY <= seal:
+                    store_days([day_of(mark.hour)])
         done += 1
     return done
 
@@ -341,6 +482,7 @@ def seal(
             end = min(start + SEAL_CHUNK, target)
             if end > start:
                 store(start, end)
+                store_days(days_ended(start, end))
             if state.sealed_until is None or end > start:
                 state.sealed_until = max(start, end)
                 state.save(update_fields=["sealed_until"])
@@ -377,6 +519,7 @@ def rebuild(
             chunk_end = min(start + SEAL_CHUNK, end)
             with transaction.atomic():
                 store(start, chunk_end)
+                store_days(day for day in _days(start, chunk_end) if day + DAY <= sealed_until)
                 StaleHour.objects.filter(hour__gte=start, hour__lt=chunk_end).delete()
             summed_hours += (chunk_end - start) // HOUR
             start = chunk_end

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import io
 import os
 import statistics
 import sys
@@ -108,7 +109,7 @@ def measure(repeat: int = 5) -> None:
     """Print the dashboard's time for each range and viewer, sealed and from the traces alone."""
     settings.DEBUG = True  # to count queries
     started = time.perf_counter()
-    call_command("rebuildrollups", stdout=open(os.devnull, "w"))
+    call_command("rebuildrollups", stdout=io.StringIO())
     print(f"rebuildrollups: {time.perf_counter() - started:.1f} s ({connection.vendor})")
     user = get_user_model().objects.get(username="bench-0")
     print(f"{'range':6} {'viewer':10} {'sealed ms':>10} {'queries':>8} {'from traces ms':>15} {'queries':>8}")

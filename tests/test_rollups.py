@@ -310,3 +310,30 @@ def test_a_day_in_a_half_hour_time_zone_starts_at_the_utc_hour_of_its_midnight(s
         assert all(timezone.localtime(start).strftime("%H:%M") == "23:30" for start in starts)
     finally:
         timezone.deactivate()
+
+
+def test_a_deleted_users_traces_become_nobodys_in_the_sums(django_user_model):
+    hal = django_user_model.objects.create_user("hal")
+    at = ago(days=3)
+    make_trace("mine", owner=hal, started_at=at)
+    make_trace("nobody's", started_at=at)
+    sealed()
+    since = rollups.hour_of(ago(days=7))
+    hal.delete()
+    assert StaleHour.objects.count() == 1
+    assert_exact(since)
+    sealed()
+    assert set(TraceHour.objects.values_list("owner", flat=True)) == {None}
+    assert_exact(since)
+
+
+@pytest.mark.parametrize("key", list(stats.RANGES))
+def test_the_charts_and_tables_are_the_same_read_from_rollups_or_from_the_traces(key):
+    history()
+    now = timezone.now()
+    from_traces = stats.dashboard(rollups.everyone, stats.RANGES[key], now)
+    sealed()
+    from_rollups = stats.dashboard(rollups.everyone, stats.RANGES[key], now)
+    assert RollupSeal.objects.get().sealed_until > from_rollups["since"]
+    for name in ("chart", "totals", "models", "tools", "slowest_sql", "questions", "p50", "p95"):
+        assert from_rollups[name] == from_traces[name], name

@@ -308,11 +308,7 @@ def add_sealed(
     is there (``LatencyDay``), else of hours; a row per tool; and the ``run_sql`` calls of the ten
     hours with the slowest (the range's ten slowest calls are among theirs)."""
     hours = TraceHour.objects.filter(visible(""), hour__gte=since, hour__lt=until).exclude(hour__in=stale)
-    bucket = Case(
-        *[When(hour__gte=start, then=Value(i)) for i, start in reversed(list(enumerate(summary.starts)))],
-        default=Value(0),
-    )
-    by_bucket = hours.annotate(bucket=bucket).values("bucket", "model").order_by()
+    by_bucket = hours.annotate(bucket=bucket_index(summary.starts)).values("bucket", "model").order_by()
     for index, model, *totals in by_bucket.values_list("bucket", "model", *[Sum(name) for name in SUMMED_FIELDS]):
         summary.add_traces(summary.starts[index], model, TraceSums(*totals))
     days, rest = whole_days(since, until, stale)
@@ -329,6 +325,18 @@ def add_sealed(
         summary.add_tool(name, ToolSums(*totals))
     slowest = tools.filter(name=QueryTool.name, slowest_ms__isnull=False).order_by("-slowest_ms")[:SLOWEST]
     summary.add_slowest((ms, run_id) for calls in slowest.values_list("slowest", flat=True) for ms, run_id in calls)
+
+
+def bucket_index(starts: list[dt.datetime], first: int = 0) -> Value | Case:
+    """The index of the bucket an ``hour`` is in, as a search in halves: 7 comparisons a row for
+    90 buckets rather than 45 (the hours before ``starts[0]`` are not asked for)."""
+    if len(starts) == 1:
+        return Value(first)
+    middle = len(starts) // 2
+    return Case(
+        When(hour__gte=starts[middle], then=bucket_index(starts[middle:], first + middle)),
+        default=bucket_index(starts[:middle], first),
+    )
 
 
 def whole_days(
@@ -379,6 +387,13 @@ def mark_stale(started: Iterable[dt.datetime | None], now: dt.datetime | None = 
     hours = {hour for moment in started if moment is not None and (hour := hour_of(moment)) + HOUR <= line}
     if hours:
         StaleHour.objects.bulk_create([StaleHour(hour=hour) for hour in hours], ignore_conflicts=True)
+
+
+def mark_owner_stale(owner_id: int) -> None:
+    """Mark stale the sealed hours of a user's traces: call it in the transaction that deletes the
+    user, whose traces become nobody's (``Trace.owner`` is SET_NULL)."""
+    hours = TraceHour.objects.filter(owner_id=owner_id).values_list("hour", flat=True).distinct()
+    StaleHour.objects.bulk_create([StaleHour(hour=hour) for hour in hours], ignore_conflicts=True)
 
 
 def store(start: dt.datetime, end: dt.datetime) -> None:

@@ -409,6 +409,29 @@ class ToolHour(models.Model):
         ]
 
 
+class ToolDay(models.Model):
+    """The ``ToolHour`` rows of a sealed UTC day of one owner and tool, summed (``slowest``: the
+    day's ten slowest ``run_sql`` calls)."""
+
+    day = models.DateTimeField()
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    name = models.CharField(max_length=200)
+    calls = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    duration_ms = models.BigIntegerField(default=0)
+    timed = models.PositiveIntegerField(default=0)
+    slowest = models.JSONField(default=list)
+    slowest_ms = models.PositiveIntegerField(null=True)
+
+    class Meta:
+        indexes = [
+            # The dashboard: the whole days of a range.
+            models.Index(fields=["day", "owner"], name="toolday_day_owner_idx"),
+        ]
+
+
 class RollupSeal(models.Model):
     """One row: the hours before ``sealed_until`` are summed in ``TraceHour`` and ``ToolHour``
     (except the ``StaleHour`` ones); later hours are read from the traces themselves."""

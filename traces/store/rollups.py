@@ -39,7 +39,7 @@ from django.db.models import Case, Q, Sum, Value, When
 from django.utils import timezone
 
 from agents.tools import QueryTool
-from traces.models import LatencyDay, RollupSeal, Run, StaleHour, ToolHour, Trace, TraceHour
+from traces.models import LatencyDay, RollupSeal, Run, StaleHour, ToolDay, ToolHour, Trace, TraceHour
 from traces.store.pool import pooled
 
 logger = logging.getLogger(__name__)
@@ -305,8 +305,10 @@ def add_sealed(
 ) -> None:
     """Add the sealed hours from ``since`` to ``until`` but the ``stale`` ones to ``summary``, summed
     in the database: a row per bucket and model; the histograms of whole days where a day's
-    is there (``LatencyDay``), else of hours; a row per tool; and the ``run_sql`` calls of the ten
-    hours with the slowest (the range's ten slowest calls are among theirs)."""
+    is there, else of hours; a row per tool; and the ``run_sql`` calls of the ten
+    hours or days with the slowest (the range's ten slowest calls are among theirs). Whole UTC
+    days are read from their day's rows (``LatencyDay``, ``ToolDay``) unless an hour of theirs is
+    stale: a range of 90 days reads 90 rows per owner and tool rather than 2,160."""
     hours = TraceHour.objects.filter(visible(""), hour__gte=since, hour__lt=until).exclude(hour__in=stale)
     by_bucket = hours.annotate(bucket=bucket_index(summary.starts)).values("bucket", "model").order_by()
     for index, model, *totals in by_bucket.values_list("bucket", "model", *[Sum(name) for name in SUMMED_FIELDS]):
@@ -319,12 +321,15 @@ def add_sealed(
     )
     for (histogram,) in histograms:
         summary.latency.update({int(bucket): n for bucket, n in histogram.items()})
-    tools = ToolHour.objects.filter(visible(""), hour__gte=since, hour__lt=until).exclude(hour__in=stale)
-    by_name = tools.values("name").order_by()
-    for name, *totals in by_name.values_list("name", Sum("calls"), Sum("errors"), Sum("duration_ms"), Sum("timed")):
-        summary.add_tool(name, ToolSums(*totals))
-    slowest = tools.filter(name=QueryTool.name, slowest_ms__isnull=False).order_by("-slowest_ms")[:SLOWEST]
-    summary.add_slowest((ms, run_id) for calls in slowest.values_list("slowest", flat=True) for ms, run_id in calls)
+    tools = ToolHour.objects.filter(visible(""), in_ranges(rest, field="hour")).exclude(hour__in=stale)
+    tool_days = ToolDay.objects.filter(visible(""), day__in=days)
+    totals = ("name", Sum("calls"), Sum("errors"), Sum("duration_ms"), Sum("timed"))
+    by_name = tools.values("name").order_by().values_list(*totals)
+    for name, *sums in by_name.union(tool_days.values("name").order_by().values_list(*totals), all=True):
+        summary.add_tool(name, ToolSums(*sums))
+    for rows in (tools, tool_days):
+        slowest = rows.filter(name=QueryTool.name, slowest_ms__isnull=False).order_by("-slowest_ms")[:SLOWEST]
+        summary.add_slowest((ms, run_id) for calls in slowest.values_list("slowest", flat=True) for ms, run_id in calls)
 
 
 def bucket_index(starts: list[dt.datetime], first: int = 0) -> Value | Case:
@@ -434,18 +439,44 @@ def store(start: dt.datetime, end: dt.datetime) -> None:
 
 
 def store_days(days: Iterable[dt.datetime]) -> None:
-    """Replace the ``LatencyDay`` rows of these sealed UTC days with the sums of their hours'."""
+    """Replace the ``LatencyDay`` and ``ToolDay`` rows of these sealed UTC days with the sums of
+    their hours' rows."""
     for day in sorted(set(days)):
-        merged: dict[int | None, Counter[str]] = {}
+        latency: dict[int | None, Counter[str]] = {}
         for owner, histogram in TraceHour.objects.filter(hour__gte=day, hour__lt=day + DAY).values_list(
             "owner_id", "latency"
         ):
-            merged.setdefault(owner, Counter()).update(histogram)
+            latency.setdefault(owner, Counter()).update(histogram)
+        tools: dict[tuple[int | None, str], ToolSums] = {}
+        for row in ToolHour.objects.filter(hour__gte=day, hour__lt=day + DAY):
+            tool = tools.setdefault((row.owner_id, row.name), ToolSums())
+            tool.calls += row.calls
+            tool.errors += row.errors
+            tool.duration_ms += row.duration_ms
+            tool.timed += row.timed
+            tool.slowest = sorted([*tool.slowest, *map(tuple, row.slowest)], reverse=True)[:SLOWEST]
         LatencyDay.objects.filter(day=day).delete()
+        ToolDay.objects.filter(day=day).delete()
         LatencyDay.objects.bulk_create(
             [
                 LatencyDay(day=day, owner_id=owner, latency=dict(sorted(histogram.items(), key=lambda b: int(b[0]))))
-                for owner, histogram in merged.items()
+                for owner, histogram in latency.items()
+            ]
+        )
+        ToolDay.objects.bulk_create(
+            [
+                ToolDay(
+                    day=day,
+                    owner_id=owner,
+                    name=name,
+                    calls=tool.calls,
+                    errors=tool.errors,
+                    duration_ms=tool.duration_ms,
+                    timed=tool.timed,
+                    slowest=[list(call) for call in tool.slowest],
+                    slowest_ms=tool.slowest[0][0] if tool.slowest else None,
+                )
+                for (owner, name), tool in tools.items()
             ]
         )
 

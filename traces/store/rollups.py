@@ -34,8 +34,11 @@ from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Case, Q, Sum, Value, When
+from django.db.models.signals import pre_delete
+from django.dispatch import receiver
 from django.utils import timezone
 
 from agents.tools import QueryTool
@@ -394,10 +397,12 @@ def mark_stale(started: Iterable[dt.datetime | None], now: dt.datetime | None = 
         StaleHour.objects.bulk_create([StaleHour(hour=hour) for hour in hours], ignore_conflicts=True)
 
 
-def mark_owner_stale(owner_id: int) -> None:
-    """Mark stale the sealed hours of a user's traces: call it in the transaction that deletes the
-    user, whose traces become nobody's (``Trace.owner`` is SET_NULL)."""
-    hours = TraceHour.objects.filter(owner_id=owner_id).values_list("hour", flat=True).distinct()
+@receiver(pre_delete, sender=settings.AUTH_USER_MODEL, dispatch_uid="traces.rollups.deleted_owner")
+def mark_owner_stale(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """Mark stale the sealed hours of a user's traces as the user is deleted, in the transaction
+    that deletes them: their traces become nobody's (``Trace.owner`` is SET_NULL). Connected as
+    this module is imported, which ``traces.admin`` does wherever Django's admin is set up."""
+    hours = TraceHour.objects.filter(owner_id=instance.pk).values_list("hour", flat=True).distinct()
     StaleHour.objects.bulk_create([StaleHour(hour=hour) for hour in hours], ignore_conflicts=True)
 
 

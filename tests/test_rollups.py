@@ -4,6 +4,7 @@ delete), for every range and every viewer; the sweep, and the command that rebui
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import io
 import random
@@ -337,3 +338,22 @@ def test_the_charts_and_tables_are_the_same_read_from_rollups_or_from_the_traces
     assert RollupSeal.objects.get().sealed_until > from_rollups["since"]
     for name in ("chart", "totals", "models", "tools", "slowest_sql", "questions", "p50", "p95"):
         assert from_rollups[name] == from_traces[name], name
+
+
+async def test_the_sweep_runs_with_its_owner_until_it_is_closed(monkeypatch):
+    rounds = []
+    monkeypatch.setattr(rollups, "sweep", lambda: rounds.append(1))
+    sweep = rollups.RollupSweep(seconds=0.01)
+    sweep.start()
+    while len(rounds) < 2:
+        await asyncio.sleep(0.01)
+    await sweep.aclose()
+    after = len(rounds)
+    await asyncio.sleep(0.05)
+    assert len(rounds) == after and sweep._task is None
+
+
+def test_a_runtime_owns_a_sweep():
+    from traces.runtime import Runtime
+
+    assert isinstance(Runtime(kind="server").rollups, rollups.RollupSweep)

@@ -342,7 +342,8 @@ class TraceHour(models.Model):
 
     hour = models.DateTimeField()
     # Not a constraint: a user's deletion marks their hours stale, and the sweep moves their
-    # traces (now nobody's) to the null owner; until then these rows name a user who is gone.
+    # traces (now nobody's) to the null owner; until then these rows name a user who is gone. Its
+    # index finds those hours.
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
     )
@@ -372,7 +373,12 @@ class LatencyDay(models.Model):
 
     day = models.DateTimeField()
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,  # read through the (day or hour, owner) index
+        related_name="+",
     )
     latency = models.JSONField(default=dict)
 
@@ -392,7 +398,12 @@ class ToolHour(models.Model):
 
     hour = models.DateTimeField()
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,  # read through the (day or hour, owner) index
+        related_name="+",
     )
     name = models.CharField(max_length=200)
     calls = models.PositiveIntegerField(default=0)
@@ -415,7 +426,12 @@ class ToolDay(models.Model):
 
     day = models.DateTimeField()
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,  # read through the (day or hour, owner) index
+        related_name="+",
     )
     name = models.CharField(max_length=200)
     calls = models.PositiveIntegerField(default=0)

@@ -135,4 +135,3 @@ def test_dashboard_times_every_range_sealed_and_from_the_traces(tmp_path):
     assert out.returncode == 0, out.stderr[-4000:]
     assert "filled 120 traces / 240 runs" in out.stdout
     assert re.search(r"^90d +one user +[\d.]+ +\d+ +[\d.]+ +\d+$", out.stdout, re.MULTILINE), out.stdout
-

@@ -26,6 +26,7 @@ from traces.access import visible_filter
 from traces.admin import TraceAdmin
 from traces.models import RollupSeal, Run, StaleHour, ToolHour, Trace, TraceHour
 from traces.pages import stats
+from traces.pages import summary as sums
 from traces.store import retention, rollups, transfer
 from traces.store.writer import Numbered, store_now
 
@@ -74,15 +75,15 @@ def sql_call(trace: Trace, ms: int) -> Run:
     )
 
 
-def from_rows(since: dt.datetime, visible: rollups.Visible = rollups.everyone) -> rollups.Summary:
-    summary = rollups.Summary([since])
+def from_rows(since: dt.datetime, visible: rollups.Visible = rollups.everyone) -> sums.Summary:
+    summary = sums.Summary([since])
     summary.add(rollups.summed([(since, None)], visible))
     return summary
 
 
 def assert_exact(since: dt.datetime, visible: rollups.Visible = rollups.everyone) -> None:
     """What the dashboard reads equals the sums of the traces, summed afresh from their rows."""
-    assert rollups.read([since], visible) == from_rows(since, visible)
+    assert sums.read([since], visible) == from_rows(since, visible)
 
 
 def expected(since: dt.datetime, visible: rollups.Visible = rollups.everyone) -> dict:
@@ -114,16 +115,16 @@ def test_it_seals_ended_hours_and_reads_them_from_the_rollups():
     assert_exact(since)
     # The sealed hours are read from their rollups: a change behind the store's back is not seen.
     Trace.objects.filter(pk=made[5].pk).update(total_tokens=999999)
-    assert sum(s.total_tokens for s in rollups.read([since]).traces.values()) < 999999
+    assert sum(s.total_tokens for s in sums.read([since]).traces.values()) < 999999
 
 
 def test_live_runs_in_the_current_hour_are_read_from_the_traces():
     history()
     sealed()
-    before = rollups.read([rollups.hour_of(ago(days=100))])
+    before = sums.read([rollups.hour_of(ago(days=100))])
     make_trace("just now", started_at=ago(seconds=1))
     assert not StaleHour.objects.exists()  # the current hour is never sealed: nothing to mark
-    after = rollups.read([rollups.hour_of(ago(days=100))])
+    after = sums.read([rollups.hour_of(ago(days=100))])
     assert sum(s.success for s in after.traces.values()) == sum(s.success for s in before.traces.values()) + 1
     assert_exact(rollups.hour_of(ago(days=100)))
 
@@ -157,7 +158,7 @@ def test_a_late_completion_of_an_old_trace_marks_its_hour_stale():
     assert_exact(since)  # read from the traces while stale
     assert rollups.refresh_stale() == 1 and not StaleHour.objects.exists()
     assert_exact(since)  # and from the rollup summed again
-    assert sum(s.running for s in rollups.read([since]).traces.values()) == 0
+    assert sum(s.running for s in sums.read([since]).traces.values()) == 0
 
 
 def test_an_import_of_old_traces_marks_their_hours_stale():
@@ -229,7 +230,7 @@ def test_percentiles_from_the_histogram_are_within_two_and_a_half_percent():
         histogram = Counter(rollups.latency_bucket(ms) for ms in values)
         for fraction in (0.5, 0.95):
             truth = stats_percentile(values, fraction)
-            assert abs(rollups.percentile(histogram, fraction) - truth) <= max(0.025 * truth, 0.5)
+            assert abs(sums.percentile(histogram, fraction) - truth) <= max(0.025 * truth, 0.5)
 
 
 def test_each_user_sees_the_numbers_of_the_traces_they_may_see(client, settings, django_user_model):
@@ -271,7 +272,7 @@ def test_the_rebuild_command_sums_the_sealed_hours_again(capsys):
     sealed()
     since = rollups.hour_of(ago(days=100))
     Trace.objects.filter(pk=made[5].pk).update(total_tokens=12345)  # behind the store's back
-    assert rollups.read([since]) != from_rows(since)
+    assert sums.read([since]) != from_rows(since)
     day = made[5].started_at.astimezone(dt.UTC).date().isoformat()
     out = io.StringIO()
     call_command("rebuildrollups", "--since", day, "--until", day, stdout=out)

@@ -23,6 +23,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from traces.models import Run, Trace
+from traces.pages import summary as summaries
 from traces.store import rollups
 
 # The error type of a statement the agent's database stopped at its time limit
@@ -117,7 +118,7 @@ QUESTIONS_AMONG = 1000  # the most frequent questions are counted among the rang
 def dashboard(visible: rollups.Visible, span: Span, now: dt.datetime) -> dict:
     """The dashboard of the traces ``visible`` sees (``traces.access.visible_filter`` for a user)."""
     starts = span.starts(now)
-    summary = rollups.read(starts, visible)
+    summary = summaries.read(starts, visible)
     rows = list(grouped_rows(summary))
     totals, by_model = tallies(rows)
     return {
@@ -125,8 +126,8 @@ def dashboard(visible: rollups.Visible, span: Span, now: dt.datetime) -> dict:
         "totals": totals,
         "models": by_model,
         "chart": chart_data(starts, span, series_of(rows, starts, by_model)),
-        "p50": rollups.percentile(summary.latency, 0.5),
-        "p95": rollups.percentile(summary.latency, 0.95),
+        "p50": summaries.percentile(summary.latency, 0.5),
+        "p95": summaries.percentile(summary.latency, 0.95),
         "tools": tool_rows(summary),
         "slowest_sql": slowest_sql(summary),
         "questions": questions(visible, starts[0]),
@@ -134,7 +135,7 @@ def dashboard(visible: rollups.Visible, span: Span, now: dt.datetime) -> dict:
     }
 
 
-def grouped_rows(summary: rollups.Summary) -> Iterator[dict]:
+def grouped_rows(summary: summaries.Summary) -> Iterator[dict]:
     """The sums as rows grouped by bucket (the hour), model and status. Tokens, cost and durations
     are not kept by status: an hour's go with the first of its rows."""
     for (hour, model), sums in summary.traces.items():
@@ -145,7 +146,7 @@ def grouped_rows(summary: rollups.Summary) -> Iterator[dict]:
                 amounts = {"tokens": 0, "cost": Decimal(0), "ms": 0, "timed": 0}
 
 
-def tool_rows(summary: rollups.Summary) -> list[dict]:
+def tool_rows(summary: summaries.Summary) -> list[dict]:
     return [
         {
             "name": name,
@@ -204,7 +205,7 @@ def series_of(rows: list[dict], starts: list[dt.datetime], by_model: list[Tally]
     return series
 
 
-def slowest_sql(summary: rollups.Summary) -> list[dict]:
+def slowest_sql(summary: summaries.Summary) -> list[dict]:
     """The longest ``run_sql`` calls, finished or not (an error or a timeout is often the slowest),
     as the summary found them: at most ``rollups.SLOWEST`` rows read."""
     chosen = [uuid.UUID(run_id) for _, run_id in summary.slowest]

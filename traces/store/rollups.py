@@ -1,17 +1,18 @@
-"""The dashboard's sums by hour (``TraceHour``, ``ToolHour``), kept exact without slowing the writes.
+"""The dashboard's sums by hour (``TraceHour``, ``ToolHour``; whole days in ``LatencyDay`` and
+``ToolDay``), kept exact without slowing the writes.
 
 The traces of a UTC hour (by ``started_at``) are summed once the hour has ended and a grace period
 has passed (``SEAL_GRACE``, for late OTLP spans): the hours before ``RollupSeal.sealed_until`` are
-sealed. The dashboard adds up the sealed hours of its range and sums the rest (the hours since the
-seal, and the ``StaleHour`` ones) from the traces themselves, with ``summed`` — the one function
-that computes an hour's sums, for sealing and for the dashboard alike.
+sealed. The dashboard (``traces.pages.summary``) adds up the sealed hours of its range and sums the
+rest (the hours since the seal, and the ``StaleHour`` ones) from the traces themselves, with
+``summed`` — the one function that computes an hour's sums, for sealing and for the dashboard.
 
 A change to a trace that a seal may already hold marks its hour stale, in the transaction of the
-change: the store's writes (a run completing late, late spans, an import), pruning, and deletes
-in the admin. Which hours may be sealed is known without reading the seal: the sweep seals only
-hours that ended ``SEAL_GRACE`` ago, and a write marks every hour that ended half of that ago
-(the other half absorbs clocks that differ between processes). A live trace's writes, in the
-current hour, mark nothing and cost one comparison.
+change: the store's writes (a run completing late, late spans, an import), pruning, deletes in
+the admin, and a deleted user (whose traces become nobody's). Which hours may be sealed is known
+without reading the seal: the sweep seals only hours that ended ``SEAL_GRACE`` ago, and a write
+marks every hour that ended half of that ago (the other half absorbs clocks that differ between
+processes). A live trace's writes, in the current hour, mark nothing and cost one comparison.
 
 The sweep (``RollupSweep``, run by a server's runtime every ``SWEEP_SECONDS``) sums the stale
 hours again, then seals the hours that have ended, a day per transaction. Each stale hour is
@@ -22,7 +23,6 @@ its mark and marks it again, so no change is lost between the two.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import dataclasses
 import datetime as dt
 import heapq
@@ -36,7 +36,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, Q, Sum, Value, When
+from django.db.models import Q
 from django.db.models.signals import pre_delete
 from django.dispatch import receiver
 from django.utils import timezone
@@ -89,20 +89,6 @@ def latency_value(bucket: int) -> int:
     return 0 if bucket == 0 else round(LATENCY_RATIO ** (bucket - 0.5))
 
 
-def percentile(histogram: Counter[int], fraction: float) -> int | None:
-    """The value at rank ``round(fraction * (n - 1))`` of the durations, as their bucket says."""
-    count = sum(histogram.values())
-    if not count:
-        return None
-    rank = min(count - 1, round(fraction * (count - 1)))
-    seen = 0
-    for bucket in sorted(histogram):
-        seen += histogram[bucket]
-        if seen > rank:
-            return latency_value(bucket)
-    raise AssertionError("unreachable: the ranks end inside the histogram")
-
-
 @dataclasses.dataclass
 class TraceSums:
     """The traces of one hour, owner and model: a ``TraceHour`` row."""
@@ -123,22 +109,6 @@ class TraceSums:
 
     def by_status(self) -> dict[str, int]:
         return {status: getattr(self, status) for status in self.STATUSES}
-
-    @classmethod
-    def of_row(cls, row: TraceHour) -> TraceSums:
-        return cls(
-            row.running,
-            row.success,
-            row.error,
-            row.cancelled,
-            row.prompt_tokens,
-            row.completion_tokens,
-            row.total_tokens,
-            row.cost,
-            row.duration_ms,
-            row.timed,
-            Counter({int(bucket): n for bucket, n in row.latency.items()}),
-        )
 
 
 @dataclasses.dataclass
@@ -242,147 +212,6 @@ def summed(ranges: list[tuple[dt.datetime, dt.datetime | None]], visible: Visibl
                 if name == QueryTool.name:
                     tool.keep_slow(ms, run_id.hex)
     return Hours(traces, tools)
-
-
-@dataclasses.dataclass
-class Summary:
-    """What the dashboard reads of a range of buckets (hours or days, each a whole number of UTC
-    hours): the traces by bucket and model, every owner it may see summed; their latency
-    histogram; the tools by name; and the slowest ``run_sql`` calls."""
-
-    starts: list[dt.datetime]  # of the buckets, oldest first
-    traces: dict[tuple[dt.datetime, str], TraceSums] = dataclasses.field(default_factory=dict)
-    latency: Counter[int] = dataclasses.field(default_factory=Counter)
-    tools: dict[str, ToolSums] = dataclasses.field(default_factory=dict)
-    slowest: list[tuple[int, str]] = dataclasses.field(default_factory=list)  # [(ms, run id hex)], slowest first
-
-    def bucket_of(self, hour: dt.datetime) -> dt.datetime:
-        return self.starts[max(0, bisect.bisect_right(self.starts, hour) - 1)]
-
-    def add_traces(self, bucket: dt.datetime, model: str, sums: TraceSums) -> None:
-        into = self.traces.get((bucket, model))
-        if into is None:
-            into = self.traces[(bucket, model)] = TraceSums()
-        for name in SUMMED_FIELDS:
-            setattr(into, name, getattr(into, name) + getattr(sums, name))
-
-    def add_tool(self, name: str, sums: ToolSums) -> None:
-        into = self.tools.setdefault(name, ToolSums())
-        into.calls += sums.calls
-        into.errors += sums.errors
-        into.duration_ms += sums.duration_ms
-        into.timed += sums.timed
-
-    def add_slowest(self, calls: Iterable[tuple[int, str]]) -> None:
-        self.slowest = sorted([*self.slowest, *calls], key=lambda call: (-call[0], call[1]))[:SLOWEST]
-
-    def add(self, hours: Hours) -> None:
-        """The sums of ``hours`` too."""
-        for (hour, _, model), sums in hours.traces.items():
-            self.add_traces(self.bucket_of(hour), model, sums)
-            self.latency.update(sums.latency)
-        for (_, _, name), tool in hours.tools.items():
-            self.add_tool(name, tool)
-            self.add_slowest(tool.slowest)
-
-
-SUMMED_FIELDS = [field.name for field in dataclasses.fields(TraceSums) if field.name != "latency"]
-
-
-def read(starts: list[dt.datetime], visible: Visible = everyone) -> Summary:
-    """The sums of every trace ``visible`` sees that started at ``starts[0]`` or later, by the
-    buckets that begin at ``starts``: the sealed hours from their rollups, the others from their
-    traces."""
-    since = starts[0]
-    seal, stale = seal_and_stale(since)
-    tail_from = max(since, seal) if seal is not None else since
-    summary = Summary(starts)
-    if since < tail_from:
-        add_sealed(summary, since, tail_from, stale, visible)
-    summary.add(summed([(tail_from, None)] + [(hour, hour + HOUR) for hour in stale], visible))
-    return summary
-
-
-def add_sealed(
-    summary: Summary, since: dt.datetime, until: dt.datetime, stale: list[dt.datetime], visible: Visible
-) -> None:
-    """Add the sealed hours from ``since`` to ``until`` but the ``stale`` ones to ``summary``, summed
-    in the database: a row per bucket and model; the histograms of whole days where a day's
-    is there, else of hours; a row per tool; and the ``run_sql`` calls of the ten
-    hours or days with the slowest (the range's ten slowest calls are among theirs). Whole UTC
-    days are read from their day's rows (``LatencyDay``, ``ToolDay``) unless an hour of theirs is
-    stale: a range of 90 days reads 90 rows per owner and tool rather than 2,160."""
-    hours = TraceHour.objects.filter(visible(""), hour__gte=since, hour__lt=until).exclude(hour__in=stale)
-    by_bucket = hours.annotate(bucket=bucket_index(summary.starts)).values("bucket", "model").order_by()
-    for index, model, *totals in by_bucket.values_list("bucket", "model", *[Sum(name) for name in SUMMED_FIELDS]):
-        summary.add_traces(summary.starts[index], model, TraceSums(*totals))
-    days, rest = whole_days(since, until, stale)
-    histograms = (
-        hours.filter(in_ranges(rest, field="hour"))
-        .values_list("latency")
-        .union(LatencyDay.objects.filter(visible(""), day__in=days).values_list("latency"), all=True)
-    )
-    for (histogram,) in histograms:
-        summary.latency.update({int(bucket): n for bucket, n in histogram.items()})
-    tools = ToolHour.objects.filter(visible(""), in_ranges(rest, field="hour")).exclude(hour__in=stale)
-    tool_days = ToolDay.objects.filter(visible(""), day__in=days)
-    totals = ("name", Sum("calls"), Sum("errors"), Sum("duration_ms"), Sum("timed"))
-    by_name = tools.values("name").order_by().values_list(*totals)
-    for name, *sums in by_name.union(tool_days.values("name").order_by().values_list(*totals), all=True):
-        summary.add_tool(name, ToolSums(*sums))
-    for rows in (tools, tool_days):
-        slowest = rows.filter(name=QueryTool.name, slowest_ms__isnull=False).order_by("-slowest_ms")[:SLOWEST]
-        summary.add_slowest((ms, run_id) for calls in slowest.values_list("slowest", flat=True) for ms, run_id in calls)
-
-
-def bucket_index(starts: list[dt.datetime], first: int = 0) -> Value | Case:
-    """The index of the bucket an ``hour`` is in, as a search in halves: 7 comparisons a row for
-    90 buckets rather than 45 (the hours before ``starts[0]`` are not asked for)."""
-    if len(starts) == 1:
-        return Value(first)
-    middle = len(starts) // 2
-    return Case(
-        When(hour__gte=starts[middle], then=bucket_index(starts[middle:], first + middle)),
-        default=bucket_index(starts[:middle], first),
-    )
-
-
-def whole_days(
-    since: dt.datetime, until: dt.datetime, stale: list[dt.datetime]
-) -> tuple[list[dt.datetime], list[tuple[dt.datetime, dt.datetime | None]]]:
-    """The UTC days wholly from ``since`` to ``until`` with no stale hour, and the ranges of the
-    hours between them outside those days."""
-    stale_days = {day_of(hour) for hour in stale}
-    days: list[dt.datetime] = []
-    rest: list[tuple[dt.datetime, dt.datetime | None]] = []
-    moment = since
-    while moment < until:
-        day = day_of(moment)
-        if day == moment and day + DAY <= until and day not in stale_days:
-            days.append(day)
-            moment = day + DAY
-            continue
-        end = min(day + DAY, until)
-        if rest and rest[-1][1] == moment:
-            rest[-1] = (rest[-1][0], end)
-        else:
-            rest.append((moment, end))
-        moment = end
-    return days, rest
-
-
-def seal_and_stale(since: dt.datetime) -> tuple[dt.datetime | None, list[dt.datetime]]:
-    """In one query: the seal, and the stale hours from ``since`` up to it."""
-    seals = RollupSeal.objects.filter(sealed_until__isnull=False).values_list("sealed_until", Value(True))
-    stale = StaleHour.objects.filter(hour__gte=since).values_list("hour", Value(False))
-    seal: dt.datetime | None = None
-    hours = []
-    for moment, is_seal in seals.union(stale, all=True):
-        if is_seal:
-            seal = moment
-        else:
-            hours.append(moment)
-    return seal, [hour for hour in hours if seal is not None and hour < seal]
 
 
 # ---------------------------------------------------------------------- writing

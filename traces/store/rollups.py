@@ -235,9 +235,11 @@ def mark_owner_stale(sender: Any, instance: Any, **kwargs: Any) -> None:
     StaleHour.objects.bulk_create([StaleHour(hour=hour) for hour in hours], ignore_conflicts=True)
 
 
-def store(start: dt.datetime, end: dt.datetime) -> None:
-    """Replace the rollups of the hours from ``start`` to ``end`` with the sums of their traces."""
-    hours = summed([(start, end)])
+def store(start: dt.datetime, end: dt.datetime, hours: Hours | None = None) -> None:
+    """Replace the rollups of the hours from ``start`` to ``end`` with ``hours``, by default the
+    sums of their traces now."""
+    if hours is None:
+        hours = summed([(start, end)])
     TraceHour.objects.filter(hour__gte=start, hour__lt=end).delete()
     ToolHour.objects.filter(hour__gte=start, hour__lt=end).delete()
     TraceHour.objects.bulk_create(
@@ -328,8 +330,8 @@ def _days(start: dt.datetime, end: dt.datetime) -> Iterator[dt.datetime]:
 
 
 def refresh_stale(limit: int = STALE_PER_SWEEP) -> int:
-    """Sum the stale hours again (at most ``limit``); returns how many."""
-    seal = RollupSeal.objects.values_list("sealed_until", flat=True).first()
+    """Sum the stale hours again (at most ``limit``); returns how many. An hour at a time, each in
+    a transaction that reads it: one hour's traces hold the database's write lock briefly."""
     done = 0
     for mark in StaleHour.objects.order_by("hour")[:limit]:
         with transaction.atomic():
@@ -337,6 +339,8 @@ def refresh_stale(limit: int = STALE_PER_SWEEP) -> int:
             # transaction and marks the hour again; one that committed before is read below.
             if not StaleHour.objects.filter(pk=mark.pk).delete()[0]:
                 continue  # another sweep took it
+            # Read here, after the mark: a sealing that holds this hour has committed by now.
+            seal = RollupSeal.objects.select_for_update().values_list("sealed_until", flat=True).first()
             if seal is not None and mark.hour < seal:  # later hours are read from the traces anyway
                 store(mark.hour, mark.hour + HOUR)
                 if day_of(mark.hour) + DAY <= seal:
@@ -348,24 +352,29 @@ def refresh_stale(limit: int = STALE_PER_SWEEP) -> int:
 def seal(
     now: dt.datetime | None = None, chunks: int | None = None, progress: Callable[[dt.datetime], Any] | None = None
 ) -> int:
-    """Seal the hours that ended ``SEAL_GRACE`` before ``now``, ``SEAL_CHUNK`` per transaction (at
-    most ``chunks`` of them); returns how many hours it sealed."""
+    """Seal the hours that ended ``SEAL_GRACE`` before ``now``, ``SEAL_CHUNK`` at a time (at most
+    ``chunks`` of them); returns how many hours it sealed.
+
+    A chunk's traces are summed before its transaction, so that a day of a long history does not
+    hold the database's write lock (on SQLite, the live store's) while it is read: a write to
+    those hours meanwhile marks its hour stale, as they ended ``SEAL_GRACE`` ago."""
     target = hour_of((now or timezone.now()) - SEAL_GRACE)
     sealed = 0
     while chunks is None or chunks > 0:
+        state, _ = RollupSeal.objects.get_or_create(pk=1)
+        start = state.sealed_until
+        if start is None:
+            first = Trace.objects.order_by("started_at").values_list("started_at", flat=True).first()
+            start = hour_of(first) if first is not None else target
+        end = max(start, min(start + SEAL_CHUNK, target))
+        hours = summed([(start, end)]) if end > start else None
         with transaction.atomic():
-            state, _ = RollupSeal.objects.select_for_update().get_or_create(pk=1)
-            start = state.sealed_until
-            if start is None:
-                first = Trace.objects.order_by("started_at").values_list("started_at", flat=True).first()
-                start = hour_of(first) if first is not None else target
-            end = min(start + SEAL_CHUNK, target)
-            if end > start:
-                store(start, end)
+            if RollupSeal.objects.select_for_update().get(pk=1).sealed_until != state.sealed_until:
+                continue  # another process sealed them meanwhile
+            if hours is not None:
+                store(start, end, hours)
                 store_days(days_ended(start, end))
-            if state.sealed_until is None or end > start:
-                state.sealed_until = max(start, end)
-                state.save(update_fields=["sealed_until"])
+            RollupSeal.objects.filter(pk=1).update(sealed_until=end)
         if end <= start:
             break
         sealed += (end - start) // HOUR
@@ -397,10 +406,12 @@ def rebuild(
         end = min(hour_of(until) + HOUR, sealed_until) if until is not None else sealed_until
         while start < end:
             chunk_end = min(start + SEAL_CHUNK, end)
+            # Summed before the transaction, as in seal(); the stale marks stay, for the writes
+            # that commit in between.
+            hours = summed([(start, chunk_end)])
             with transaction.atomic():
-                store(start, chunk_end)
+                store(start, chunk_end, hours)
                 store_days(day for day in _days(start, chunk_end) if day + DAY <= sealed_until)
-                StaleHour.objects.filter(hour__gte=start, hour__lt=chunk_end).delete()
             summed_hours += (chunk_end - start) // HOUR
             start = chunk_end
             if progress is not None:

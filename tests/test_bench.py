@@ -116,3 +116,23 @@ def test_ingest_runs_and_stores_every_span():
     out = run("bench/ingest.py", "--spans", "2000", "--batch", "256", "--senders", "2", "--port", "8980")
     assert "HTTP statuses: {200: 8}" in out, out
     assert "stored: 2,000 runs, 200 traces, 200 completed" in out, out
+
+
+def test_dashboard_times_every_range_sealed_and_from_the_traces(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "bench/dashboard.py", "--traces", "120", "--repeat", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": "/tmp",
+            "PYTHONPATH": str(ROOT),
+            "TRACESITE_DATA_DIR": str(tmp_path),
+            "TRACESITE_ENV_FILE": "",
+        },
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert "filled 120 traces / 240 runs" in out.stdout
+    assert re.search(r"^90d +one user +[\d.]+ +\d+ +[\d.]+ +\d+$", out.stdout, re.MULTILINE), out.stdout

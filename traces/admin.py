@@ -1,12 +1,14 @@
 """Read-only admin over the trace history: recorded data is never added or edited here."""
 
 from django.contrib import admin, messages
+from django.db import transaction
 from django.utils import timezone
 from django.utils.html import format_html
 
 from traces import protocol
 from traces.access import visible_filter
 from traces.models import ApiToken, Event, Run, Score, Trace
+from traces.store import rollups
 
 
 class ReadOnlyMixin:
@@ -18,12 +20,26 @@ class ReadOnlyMixin:
 
 
 class VisibleTracesAdmin(admin.ModelAdmin):
-    """Only what ``traces.access`` lets the user see (staff see every trace under today's rule)."""
+    """Only what ``traces.access`` lets the user see (staff see every trace under today's rule).
+    A delete makes the dashboard's sums of the hours of the traces it touches stale."""
 
     trace_prefix = ""  # the path from the model to its trace
 
     def get_queryset(self, request):
         return super().get_queryset(request).filter(visible_filter(request.user, self.trace_prefix))
+
+    def delete_model(self, request, obj) -> None:
+        with transaction.atomic():
+            self._mark_stale(type(obj).objects.filter(pk=obj.pk))
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        with transaction.atomic():
+            self._mark_stale(queryset)
+            super().delete_queryset(request, queryset)
+
+    def _mark_stale(self, queryset) -> None:
+        rollups.mark_stale(queryset.values_list(f"{self.trace_prefix}started_at", flat=True))
 
 
 RUN_INLINE_FIELDS = ("name", "run_type", "status", "start_time", "duration_ms", "total_tokens", "error_type")

@@ -143,8 +143,14 @@ class Trace(models.Model):
     current_step = models.PositiveIntegerField(default=0)
     model = models.CharField(max_length=100, blank=True)
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.WEBSOCKET)
+    # Looked up through trace_owner_started_idx, which starts with it: one index less to write per trace.
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="traces"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="traces",
+        db_index=False,
     )
     rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns")
     started_at = models.DateTimeField()
@@ -176,6 +182,9 @@ class Trace(models.Model):
             models.Index(fields=["session_id", "-started_at"], name="trace_session_started_idx"),
             # History filtered by agent.
             models.Index(fields=["agent_name", "-started_at"], name="trace_agent_started_idx"),
+            # A user's traces, newest first: the dashboard's most frequent questions (its newest
+            # traces of a range), and the history of a user who is not staff.
+            models.Index(fields=["owner", "-started_at"], name="trace_owner_started_idx"),
         ]
 
     def __str__(self) -> str:
@@ -391,3 +400,134 @@ class ApiToken(models.Model):
             # each update was a write that waited for the history's writer on SQLite.
             cls.objects.filter(pk=token.pk).update(last_used_at=now)
         return token.user
+
+
+class TraceHour(models.Model):
+    """The traces that started in one UTC hour, of one owner and one model, summed: what the
+    dashboard reads for the hours ``traces.store.rollups`` has sealed.
+
+    ``latency`` is a histogram of ``duration_ms`` over ``traces.store.rollups.LATENCY_BUCKETS``, as
+    a JSON object from bucket index to count with the empty buckets left out: it is only ever summed
+    in Python, never filtered in SQL, and an hour's durations fill a few dozen of the ~370 buckets.
+    """
+
+    hour = models.DateTimeField()
+    # Not a constraint: a user's deletion marks their hours stale, and the sweep moves their
+    # traces (now nobody's) to the null owner; until then these rows name a user who is gone. Its
+    # index finds those hours.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    model = models.CharField(max_length=100, blank=True)
+    running = models.PositiveIntegerField(default=0)
+    success = models.PositiveIntegerField(default=0)
+    error = models.PositiveIntegerField(default=0)
+    cancelled = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    total_tokens = models.BigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=20, decimal_places=8, default=0)
+    duration_ms = models.BigIntegerField(default=0)
+    timed = models.PositiveIntegerField(default=0, help_text="Traces with a duration.")
+    latency = models.JSONField(default=dict)
+
+    class Meta:
+        indexes = [
+            # The dashboard: the sealed hours of a range; and recomputing an hour.
+            models.Index(fields=["hour", "owner"], name="tracehour_hour_owner_idx"),
+        ]
+
+
+class LatencyDay(models.Model):
+    """The ``TraceHour.latency`` histograms of a sealed UTC day of one owner, summed: a range of
+    90 days reads 90 of them per owner rather than 2,160 hours' by model."""
+
+    day = models.DateTimeField()
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,  # read through the (day or hour, owner) index
+        related_name="+",
+    )
+    latency = models.JSONField(default=dict)
+
+    class Meta:
+        indexes = [
+            # The dashboard: the whole days of a range.
+            models.Index(fields=["day", "owner"], name="latencyday_day_owner_idx"),
+        ]
+
+
+class ToolHour(models.Model):
+    """The tool calls of the traces that started in one UTC hour, of one owner, by tool name.
+
+    ``slowest`` holds, for the ``run_sql`` tool, the ``[duration_ms, run id]`` of its
+    ``traces.store.rollups.SLOWEST`` slowest calls with a duration: the dashboard's slowest SQL of
+    a range is among those of its ten hours with the largest ``slowest_ms``."""
+
+    hour = models.DateTimeField()
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,  # read through the (day or hour, owner) index
+        related_name="+",
+    )
+    name = models.CharField(max_length=200)
+    calls = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    duration_ms = models.BigIntegerField(default=0)
+    timed = models.PositiveIntegerField(default=0, help_text="Calls with a duration.")
+    slowest = models.JSONField(default=list)
+    slowest_ms = models.PositiveIntegerField(null=True, help_text="The first of ``slowest``.")
+
+    class Meta:
+        indexes = [
+            # The dashboard: the sealed hours of a range; and recomputing an hour.
+            models.Index(fields=["hour", "owner"], name="toolhour_hour_owner_idx"),
+        ]
+
+
+class ToolDay(models.Model):
+    """The ``ToolHour`` rows of a sealed UTC day of one owner and tool, summed (``slowest``: the
+    day's ten slowest ``run_sql`` calls)."""
+
+    day = models.DateTimeField()
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,  # read through the (day or hour, owner) index
+        related_name="+",
+    )
+    name = models.CharField(max_length=200)
+    calls = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    duration_ms = models.BigIntegerField(default=0)
+    timed = models.PositiveIntegerField(default=0)
+    slowest = models.JSONField(default=list)
+    slowest_ms = models.PositiveIntegerField(null=True)
+
+    class Meta:
+        indexes = [
+            # The dashboard: the whole days of a range.
+            models.Index(fields=["day", "owner"], name="toolday_day_owner_idx"),
+        ]
+
+
+class RollupSeal(models.Model):
+    """One row: the hours before ``sealed_until`` are summed in ``TraceHour`` and ``ToolHour``
+    (except the ``StaleHour`` ones); later hours are read from the traces themselves."""
+
+    sealed_until = models.DateTimeField(null=True)
+
+
+class StaleHour(models.Model):
+    """A sealed hour whose traces changed since it was summed: read from the traces until the sweep
+    sums it again."""
+
+    hour = models.DateTimeField(unique=True)

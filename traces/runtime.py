@@ -8,6 +8,8 @@ One ``Runtime`` per event loop (a server process has one loop; tests have one ea
 - this process as a runner: its heartbeat, and the reaper that closes the runs of processes
   that died, at start-up and every ``TRACE_REAP_SECONDS`` (``traces.store.liveness``),
 - the agent runs by session, the OTLP ingestor and its sweeper, the OTLP decoder process,
+- in a server, the sweep that seals the dashboard's hourly sums and sums stale hours again
+  (``traces.store.rollups``),
 - the background jobs the layers above hand it (``spawn``: an experiment run from a page),
 - the sockets' credential watch,
 - at start-up, a warning in the log for each grant of the agent's database user beyond reading
@@ -48,6 +50,7 @@ from traces.loops import PerLoop
 from traces.store import pool
 from traces.store.event_store import EventStore
 from traces.store.liveness import Liveness
+from traces.store.rollups import RollupSweep
 from traces.store.sinks import ProcessSink, Sink, ThreadSink, in_memory_database
 
 logger = logging.getLogger(__name__)
@@ -79,6 +82,7 @@ class Runtime:
             processes=kind == "server",
         )
         self.credentials = CredentialWatch()
+        self.rollups = RollupSweep()
         self._starting: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
         self.jobs: set[asyncio.Task] = set()
@@ -107,6 +111,7 @@ class Runtime:
         if self.kind == "server":
             await self.bus.start()  # this process hears the batches other processes store, and cancels
             self.ingestor.start()
+            self.rollups.start()
             self._in_background(self.decoder.start(), "decoder-start")  # ready before the first large export
             # A warning in the log, not a refusal to start: the agent's database may be down for now.
             self._in_background(asyncio.to_thread(warn_about_privileges), "agent-database-grants")
@@ -163,6 +168,7 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.ingestor.aclose()
+        await self.rollups.aclose()
         await self.credentials.aclose()
         await self.hub.aclose()
         await self.liveness.aclose()

@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("traces", "0010_trace_search"),
+        ("traces", "0011_rollups"),
     ]
 
     # The new index first: MariaDB keeps a foreign key's column indexed, so the key's own index

@@ -1,25 +1,30 @@
-"""Numbers for the dashboard, computed in the database over a time range.
+"""Numbers for the dashboard over a time range.
 
 A range is a number of hour or day buckets ending with the current one, in the current time
 zone. Every bucket of the range is there, zero when nothing ran, so the charts span the whole
-range; the counts, tokens and cost of each bucket come by status and by model from one grouped
-query, which also gives the totals.
+range. The numbers are sums of UTC hours by owner and model (``traces.store.rollups``: the sealed
+hours from their rollups, the latest from the traces), so they cost the same at any size of the
+history; p50 and p95 are read from a histogram of the durations, within 2.5%.
 """
 
 from __future__ import annotations
 
 import bisect
 import datetime as dt
+import uuid
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.db.models import Avg, Count, Q, Sum, TextField, Value
+from django.db.models import TextField, Value
 from django.db.models.fields.json import KT
-from django.db.models.functions import Coalesce, TruncDay, TruncHour
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from agents.tools import QueryTool
 from traces.models import Run, Trace
+from traces.pages import summary as summaries
+from traces.store import rollups
 
 # The error type of a statement the agent's database stopped at its time limit
 # (agents.database.base.QueryError).
@@ -45,8 +50,12 @@ class Span:
             last = local.replace(minute=0, second=0, microsecond=0).astimezone(dt.UTC)
             return [timezone.localtime(last - dt.timedelta(hours=n)) for n in reversed(range(self.buckets))]
         today = local.date()
+        # A day starts at the UTC hour its midnight is in: the dashboard sums whole UTC hours. Where
+        # the offset is not whole hours (India's +05:30), a day runs from 23:30 to 23:30 local time.
         return [
-            timezone.make_aware(dt.datetime.combine(today - dt.timedelta(days=n), dt.time.min))
+            timezone.localtime(
+                rollups.hour_of(timezone.make_aware(dt.datetime.combine(today - dt.timedelta(days=n), dt.time.min)))
+            )
             for n in reversed(range(self.buckets))
         ]
 
@@ -103,57 +112,63 @@ class Series:
         self.cost[model][index] += cost
 
 
-def percentile(values: list[int], fraction: float) -> int | None:
-    if not values:
-        return None
-    values = sorted(values)
-    return values[min(len(values) - 1, round(fraction * (len(values) - 1)))]
+QUESTIONS_AMONG = 1000  # the most frequent questions are counted among the range's newest traces
 
 
-def dashboard(traces, span: Span, now: dt.datetime) -> dict:
+def dashboard(visible: rollups.Visible, span: Span, now: dt.datetime) -> dict:
+    """The dashboard of the traces ``visible`` sees (``traces.access.visible_filter`` for a user)."""
     starts = span.starts(now)
-    traces = traces.filter(started_at__gte=starts[0])
-    trunc = TruncHour("started_at") if span.hourly else TruncDay("started_at")
-    rows = list(
-        traces.annotate(bucket=trunc)
-        .values("bucket", "model", "status")
-        .annotate(
-            n=Count("id"),
-            tokens=Sum("total_tokens"),
-            cost=Sum("total_cost"),
-            ms=Sum("duration_ms"),
-            timed=Count("duration_ms"),
-        )
-        .order_by()
-    )
+    summary = summaries.read(starts, visible)
+    rows = list(grouped_rows(summary))
     totals, by_model = tallies(rows)
-    durations = list(
-        traces.exclude(duration_ms=None).order_by("duration_ms").values_list("duration_ms", flat=True)[:100000]
-    )
-    runs = Run.objects.filter(trace__in=traces)
-    tools = list(
-        runs.filter(run_type=Run.Type.TOOL)
-        .values("name")
-        .annotate(
-            calls=Count("id"),
-            errors=Count("id", filter=Q(status=Run.Status.ERROR)),
-            avg_ms=Avg("duration_ms"),
-        )
-        .order_by("-calls")
-    )
-    tool_rows = [{**tool, "error_share": tool["errors"] / tool["calls"] if tool["calls"] else 0} for tool in tools]
-    questions = list(traces.values("request").annotate(n=Count("id")).order_by("-n", "request")[:10])
     return {
         "since": starts[0],
         "totals": totals,
         "models": by_model,
         "chart": chart_data(starts, span, series_of(rows, starts, by_model)),
-        "p50": percentile(durations, 0.5),
-        "p95": percentile(durations, 0.95),
-        "tools": tool_rows,
-        "slowest_sql": slowest_sql(runs),
-        "questions": questions,
+        "p50": summaries.percentile(summary.latency, 0.5),
+        "p95": summaries.percentile(summary.latency, 0.95),
+        "tools": tool_rows(summary),
+        "slowest_sql": slowest_sql(summary),
+        "questions": questions(visible, starts[0]),
+        "questions_among": QUESTIONS_AMONG,
     }
+
+
+def grouped_rows(summary: summaries.Summary) -> Iterator[dict]:
+    """The sums as rows grouped by bucket (the hour), model and status. Tokens, cost and durations
+    are not kept by status: an hour's go with the first of its rows."""
+    for (hour, model), sums in summary.traces.items():
+        amounts = {"tokens": sums.total_tokens, "cost": sums.cost, "ms": sums.duration_ms, "timed": sums.timed}
+        for status, n in sums.by_status().items():
+            if n:
+                yield {"bucket": hour, "model": model, "status": status, "n": n, **amounts}
+                amounts = {"tokens": 0, "cost": Decimal(0), "ms": 0, "timed": 0}
+
+
+def tool_rows(summary: summaries.Summary) -> list[dict]:
+    return [
+        {
+            "name": name,
+            "calls": tool.calls,
+            "errors": tool.errors,
+            "avg_ms": tool.duration_ms / tool.timed if tool.timed else None,
+            "error_share": tool.errors / tool.calls if tool.calls else 0,
+        }
+        for name, tool in sorted(summary.tools.items(), key=lambda item: (-item[1].calls, item[0]))
+    ]
+
+
+def questions(visible: rollups.Visible, since: dt.datetime) -> list[dict]:
+    """The most asked questions among the ``QUESTIONS_AMONG`` newest traces since ``since``: a walk
+    of ``trace_started_idx`` that stops there, however many traces the range holds."""
+    newest = (
+        Trace.objects.filter(visible(""), started_at__gte=since)
+        .order_by("-started_at", "-id")
+        .values_list("request", flat=True)[:QUESTIONS_AMONG]
+    )
+    counted = Counter(newest)
+    return [{"request": text, "n": n} for text, n in sorted(counted.items(), key=lambda item: (-item[1], item[0]))[:10]]
 
 
 def tallies(rows: list[dict]) -> tuple[Tally, list[Tally]]:
@@ -190,14 +205,17 @@ def series_of(rows: list[dict], starts: list[dt.datetime], by_model: list[Tally]
     return series
 
 
-def slowest_sql(runs, limit: int = 10) -> list[dict]:
-    """The longest ``run_sql`` calls, finished or not: an error or a timeout is often the slowest."""
+def slowest_sql(summary: summaries.Summary) -> list[dict]:
+    """The longest ``run_sql`` calls, finished or not (an error or a timeout is often the slowest),
+    as the summary found them: at most ``rollups.SLOWEST`` rows read."""
+    chosen = [uuid.UUID(run_id) for _, run_id in summary.slowest]
+    if not chosen:
+        return []
     rows = (
-        runs.filter(run_type=Run.Type.TOOL, name=QueryTool.name)
-        .exclude(duration_ms=None)
+        Run.objects.filter(pk__in=chosen)
         .annotate(sql=Coalesce(KT("outputs__sql"), KT("inputs__sql"), Value(""), output_field=TextField()))
         .order_by("-duration_ms", "id")
-        .values("trace_id", "duration_ms", "status", "error_type", "error", "sql")[:limit]
+        .values("trace_id", "duration_ms", "status", "error_type", "error", "sql")
     )
     return [{**row, "outcome": outcome(row["status"], row["error_type"])} for row in rows]
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from typing import Any
@@ -17,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from agents.config import model_label
 from agents.events import format_timestamp, utcnow
 from traces import protocol, search_index
+from traces.access import visible_filter
 from traces.live.sessions import sockets
 from traces.models import Trace
 from traces.pages import health as health_checks
@@ -197,7 +199,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     key = request.GET.get("range") or stats.DEFAULT_RANGE
     if key not in stats.RANGES:
         key = stats.DEFAULT_RANGE
-    numbers = stats.dashboard(_visible(request), stats.RANGES[key], timezone.now())
+    numbers = stats.dashboard(functools.partial(visible_filter, request.user), stats.RANGES[key], timezone.now())
     return render(request, "traces/dashboard.html", {**numbers, "range": key, "ranges": list(stats.RANGES)})
 
 

@@ -6,9 +6,11 @@ import datetime as dt
 import re
 import time
 
+from django.db import transaction
 from django.utils import timezone
 
 from traces.models import Event, Run, Trace
+from traces.store import rollups
 
 BATCH = 500
 AGE_RE = re.compile(r"^(\d+)([dhw])$")
@@ -41,12 +43,15 @@ def prune(traces, pause: float = 0.0) -> int:
     """Delete ``traces`` (events, runs, then the traces) a batch at a time; returns how many."""
     deleted = 0
     while True:
-        ids = list(traces.order_by("pk").values_list("pk", flat=True)[:BATCH])
-        if not ids:
+        found = list(traces.order_by("pk").values_list("pk", "started_at")[:BATCH])
+        if not found:
             return deleted
-        Event.objects.filter(trace_id__in=ids).delete()
-        Run.objects.filter(trace_id__in=ids, parent__isnull=False).delete()
-        Run.objects.filter(trace_id__in=ids).delete()
-        deleted += Trace.objects.filter(pk__in=ids).delete()[1].get("traces.Trace", 0)
+        ids = [pk for pk, _ in found]
+        with transaction.atomic():  # the hours are stale once the traces are gone, not before
+            rollups.mark_stale(started_at for _, started_at in found)
+            Event.objects.filter(trace_id__in=ids).delete()
+            Run.objects.filter(trace_id__in=ids, parent__isnull=False).delete()
+            Run.objects.filter(trace_id__in=ids).delete()
+            deleted += Trace.objects.filter(pk__in=ids).delete()[1].get("traces.Trace", 0)
         if pause:
             time.sleep(pause)

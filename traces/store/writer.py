@@ -36,7 +36,7 @@ from django.db import transaction as db_transaction
 from agents.events import EventData, EventType, RunStatus
 from traces import protocol
 from traces.models import Run, Trace
-from traces.store import projection, statements
+from traces.store import projection, rollups, statements
 from traces.store.projection import Row, TraceRows, new_trace, project
 
 logger = logging.getLogger(__name__)
@@ -354,6 +354,7 @@ class _Overlay(Mapping[uuid.UUID, Row]):
 
 
 def _write(plans: Iterable[_Plan]) -> None:
+    plans = list(plans)
     whole: list[Row] = []
     moving: list[Row] = []
     runs: list[Row] = []
@@ -366,6 +367,16 @@ def _write(plans: Iterable[_Plan]) -> None:
     statements.TRACE_PROGRESS.write(moving)
     statements.RUN_ROWS.write(runs)
     statements.EVENT_ROWS.write(events)
+    rollups.mark_stale(_started(plans))
+
+
+def _started(plans: Iterable[_Plan]) -> Iterable[dt.datetime | None]:
+    """The ``started_at`` of each trace written, before and after: a trace changed in an hour
+    the dashboard has summed makes that hour stale."""
+    for plan in plans:
+        yield plan.trace.get("started_at")
+        if plan.base.stored:
+            yield plan.base.trace.get("started_at")
 
 
 def _after_error(exc: BaseException) -> None:

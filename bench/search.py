@@ -109,7 +109,7 @@ def main() -> None:
         print(f"filled {Trace.objects.count()} traces in {time.perf_counter() - started:.1f} s ({connection.vendor})")
         started = time.perf_counter()
         call_command("migrate", "traces", "0010", verbosity=0)
-        print(f"migration 0010_trace_search (index and backfill): {time.perf_counter() - started:.1f} s")
+        print(f"migration 0011_trace_search (index and backfill): {time.perf_counter() - started:.1f} s")
     client = Client()
     print(f"{Trace.objects.count()} traces on {connection.vendor}")
     print("median ms of the history page: the first, the tenth (following each page's link to the")

@@ -116,7 +116,12 @@ def more_than(term: str, limit: int, using: str = "default") -> bool:
         return cursor.fetchone()[0] > limit
 
 
-# -- creating and dropping the index (migration 0010_trace_search) ---------------------------------
+# -- creating and dropping the index (migration 0011_trace_search) ---------------------------------
+#
+# On SQLite, a later migration that Django carries out by remaking ``traces_trace`` (most changes of
+# its fields or of a foreign key's index) must drop the index first and create it again after
+# (``drop``, then ``create``, as RunPython steps around it): the view below cannot outlive the table
+# it reads, and the triggers would go with the old table.
 
 SQLITE_CREATE = [
     f"CREATE TABLE {KEYS} (id INTEGER PRIMARY KEY, trace_id char(32) NOT NULL UNIQUE)",

@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("traces", "0011_rollups"),
+        ("traces", "0011_trace_search"),
     ]
 
     # The new index first: MariaDB keeps a foreign key's column indexed, so the key's own index

@@ -15,7 +15,7 @@ def drop_index(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("traces", "0009_score"),
+        ("traces", "0010_rollups"),
     ]
 
     operations = [

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('traces', '0010_trace_search'),
+        ('traces', '0009_score'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -208,10 +208,10 @@ def test_the_history_page_says_when_a_search_is_partial(admin_client, monkeypatc
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_is_reversible_and_fills_the_index_from_the_traces():
     trace = make_trace(f"A question about refunds {uuid.uuid4().hex}")
-    call_command("migrate", "traces", "0009", verbosity=0)
+    call_command("migrate", "traces", "0010", verbosity=0)
     assert not search_index.has_index()
     assert found("about refunds") == {trace.request}  # by a scan
-    call_command("migrate", "traces", "0010", verbosity=0)
+    call_command("migrate", "traces", "0011", verbosity=0)
     if connection.vendor == "sqlite" or connection.mysql_is_mariadb:
         assert search_index.has_index()
         assert Trace.objects.search_plan("about refunds").indexed
@@ -223,17 +223,17 @@ def test_a_mariadb_without_mroonga_migrates_and_searches_by_a_scan(monkeypatch):
     if connection.vendor != "mysql":
         pytest.skip("MariaDB's index")
     trace = make_trace("How many orders shipped?")
-    call_command("migrate", "traces", "0009", verbosity=0)
-    monkeypatch.setattr(search_index, "mroonga_loaded", lambda cursor: False)
     call_command("migrate", "traces", "0010", verbosity=0)
+    monkeypatch.setattr(search_index, "mroonga_loaded", lambda cursor: False)
+    call_command("migrate", "traces", "0011", verbosity=0)
     try:
         assert not search_index.has_index()
         assert found("orders") == {trace.request}
         assert not Trace.objects.search_plan("orders").indexed
     finally:
         monkeypatch.undo()
-        call_command("migrate", "traces", "0009", verbosity=0)
         call_command("migrate", "traces", "0010", verbosity=0)
+        call_command("migrate", "traces", "0011", verbosity=0)
     assert search_index.has_index() == connection.mysql_is_mariadb
 
 

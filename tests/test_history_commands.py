@@ -105,13 +105,48 @@ def test_export_reads_runs_and_events_per_chunk_not_per_trace(django_assert_num_
 
     monkeypatch.setattr(transfer, "CHUNK", 5)
     traces = [make_trace(f"q{i}") for i in range(12)]
-    with django_assert_num_queries(3 * 3 + 1):  # per chunk of 5: traces, runs, events; then an empty page
+    # Per page of 5: traces, runs, events; the third page, short, was the last (no empty page after).
+    with django_assert_num_queries(3 * 3):
         lines = list(transfer.export_jsonl(Trace.objects.all()))
     by_id = {json.loads(line)["id"]: json.loads(line) for line in lines}
     assert by_id == {
         str(t.pk): json.loads(json.dumps(trace_document(t)))
         for t in Trace.objects.filter(pk__in=[t.pk for t in traces])
     }
+
+
+def test_export_pages_through_the_start_time_index_not_a_sort_of_every_trace(
+    django_assert_max_num_queries, monkeypatch
+):
+    from traces.store import transfer
+
+    monkeypatch.setattr(transfer, "CHUNK", 3)
+    for i in range(7):
+        make_trace(f"q{i}")
+    with django_assert_max_num_queries(3 * 3) as captured:
+        assert len(export().splitlines()) == 7
+    pages = [query["sql"] for query in captured.captured_queries if "traces_trace" in query["sql"]]
+    # Each page's traces are a range of start times ending at the third's: nothing to sort but
+    # the page (ordering by the id's text was a sort of all the traces left, for every page).
+    assert len(pages) == 3 and not any("CAST" in sql.upper() for sql in pages)
+    assert all("LIMIT 1 OFFSET 2" in sql for sql in pages)
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_export_shows_progress_on_a_terminal_only(tmp_path):
+    for i in range(3):
+        make_trace(f"q{i}")
+    target = str(tmp_path / "traces.jsonl")
+    quiet = io.StringIO()
+    call_command("exporttraces", "-o", target, stdout=io.StringIO(), stderr=quiet)
+    assert quiet.getvalue().strip() == f"Wrote {target} (3 traces)"
+    terminal = Terminal()
+    call_command("exporttraces", "-o", target, stdout=io.StringIO(), stderr=terminal)
+    assert "Exporting" in terminal.getvalue() and "3/3" in terminal.getvalue()
 
 
 def another_trace(line: str) -> dict:

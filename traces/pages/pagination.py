@@ -79,10 +79,13 @@ def page_number(value: str | None) -> int:
         return 1
 
 
-def keyset_page(traces, *, after: str | None, before: str | None, number: int, size: int) -> Page:
+def keyset_page(
+    traces, *, after: str | None, before: str | None, number: int, size: int, total: Total | None = None
+) -> Page:
     """Traces newest first (the (started_at, id) index): the page older than the ``after`` cursor,
     or the page newer than the ``before`` cursor, or else the first page. ``number`` is carried in
-    the links only to say which page this is."""
+    the links only to say which page this is. ``total``, when the caller has counted already,
+    saves the count."""
     older, newer = decode(after), decode(before)
     if newer is not None:
         started_at, key = newer
@@ -98,7 +101,8 @@ def keyset_page(traces, *, after: str | None, before: str | None, number: int, s
         rows = list(page.order_by("-started_at", "-id")[: size + 1])
         has_newer, has_older = older is not None, len(rows) > size
         items = rows[:size]
-    total = total_of(traces, rows if older is None and newer is None else None, size)
+    if total is None:
+        total = total_of(traces, rows if older is None and newer is None else None, size)
     if not has_newer:
         number = 1
     elif not total.more:

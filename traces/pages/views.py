@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import os
 import uuid
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_not_required
 from django.db import transaction
+from django.db.models import Count, Q, Sum
+from django.db.models.functions import Coalesce
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -23,7 +26,7 @@ from traces.pages import health as health_checks
 from traces.pages import stats
 from traces.pages.compare import compare
 from traces.pages.forms import CompareForm, HistoryFilter
-from traces.pages.pagination import keyset_page, numbered_page, page_number
+from traces.pages.pagination import Total, keyset_page, numbered_page, page_number
 from traces.runtime import running_agents
 from traces.scores import MAX_COMMENT_CHARS, record_feedback
 from traces.store.serializers import trace_document
@@ -96,14 +99,26 @@ def trace_list(request: HttpRequest) -> HttpResponse:
 
 
 def session_detail(request: HttpRequest, session_id: str) -> HttpResponse:
-    traces = list(_visible(request).for_session(session_id).order_by("started_at", "id")[:500])
-    if not traces:
-        raise Http404("no traces in this session")
-    return render(
-        request,
-        "traces/session_detail.html",
-        {"session_id": session_id, "traces": traces, "total_tokens": sum(t.total_tokens for t in traces)},
+    """A session's traces, newest first, a page at a time (keyset, like the history), under the
+    totals of the whole session: one aggregate over trace_session_started_idx's range."""
+    traces = _visible(request).for_session(session_id)
+    totals = traces.order_by().aggregate(
+        count=Count("pk"),
+        tokens=Coalesce(Sum("total_tokens"), 0),
+        cost=Coalesce(Sum("total_cost"), Decimal(0)),
+        errors=Count("pk", filter=Q(status=Trace.Status.ERROR)),
     )
+    if not totals["count"]:
+        raise Http404("no traces in this session")
+    page = keyset_page(
+        traces.defer("metadata", "error", "feedback_comment", "final_response"),
+        after=request.GET.get("after"),
+        before=request.GET.get("before"),
+        number=page_number(request.GET.get("page")),
+        size=PAGE_SIZE,
+        total=Total(totals["count"], more=False),
+    )
+    return render(request, "traces/session_detail.html", {"session_id": session_id, "page": page, "totals": totals})
 
 
 def trace_detail(request: HttpRequest, trace_id) -> HttpResponse:

@@ -80,7 +80,7 @@ def trace_list(request: HttpRequest) -> HttpResponse:
     if form.newest_first and (any(cursor.values()) or "page" not in request.GET):
         # The default view: keyset pages, as fast at the 2,000th page as at the first; ?page=N
         # alone jumps to a page by number.
-        page = keyset_page(traces, **cursor, number=number, size=PAGE_SIZE)
+        page = keyset_page(traces, after=cursor["after"], before=cursor["before"], number=number, size=PAGE_SIZE)
     else:
         page = numbered_page(traces, number, PAGE_SIZE)
         if not page.items and page.number > 1:

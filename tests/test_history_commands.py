@@ -209,6 +209,36 @@ def test_prune_deletes_old_finished_traces_in_batches(monkeypatch):
         call_command("prunetraces", "--older-than", "a month")
 
 
+def test_prune_deletes_the_oldest_first_a_transaction_per_batch(monkeypatch):
+    from traces.store import retention
+
+    monkeypatch.setattr(retention, "BATCH", 2)
+    old = timezone.now() - dt.timedelta(days=40)
+    # Ids in the opposite order to the ages: the batches follow the start times, not the ids.
+    ages = [make_trace(f"old {i}", id=uuid.UUID(int=5 - i), started_at=old - dt.timedelta(hours=i)) for i in range(5)]
+    left: list[set[str]] = []
+
+    def after_batch(deleted: int) -> None:
+        left.append(set(Trace.objects.values_list("request", flat=True)))
+
+    pruned = retention.prune(retention.prunable(dt.timedelta(days=30)), progress=after_batch)
+    assert left == [{"old 0", "old 1", "old 2"}, {"old 0"}, set()]
+    assert (pruned.traces, pruned.batches) == (len(ages), 3) and pruned.longest > 0
+
+
+def test_prune_shows_progress_on_a_terminal_and_its_longest_transaction_when_asked():
+    for i in range(3):
+        make_trace(f"old {i}", started_at=timezone.now() - dt.timedelta(days=40))
+    quiet = io.StringIO()
+    call_command("prunetraces", "--older-than", "30d", stdout=io.StringIO(), stderr=quiet)
+    assert quiet.getvalue() == ""
+    make_trace("old", started_at=timezone.now() - dt.timedelta(days=40))
+    terminal, out = Terminal(), io.StringIO()
+    call_command("prunetraces", "--older-than", "30d", "--verbosity", "2", stdout=out, stderr=terminal)
+    assert "Deleting" in terminal.getvalue() and "1/1" in terminal.getvalue()
+    assert re.search(r"In 1 batch; the longest held its transaction \d+ ms\.", out.getvalue())
+
+
 @pytest.mark.django_db(transaction=True)
 def test_replaytrace_renders_a_stored_trace(configured_agent_db):
     call_command("runagent", "how many users?", "--quiet", stdout=io.StringIO())

@@ -5,7 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
+from django.db import transaction
 from django.utils import timezone
 
 from traces.models import Event, Run, Trace
@@ -37,16 +40,36 @@ def prunable(older_than: dt.timedelta, statuses: list[str] | None = None):
     return traces
 
 
-def prune(traces, pause: float = 0.0) -> int:
-    """Delete ``traces`` (events, runs, then the traces) a batch at a time; returns how many."""
-    deleted = 0
+@dataclass
+class Pruned:
+    traces: int = 0
+    batches: int = 0
+    longest: float = 0.0  # seconds: the longest a batch held its transaction
+
+
+def prune(traces, pause: float = 0.0, progress: Callable[[int], None] | None = None) -> Pruned:
+    """Delete ``traces`` (events, runs, then the traces) oldest first, a batch at a time, each batch
+    in a transaction of its own; ``progress`` is told how many traces each batch deleted.
+
+    A batch's traces are picked before its transaction, oldest first through trace_started_idx: a
+    pick ordered by anything else sorted every prunable trace for every batch, and a transaction
+    open while picking would keep other writers (the live store) waiting as long.
+    """
+    pruned = Pruned()
     while True:
-        ids = list(traces.order_by("pk").values_list("pk", flat=True)[:BATCH])
+        ids = list(traces.order_by("started_at").values_list("pk", flat=True)[:BATCH])
         if not ids:
-            return deleted
-        Event.objects.filter(trace_id__in=ids).delete()
-        Run.objects.filter(trace_id__in=ids, parent__isnull=False).delete()
-        Run.objects.filter(trace_id__in=ids).delete()
-        deleted += Trace.objects.filter(pk__in=ids).delete()[1].get("traces.Trace", 0)
+            return pruned
+        started = time.perf_counter()
+        with transaction.atomic():
+            Event.objects.filter(trace_id__in=ids).delete()
+            Run.objects.filter(trace_id__in=ids, parent__isnull=False).delete()
+            Run.objects.filter(trace_id__in=ids).delete()
+            deleted = Trace.objects.filter(pk__in=ids).delete()[1].get("traces.Trace", 0)
+        pruned.longest = max(pruned.longest, time.perf_counter() - started)
+        pruned.traces += deleted
+        pruned.batches += 1
+        if progress is not None:
+            progress(deleted)
         if pause:
             time.sleep(pause)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
 import json
 import uuid
@@ -12,8 +11,6 @@ from typing import Any, BinaryIO
 
 from django.contrib.auth import get_user_model
 from django.db import DataError, IntegrityError, transaction
-from django.db.models import DateTimeField, Subquery, Value
-from django.db.models.functions import Coalesce
 
 from agents.events import RUN_EVENTS, EventType, parse_timestamp
 from traces import protocol
@@ -29,8 +26,6 @@ from traces.store.writer import FailureKind, Numbered, store_now
 
 CHUNK = 200
 CSV_FIELDS = ["id", *TRACE_EXPORT_FIELDS]
-# Later than any trace starts: the bound of the last page, which has no CHUNK-th trace.
-END_OF_TIME = Value(dt.datetime(9999, 12, 31, tzinfo=dt.UTC), output_field=DateTimeField())
 # A line (one trace) of an import is read up to this many bytes by default; a longer one stops the
 # import there, so a file without line breaks (or /dev/zero) is not read into memory whole. 16 of
 # the largest events (TRACE_MAX_EVENT_BYTES' default), or hundreds of ordinary ones.
@@ -60,14 +55,16 @@ def _pages(traces) -> Iterator[list[dict[str, Any]]]:
     after = None
     while True:
         rest = traces if after is None else traces.filter(started_at__gt=after)
-        last_start = rest.order_by("started_at").values("started_at")[CHUNK - 1 : CHUNK]
-        page = rest.filter(started_at__lte=Coalesce(Subquery(last_start), END_OF_TIME))
+        # Read first, on its own: as a subquery in the page's condition, MariaDB does not bound
+        # the page's index range by it, and reads every trace left for every page.
+        last_start = rest.order_by("started_at").values_list("started_at", flat=True)[CHUNK - 1 : CHUNK].first()
+        page = rest if last_start is None else rest.filter(started_at__lte=last_start)
         rows = sorted(_header_rows(page), key=lambda row: (row["started_at"], row["id"]))
         if rows:
             yield rows
-        if len(rows) < CHUNK:  # without a CHUNK-th trace, the page held all that was left
+        if last_start is None:  # without a CHUNK-th trace, the page held all that was left
             return
-        after = rows[-1]["started_at"]
+        after = last_start
 
 
 def _header_rows(traces) -> Iterator[dict[str, Any]]:

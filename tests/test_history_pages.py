@@ -403,3 +403,12 @@ def test_it_pages_a_session_newest_first_under_the_totals_of_all_its_traces(clie
     newer = client.get(url + link(body, "prev")).content.decode()
     assert rows(newer) == [str(t.pk) for t in made[50:100]] and page_info(newer) == "Page 2 of 3"
     assert client.get(reverse("traces:session", args=["nobody"])).status_code == 404
+
+
+def test_it_sums_a_huge_session_no_further_than_the_count_limit(client, monkeypatch):
+    monkeypatch.setattr(pagination, "COUNT_LIMIT", 100)
+    made = bulk_traces(120, session_id="busy", total_cost=Decimal("0.01"))
+    Trace.objects.filter(pk__in=[t.pk for t in made[::20]]).update(status=Trace.Status.ERROR)
+    body = client.get(reverse("traces:session", args=["busy"])).content.decode()
+    assert "100+ traces · the newest 100: 49,500 tokens · $1.00 · 5 errors" in body
+    assert rows(body) == [str(t.pk) for t in made[:50]] and page_info(body) == "Page 1 of 2+"

@@ -2,14 +2,11 @@ from __future__ import annotations
 
 import os
 import uuid
-from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_not_required
 from django.db import transaction
-from django.db.models import Count, Q, Sum
-from django.db.models.functions import Coalesce
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -23,7 +20,7 @@ from traces import protocol
 from traces.live.sessions import sockets
 from traces.models import Trace
 from traces.pages import health as health_checks
-from traces.pages import stats
+from traces.pages import pagination, stats
 from traces.pages.compare import compare
 from traces.pages.forms import CompareForm, HistoryFilter
 from traces.pages.pagination import Total, keyset_page, numbered_page, page_number
@@ -100,14 +97,10 @@ def trace_list(request: HttpRequest) -> HttpResponse:
 
 def session_detail(request: HttpRequest, session_id: str) -> HttpResponse:
     """A session's traces, newest first, a page at a time (keyset, like the history), under the
-    totals of the whole session: one aggregate over trace_session_started_idx's range."""
+    totals of the session, over trace_session_started_idx: of all its traces up to
+    ``pagination.COUNT_LIMIT``, of the newest that many past it ("10,000+ traces")."""
     traces = _visible(request).for_session(session_id)
-    totals = traces.order_by().aggregate(
-        count=Count("pk"),
-        tokens=Coalesce(Sum("total_tokens"), 0),
-        cost=Coalesce(Sum("total_cost"), Decimal(0)),
-        errors=Count("pk", filter=Q(status=Trace.Status.ERROR)),
-    )
+    totals = traces.totals(pagination.COUNT_LIMIT)
     if not totals["count"]:
         raise Http404("no traces in this session")
     page = keyset_page(
@@ -116,7 +109,7 @@ def session_detail(request: HttpRequest, session_id: str) -> HttpResponse:
         before=request.GET.get("before"),
         number=page_number(request.GET.get("page")),
         size=PAGE_SIZE,
-        total=Total(totals["count"], more=False),
+        total=Total(totals["count"], totals["more"]),
     )
     return render(request, "traces/session_detail.html", {"session_id": session_id, "page": page, "totals": totals})
 

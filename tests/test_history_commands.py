@@ -227,6 +227,19 @@ def test_prune_deletes_the_oldest_first_a_transaction_per_batch(monkeypatch):
     assert (pruned.traces, pruned.batches) == (len(ages), 3) and pruned.longest > 0
 
 
+@pytest.mark.parametrize(("seconds", "batches"), [(0.0, [4, 2, 1, 1]), (3600.0, [4, 4])])
+def test_prune_halves_its_batches_while_their_transactions_are_too_long(monkeypatch, seconds, batches):
+    from traces.store import retention
+
+    monkeypatch.setattr(retention, "BATCH", 4)
+    monkeypatch.setattr(retention, "TRANSACTION_SECONDS", seconds)
+    for i in range(8):
+        make_trace(f"old {i}", started_at=timezone.now() - dt.timedelta(days=40, hours=i))
+    deleted: list[int] = []
+    retention.prune(retention.prunable(dt.timedelta(days=30)), pause=0, progress=deleted.append)
+    assert deleted == batches and not Trace.objects.exists()
+
+
 def test_prune_shows_progress_on_a_terminal_and_its_longest_transaction_when_asked():
     for i in range(3):
         make_trace(f"old {i}", started_at=timezone.now() - dt.timedelta(days=40))

@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from traces.models import Event, Run, Trace
 
-BATCH = 500
+BATCH = 500  # traces in a batch, at most
+TRANSACTION_SECONDS = 0.2  # what a batch's transaction should take, at most
 AGE_RE = re.compile(r"^(\d+)([dhw])$")
 MAX_AGE = dt.timedelta(days=100 * 365)  # longer ago than any history; and the date stays one Python has
 
@@ -47,17 +48,23 @@ class Pruned:
     longest: float = 0.0  # seconds: the longest a batch held its transaction
 
 
-def prune(traces, pause: float = 0.0, progress: Callable[[int], None] | None = None) -> Pruned:
+def prune(traces, pause: float | None = None, progress: Callable[[int], None] | None = None) -> Pruned:
     """Delete ``traces`` (events, runs, then the traces) oldest first, a batch at a time, each batch
     in a transaction of its own; ``progress`` is told how many traces each batch deleted.
 
     A batch's traces are picked before its transaction, oldest first through trace_started_idx: a
     pick ordered by anything else sorted every prunable trace for every batch, and a transaction
-    open while picking would keep other writers (the live store) waiting as long.
+    open while picking would keep other writers (the live store) waiting as long. A batch is up
+    to ``BATCH`` traces, halved after a transaction longer than ``TRANSACTION_SECONDS`` and grown
+    again after short ones: traces with many events, or a busy database, make batches smaller.
+    Between batches it rests ``pause`` seconds, by default as long as the last transaction took,
+    so that other writers (on SQLite, the one writer the database allows at a time) have the
+    database at least half of the time.
     """
     pruned = Pruned()
+    size = BATCH
     while True:
-        ids = list(traces.order_by("started_at").values_list("pk", flat=True)[:BATCH])
+        ids = list(traces.order_by("started_at").values_list("pk", flat=True)[:size])
         if not ids:
             return pruned
         started = time.perf_counter()
@@ -66,10 +73,16 @@ def prune(traces, pause: float = 0.0, progress: Callable[[int], None] | None = N
             Run.objects.filter(trace_id__in=ids, parent__isnull=False).delete()
             Run.objects.filter(trace_id__in=ids).delete()
             deleted = Trace.objects.filter(pk__in=ids).delete()[1].get("traces.Trace", 0)
-        pruned.longest = max(pruned.longest, time.perf_counter() - started)
+        took = time.perf_counter() - started
+        pruned.longest = max(pruned.longest, took)
         pruned.traces += deleted
         pruned.batches += 1
         if progress is not None:
             progress(deleted)
-        if pause:
-            time.sleep(pause)
+        if took > TRANSACTION_SECONDS:
+            size = max(1, size // 2)
+        elif took < TRANSACTION_SECONDS / 4:
+            size = min(BATCH, size * 2)
+        rest = took if pause is None else pause
+        if rest:
+            time.sleep(rest)

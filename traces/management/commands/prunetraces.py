@@ -23,9 +23,14 @@ class Command(BaseCommand):
             help="Only this status (repeatable).",
         )
         parser.add_argument("--dry-run", action="store_true", help="Say how many would go; delete nothing.")
-        parser.add_argument("--pause", type=float, default=0.0, help="Seconds to rest between batches.")
+        parser.add_argument(
+            "--pause",
+            type=float,
+            default=None,
+            help="Seconds to rest between batches (default: as long as the last batch's transaction took).",
+        )
 
-    def handle(self, *args, older_than: str, status, dry_run: bool, pause: float, **options):
+    def handle(self, *args, older_than: str, status, dry_run: bool, pause: float | None, **options):
         try:
             age = parse_age(older_than)
         except ValueError as exc:

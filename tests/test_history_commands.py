@@ -214,6 +214,7 @@ def test_prune_deletes_the_oldest_first_a_transaction_per_batch(monkeypatch):
     from traces.store import retention
 
     monkeypatch.setattr(retention, "BATCH", 2)
+    monkeypatch.setattr(retention, "TRANSACTION_SECONDS", 3600.0)  # batches of 2 however slow the machine
     old = timezone.now() - dt.timedelta(days=40)
     # Ids in the opposite order to the ages: the batches follow the start times, not the ids.
     ages = [make_trace(f"old {i}", id=uuid.UUID(int=5 - i), started_at=old - dt.timedelta(hours=i)) for i in range(5)]

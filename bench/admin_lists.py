@@ -30,15 +30,18 @@ from django.test import Client
 
 from bench.bulk_history import fill
 
-LISTS = {
-    "traces": "/admin/traces/trace/",
-    "traces, status=error": "/admin/traces/trace/?status__exact=error",
-    "traces, page 50": "/admin/traces/trace/?p=50",
-    "runs": "/admin/traces/run/",
-    "events": "/admin/traces/event/",
-    "events, event_type=status_update": "/admin/traces/event/?event_type__exact=status_update",
-    "events, page 50": "/admin/traces/event/?p=50",
-}
+
+def lists(traces: int) -> dict[str, str]:
+    deep = max(1, min(50, traces // 100))  # page 50, or the last of a small history
+    return {
+        "traces": "/admin/traces/trace/",
+        "traces, status=error": "/admin/traces/trace/?status__exact=error",
+        f"traces, page {deep}": f"/admin/traces/trace/?p={deep}",
+        "runs": "/admin/traces/run/",
+        "events": "/admin/traces/event/",
+        "events, event_type=status_update": "/admin/traces/event/?event_type__exact=status_update",
+        f"events, page {deep}": f"/admin/traces/event/?p={deep}",
+    }
 
 
 def main() -> None:
@@ -52,7 +55,7 @@ def main() -> None:
     client = Client()
     client.force_login(user)
     print(f"{connection.vendor}, {args.traces:,} traces")
-    for label, url in LISTS.items():
+    for label, url in lists(args.traces).items():
         times, cpu = [], []
         for _ in range(args.repeat):
             reset_queries()

@@ -74,3 +74,36 @@ def test_it_lets_an_admin_delete_a_trace(staff_client):
     assert response.status_code == 302
     assert not Trace.objects.filter(pk=trace.pk).exists()
     assert not Run.objects.filter(trace_id=trace.pk).exists()
+
+
+BIG_LISTS = ["admin:traces_trace_changelist", "admin:traces_run_changelist", "admin:traces_event_changelist"]
+
+
+@pytest.mark.parametrize("name", BIG_LISTS)
+def test_it_counts_a_big_list_no_further_than_the_limit(staff_client, django_assert_max_num_queries, name, monkeypatch):
+    from traces.pages import pagination
+
+    monkeypatch.setattr(pagination, "COUNT_LIMIT", 3)
+    for i in range(4):
+        make_trace(f"q{i}")  # 4 traces, 12 runs, 40-odd events: all more than 3
+    with django_assert_max_num_queries(8) as queries:
+        body = staff_client.get(reverse(name)).content.decode()
+    counts = [query["sql"] for query in queries.captured_queries if "COUNT(" in query["sql"].upper()]
+    # One count, of a subquery that stops at the limit: never an exact count of the whole table.
+    assert len(counts) == 1 and "LIMIT 4" in counts[0]
+    assert "3+ " in body
+
+
+def test_it_orders_big_lists_the_way_their_indexes_read(staff_client, django_assert_max_num_queries):
+    make_trace("q")
+    expected = {
+        "admin:traces_trace_changelist": ('"started_at" DESC', '"id" DESC'),
+        "admin:traces_run_changelist": ('"trace_id" ASC', '"start_time" ASC', '"id" ASC'),
+        "admin:traces_event_changelist": ('"id" DESC',),
+    }
+    for name, columns in expected.items():
+        with django_assert_max_num_queries(8) as queries:
+            staff_client.get(reverse(name))
+        listed = [query["sql"] for query in queries.captured_queries if "ORDER BY" in query["sql"]]
+        order = listed[0].split("ORDER BY")[1].replace("`", '"')
+        assert [part.strip().split(".")[-1] for part in order.split("LIMIT")[0].split(",")] == list(columns), name

@@ -118,6 +118,16 @@ def test_ingest_runs_and_stores_every_span():
     assert "stored: 2,000 runs, 200 traces, 200 completed" in out, out
 
 
+def bench_env(tmp_path) -> dict[str, str]:
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": "/tmp",
+        "PYTHONPATH": str(ROOT),
+        "TRACESITE_DATA_DIR": str(tmp_path),
+        "TRACESITE_ENV_FILE": "",
+    }
+
+
 def test_dashboard_times_every_range_sealed_and_from_the_traces(tmp_path):
     out = subprocess.run(
         [sys.executable, "bench/dashboard.py", "--traces", "120", "--repeat", "1"],
@@ -125,14 +135,30 @@ def test_dashboard_times_every_range_sealed_and_from_the_traces(tmp_path):
         capture_output=True,
         text=True,
         timeout=180,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "HOME": "/tmp",
-            "PYTHONPATH": str(ROOT),
-            "TRACESITE_DATA_DIR": str(tmp_path),
-            "TRACESITE_ENV_FILE": "",
-        },
+        env=bench_env(tmp_path),
     )
     assert out.returncode == 0, out.stderr[-4000:]
     assert "filled 120 traces / 240 runs" in out.stdout
     assert re.search(r"^90d +one user +[\d.]+ +\d+ +[\d.]+ +\d+$", out.stdout, re.MULTILINE), out.stdout
+
+
+def test_the_admin_lists_benchmark_times_every_list(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "bench/admin_lists.py", "--traces", "300", "--repeat", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=bench_env(tmp_path),
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert "sqlite, 300 traces" in out.stdout
+    assert len(re.findall(r" ms \(\d+ ms of CPU here\)  \d+ queries", out.stdout)) == 7, out.stdout
+
+
+def test_the_prune_benchmark_prunes_half_beside_live_traffic(tmp_path):
+    out = run(
+        "bench/prune.py", "--traces", "4000", "--sessions", "2", "--live-traces", "1", "--port", "8995", timeout=300
+    )
+    assert re.search(r"embedded: pruned [\d,]+ traces \(10 events each\) in [\d.]+ s; longest transaction \d+ ms", out)
+    assert re.search(r"live during prune: p50 +[\d.]+ ms  p99 +[\d.]+ ms", out), out

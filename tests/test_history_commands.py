@@ -105,13 +105,49 @@ def test_export_reads_runs_and_events_per_chunk_not_per_trace(django_assert_num_
 
     monkeypatch.setattr(transfer, "CHUNK", 5)
     traces = [make_trace(f"q{i}") for i in range(12)]
-    with django_assert_num_queries(3 * 3 + 1):  # per chunk of 5: traces, runs, events; then an empty page
+    # Per page of 5: where it ends, its traces, runs, events; the third page, short, was the last.
+    with django_assert_num_queries(3 * 4):
         lines = list(transfer.export_jsonl(Trace.objects.all()))
     by_id = {json.loads(line)["id"]: json.loads(line) for line in lines}
     assert by_id == {
         str(t.pk): json.loads(json.dumps(trace_document(t)))
         for t in Trace.objects.filter(pk__in=[t.pk for t in traces])
     }
+
+
+def test_export_pages_through_the_start_time_index_not_a_sort_of_every_trace(
+    django_assert_max_num_queries, monkeypatch
+):
+    from traces.store import transfer
+
+    monkeypatch.setattr(transfer, "CHUNK", 3)
+    for i in range(7):
+        make_trace(f"q{i}")
+    with django_assert_max_num_queries(3 * 4) as captured:
+        assert len(export().splitlines()) == 7
+    reads = [query["sql"] for query in captured.captured_queries if "traces_trace" in query["sql"]]
+    # Each page's traces are a range of start times ending at the third's, read first: nothing
+    # to sort but the page (ordering by the id's text was a sort of all the traces left, for
+    # every page).
+    assert len(reads) == 6 and not any("CAST" in sql.upper() for sql in reads)
+    assert [("LIMIT 1 OFFSET 2" in sql) for sql in reads] == [True, False] * 3
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_export_shows_progress_on_a_terminal_only(tmp_path):
+    for i in range(3):
+        make_trace(f"q{i}")
+    target = str(tmp_path / "traces.jsonl")
+    quiet = io.StringIO()
+    call_command("exporttraces", "-o", target, stdout=io.StringIO(), stderr=quiet)
+    assert quiet.getvalue().strip() == f"Wrote {target} (3 traces)"
+    terminal = Terminal()
+    call_command("exporttraces", "-o", target, stdout=io.StringIO(), stderr=terminal)
+    assert "Exporting" in terminal.getvalue() and "3/3" in terminal.getvalue()
 
 
 def another_trace(line: str) -> dict:
@@ -172,6 +208,50 @@ def test_prune_deletes_old_finished_traces_in_batches(monkeypatch):
     assert Run.objects.filter(trace=keep).exists() and Event.objects.filter(trace=keep).exists()
     with pytest.raises(CommandError, match="not an age"):
         call_command("prunetraces", "--older-than", "a month")
+
+
+def test_prune_deletes_the_oldest_first_a_transaction_per_batch(monkeypatch):
+    from traces.store import retention
+
+    monkeypatch.setattr(retention, "BATCH", 2)
+    monkeypatch.setattr(retention, "TRANSACTION_SECONDS", 3600.0)  # batches of 2 however slow the machine
+    old = timezone.now() - dt.timedelta(days=40)
+    # Ids in the opposite order to the ages: the batches follow the start times, not the ids.
+    ages = [make_trace(f"old {i}", id=uuid.UUID(int=5 - i), started_at=old - dt.timedelta(hours=i)) for i in range(5)]
+    left: list[set[str]] = []
+
+    def after_batch(deleted: int) -> None:
+        left.append(set(Trace.objects.values_list("request", flat=True)))
+
+    pruned = retention.prune(retention.prunable(dt.timedelta(days=30)), progress=after_batch)
+    assert left == [{"old 0", "old 1", "old 2"}, {"old 0"}, set()]
+    assert (pruned.traces, pruned.batches) == (len(ages), 3) and pruned.longest > 0
+
+
+@pytest.mark.parametrize(("seconds", "batches"), [(0.0, [4, 2, 1, 1]), (3600.0, [4, 4])])
+def test_prune_halves_its_batches_while_their_transactions_are_too_long(monkeypatch, seconds, batches):
+    from traces.store import retention
+
+    monkeypatch.setattr(retention, "BATCH", 4)
+    monkeypatch.setattr(retention, "TRANSACTION_SECONDS", seconds)
+    for i in range(8):
+        make_trace(f"old {i}", started_at=timezone.now() - dt.timedelta(days=40, hours=i))
+    deleted: list[int] = []
+    retention.prune(retention.prunable(dt.timedelta(days=30)), pause=0, progress=deleted.append)
+    assert deleted == batches and not Trace.objects.exists()
+
+
+def test_prune_shows_progress_on_a_terminal_and_its_longest_transaction_when_asked():
+    for i in range(3):
+        make_trace(f"old {i}", started_at=timezone.now() - dt.timedelta(days=40))
+    quiet = io.StringIO()
+    call_command("prunetraces", "--older-than", "30d", stdout=io.StringIO(), stderr=quiet)
+    assert quiet.getvalue() == ""
+    make_trace("old", started_at=timezone.now() - dt.timedelta(days=40))
+    terminal, out = Terminal(), io.StringIO()
+    call_command("prunetraces", "--older-than", "30d", "--verbosity", "2", stdout=out, stderr=terminal)
+    assert "Deleting" in terminal.getvalue() and "1/1" in terminal.getvalue()
+    assert re.search(r"In 1 batch; the longest held its transaction \d+ ms\.", out.getvalue())
 
 
 @pytest.mark.django_db(transaction=True)

@@ -384,3 +384,36 @@ def test_a_page_number_past_the_last_page_is_the_last_page_or_not_found(client, 
     assert client.get(reverse("traces:list"), {"page": 4, "sort": sort}).status_code == 404
     body = client.get(reverse("traces:list"), {"page": 3, "sort": sort}).content.decode()
     assert page_info(body) == "Page 3 of 2+ · 100+ traces" and len(rows(body)) == 20
+
+
+# A session's page
+
+
+def test_it_pages_a_session_newest_first_under_the_totals_of_all_its_traces(client, django_assert_max_num_queries):
+    made = bulk_traces(120, session_id="busy", total_cost=Decimal("0.01"))  # question 0 is the newest
+    Trace.objects.filter(pk__in=[t.pk for t in made[::20]]).update(status=Trace.Status.ERROR)
+    bulk_traces(3, session_id="other")
+    url = reverse("traces:session", args=["busy"])
+    seen: list[str] = []
+    query: str | None = ""
+    while query is not None:
+        with django_assert_max_num_queries(4):  # totals, a page; the session row and user of the middleware
+            body = client.get(url + query).content.decode()
+        assert "120 traces · 71,400 tokens · $1.20 · 6 errors" in body
+        assert len(rows(body)) <= 50
+        seen += rows(body)
+        query = link(body, "next")
+    assert seen == [str(t.pk) for t in made]
+    assert page_info(body) == "Page 3 of 3"
+    newer = client.get(url + link(body, "prev")).content.decode()
+    assert rows(newer) == [str(t.pk) for t in made[50:100]] and page_info(newer) == "Page 2 of 3"
+    assert client.get(reverse("traces:session", args=["nobody"])).status_code == 404
+
+
+def test_it_sums_a_huge_session_no_further_than_the_count_limit(client, monkeypatch):
+    monkeypatch.setattr(pagination, "COUNT_LIMIT", 100)
+    made = bulk_traces(120, session_id="busy", total_cost=Decimal("0.01"))
+    Trace.objects.filter(pk__in=[t.pk for t in made[::20]]).update(status=Trace.Status.ERROR)
+    body = client.get(reverse("traces:session", args=["busy"])).content.decode()
+    assert "100+ traces · the newest 100: 49,500 tokens · $1.00 · 5 errors" in body
+    assert rows(body) == [str(t.pk) for t in made[:50]] and page_info(body) == "Page 1 of 2+"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import connections, models
@@ -112,6 +113,20 @@ class TraceQuerySet(models.QuerySet):
 
     def for_session(self, session_id: str):
         return self.filter(session_id=session_id)
+
+    def totals(self, limit: int) -> dict:
+        """Count, tokens, cost and errors of the newest ``limit`` traces, and ``more``: whether there
+        are older ones. One aggregate over (started_at, id) order, and a second query only when
+        there are ``limit``: a session of half a million traces took seconds to sum on SQLite."""
+        newest = self.order_by("-started_at", "-id")[:limit]
+        totals = newest.aggregate(
+            count=models.Count("pk"),
+            tokens=Coalesce(models.Sum("total_tokens"), 0),
+            cost=Coalesce(models.Sum("total_cost"), Decimal(0)),
+            errors=models.Count("pk", filter=Q(status=Trace.Status.ERROR)),
+        )
+        totals["more"] = totals["count"] >= limit and self.order_by("-started_at", "-id")[limit:].exists()
+        return totals
 
     def visible_to(self, user):
         """The traces ``user`` may see (``traces.access``)."""

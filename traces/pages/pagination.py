@@ -80,10 +80,20 @@ def page_number(value: str | None) -> int:
         return 1
 
 
-def keyset_page(traces, *, after: str | None, before: str | None, number: int, size: int, search: str = "") -> Page:
+def keyset_page(
+    traces,
+    *,
+    after: str | None,
+    before: str | None,
+    number: int,
+    size: int,
+    search: str = "",
+    total: Total | None = None,
+) -> Page:
     """Traces newest first (the (started_at, id) index): the page older than the ``after`` cursor,
     or the page newer than the ``before`` cursor, or else the first page. ``number`` is carried in
-    the links only to say which page this is.
+    the links only to say which page this is. ``total``, when the caller has counted already,
+    saves the count.
 
     With a ``search`` term the traces are the history's (``TraceQuerySet.search_page`` finds the
     page's matches) and they are not counted: the page says how many it has seen, and "+" when
@@ -104,13 +114,14 @@ def keyset_page(traces, *, after: str | None, before: str | None, number: int, s
         rows, partial = _rows(page, size + 1, search, oldest_first=False)
         has_newer, has_older = older is not None, len(rows) > size
         items = rows[:size]
-    if not search:
+    if search:
+        if not has_newer:
+            total = Total(len(items), has_older or partial)
+        else:
+            number = max(2, number)
+            total = Total((number - 1) * size + len(items), True)
+    elif total is None:
         total = total_of(traces, rows if older is None and newer is None else None, size)
-    elif not has_newer:
-        total = Total(len(items), has_older or partial)
-    else:
-        number = max(2, number)
-        total = Total((number - 1) * size + len(items), True)
     if not has_newer:
         number = 1
     elif not total.more:

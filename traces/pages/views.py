@@ -22,10 +22,10 @@ from traces.access import visible_filter
 from traces.live.sessions import sockets
 from traces.models import Trace
 from traces.pages import health as health_checks
-from traces.pages import stats, tree
+from traces.pages import pagination, stats, tree
 from traces.pages.compare import compare
 from traces.pages.forms import CompareForm, HistoryFilter
-from traces.pages.pagination import keyset_page, numbered_page, page_number
+from traces.pages.pagination import Total, keyset_page, numbered_page, page_number
 from traces.runtime import running_agents
 from traces.scores import MAX_COMMENT_CHARS, record_feedback
 from traces.store.serializers import trace_document
@@ -80,7 +80,14 @@ def trace_list(request: HttpRequest) -> HttpResponse:
     for key in ("page", "after", "before"):
         query.pop(key, None)
     if keyset:
-        page = keyset_page(traces, **cursor, number=number, size=PAGE_SIZE, search=form.search_term)
+        page = keyset_page(
+            traces,
+            after=cursor["after"],
+            before=cursor["before"],
+            number=number,
+            size=PAGE_SIZE,
+            search=form.search_term,
+        )
     else:
         page = numbered_page(traces, number, PAGE_SIZE)
         if not page.items and page.number > 1:
@@ -101,14 +108,22 @@ def trace_list(request: HttpRequest) -> HttpResponse:
 
 
 def session_detail(request: HttpRequest, session_id: str) -> HttpResponse:
-    traces = list(_visible(request).for_session(session_id).order_by("started_at", "id")[:500])
-    if not traces:
+    """A session's traces, newest first, a page at a time (keyset, like the history), under the
+    totals of the session, over trace_session_started_idx: of all its traces up to
+    ``pagination.COUNT_LIMIT``, of the newest that many past it ("10,000+ traces")."""
+    traces = _visible(request).for_session(session_id)
+    totals = traces.totals(pagination.COUNT_LIMIT)
+    if not totals["count"]:
         raise Http404("no traces in this session")
-    return render(
-        request,
-        "traces/session_detail.html",
-        {"session_id": session_id, "traces": traces, "total_tokens": sum(t.total_tokens for t in traces)},
+    page = keyset_page(
+        traces.defer("metadata", "error", "feedback_comment", "final_response"),
+        after=request.GET.get("after"),
+        before=request.GET.get("before"),
+        number=page_number(request.GET.get("page")),
+        size=PAGE_SIZE,
+        total=Total(totals["count"], totals["more"]),
     )
+    return render(request, "traces/session_detail.html", {"session_id": session_id, "page": page, "totals": totals})
 
 
 def trace_detail(request: HttpRequest, trace_id) -> HttpResponse:

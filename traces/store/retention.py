@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from django.db import transaction
 from django.utils import timezone
@@ -12,7 +14,8 @@ from django.utils import timezone
 from traces.models import Event, Run, Trace
 from traces.store import rollups
 
-BATCH = 500
+BATCH = 500  # traces in a batch, at most
+TRANSACTION_SECONDS = 0.2  # what a batch's transaction should take, at most
 AGE_RE = re.compile(r"^(\d+)([dhw])$")
 MAX_AGE = dt.timedelta(days=100 * 365)  # longer ago than any history; and the date stays one Python has
 
@@ -39,19 +42,50 @@ def prunable(older_than: dt.timedelta, statuses: list[str] | None = None):
     return traces
 
 
-def prune(traces, pause: float = 0.0) -> int:
-    """Delete ``traces`` (events, runs, then the traces) a batch at a time; returns how many."""
-    deleted = 0
+@dataclass
+class Pruned:
+    traces: int = 0
+    batches: int = 0
+    longest: float = 0.0  # seconds: the longest a batch held its transaction
+
+
+def prune(traces, pause: float | None = None, progress: Callable[[int], None] | None = None) -> Pruned:
+    """Delete ``traces`` (events, runs, then the traces) oldest first, a batch at a time, each batch
+    in a transaction of its own; ``progress`` is told how many traces each batch deleted.
+
+    A batch's traces are picked before its transaction, oldest first through trace_started_idx: a
+    pick ordered by anything else sorted every prunable trace for every batch, and a transaction
+    open while picking would keep other writers (the live store) waiting as long. A batch is up
+    to ``BATCH`` traces, halved after a transaction longer than ``TRANSACTION_SECONDS`` and grown
+    again after short ones: traces with many events, or a busy database, make batches smaller.
+    Between batches it rests ``pause`` seconds, by default as long as the last transaction took,
+    so that other writers (on SQLite, the one writer the database allows at a time) have the
+    database at least half of the time.
+    """
+    pruned = Pruned()
+    size = BATCH
     while True:
-        found = list(traces.order_by("pk").values_list("pk", "started_at")[:BATCH])
+        found = list(traces.order_by("started_at").values_list("pk", "started_at")[:size])
         if not found:
-            return deleted
+            return pruned
         ids = [pk for pk, _ in found]
+        started = time.perf_counter()
         with transaction.atomic():  # the hours are stale once the traces are gone, not before
             rollups.mark_stale(started_at for _, started_at in found)
             Event.objects.filter(trace_id__in=ids).delete()
             Run.objects.filter(trace_id__in=ids, parent__isnull=False).delete()
             Run.objects.filter(trace_id__in=ids).delete()
-            deleted += Trace.objects.filter(pk__in=ids).delete()[1].get("traces.Trace", 0)
-        if pause:
-            time.sleep(pause)
+            deleted = Trace.objects.filter(pk__in=ids).delete()[1].get("traces.Trace", 0)
+        took = time.perf_counter() - started
+        pruned.longest = max(pruned.longest, took)
+        pruned.traces += deleted
+        pruned.batches += 1
+        if progress is not None:
+            progress(deleted)
+        if took > TRANSACTION_SECONDS:
+            size = max(1, size // 2)
+        elif took < TRANSACTION_SECONDS / 4:
+            size = min(BATCH, size * 2)
+        rest = took if pause is None else pause
+        if rest:
+            time.sleep(rest)

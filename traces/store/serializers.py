@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import Any
+
+from django.db import connections
 
 from agents.events import format_timestamp
 from traces import protocol
@@ -63,45 +66,70 @@ def export_value(value: Any) -> Any:
     return value
 
 
+# A trace's row as the export reads it (``values_list`` of these fields, the owner's username last).
+HEADER_KEYS = ["id", *TRACE_EXPORT_FIELDS, "rerun_of_id", "owner"]
+
+
 def trace_document(trace: Trace) -> dict[str, Any]:
     """The trace, its runs and its events (the exact envelopes, in seq order)."""
-    return _document(
-        trace, trace.runs.order_by("start_time", "id"), trace.events.order_by("seq").values_list("envelope", flat=True)
-    )
+    row = {name: getattr(trace, name) for name in HEADER_KEYS[:-1]}
+    row["id"] = str(trace.pk)
+    row["owner"] = trace.owner.get_username() if trace.owner is not None else None
+    runs = trace.runs.order_by("start_time", "id").values_list(*RUN_KEYS)
+    return _document(row, runs, trace.events.order_by("seq").values_list("envelope", flat=True))
 
 
-def trace_documents(traces: list[Trace]) -> Iterator[dict[str, Any]]:
-    """``trace_document`` of each trace, with two queries for the whole list instead of two per trace."""
-    ids = [trace.pk for trace in traces]
-    runs: dict[Any, list[Run]] = defaultdict(list)
-    for run in Run.objects.filter(trace_id__in=ids).order_by("start_time", "id"):
-        runs[run.trace_id].append(run)
-    events: dict[Any, list[str]] = defaultdict(list)
-    for trace_id, text in (
-        Event.objects.filter(trace_id__in=ids).order_by("trace_id", "seq").values_list("trace_id", "envelope")
-    ):
-        events[trace_id].append(text)
-    for trace in traces:
-        yield _document(trace, runs[trace.pk], events[trace.pk])
+def trace_documents(rows: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """``trace_document`` of each trace row (``HEADER_KEYS``), with two queries for the whole list
+    instead of two per trace, and no model instances."""
+    ids = [row["id"] for row in rows]
+    runs: dict[str, list[tuple]] = defaultdict(list)
+    for values in Run.objects.filter(trace_id__in=ids).order_by("start_time", "id").values_list("trace_id", *RUN_KEYS):
+        runs[str(values[0])].append(values[1:])
+    events = _envelopes(ids)
+    for row in rows:
+        yield _document(row, runs[row["id"]], events.get(row["id"], []))
 
 
-def trace_header(trace: Trace) -> dict[str, Any]:
-    """The trace's own fields, without its runs and events."""
-    return {"id": str(trace.pk), **{name: export_value(getattr(trace, name)) for name in TRACE_EXPORT_FIELDS}}
+def _envelopes(trace_ids: list[str]) -> dict[str, list[str]]:
+    """The traces' envelopes by trace id, each trace's in seq order.
+
+    Read through a plain cursor: the ORM would turn each event's trace id into a UUID, ten times
+    per trace, where a trace's events come one after another and its id is read once."""
+    query = Event.objects.filter(trace_id__in=trace_ids).order_by("trace_id", "seq").values_list("trace_id", "envelope")
+    sql, params = query.query.sql_with_params()
+    envelopes: dict[str, list[str]] = {}
+    key: object = None
+    texts: list[str] = []
+    with connections[query.db].cursor() as cursor:
+        cursor.execute(sql, params)
+        for raw, text in cursor:
+            if raw != key:  # hex on SQLite, the text of a UUID on MariaDB
+                key, texts = raw, envelopes.setdefault(str(uuid.UUID(str(raw))), [])
+            texts.append(text)
+    return envelopes
 
 
-def _document(trace: Trace, runs: Iterable[Run], envelopes: Iterable[str]) -> dict[str, Any]:
-    document = trace_header(trace)
-    document["rerun_of"] = str(trace.rerun_of_id) if trace.rerun_of_id else None
+def trace_header(row: dict[str, Any]) -> dict[str, Any]:
+    """The trace's own fields, without its runs and events, from its row (``HEADER_KEYS``)."""
+    return {"id": row["id"], **{name: export_value(row[name]) for name in TRACE_EXPORT_FIELDS}}
+
+
+RUN_KEYS = ["id", "parent_id", *RUN_EXPORT_FIELDS]
+
+
+def _document(row: dict[str, Any], runs: Iterable[tuple], envelopes: Iterable[str]) -> dict[str, Any]:
+    document = trace_header(row)
+    document["rerun_of"] = str(row["rerun_of_id"]) if row["rerun_of_id"] else None
     # Read by importtraces: the trace is that user's on the other instance too, if it has them.
-    document["owner"] = trace.owner.get_username() if trace.owner is not None else None
+    document["owner"] = row["owner"]
     document["runs"] = [
         {
-            "id": str(run.pk),
-            "parent_id": str(run.parent_id) if run.parent_id else None,
-            **{name: export_value(getattr(run, name)) for name in RUN_EXPORT_FIELDS},
+            "id": str(run_id),
+            "parent_id": str(parent_id) if parent_id else None,
+            **{name: export_value(value) for name, value in zip(RUN_EXPORT_FIELDS, values, strict=True)},
         }
-        for run in runs
+        for run_id, parent_id, *values in runs
     ]
     document["events"] = [protocol.loads(text) for text in envelopes]
     return document

@@ -6,19 +6,22 @@ import csv
 import io
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 from django.contrib.auth import get_user_model
 from django.db import DataError, IntegrityError, transaction
-from django.db.models import CharField, Q
-from django.db.models.functions import Cast
 
 from agents.events import RUN_EVENTS, EventType, parse_timestamp
 from traces import protocol
 from traces.models import Run, Trace
 from traces.scores import record_feedback
-from traces.store.serializers import TRACE_EXPORT_FIELDS, trace_documents, trace_header
+from traces.store.serializers import (
+    HEADER_KEYS,
+    TRACE_EXPORT_FIELDS,
+    trace_documents,
+    trace_header,
+)
 from traces.store.writer import FailureKind, Numbered, store_now
 
 CHUNK = 200
@@ -36,40 +39,60 @@ class InvalidLine(ValueError):
     """A line of an import file that is not a trace as exporttraces writes it; the message says where."""
 
 
-def _chunks(traces) -> Iterator[list[Trace]]:
-    """Oldest first, in keyset pages: constant memory however many traces there are.
+def _pages(traces) -> Iterator[list[dict[str, Any]]]:
+    """The traces' export headers, oldest first, a page of about ``CHUNK`` at a time: constant
+    memory and constant time per page however many traces there are.
 
-    The order is the same on every database: by start time, then by id compared as text (as a
-    value, MariaDB's native UUID type sorts by the id's last group first, SQLite and MySQL by its first).
+    The order is the same on every database: by start time, then by id as text. The database
+    orders by start time alone, through trace_started_idx (read backwards); ids are compared
+    here, within a page, because as a value MariaDB's native UUID type sorts by the id's last
+    group first, SQLite and MySQL by its first, and ordering by the id's text is a sort of every
+    remaining trace for each page. A page ends where a start time ends, so that traces started at
+    the same moment are on the same page: it takes every trace up to the ``CHUNK``-th one's start
+    (more than ``CHUNK`` only when several traces share that moment).
     """
-    traces = traces.annotate(id_text=Cast("pk", CharField())).order_by("started_at", "id_text").select_related("owner")
-    last = None
+    traces = traces.order_by()
+    after = None
     while True:
-        page = traces
-        if last is not None:
-            page = page.filter(
-                Q(started_at__gt=last.started_at) | Q(started_at=last.started_at, id_text__gt=last.id_text)
-            )
-        batch = list(page[:CHUNK])
-        if not batch:
+        rest = traces if after is None else traces.filter(started_at__gt=after)
+        # Read first, on its own: as a subquery in the page's condition, MariaDB does not bound
+        # the page's index range by it, and reads every trace left for every page.
+        last_start = rest.order_by("started_at").values_list("started_at", flat=True)[CHUNK - 1 : CHUNK].first()
+        page = rest if last_start is None else rest.filter(started_at__lte=last_start)
+        rows = sorted(_header_rows(page), key=lambda row: (row["started_at"], row["id"]))
+        if rows:
+            yield rows
+        if last_start is None:  # without a CHUNK-th trace, the page held all that was left
             return
-        yield batch
-        last = batch[-1]
+        after = last_start
 
 
-def export_jsonl(traces) -> Iterator[str]:
-    for batch in _chunks(traces):
-        for document in trace_documents(batch):
+def _header_rows(traces) -> Iterator[dict[str, Any]]:
+    """Rows with what the export says of each trace, straight from the database: no Trace instances."""
+    owner = f"owner__{get_user_model().USERNAME_FIELD}"
+    for values in traces.values_list("id", *TRACE_EXPORT_FIELDS, "rerun_of_id", owner):
+        row = dict(zip(HEADER_KEYS, values, strict=True))
+        row["id"] = str(row["id"])
+        yield row
+
+
+def export_jsonl(traces, progress: Callable[[int], None] | None = None) -> Iterator[str]:
+    """One line per trace: its fields, runs and events. ``progress`` is told how many traces each page held."""
+    for rows in _pages(traces):
+        for document in trace_documents(rows):
             yield protocol.dumps(document) + "\n"
+        if progress is not None:
+            progress(len(rows))
 
 
-def export_csv(traces) -> Iterator[str]:
+def export_csv(traces, progress: Callable[[int], None] | None = None) -> Iterator[str]:
+    """A header line, then one row per trace (its fields; no runs or events), a page at a time."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_FIELDS)
-    for batch in _chunks(traces):
-        for trace in batch:
-            document = trace_header(trace)
+    for rows in _pages(traces):
+        for row in rows:
+            document = trace_header(row)
             writer.writerow(
                 [
                     document[name] if not isinstance(document[name], dict) else protocol.dumps(document[name])
@@ -79,6 +102,8 @@ def export_csv(traces) -> Iterator[str]:
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()
+        if progress is not None:
+            progress(len(rows))
     yield buffer.getvalue()
 
 

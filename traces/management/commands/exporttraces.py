@@ -6,6 +6,7 @@ import datetime as dt
 from django.core.management.base import BaseCommand, CommandError
 
 from traces.live.terminal import terminal_stream
+from traces.management.progress import progress_bar
 from traces.models import Trace
 from traces.store.transfer import export_csv, export_jsonl
 
@@ -26,7 +27,10 @@ def _date(text: str | None) -> dt.date | None:
 
 
 class Command(BaseCommand):
-    help = "Stream traces to a file or stdout, in constant memory. JSONL holds runs and events too."
+    help = (
+        "Stream traces to a file or stdout, in constant memory and in time proportional to their number. "
+        "JSONL holds runs and events too. A progress bar goes to stderr when it is a terminal."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--since", help="Traces started on or after this date (YYYY-MM-DD).")
@@ -49,14 +53,15 @@ class Command(BaseCommand):
             traces = traces.filter(status__in=status)
         if agent:
             traces = traces.filter(agent_name=agent)
-        chunks = export_jsonl(traces) if format == "jsonl" else export_csv(traces)
         count = 0
         try:
             with (
                 open(output, "w", encoding="utf-8", newline="")
                 if output
-                else contextlib.nullcontext(terminal_stream(self.stdout)) as stream
+                else contextlib.nullcontext(terminal_stream(self.stdout)) as stream,
+                progress_bar(self.stderr, "Exporting", traces.count) as progress,
             ):
+                chunks = export_jsonl(traces, progress) if format == "jsonl" else export_csv(traces, progress)
                 for chunk in chunks:
                     stream.write(chunk)
                     count += format == "jsonl"

@@ -7,7 +7,7 @@ questions are English or Chinese with a part of their own, and the traces starte
 90 days. The same seed gives the same history.
 
 The rows bypass the ORM and the trace writer: SQLite through ``executemany`` in large transactions
-with the journal and syncs off, MariaDB through ``LOAD DATA LOCAL INFILE`` (multi-row INSERTs when
+with the journal, syncs and foreign key checks off, MariaDB through ``LOAD DATA LOCAL INFILE`` (multi-row INSERTs when
 the server refuses local files) with unique and foreign key checks off. Trace and run ids are sorted
 before they are handed out, so every primary key and ``(trace, seq)`` index is appended to rather
 than written at random pages: what takes a writer 15 minutes through the ORM takes a few here.
@@ -115,7 +115,7 @@ class Generator:
         self.trace_ids = sorted_ids(count, rng, uuids.order)
         self.run_ids = sorted_ids(count * 3, rng, uuids.order)
         self.uuid_text = uuids.text
-        self.now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        self.now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
         self.seed = seed
 
     def rows(self, start: int, stop: int) -> Rows:
@@ -130,7 +130,8 @@ class Generator:
         trace_id = self.trace_ids[n]
         step_id, think_id, tool_id = self.run_ids[3 * n : 3 * n + 3]
         tid, sid, kid, lid = text(trace_id), text(step_id), text(think_id), text(tool_id)
-        started = self.now - dt.timedelta(seconds=rng.random() * DAYS * 86400)
+        # Whole milliseconds, as the events carry them and the store writes them.
+        started = self.now - dt.timedelta(milliseconds=rng.randrange(DAYS * 86_400_000))
         agent = rng.choice(AGENTS)
         model = rng.choice(MODELS)
         owner = rng.choice(self.owners)
@@ -157,6 +158,7 @@ class Generator:
         tool_end = tool_start + dt.timedelta(milliseconds=tool_ms)
         ended = started + dt.timedelta(milliseconds=duration)
         tool_status = status  # the tool call is what failed, or was cancelled
+        metadata = {"model": model, "tools": ["run_sql"]}
         think_in = {"messages": [{"role": "user", "content": request}], "model": model}
         think_out = {"content": f"I will query the database.\n```sql\n{sql}\n```", "tool_calls": ["run_sql"]}
         tool_in = {"sql": sql}
@@ -181,7 +183,7 @@ class Generator:
                 "status": state,
                 "start_time": stamps[begin],
                 "end_time": stamps[end] if end else None,
-                "duration_ms": int((end - begin).total_seconds() * 1000) if end else None,
+                "duration_ms": (end - begin) // dt.timedelta(milliseconds=1) if end else None,
                 "inputs": inputs,
                 "outputs": outputs,
                 "error": error or None if state == RunStatus.ERROR else None,
@@ -194,7 +196,7 @@ class Generator:
         timeline: list[tuple[EventType, dt.datetime, str | None, dict[str, Any]]] = [
             (EventType.TRACE_STARTED, started, None, {
                 "trace_id": trace_dashed, "trace_name": f"{agent}_execution", "request": request,
-                "agent_name": agent, "max_steps": 10, "metadata": {"model": model, "tools": ["run_sql"]},
+                "agent_name": agent, "max_steps": 10, "metadata": metadata,
             }),
             (EventType.STEP_STARTED, started, step,
                 run(step, None, "step_1", RunType.AGENT, RunStatus.RUNNING, started, None, {"step": 1}, {})),
@@ -247,8 +249,7 @@ class Generator:
 
         rows.runs += [
             (sid, tid, None, "step_1", RunType.AGENT.value, status.value, column[started],
-             column[ended], duration, '{"step": 1}', "{}", error, error_type, "{}",
-             prompt, completion, prompt + completion, f"{cost:.8f}"),
+             column[ended], duration, '{"step": 1}', "{}", error, error_type, "{}", 0, 0, 0, "0"),
             (kid, tid, sid, "think", RunType.THINK.value, RunStatus.SUCCESS.value,
              column[think_start], column[think_end], think_ms,
              dumps(think_in), dumps(think_out), "", "", "{}", prompt, completion, prompt + completion, f"{cost:.8f}"),
@@ -262,7 +263,7 @@ class Generator:
             (tid, f"{agent}_execution", session, agent, request, answer, status.value, 10, 1, model,
              "cli" if session == BIG_SESSION else "websocket", owner, None, column[started],
              column[ended], duration, prompt, completion, prompt + completion, f"{cost:.8f}",
-             3, EVENTS_PER_TRACE, error, error_type, dumps({"model": model}), "", None, "")
+             3, EVENTS_PER_TRACE, error, error_type, dumps(metadata), "", None, "")
         )  # fmt: skip
 
 
@@ -303,15 +304,25 @@ class Loader:
 
 
 class SqliteLoader(Loader):
-    """One connection of its own, the journal and syncs off for the fill only: a crash mid-fill
-    leaves a database to throw away, which is what a bench fill may do."""
+    """Django's own connection, with the journal, syncs and foreign key checks off and a large cache
+    for the fill only (each set back after): a crash mid-fill leaves a database to throw away, which
+    is what a bench fill may do."""
 
-    def __init__(self, path: str):
-        self.db = sqlite3.connect(path, isolation_level=None)
+    PRAGMAS = {
+        "journal_mode": "OFF",
+        "synchronous": "OFF",
+        "foreign_keys": "OFF",
+        "cache_size": "-1048576",
+        "temp_store": "MEMORY",
+    }
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+        self.before = {name: db.execute(f"PRAGMA {name}").fetchone()[0] for name in self.PRAGMAS}
 
     def __enter__(self) -> SqliteLoader:
-        for pragma in ("journal_mode=OFF", "synchronous=OFF", "cache_size=-1048576", "temp_store=MEMORY"):
-            self.db.execute(f"PRAGMA {pragma}")
+        for name, value in self.PRAGMAS.items():
+            self.db.execute(f"PRAGMA {name}={value}")
         self.db.execute("BEGIN")
         return self
 
@@ -326,8 +337,8 @@ class SqliteLoader(Loader):
 
     def __exit__(self, *exc: object) -> None:
         self.db.execute("COMMIT")
-        self.db.execute("PRAGMA journal_mode=WAL")  # the site's own (tracesite.env)
-        self.db.close()
+        for name, value in self.before.items():
+            self.db.execute(f"PRAGMA {name}={value}")
 
 
 def _tsv(value: object) -> str:
@@ -397,13 +408,12 @@ class MysqlLoader(Loader):
 
 
 def loader() -> Loader:
-    """The bulk writer for Django's default database (whose own connection is closed meanwhile)."""
-    settings = connection.settings_dict
-    connection.close()
+    """The bulk writer for Django's default database, which must be in autocommit mode."""
     if connection.vendor == "sqlite":
-        return SqliteLoader(str(settings["NAME"]))
+        connection.ensure_connection()
+        return SqliteLoader(connection.connection)
     if connection.vendor == "mysql":
-        return MysqlLoader(settings)
+        return MysqlLoader(connection.settings_dict)
     raise SystemExit(f"no bulk fill for {connection.vendor}")
 
 

@@ -18,7 +18,7 @@ from traces.models import Event, Run, Trace
 from traces.store.projection import new_trace, project
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-import history_fill  # noqa: E402
+import history_fill
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Every figure in docs/benchmarks.md, in order: about 45 minutes on 2 cores, plus 20 for fuzzing.
+# Every figure in docs/benchmarks.md, in order: about 45 minutes on 2 cores, plus 20 for fuzzing
+# and about an hour for the history at a million traces (less once its databases are kept).
 # Needs MariaDB and Redis on loopback for the "mysql" rows (BENCH_MYSQL_URL / BENCH_REDIS_URL).
 #   sh bench/all.sh 2>&1 | tee bench.log
 set -eu
@@ -40,6 +41,11 @@ $PY bench/ingest.py --spans 50000 --rate 1000
 $PY bench/big_exports.py
 $PY bench/big_exports.py --trace-spans 10000
 $PY bench/big_exports.py --json --spans 5000
+
+# The history at 1,000,000 traces / 10,000,000 events, each database kept between runs
+# (/var/tmp/tracesite-history/, MariaDB tracesite_history_1m): filled once in bulk, reused after.
+$PY bench/history.py --backend sqlite --traces 1000000 --keep
+$PY bench/history.py --backend mysql --traces 1000000 --keep --buffer-pool 2G
 
 # Fuzzing, 10 minutes each.
 $PY bench/fuzz.py guard --minutes 10

@@ -62,9 +62,9 @@ def test_soak_runs_and_checks_itself():
     assert "OK: no loss" in out, out
 
 
-def test_history_runs_every_page_and_the_export(tmp_path):
+def history(tmp_path: Path, *args: str) -> str:
     out = subprocess.run(
-        [sys.executable, "bench/history.py", "--traces", "60", "--repeat", "1"],
+        [sys.executable, "bench/history.py", "--repeat", "1", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -78,13 +78,28 @@ def test_history_runs_every_page_and_the_export(tmp_path):
         },
     )
     assert out.returncode == 0, out.stderr[-4000:]
-    assert "filled 60 traces / 600 events" in out.stdout
+    return out.stdout
+
+
+def test_history_runs_every_page_and_the_export(tmp_path):
+    out = history(tmp_path, "--traces", "60")
+    assert "filled 60 traces / 600 events" in out
     # The trace, the first screen of its run tree (a query a level, one here), its scores, its
     # re-runs, and the datasets "Add to dataset" offers.
-    assert re.search(r"trace detail\s+[\d.]+\s+5\n", out.stdout), out.stdout
-    assert re.search(r"status=error \(a quarter\)\s+15 ", out.stdout), out.stdout
+    assert re.search(r"trace detail\s+[\d.]+\s+5 ", out), out
+    # As a user who is not staff, with the visibility filter, and the admin's lists.
+    assert "bench_user1, not staff, auth on" in out and re.search(r"admin, events\s+[\d.]+", out), out
     # One chunk of 60: the traces, their runs, their events, then the empty next page.
-    assert re.search(r"everything\s+60 +[\d.]+ +[\d.]+ +4 ", out.stdout), out.stdout
+    assert re.search(r"everything\s+60 +[\d.]+ +[\d.]+ +[\d.]+ +4 ", out), out
+    assert re.search(r"\d+ met, \d+ missed", out), out
+
+
+def test_history_keeps_its_database_for_the_next_run(tmp_path):
+    store = str(tmp_path / "kept")
+    first = history(tmp_path, "--backend", "sqlite", "--store", store, "--traces", "40", "--no-export", "--keep")
+    assert "filled 40 traces / 400 events" in first and (tmp_path / "kept" / "history-40.sqlite3").exists()
+    again = history(tmp_path, "--backend", "sqlite", "--store", store, "--traces", "40", "--no-export", "--keep")
+    assert "reused 40 traces (kept)" in again and "filled" not in again
 
 
 def test_the_agent_database_benchmark_runs(tmp_path):

@@ -84,9 +84,9 @@ def history(tmp_path: Path, *args: str) -> str:
 def test_history_runs_every_page_and_the_export(tmp_path):
     out = history(tmp_path, "--traces", "60")
     assert "filled 60 traces / 600 events" in out
-    # The trace, the first screen of its run tree (a query a level, one here), its scores, its
-    # re-runs, and the datasets "Add to dataset" offers.
-    assert re.search(r"trace detail\s+[\d.]+\s+5 ", out), out
+    # The trace, the first screen of its run tree (a query a level: the steps, then their calls),
+    # its run count, its scores, its re-runs, and the datasets "Add to dataset" offers.
+    assert re.search(r"trace detail\s+[\d.]+\s+6 ", out), out
     # As a user who is not staff, with the visibility filter, and the admin's lists.
     assert "bench_user1, not staff, auth on" in out and re.search(r"admin, events\s+[\d.]+", out), out
     # One chunk of 60: the traces, their runs, their events, then the empty next page.

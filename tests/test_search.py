@@ -167,7 +167,7 @@ def test_the_index_forgets_deleted_and_pruned_traces():
     kept = make_trace("A new question about invoices")
     before = indexed_rows()
     Trace.objects.filter(pk=deleted.pk).delete()
-    assert retention.prune(retention.prunable(dt.timedelta(days=30))) == 1
+    assert retention.prune(retention.prunable(dt.timedelta(days=30))).traces == 1
     assert found("about invoices") == {kept.request}
     assert indexed_rows() == before - 2
     assert not Trace.objects.filter(pk__in=[old.pk, deleted.pk]).exists()

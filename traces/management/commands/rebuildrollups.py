@@ -33,12 +33,16 @@ class Command(BaseCommand):
             raise CommandError("--until is before --since")
         end = last + dt.timedelta(hours=23) if last is not None else None
         tty = self.stdout.isatty()
+        verbosity = options["verbosity"]
 
         def progress(moment: dt.datetime) -> None:
+            # On a terminal a line that rewrites itself; elsewhere a line a day only when asked (-v 2).
+            if verbosity < 1 or (not tty and verbosity < 2):
+                return
             self.stdout.write(f"summed up to {moment:%Y-%m-%d %H:%M} UTC", ending="\r" if tty else "\n")
             self.stdout.flush()
 
         hours = rebuild(start, end, progress=progress)
-        if tty:
+        if tty and verbosity >= 1:
             self.stdout.write("")
         self.stdout.write(self.style.SUCCESS(f"Summed {hours} hours."))

@@ -122,6 +122,14 @@ def run_row(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def top_level(trace_id: uuid.UUID) -> QuerySet[Run]:
+    """A trace's top-level runs, through run_trace_start_idx. "Not a child" rather than "parent IS
+    NULL": every trace's root is under NULL in run_parent_start_idx, so through that index (SQLite
+    took it, without statistics, as it answers the order too) the page walked the root of every
+    trace, a million of them in a history of a million traces (4–8 s)."""
+    return Run.objects.filter(trace_id=trace_id).exclude(parent__isnull=False)
+
+
 def children_page(
     trace: Trace,
     parent: uuid.UUID | None,
@@ -132,7 +140,7 @@ def children_page(
     """One page of a run's children (the top-level runs for ``parent`` None) and the next cursor.
     ``offset`` instead of ``after`` starts at that position among them: the page jumps there when
     its scrollbar is dragged (one parent's children, read from run_parent_start_idx alone)."""
-    runs = Run.objects.filter(parent_id=parent) if parent else Run.objects.filter(trace=trace, parent__isnull=True)
+    runs = Run.objects.filter(parent_id=parent) if parent else top_level(trace.pk)
     start = offset or 0
     listed = compact(_after(runs, after))
     found = list(listed[start : start + size + 1])
@@ -150,11 +158,7 @@ def children_page(
 
 def position(run: Run) -> int:
     """How many of its siblings come before ``run`` in (start_time, id) order."""
-    siblings = (
-        Run.objects.filter(parent_id=run.parent_id)
-        if run.parent_id
-        else Run.objects.filter(trace_id=run.trace_id, parent__isnull=True)
-    )
+    siblings = Run.objects.filter(parent_id=run.parent_id) if run.parent_id else top_level(run.trace_id)
     return _before(siblings, (run.start_time, run.pk)).count()
 
 

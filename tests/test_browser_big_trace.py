@@ -87,3 +87,17 @@ async def test_a_live_long_trace_appends_runs_without_drawing_them_all(page):
             "[data-spans] .span-row[data-run-type=agent] .span-name", "nodes => nodes.map(n => n.textContent)"
         )
         assert names[-1] == f"Step {STEPS + 50}"
+
+
+async def test_the_tree_draws_without_the_markdown_and_highlighting_libraries(page):
+    """markdown-it, DOMPurify and highlight.js are loaded when a panel first shows markdown or code:
+    with them unreachable the tree still draws, and a run's code shows as plain text."""
+    trace = await database_sync_to_async(make_agent_trace)(30)
+    await page.route("**/static/vendor/**", lambda route: route.abort())
+    with daphne() as host:
+        await page.goto(f"http://{host}/traces/{trace.pk}/")
+        await page.locator("[data-spans] .span-row[data-run-type=tool]").first.click()
+        sql = page.locator("[data-run-panel] pre.sql")
+        await sql.wait_for()
+        assert await sql.inner_text() == "SELECT 1"
+        assert await sql.locator("span").count() == 0  # not coloured: plain text

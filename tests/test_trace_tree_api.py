@@ -126,6 +126,25 @@ def test_search_finds_runs_with_their_ancestors(client, long_run):
     assert step.name == "step_240"
 
 
+def test_the_first_search_hit_carries_its_path_with_positions(client, long_run):
+    """What the page needs to place a hit: the pages that hold it, without asking for the run first."""
+    (hit,) = api(client, long_run, "tree_search", q="step_200", limit=1)["runs"]
+    root = root_of(long_run)
+    step = Run.objects.get(trace=long_run, name="step_200")
+    assert hit["path"] == [
+        {"id": str(root.pk), "parent_id": None, "position": 0},
+        {"id": str(step.pk), "parent_id": str(root.pk), "position": 199},
+    ]
+    assert hit["path"] == api(client, long_run, "tree_run", step.pk)["path"]
+
+    first, second = api(client, long_run, "tree_search", q="run_sql", status="error", limit=2)["runs"]
+    tool = Run.objects.get(pk=first["id"])
+    assert first["path"][-1] == {"id": first["id"], "parent_id": str(tool.parent_id), "position": 1}
+    assert first["path"] == api(client, long_run, "tree_run", tool.pk)["path"]
+    assert "path" not in second
+    assert api(client, long_run, "tree_search", q="no such run")["runs"] == []
+
+
 def test_the_events_come_a_page_at_a_time_by_seq(client, long_run):
     first = api(client, long_run, "tree_events", limit=300)
     assert [event["seq"] for event in first["events"]] == list(range(1, 301)) and first["next"] == 300

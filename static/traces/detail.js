@@ -167,7 +167,7 @@ function hitItem(run) {
   const button = el("button", {type: "button", class: "link-button", dataset: {hit: run.id}},
     el("span", {class: `chip chip-${run.run_type}`, text: run.run_type}), " ", run.name,
     run.status !== "success" ? el("span", {class: `badge badge-${run.status}`, text: run.status}) : null);
-  button.addEventListener("click", () => tree.reveal(run.id));
+  button.addEventListener("click", () => tree.reveal(run.id, run.path));
   return el("li", {}, button);
 }
 
@@ -180,7 +180,7 @@ search.addEventListener("submit", async (event) => {
   hits.replaceChildren(...found.runs.map(hitItem));
   hits.hidden = !found.runs.length;
   summary.textContent = found.runs.length ? `${found.runs.length}${found.next ? "+" : ""} found` : "Nothing found.";
-  if (found.runs.length === 1) tree.reveal(found.runs[0].id);
+  if (found.runs.length === 1) tree.reveal(found.runs[0].id, found.runs[0].path);
 });
 
 root.querySelector("[data-next-error]").addEventListener("click", async () => {
@@ -189,7 +189,7 @@ root.querySelector("[data-next-error]").addEventListener("click", async () => {
   const found = await getJson(`${api}/search?${new URLSearchParams(extra)}`);
   if (!found) return;
   summary.textContent = found.runs.length ? "" : "No error after this run.";
-  if (found.runs.length) tree.reveal(found.runs[0].id);
+  if (found.runs.length) tree.reveal(found.runs[0].id, found.runs[0].path);
 });
 
 // A score's run link (#run=<id>) selects that run in the trace view.

@@ -1,7 +1,7 @@
 // Rendering of trace events: one function per event kind, shared by the live page, resumed
 // events and replays. Trace data is untrusted (users, the model): it only ever reaches the page
 // through textContent and attribute setters, or as the sanitized DOM fragments of libs.js.
-import {codeFragment, markdownFragment} from "./libs.js";
+import {codeInto, markdownInto} from "./libs.js";
 
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -20,11 +20,11 @@ export function el(tag, attrs = {}, ...children) {
 }
 
 export function highlightSql(sql) {
-  return el("pre", {class: "sql hljs"}, codeFragment(String(sql ?? ""), "sql"));
+  return codeInto(el("pre", {class: "sql hljs"}), sql, "sql");
 }
 
 export function highlightJson(value) {
-  return el("pre", {class: "json hljs"}, codeFragment(JSON.stringify(value, null, 2), "json"));
+  return codeInto(el("pre", {class: "json hljs"}), JSON.stringify(value, null, 2), "json");
 }
 
 export function renderTable(columns, rows, limit = 50) {
@@ -52,9 +52,7 @@ export function formatNumber(value) {
 
 // Markdown (answers, model text) through markdown-it and DOMPurify, as DOM nodes.
 export function renderMarkdown(text) {
-  const root = el("div", {class: "markdown"});
-  root.append(markdownFragment(text || ""));
-  return root;
+  return markdownInto(el("div", {class: "markdown"}), text || "");
 }
 
 // Durations as people read them: "<1 ms", "840 ms", "1.24 s", "2 min 5 s".

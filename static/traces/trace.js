@@ -248,6 +248,7 @@ export class TraceTreeView {
     this.source = source || null;
     this.details = new Map();  // run_id -> the run in full, as the server sent it
     this.loading = new Set();
+    this.runsLoading = new Map();  // run ids → the run in full being read
     this.pending = false;
     this.body.addEventListener("click", (event) => this.clicked(event));
     this.body.addEventListener("keydown", (event) => this.key(event));
@@ -481,15 +482,17 @@ export class TraceTreeView {
   }
 
   // Selects a run wherever it is in the tree: its ancestors expanded and the pages that hold it
-  // and them loaded (its path, with each one's position, comes with the run in full).
-  async reveal(runId) {
+  // and them loaded. Its path, with each one's position, comes with the run in full, or with a
+  // search hit: then the run in full is read alongside the pages, not before them.
+  async reveal(runId, path = null) {
     let detail = this.details.get(runId);
-    if (!detail && this.source) {
-      detail = await this.source.run(runId);
-      if (detail) this.details.set(runId, detail);
+    if (!detail && this.source && path) this.loadRun(runId);
+    else if (!detail && this.source) {
+      detail = await this.loadRun(runId);
     }
-    if (detail && detail.path) {
-      await Promise.all(detail.path.map((step) => {
+    path = path || (detail && detail.path);
+    if (path) {
+      await Promise.all(path.map((step) => {
         if (step.parent_id) this.tree.expand(step.parent_id);
         const kids = this.tree.kids.get(step.parent_id || "");
         if (kids && kids.ids[step.position] === step.id) return null;
@@ -499,6 +502,18 @@ export class TraceTreeView {
     }
     this.scrollTo(runId);
     this.select(runId);
+  }
+
+  // The run in full, read once however many ask for it meanwhile.
+  loadRun(runId) {
+    if (!this.runsLoading.has(runId)) {
+      this.runsLoading.set(runId, this.source.run(runId).then((found) => {
+        if (found) this.details.set(runId, found);
+        else (this.missing ||= new Set()).add(runId);  // not stored yet (a live run): what the events said
+        return found;
+      }).finally(() => this.runsLoading.delete(runId)));
+    }
+    return this.runsLoading.get(runId);
   }
 
   async loadTopLevelUntil(runId) {
@@ -531,12 +546,7 @@ export class TraceTreeView {
     if (!detail && !known) return;
     const run = detail ? {...known, ...fullRun(detail)} : known;
     const waiting = !detail && this.tree.paged && this.source && !this.missing?.has(runId);
-    if (waiting) {
-      this.source.run(runId).then((found) => {
-        if (found) this.details.set(runId, found);
-        else (this.missing ||= new Set()).add(runId);  // not stored yet (a live run): what the events said
-      }).finally(() => { if (this.selected === runId) this.showRun(runId); });
-    }
+    if (waiting) this.loadRun(runId).finally(() => { if (this.selected === runId) this.showRun(runId); });
     const parts = [
       el("h3", {}, el("span", {class: `chip chip-${run.run_type}`, text: TYPE_LABEL[run.run_type] || run.run_type}), " ",
         run.run_type === "agent" ? stepLabel(run.name) : run.name),

@@ -11,7 +11,10 @@ viewer may not see is a 404, as one that is not here.
 - ``runs/<run_id>``: one run in full; a model call recorded by the built-in agent (which stores
   only the messages added since the call before) with its conversation assembled, bounded.
 - ``search``: the runs whose name holds ``q``, of a ``type``, a ``status``, or ``error=1``, each
-  with its ancestors' ids; ``from=<run_id>`` starts after that run ("next error").
+  with its ancestors' ids; ``from=<run_id>`` starts after that run ("next error"). The first hit
+  also carries its ``path`` as ``runs/<run_id>`` gives it (the hit and its ancestors with their
+  positions), so the page places it with one request for the rows around it while the run in full
+  is read alongside.
 - ``events``: the stored events by seq, ``?after=<seq>``.
 """
 
@@ -339,12 +342,11 @@ def search(request: HttpRequest, trace_id: uuid.UUID) -> JsonResponse:
     more = len(hits) > size
     hits = hits[:size]
     lineage = ancestors(trace, [hit["parent_id"] for hit in hits])
-    return JsonResponse(
-        {
-            "runs": [run_row(hit) | {"ancestors": _chain(hit["parent_id"], lineage)} for hit in hits],
-            "next": cursor_of(hits[-1]) if more else None,
-        }
-    )
+    rows = [run_row(hit) | {"ancestors": _chain(hit["parent_id"], lineage)} for hit in hits]
+    if hits:  # placed without asking for the run first
+        first = Run(pk=hits[0]["id"], trace=trace, parent_id=hits[0]["parent_id"], start_time=hits[0]["start_time"])
+        rows[0]["path"] = path(first)
+    return JsonResponse({"runs": rows, "next": cursor_of(hits[-1]) if more else None})
 
 
 def ancestors(trace: Trace, parents: Iterable[uuid.UUID | None]) -> dict[uuid.UUID, uuid.UUID | None]:

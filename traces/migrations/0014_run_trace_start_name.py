@@ -3,7 +3,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("traces", "0012_run_tree_index"),
+        ("traces", "0013_trace_duration_index"),
     ]
 
     # run_trace_start_idx made wider, not one more index: the wider one is built under another

@@ -22,6 +22,8 @@ async def test_it_answers_a_question_live_with_the_result_table(page):
         await page.wait_for_selector(".event-done", timeout=20000)
         answer = page.locator("[data-answer]")
         assert "Alice" in await answer.inner_text()
+        # The answer shows as text at once and as markdown when the markdown library has loaded.
+        await answer.locator("table tbody tr").first.wait_for()
         assert await answer.locator("table tbody tr").count() == 10
         assert await page.locator(".event-tool table.result").count() >= 1
         assert await page.locator("pre.sql .hljs-keyword").first.inner_text() == "SELECT"
